@@ -1,0 +1,63 @@
+"""The `rmaudit` command line: a thin layer over the Python API.
+
+Each sub-command lives in ``rmaudit/commands/<name>.py`` and returns an exit code.
+``main`` maps failures onto the documented exit codes:
+0 = success / gate passed, 1 = gate failed, 2 = usage or input error, 3 = internal error.
+"""
+
+from __future__ import annotations
+
+import sys
+import traceback
+
+import click
+import typer
+
+from rmaudit.errors import RmauditInputError
+
+app = typer.Typer(
+    name="rmaudit",
+    help="Audit reward models for the classic RLHF pathologies before PPO sees them.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _register_commands() -> None:
+    from rmaudit.commands import check, probes, report, train
+
+    app.command("train", help=train.__doc__)(train.train_command)
+    app.command("check", help=check.__doc__)(check.check_command)
+    app.command("probes", help=probes.__doc__)(probes.probes_command)
+    app.command("report", help=report.__doc__)(report.report_command)
+
+
+_register_commands()
+
+EXIT_OK, EXIT_GATE_FAILED, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI and return its exit code (used by the console script and by tests)."""
+    try:
+        code = app(args=argv, standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except click.ClickException as exc:
+        exc.show()
+        return EXIT_USAGE
+    except click.exceptions.Abort:
+        return 130
+    except RmauditInputError as exc:
+        print(f"rmaudit: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except Exception:  # noqa: BLE001 - the documented contract is exit code 3
+        traceback.print_exc()
+        print("rmaudit: internal error (see the traceback above)", file=sys.stderr)
+        return EXIT_INTERNAL
+    return int(code or 0)
+
+
+def entry_point() -> None:
+    sys.exit(main())

@@ -1,0 +1,5 @@
+"""Placeholder: owned by the check work; replaced when that lands."""
+
+
+def check_command() -> int:
+    raise NotImplementedError
