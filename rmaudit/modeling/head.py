@@ -1,0 +1,58 @@
+"""The scalar reward head: ``Linear(d, 1, bias=False)``, initialised N(0, 1/d) or zeros.
+
+Under Bradley-Terry the loss only sees reward differences, so a bias gets exactly zero
+gradient: it is unidentifiable and rmaudit leaves it off. ``bias=True`` exists only as an
+ablation so that the ``bias_term`` probe has a real case to find.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from rmaudit.modeling.pooling import HEAD_NAMES, reward_head
+
+HEAD_INITS = ("normal", "zeros")
+
+
+def init_head(model: nn.Module, *, init: str = "normal", bias: bool = False, seed: int = 0) -> dict:
+    """Replace the model's scalar head with a fresh one and return its init statistics.
+
+    The statistics go into the manifest so an audit can tell later whether anything but
+    the optimiser touched the head (e.g. a bias that drifted although its gradient is 0).
+    """
+    if init not in HEAD_INITS:
+        raise ValueError(f"head init must be one of {HEAD_INITS}, got {init!r}")
+    old = reward_head(model)
+    d = old.in_features
+    generator = torch.Generator().manual_seed(seed)
+    head = nn.Linear(d, 1, bias=bias, dtype=old.weight.dtype, device=old.weight.device)
+    with torch.no_grad():
+        if init == "normal":
+            weight = torch.randn(1, d, generator=generator) / math.sqrt(d)
+        else:
+            weight = torch.zeros(1, d)
+        head.weight.copy_(weight)
+        if bias:
+            # A deliberately non-zero bias (the ablation): BT never moves it.
+            head.bias.copy_(torch.empty(1).uniform_(-0.5, 0.5, generator=generator))
+    name = next(n for n in HEAD_NAMES if getattr(model, n, None) is old)
+    setattr(model, name, head)
+    return head_stats(head, init=init)
+
+
+def head_stats(head: nn.Linear, *, init: str | None = None) -> dict:
+    """Summary of a head's parameters, for the manifest."""
+    weight = head.weight.detach().float()
+    stats = {
+        "in_features": head.in_features,
+        "weight_mean": float(weight.mean()),
+        "weight_std": float(weight.std()),
+        "weight_norm": float(weight.norm()),
+        "bias": float(head.bias.detach().float().item()) if head.bias is not None else None,
+    }
+    if init is not None:
+        stats["init"] = init
+    return stats

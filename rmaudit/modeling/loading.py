@@ -1,0 +1,156 @@
+"""Load a reward model (or a base model to become one) from a folder, a GGUF file or the hub.
+
+Three cases, one function:
+
+* an existing reward checkpoint (``*ForSequenceClassification`` with ``num_labels=1``,
+  rmaudit's, TRL's or anyone's): loaded as it is, config untouched, so probes see the
+  checkpoint exactly as PPO will;
+* a base/SFT causal LM (folder or ``--gguf-file``): wrapped as a sequence classifier with
+  a fresh ``Linear(d, 1, bias=False)`` head (see :mod:`rmaudit.modeling.head`);
+* a hub id: only when ``allow_hub`` is set; otherwise a clear error, because audits must
+  not silently download.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+
+from rmaudit.errors import RmauditInputError, input_error
+from rmaudit.modeling.head import head_stats, init_head
+from rmaudit.modeling.manifest import read_manifest, sha256_file
+from rmaudit.modeling.pooling import reward_head
+
+log = logging.getLogger(__name__)
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@dataclass
+class LoadedRewardModel:
+    """A model ready to score or train, and what we know about where it came from."""
+
+    model: Any
+    tokenizer: Any
+    manifest: dict | None
+    pooling: str  # "mask" for rmaudit checkpoints and fresh heads, "native" for foreign RMs
+    base_info: dict = field(default_factory=dict)
+    head_init: dict | None = None  # init statistics when the head was created here
+    notes: list[str] = field(default_factory=list)
+
+
+def parse_dtype(name: str | torch.dtype) -> torch.dtype:
+    if isinstance(name, torch.dtype):
+        return name
+    try:
+        return DTYPES[name]
+    except KeyError:
+        raise RmauditInputError(f"--dtype: expected one of {', '.join(DTYPES)}, got {name!r}") from None
+
+
+def _resolve_source(path_or_id: str | Path, gguf_file: str | None, allow_hub: bool) -> tuple[str, bool]:
+    """(source, is_local). Local folders always win over hub ids of the same name."""
+    path = Path(path_or_id)
+    if path.is_dir():
+        if gguf_file and not (path / gguf_file).is_file():
+            raise input_error(path / gguf_file, None, None, "GGUF file not found in the model folder")
+        return str(path), True
+    if path.exists():
+        raise input_error(path, None, None, "expected a model folder (config + weights), got a file")
+    if not allow_hub:
+        raise input_error(path, None, None, "no such local folder; pass --allow-hub to download it from the hub")
+    return str(path_or_id), False
+
+
+def _is_reward_checkpoint(config: Any) -> bool:
+    archs = getattr(config, "architectures", None) or []
+    return any(a.endswith("ForSequenceClassification") for a in archs) and getattr(config, "num_labels", 0) == 1
+
+
+def load_tokenizer(source: str, *, gguf_file: str | None = None, local_only: bool = True,
+                   trust_remote_code: bool = False) -> tuple[Any, list[str]]:
+    """Tokenizer with a pad token; returns (tokenizer, notes about choices made)."""
+    tokenizer = AutoTokenizer.from_pretrained(
+        source, gguf_file=gguf_file, local_files_only=local_only, trust_remote_code=trust_remote_code
+    )
+    notes = []
+    if tokenizer.pad_token is None:
+        if tokenizer.eos_token is None:
+            raise input_error(source, None, "pad_token", "the tokenizer has neither a pad nor an eos token; "
+                              "set tokenizer.pad_token in the checkpoint")
+        # Explicit and logged: with mask pooling the pad id never decides the read position.
+        tokenizer.pad_token = tokenizer.eos_token
+        notes.append(f"tokenizer had no pad token; using eos {tokenizer.eos_token!r} as pad")
+        log.warning(notes[-1])
+    return tokenizer, notes
+
+
+def load_reward_model(
+    path_or_id: str | Path,
+    *,
+    gguf_file: str | None = None,
+    allow_hub: bool = False,
+    dtype: str | torch.dtype = torch.float32,
+    head_init: str = "normal",
+    head_bias: bool = False,
+    seed: int = 0,
+    trust_remote_code: bool = False,
+) -> LoadedRewardModel:
+    """Load a reward model for scoring or training; see the module docstring for the cases."""
+    source, is_local = _resolve_source(path_or_id, gguf_file, allow_hub)
+    torch_dtype = parse_dtype(dtype)
+    local_only = not allow_hub
+    tokenizer, notes = load_tokenizer(source, gguf_file=gguf_file, local_only=local_only,
+                                      trust_remote_code=trust_remote_code)
+    config = AutoConfig.from_pretrained(source, gguf_file=gguf_file, local_files_only=local_only,
+                                        trust_remote_code=trust_remote_code)
+    existing_rm = _is_reward_checkpoint(config) and gguf_file is None
+    model = AutoModelForSequenceClassification.from_pretrained(
+        source, gguf_file=gguf_file, num_labels=1, dtype=torch.float32,
+        local_files_only=local_only, trust_remote_code=trust_remote_code,
+    )
+    _drop_quantization_config(model)
+    manifest = read_manifest(source) if is_local else None
+    head = None
+    if not existing_rm:
+        model.config.pad_token_id = tokenizer.pad_token_id
+        head = init_head(model, init=head_init, bias=head_bias, seed=seed)
+    model = model.to(torch_dtype)
+    model.eval()
+    pooling = "mask" if (manifest is not None or not existing_rm) else "native"
+    # Not saved with the model: tells the scorer's "auto" pooling what this checkpoint is.
+    model.rmaudit_pooling = pooling
+    return LoadedRewardModel(
+        model=model, tokenizer=tokenizer, manifest=manifest, pooling=pooling,
+        base_info=_base_info(source, gguf_file, is_local), head_init=head, notes=notes,
+    )
+
+
+def _drop_quantization_config(model: Any) -> None:
+    """GGUF weights arrive dequantised; transformers still marks the model as quantised
+    and then refuses to train it. Remove the marker."""
+    quantizer = getattr(model, "hf_quantizer", None)
+    if quantizer is not None and hasattr(quantizer, "remove_quantization_config"):
+        quantizer.remove_quantization_config(model)
+    if getattr(model.config, "quantization_config", None) is not None:
+        del model.config.quantization_config
+
+
+def _base_info(source: str, gguf_file: str | None, is_local: bool) -> dict:
+    """Name and content hash of the weights we started from, for the manifest."""
+    info: dict[str, Any] = {"name_or_path": source, "gguf_file": gguf_file, "local": is_local}
+    if not is_local:
+        return info
+    folder = Path(source)
+    files = [folder / gguf_file] if gguf_file else sorted(folder.glob("*.safetensors"))
+    info["weight_files"] = {f.name: sha256_file(f) for f in files}
+    return info
+
+
+def current_head_stats(model: Any) -> dict:
+    return head_stats(reward_head(model))

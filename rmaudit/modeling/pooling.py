@@ -1,0 +1,61 @@
+"""Last-token pooling read from the attention mask.
+
+The reward is the head applied to the hidden state at the LAST REAL token of each row.
+Reading ``hidden[:, -1]`` is the classic padding-side bug: with right padding it reads a
+pad position. The index below is correct for right padding, left padding and any mask.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+# Attribute names under which known trainers keep the scalar head.
+HEAD_NAMES = ("score", "v_head", "value_head", "classifier", "reward_head")
+
+
+def last_token_index(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Index of the last position whose mask is 1, per row (0 for an all-pad row)."""
+    positions = torch.arange(attention_mask.size(-1), device=attention_mask.device)
+    return (positions * attention_mask.long()).argmax(dim=-1)
+
+
+def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Position ids that start at 0 on the first real token, so left padding does not
+    shift rotary/learned positions (pads get position 0; they are masked anyway)."""
+    return (attention_mask.long().cumsum(dim=-1) - 1).clamp(min=0)
+
+
+def reward_head(model: nn.Module) -> nn.Linear:
+    """The scalar head of a sequence-classification reward model."""
+    for name in HEAD_NAMES:
+        head = getattr(model, name, None)
+        if isinstance(head, nn.Linear) and head.out_features == 1:
+            return head
+    raise ValueError(f"{type(model).__name__} has no scalar Linear head named one of {HEAD_NAMES}")
+
+
+def reward_body(model: nn.Module) -> nn.Module:
+    """The transformer body (``model.model`` for Llama, ``model.transformer`` for GPT-2, ...)."""
+    body = getattr(model, model.base_model_prefix, None)
+    if body is None:
+        raise ValueError(f"{type(model).__name__} exposes no body under {model.base_model_prefix!r}")
+    return body
+
+
+def pooled_hidden(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """(N, d) hidden states at the last real token of each row."""
+    out = reward_body(model)(
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        position_ids=position_ids_from_mask(attention_mask),
+        use_cache=False,
+    )
+    hidden = out.last_hidden_state
+    rows = torch.arange(hidden.size(0), device=hidden.device)
+    return hidden[rows, last_token_index(attention_mask)]
+
+
+def pooled_rewards(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """(N,) rewards with mask pooling: the head applied at each row's last real token."""
+    return reward_head(model)(pooled_hidden(model, input_ids, attention_mask)).squeeze(-1)

@@ -1,0 +1,93 @@
+"""Everything a probe may read, built once per audit and shared by all probes.
+
+The context owns the score cache: every distinct rendered text is scored once per audit,
+whichever probes ask for it. Probes call :meth:`AuditContext.score` with conversations
+(lists of messages) and get rewards back in input order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from rmaudit.data.pairs import Message, PreferencePair
+from rmaudit.probes.base import ProbeSkipped
+
+
+@dataclass
+class AuditContext:
+    """Inputs of one audit. Optional inputs are ``None`` when the user did not supply them
+    and the manifest had no default; probes call :meth:`require` to skip cleanly."""
+
+    checkpoint: Path
+    model: Any = None                      # a transformers *ForSequenceClassification, eval mode
+    tokenizer: Any = None                  # the RM's tokenizer (with its chat template)
+    manifest: dict | None = None           # rmaudit.json of the checkpoint, if any
+    eval_pairs: list[PreferencePair] | None = None
+    train_pairs: list[PreferencePair] | None = None
+    policy_tokenizer: Any = None           # --policy: tokenizer (and chat template) PPO will use
+    canonical_pairs: list[PreferencePair] = field(default_factory=list)
+    dtype: Any = None                      # torch dtype used for scoring
+    max_length: int | None = None
+    batch_size: int = 16
+    pooling: str = "auto"
+    progress: bool = False
+    notes: dict[str, Any] = field(default_factory=dict)   # facts for the report context
+    _cache: dict[tuple[str, str], float] = field(default_factory=dict, repr=False)
+
+    def require(self, **inputs: Any) -> None:
+        """Raise ProbeSkipped naming every missing input, e.g. ``require(eval_pairs=ctx.eval_pairs)``."""
+        missing = [name for name, value in inputs.items() if value is None or (hasattr(value, "__len__") and len(value) == 0)]
+        if missing:
+            flags = {"eval_pairs": "--data", "train_pairs": "--train-data", "policy_tokenizer": "--policy", "model": "a loadable checkpoint"}
+            needs = ", ".join(f"{m} ({flags.get(m, m)})" for m in missing)
+            raise ProbeSkipped(f"missing input: {needs}")
+
+    def render(self, messages: Sequence[Message], chat_template: str | None = None) -> str:
+        from rmaudit.scoring import render
+
+        return render(self.tokenizer, messages, chat_template=chat_template)
+
+    def score(self, conversations: Sequence[Sequence[Message]], chat_template: str | None = None) -> np.ndarray:
+        """Rewards for conversations rendered with the RM's template (or ``chat_template``)."""
+        texts = [self.render(c, chat_template) for c in conversations]
+        return self.score_texts(texts)
+
+    def score_texts(self, texts: Sequence[str]) -> np.ndarray:
+        """Rewards for already-rendered texts; each distinct text is scored once per audit."""
+        from rmaudit.scoring import score_texts
+
+        key = self.pooling
+        todo = sorted({t for t in texts if (key, t) not in self._cache})
+        if todo:
+            result = score_texts(
+                self.model, self.tokenizer, todo, batch_size=self.batch_size, dtype=self.dtype,
+                pooling=self.pooling, max_length=self.max_length, progress=self.progress,
+            )
+            self.notes["pooling"] = result.pooling
+            for text, reward in zip(todo, result.rewards):
+                self._cache[(key, text)] = float(reward)
+        return np.array([self._cache[(key, t)] for t in texts], dtype=np.float64)
+
+    def pair_rewards(self, pairs: Sequence[PreferencePair]) -> tuple[np.ndarray, np.ndarray]:
+        """(chosen rewards, rejected rewards) for pairs, through the shared cache."""
+        chosen = self.score([p.chosen_messages() for p in pairs])
+        rejected = self.score([p.rejected_messages() for p in pairs])
+        return chosen, rejected
+
+    def reference_rewards(self) -> np.ndarray:
+        """Rewards of every response in the eval pairs (else the canonical pairs): the
+        reference set whose spread is the unit for 'shift in reward-std'."""
+        pairs = self.eval_pairs or self.canonical_pairs
+        if not pairs:
+            raise ProbeSkipped("no reference set: give --data or keep the canonical pairs")
+        chosen, rejected = self.pair_rewards(pairs)
+        return np.concatenate([chosen, rejected])
+
+    def reward_std(self) -> float:
+        """Std of rewards over the reference set; probes express shifts in these units."""
+        std = float(self.reference_rewards().std())
+        return std if std > 0 else float("nan")

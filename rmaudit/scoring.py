@@ -1,0 +1,183 @@
+"""Score conversations with a reward model: the one scorer every probe uses.
+
+Texts are rendered with the chat template, tokenized without a second BOS, sorted by
+length into batches (little padding), run under ``inference_mode`` and returned in input
+order. A text's reward does not depend on its batch companions or on the padding side:
+position ids come from the attention mask, and pooling reads the last real token.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from dataclasses import dataclass
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+import torch
+
+from rmaudit.modeling.pooling import pooled_rewards, position_ids_from_mask
+
+log = logging.getLogger(__name__)
+
+POOLINGS = ("auto", "mask", "native")
+
+# Used only when a tokenizer has no chat template (base models, encoders); recorded in notes.
+FALLBACK_TEMPLATE = (
+    "{% for message in messages %}{{ message['role'] | capitalize }}: {{ message['content'] }}\n\n{% endfor %}"
+)
+
+
+@dataclass
+class ScoreResult:
+    """Rewards in input order, which pooling produced them, and token counts."""
+
+    rewards: np.ndarray
+    pooling: str
+    n_tokens: np.ndarray
+    n_truncated: int = 0
+
+
+def render(tokenizer: Any, messages: Sequence[dict], chat_template: str | None = None) -> str:
+    """The full conversation as the model sees it (a complete turn: no generation prompt)."""
+    template = chat_template or getattr(tokenizer, "chat_template", None) or FALLBACK_TEMPLATE
+    return tokenizer.apply_chat_template(
+        list(messages), tokenize=False, add_generation_prompt=False, chat_template=template
+    )
+
+
+def starts_with_bos(tokenizer: Any, text: str) -> bool:
+    bos = getattr(tokenizer, "bos_token", None)
+    return bool(bos) and text.startswith(bos)
+
+
+def tokenize_rendered(tokenizer: Any, texts: Sequence[str], max_length: int | None = None) -> tuple[list[list[int]], int]:
+    """Token ids per text, without padding; (ids, number truncated).
+
+    Special tokens are added only to texts the template did not already start with BOS,
+    so there is never a double BOS. Over-long texts keep their END (truncated from the
+    left), because the reward is read at the last token.
+    """
+    ids: list[list[int]] = [[] for _ in texts]
+    for add_special in (False, True):
+        index = [i for i, t in enumerate(texts) if starts_with_bos(tokenizer, t) != add_special]
+        if not index:
+            continue
+        encoded = tokenizer([texts[i] for i in index], add_special_tokens=add_special)["input_ids"]
+        for i, row in zip(index, encoded):
+            ids[i] = list(row)
+    truncated = 0
+    if max_length:
+        for i, row in enumerate(ids):
+            if len(row) > max_length:
+                ids[i] = row[-max_length:]
+                truncated += 1
+    return ids, truncated
+
+
+def pad_batch(rows: Sequence[Sequence[int]], pad_id: int, side: str = "right") -> tuple[torch.Tensor, torch.Tensor]:
+    """(input_ids, attention_mask) padded to the longest row on ``side``."""
+    width = max(len(r) for r in rows)
+    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, row in enumerate(rows):
+        span = slice(0, len(row)) if side == "right" else slice(width - len(row), width)
+        input_ids[i, span] = torch.tensor(row, dtype=torch.long)
+        mask[i, span] = 1
+    return input_ids, mask
+
+
+def resolve_pooling(model: Any, pooling: str) -> str:
+    """"auto" -> mask for rmaudit checkpoints and fresh heads, native for foreign RMs.
+    Native pooling needs ``config.pad_token_id``; without it transformers cannot pool a
+    padded batch, so we fall back to mask pooling and say so."""
+    if pooling not in POOLINGS:
+        raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
+    if pooling == "auto":
+        pooling = getattr(model, "rmaudit_pooling", "native")
+    if pooling == "native" and getattr(model.config, "pad_token_id", None) is None:
+        log.warning("config.pad_token_id is unset: native pooling impossible, using mask pooling")
+        return "mask"
+    return pooling
+
+
+def forward_rewards(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor, pooling: str) -> torch.Tensor:
+    """(N,) float32 rewards for one padded batch with an already-resolved pooling."""
+    device = next(model.parameters()).device
+    input_ids, attention_mask = input_ids.to(device), attention_mask.to(device)
+    if pooling == "mask":
+        rewards = pooled_rewards(model, input_ids, attention_mask)
+    else:
+        logits = model(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids_from_mask(attention_mask),
+            use_cache=False,
+        ).logits
+        rewards = logits[:, 0]
+    return rewards.float().cpu()
+
+
+def _autocast(model: Any, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
+    param = next(model.parameters())
+    if dtype is None or dtype == param.dtype:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=param.device.type, dtype=dtype)
+
+
+def length_sorted_batches(lengths: Sequence[int], batch_size: int) -> Iterator[list[int]]:
+    """Indices grouped into batches of similar length (longest first), to minimise padding."""
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    for start in range(0, len(order), batch_size):
+        yield order[start:start + batch_size]
+
+
+def score_texts(
+    model: Any,
+    tokenizer: Any,
+    texts: Sequence[str],
+    *,
+    batch_size: int = 16,
+    dtype: torch.dtype | None = None,
+    pooling: str = "auto",
+    padding_side: str = "right",
+    max_length: int | None = None,
+    progress: bool = False,
+) -> ScoreResult:
+    """Rewards for already-rendered texts, in input order."""
+    pooling = resolve_pooling(model, pooling)
+    ids, truncated = tokenize_rendered(tokenizer, texts, max_length)
+    lengths = [len(r) for r in ids]
+    rewards = np.zeros(len(texts), dtype=np.float64)
+    batches = list(length_sorted_batches(lengths, batch_size))
+    with torch.inference_mode(), _autocast(model, dtype), _progress(progress, len(texts)) as advance:
+        for batch in batches:
+            input_ids, mask = pad_batch([ids[i] for i in batch], tokenizer.pad_token_id, padding_side)
+            rewards[batch] = forward_rewards(model, input_ids, mask, pooling).double().numpy()
+            advance(len(batch))
+    return ScoreResult(rewards=rewards, pooling=pooling, n_tokens=np.array(lengths), n_truncated=truncated)
+
+
+def score(
+    model: Any,
+    tokenizer: Any,
+    conversations: Sequence[Sequence[dict]],
+    *,
+    chat_template: str | None = None,
+    **kwargs: Any,
+) -> ScoreResult:
+    """Rewards for conversations (lists of ``{role, content}`` messages), in input order."""
+    texts = [render(tokenizer, c, chat_template) for c in conversations]
+    return score_texts(model, tokenizer, texts, **kwargs)
+
+
+@contextlib.contextmanager
+def _progress(enabled: bool, total: int) -> Iterator[Any]:
+    if not enabled:
+        yield lambda n: None
+        return
+    from rich.progress import Progress
+
+    with Progress(transient=True) as bar:
+        task = bar.add_task("scoring", total=total)
+        yield lambda n: bar.advance(task, n)
