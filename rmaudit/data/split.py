@@ -1,0 +1,62 @@
+"""Deterministic train/eval split by prompt, identical on every process and machine.
+
+The key of a pair is ``prompt_hash(prompt)``: the sha256 of the normalised prompt, where
+normalising means, per message, Unicode NFKC, whitespace runs collapsed to one space, ends
+trimmed and case folded (``str.casefold``), then ``role: content`` lines joined by newlines.
+Case is folded on purpose: the split exists to keep near-identical prompts on one side, and
+"What is 2+2?" / "what is 2+2?" in train and eval would be leakage; merging two prompts that
+differ only in case costs nothing. Python's salted ``hash()`` is never used.
+
+A pair goes to eval when ``int(h[:16], 16) / 2**64 < eval_fraction``, where ``h`` is the
+prompt hash itself (no salt) or ``sha256(f"{salt}:{prompt_hash}")`` (with a salt), so the split
+can be recomputed from the prompt hashes alone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import unicodedata
+
+from rmaudit.data.pairs import Message, PreferencePair
+
+_WHITESPACE = re.compile(r"\s+")
+
+
+def normalize_prompt(prompt_messages: list[Message]) -> str:
+    """The canonical text of a prompt that `prompt_hash` hashes (see module docstring)."""
+    return "\n".join(f"{_fold(m['role'])}: {_fold(m['content'])}" for m in prompt_messages)
+
+
+def _fold(text: str) -> str:
+    # Collapsing whitespace also removes newlines, so the "\n" between messages is unambiguous.
+    return _WHITESPACE.sub(" ", unicodedata.normalize("NFKC", text)).strip().casefold()
+
+
+def prompt_hash(prompt_messages: list[Message]) -> str:
+    """sha256 hex digest of the normalised prompt."""
+    return hashlib.sha256(normalize_prompt(prompt_messages).encode("utf-8")).hexdigest()
+
+
+def split_position(hash_hex: str, salt: str = "") -> float:
+    """Where a prompt hash falls in [0, 1); the eval side is everything below the eval fraction."""
+    if salt:
+        hash_hex = hashlib.sha256(f"{salt}:{hash_hex}".encode("utf-8")).hexdigest()
+    return int(hash_hex[:16], 16) / 2**64
+
+
+def split_by_prompt(pairs: list[PreferencePair], eval_fraction: float,
+                    salt: str = "") -> tuple[list[PreferencePair], list[PreferencePair]]:
+    """Split pairs into (train, eval) by prompt; pairs sharing a prompt stay together.
+
+    Input order is kept within each side. ``salt`` gives a different, equally deterministic
+    split of the same prompts.
+    """
+    if not 0.0 <= eval_fraction <= 1.0:
+        raise ValueError(f"eval_fraction must be between 0 and 1, got {eval_fraction}")
+    train: list[PreferencePair] = []
+    evaluation: list[PreferencePair] = []
+    for pair in pairs:
+        side = evaluation if split_position(prompt_hash(pair.prompt), salt) < eval_fraction else train
+        side.append(pair)
+    return train, evaluation
