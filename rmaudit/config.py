@@ -1,0 +1,175 @@
+"""Gate configuration for ``rmaudit check``: probe selection, ``fail-on`` and per-probe thresholds.
+
+Found like ruff and pytest find theirs: walking up from the start folder, the first
+folder holding an ``rmaudit.toml`` (keys at top level) or a ``pyproject.toml`` with a
+``[tool.rmaudit]`` table wins; ``rmaudit.toml`` wins within one folder; an explicit
+``--config`` path wins over discovery. Example::
+
+    [tool.rmaudit]
+    probes = ["length_bias", "padding"]      # or "all"
+    fail-on = "warn"                         # "warn" or "fail"
+
+    [tool.rmaudit.thresholds.length_bias]
+    r2_warn = 0.05
+    r2_fail = 0.2
+
+Unknown keys are errors (a typo must not silently disable a gate). Command-line flags
+override the file.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rmaudit.errors import input_error
+from rmaudit.results import Status
+
+CONFIG_FILE = "rmaudit.toml"
+PYPROJECT = "pyproject.toml"
+FAIL_ON_CHOICES = ("warn", "fail")
+KNOWN_KEYS = ("probes", "fail-on", "thresholds")
+
+
+@dataclass
+class GateConfig:
+    """The gate settings of one project (defaults when no file is found)."""
+
+    probes: list[str] | None = field(default=None, metadata={"help": "probes to run; None means all"})
+    fail_on: str = field(default="fail", metadata={"help": "lowest status that fails the gate: warn or fail"})
+    thresholds: dict[str, dict[str, float]] = field(
+        default_factory=dict, metadata={"help": "per-probe threshold overrides, e.g. {'length_bias': {'r2_fail': 0.2}}"})
+    source: Path | None = field(default=None, metadata={"help": "the file these settings came from"})
+
+    @property
+    def fail_on_status(self) -> Status:
+        """``fail_on`` as a :class:`~rmaudit.results.Status`."""
+        return Status(self.fail_on)
+
+    def thresholds_for(self, probe: str, defaults: Mapping[str, float]) -> dict[str, float]:
+        """A probe's defaults with this config's overrides applied."""
+        return {**defaults, **self.thresholds.get(probe, {})}
+
+
+def _has_rmaudit_table(pyproject: Path) -> bool:
+    return "rmaudit" in _read_toml(pyproject).get("tool", {})
+
+
+def find_config(start: Path) -> Path | None:
+    """The nearest ``rmaudit.toml`` or ``pyproject.toml`` with ``[tool.rmaudit]``, walking up from ``start``."""
+    start = Path(start).resolve()
+    folder = start if start.is_dir() else start.parent
+    for candidate in (folder, *folder.parents):
+        if (candidate / CONFIG_FILE).is_file():
+            return candidate / CONFIG_FILE
+        pyproject = candidate / PYPROJECT
+        if pyproject.is_file() and _has_rmaudit_table(pyproject):
+            return pyproject
+    return None
+
+
+def load_gate_config(
+    path: Path | None,
+    start: Path,
+    known_probes: Mapping[str, Iterable[str]] | None = None,
+) -> GateConfig:
+    """Load the gate config: ``path`` when given (``--config``), else the one found from ``start``.
+
+    ``known_probes`` maps probe names to their threshold keys; when given, unknown probe
+    names and threshold keys are errors too. Raises
+    :class:`~rmaudit.errors.RmauditInputError` naming the file and the key.
+    """
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise input_error(path, None, None, "config file not found")
+    else:
+        path = find_config(start)
+        if path is None:
+            return GateConfig()
+    return _parse(path, known_probes)
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except tomllib.TOMLDecodeError as exc:
+        raise input_error(path, None, None, f"not valid TOML: {exc}") from None
+    except OSError as exc:
+        raise input_error(path, None, None, f"cannot read: {exc.strerror}") from None
+
+
+def _parse(path: Path, known_probes: Mapping[str, Iterable[str]] | None) -> GateConfig:
+    data = _read_toml(path)
+    prefix = ""
+    if path.name == PYPROJECT:
+        prefix = "tool.rmaudit."
+        data = data.get("tool", {}).get("rmaudit")
+        if data is None:
+            raise input_error(path, None, None, "no [tool.rmaudit] table")
+    table = {key.replace("_", "-"): (key, value) for key, value in data.items()}
+    if len(table) != len(data):
+        raise input_error(path, None, prefix.rstrip(".") or None, "a key is given twice (with '-' and with '_')")
+    for key, (raw, _) in table.items():
+        if key not in KNOWN_KEYS:
+            raise input_error(path, None, prefix + raw, f"unknown key (known: {', '.join(KNOWN_KEYS)})")
+    known = {name: set(keys) for name, keys in known_probes.items()} if known_probes is not None else None
+    return GateConfig(
+        probes=_probes(path, prefix, table.get("probes"), known),
+        fail_on=_fail_on(path, prefix, table.get("fail-on")),
+        thresholds=_thresholds(path, prefix, table.get("thresholds"), known),
+        source=path,
+    )
+
+
+def _probes(path: Path, prefix: str, entry: tuple[str, Any] | None, known: dict[str, set[str]] | None) -> list[str] | None:
+    if entry is None:
+        return None
+    key, value = entry
+    if value == "all":
+        return None
+    if isinstance(value, str):
+        value = [v.strip() for v in value.split(",") if v.strip()]
+    if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
+        raise input_error(path, None, prefix + key, 'expected "all" or a list of probe names')
+    for name in value:
+        if known is not None and name not in known:
+            raise input_error(path, None, prefix + key, f"unknown probe {name!r} (known: {', '.join(sorted(known))})")
+    return value
+
+
+def _fail_on(path: Path, prefix: str, entry: tuple[str, Any] | None) -> str:
+    if entry is None:
+        return "fail"
+    key, value = entry
+    if value not in FAIL_ON_CHOICES:
+        raise input_error(path, None, prefix + key, f"expected 'warn' or 'fail', got {value!r}")
+    return value
+
+
+def _thresholds(path: Path, prefix: str, entry: tuple[str, Any] | None,
+                known: dict[str, set[str]] | None) -> dict[str, dict[str, float]]:
+    if entry is None:
+        return {}
+    key, value = entry
+    if not isinstance(value, dict):
+        raise input_error(path, None, prefix + key, "expected a table of per-probe tables")
+    out: dict[str, dict[str, float]] = {}
+    for probe, limits in value.items():
+        where = f"{prefix}{key}.{probe}"
+        if known is not None and probe not in known:
+            raise input_error(path, None, where, f"unknown probe (known: {', '.join(sorted(known))})")
+        if not isinstance(limits, dict):
+            raise input_error(path, None, where, "expected a table of threshold = number")
+        for name, limit in limits.items():
+            if known is not None and name not in known[probe]:
+                raise input_error(path, None, f"{where}.{name}",
+                                  f"unknown threshold (known: {', '.join(sorted(known[probe])) or 'none'})")
+            if isinstance(limit, bool) or not isinstance(limit, (int, float)):
+                raise input_error(path, None, f"{where}.{name}", f"expected a number, got {limit!r}")
+        out[probe] = {name: float(limit) for name, limit in limits.items()}
+    return out

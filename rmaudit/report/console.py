@@ -1,0 +1,43 @@
+"""The short coloured summary that ends ``rmaudit check`` on the terminal."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from rmaudit.report.formatting import counts_line, one_line, truncate, verdict_text
+from rmaudit.results import AuditResult, Status
+
+STATUS_STYLES = {
+    Status.PASS: "bold green",
+    Status.WARN: "bold yellow",
+    Status.FAIL: "bold red",
+    Status.SKIP: "dim",
+    Status.ERROR: "bold magenta",
+}
+
+
+def render_console_summary(result: AuditResult, console: Console) -> None:
+    """Print one row per probe (status coloured) and the gate verdict.
+
+    Every string is passed as :class:`rich.text.Text`, never as markup, so a summary
+    quoting dataset text such as ``[red]`` prints literally.
+    """
+    table = Table(title=Text(f"rmaudit: {result.checkpoint}"), title_justify="left", expand=False)
+    table.add_column("probe", style="bold", no_wrap=True)
+    table.add_column("status", no_wrap=True)
+    table.add_column("summary", overflow="fold")
+    table.add_column("time", justify="right", no_wrap=True)
+    for probe in result.probes:
+        table.add_row(
+            Text(probe.name),
+            Text(probe.status.value.upper(), style=STATUS_STYLES[probe.status]),
+            Text(truncate(one_line(probe.summary), 200)),
+            Text(f"{probe.seconds:.1f}s"),
+        )
+    console.print(table)
+    style = "bold white on green" if result.gate == "pass" else "bold white on red"
+    verdict = Text(f" {verdict_text(result)} ", style=style)
+    verdict.append(Text(f"  fail-on={result.fail_on.value} · {counts_line(result)}"))
+    console.print(verdict)

@@ -1,0 +1,62 @@
+"""Plain-text formatting shared by every writer: numbers, cell values, truncation, labels."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from pathlib import PurePath
+from typing import Any
+
+from rmaudit.results import AuditResult, Status
+
+STATUS_LABELS = {
+    Status.PASS: "pass",
+    Status.WARN: "warn",
+    Status.FAIL: "fail",
+    Status.SKIP: "skip",
+    Status.ERROR: "error",
+}
+
+
+def format_value(value: Any) -> str:
+    """A metric or cell value as short readable text (4 significant digits for floats)."""
+    if value is None:
+        return "—"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return str(value)
+        if value != 0 and (abs(value) >= 1e6 or abs(value) < 1e-3):
+            return f"{value:.3e}"
+        return f"{value:.4g}"
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, ensure_ascii=False)
+    return str(value)
+
+
+def truncate(text: str, limit: int) -> str:
+    """``text`` cut to ``limit`` characters, with an ellipsis when something was cut."""
+    return text if len(text) <= limit else text[: max(limit - 1, 0)] + "…"
+
+
+def one_line(text: str) -> str:
+    """Collapse all whitespace runs (newlines included) to single spaces."""
+    return re.sub(r"\s+", " ", text).strip()
+
+
+def checkpoint_name(checkpoint: str) -> str:
+    """The last path component of a checkpoint path or hub id (``org/rm`` -> ``rm``)."""
+    parts = [p for p in PurePath(str(checkpoint).replace("\\", "/")).parts if p not in ("/", ".", "")]
+    return parts[-1] if parts else "checkpoint"
+
+
+def counts_line(result: AuditResult) -> str:
+    """``3 pass · 1 warn · 0 fail · 1 skip · 0 error``."""
+    return " · ".join(f"{n} {status}" for status, n in result.counts().items())
+
+
+def verdict_text(result: AuditResult) -> str:
+    """``GATE PASSED`` / ``GATE FAILED``."""
+    return "GATE PASSED" if result.gate == "pass" else "GATE FAILED"
