@@ -42,9 +42,9 @@ def main(argv: list[str] | None = None) -> int:
     """Run the CLI and return its exit code (used by the console script and by tests)."""
     try:
         code = app(args=argv, standalone_mode=False)
-    except click.exceptions.Exit as exc:
+    except (click.exceptions.Exit, typer.Exit) as exc:
         return exc.exit_code
-    except click.ClickException as exc:
+    except (click.ClickException, typer.TyperException) as exc:  # typer >= 0.2x raises its vendored click's errors
         exc.show()
         return EXIT_USAGE
     except click.exceptions.Abort:
