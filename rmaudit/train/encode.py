@@ -1,0 +1,88 @@
+"""Render pairs with the chat template, tokenize them, and apply the over-length policy.
+
+The policy is explicit and counted, never silent:
+``drop``      pairs whose chosen or rejected conversation exceeds ``max_length`` are left out;
+``truncate``  the prompt loses tokens from the LEFT (a leading BOS is kept) so that the whole
+              response and its end-of-turn token survive, because the reward is read at the
+              last token; a pair whose response alone does not fit is dropped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from rmaudit.data.pairs import PreferencePair
+from rmaudit.scoring import render, tokenize_rendered
+from rmaudit.train.batching import EncodedPair
+
+
+@dataclass
+class LengthReport:
+    """How the over-length policy treated a set of pairs (goes into the log and the manifest)."""
+
+    policy: str
+    max_length: int
+    total: int = 0
+    kept: int = 0
+    truncated: int = 0
+    dropped: int = 0
+    dropped_rows: list[int] = field(default_factory=list)  # source rows, for the user to inspect
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"policy": self.policy, "max_length": self.max_length, "total": self.total, "kept": self.kept,
+                "truncated": self.truncated, "dropped": self.dropped, "dropped_rows": self.dropped_rows[:100]}
+
+
+def _prompt_token_count(tokenizer: Any, pair: PreferencePair, full_text: str, full_ids: list[int]) -> int | None:
+    """Tokens of ``full_ids`` that belong to the prompt, or None when the template does not render the
+    prompt as a clean token prefix of the conversation (then the boundary is unknown)."""
+    if not pair.prompt:
+        return 0
+    prompt_text = render(tokenizer, pair.prompt)
+    if not full_text.startswith(prompt_text):
+        return None
+    (prompt_ids,), _ = tokenize_rendered(tokenizer, [prompt_text])
+    n = len(prompt_ids)
+    return n if full_ids[:n] == prompt_ids else None
+
+
+def _truncate_prompt(ids: list[int], n_prompt: int | None, max_length: int, bos_id: int | None) -> list[int] | None:
+    """Drop prompt tokens from the left until ``ids`` fits; None when the response alone does not fit."""
+    if n_prompt is None:
+        return None
+    keep_bos = bos_id is not None and bool(ids) and ids[0] == bos_id and n_prompt > 0
+    head = ids[:1] if keep_bos else []
+    cut = len(ids) - max_length  # tokens to remove
+    first = len(head)
+    if first + cut > n_prompt:  # would eat into the response
+        return None
+    return head + ids[first + cut:]
+
+
+def encode_pairs(tokenizer: Any, pairs: Sequence[PreferencePair], max_length: int,
+                 policy: str) -> tuple[list[EncodedPair], LengthReport]:
+    """Token ids for every pair that survives the over-length policy, and the counts."""
+    report = LengthReport(policy=policy, max_length=max_length, total=len(pairs))
+    chosen_texts = [render(tokenizer, p.chosen_messages()) for p in pairs]
+    rejected_texts = [render(tokenizer, p.rejected_messages()) for p in pairs]
+    chosen_ids, _ = tokenize_rendered(tokenizer, chosen_texts)
+    rejected_ids, _ = tokenize_rendered(tokenizer, rejected_texts)
+    encoded = []
+    for i, pair in enumerate(pairs):
+        sides = [chosen_ids[i], rejected_ids[i]]
+        if max(len(s) for s in sides) > max_length:
+            if policy == "truncate":
+                texts = (chosen_texts[i], rejected_texts[i])
+                sides = [ids if len(ids) <= max_length else _truncate_prompt(
+                    ids, _prompt_token_count(tokenizer, pair, text, ids), max_length, tokenizer.bos_token_id)
+                    for ids, text in zip(sides, texts)]
+            if policy == "drop" or any(s is None for s in sides):
+                report.dropped += 1
+                report.dropped_rows.append(pair.row)
+                continue
+            report.truncated += 1
+        report.kept += 1
+        encoded.append(EncodedPair(sides[0], sides[1], pair.margin))
+    return encoded, report

@@ -1,0 +1,60 @@
+"""AdamW with a separate head learning rate, and the warmup + decay schedule."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch.optim.lr_scheduler import LambdaLR
+
+HEAD_PREFIXES = ("score.",)
+
+
+def is_head_parameter(name: str) -> bool:
+    """True for the reward head's parameters (transformers names the head ``score``)."""
+    return name.startswith(HEAD_PREFIXES)
+
+
+def _decays(name: str, param: torch.nn.Parameter) -> bool:
+    # Weight decay on biases and norm scales only shrinks them towards 0; the usual practice skips them.
+    return param.ndim >= 2 and "norm" not in name
+
+
+def param_groups(model: torch.nn.Module, lr: float, head_lr_mult: float, weight_decay: float) -> list[dict]:
+    """Four AdamW groups: {body, head} x {decay, no decay}; empty groups are left out."""
+    groups: dict[tuple[bool, bool], list] = {}
+    for name, param in model.named_parameters():
+        if param.requires_grad:
+            groups.setdefault((is_head_parameter(name), _decays(name, param)), []).append(param)
+    return [
+        {"params": params, "lr": lr * (head_lr_mult if head else 1.0),
+         "weight_decay": weight_decay if decay else 0.0, "name": f"{'head' if head else 'body'}"
+                                                                  f"{'' if decay else '_no_decay'}"}
+        for (head, decay), params in sorted(groups.items())
+    ]
+
+
+def build_optimizer(model: torch.nn.Module, lr: float, head_lr_mult: float = 1.0,
+                    weight_decay: float = 0.0) -> torch.optim.AdamW:
+    """AdamW (betas 0.9/0.999, eps 1e-8: the transformers/TRL defaults) with a head lr multiplier."""
+    return torch.optim.AdamW(param_groups(model, lr, head_lr_mult, weight_decay), lr=lr,
+                             betas=(0.9, 0.999), eps=1e-8)
+
+
+def lr_factor(step: int, total_steps: int, warmup_steps: int, kind: str) -> float:
+    """Multiplier of the peak lr at ``step``: linear warmup from 0, then linear/cosine decay to 0 or constant."""
+    if step < warmup_steps:
+        return step / max(1, warmup_steps)
+    if kind == "constant":
+        return 1.0
+    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+    if kind == "cosine":
+        return max(0.0, 0.5 * (1.0 + math.cos(math.pi * progress)))
+    return max(0.0, 1.0 - progress)
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, total_steps: int, warmup_ratio: float,
+                    kind: str) -> LambdaLR:
+    """The schedule over ``total_steps`` optimizer steps, warming up for ``ceil(warmup_ratio * total)``."""
+    warmup = math.ceil(warmup_ratio * total_steps)
+    return LambdaLR(optimizer, lambda step: lr_factor(step, total_steps, warmup, kind))

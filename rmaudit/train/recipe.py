@@ -1,0 +1,436 @@
+"""The `rmaudit train` recipe: Bradley-Terry reward-model training, top to bottom.
+
+What one run does, in order (each step is one method of :class:`BradleyTerryRecipe`):
+
+1. ``setup_run``    run folder, effective config saved (``config.yaml``), accelerate set up;
+2. ``setup_data``   pairs loaded (built-in demo set without ``--data``), held-out split by prompt hash,
+                    prompt hashes of both sides written to ``split.json``;
+3. ``setup_model``  base model with a fresh ``Linear(d, 1)`` head (SmolLM2 GGUF without ``--base``),
+                    pairs rendered with the chat template and tokenized under the over-length policy;
+4. ``setup_optim``  AdamW with a head lr multiplier and a warmup + linear/cosine schedule; model,
+                    optimizer and data loaders prepared by accelerate (DDP/FSDP come from
+                    ``accelerate launch``; this file has no distribution code of its own);
+5. ``train``        per micro-batch: chosen and rejected stacked in ONE forward under bf16 autocast
+                    (float32 master weights), ``-logsigmoid(r_c - r_r - margin)``, accumulation, clip at
+                    1.0, step; logs every N steps, held-out eval every M, resumable checkpoints every K;
+6. ``save_final``   final eval and the model saved with its ``rmaudit.json`` manifest into ``--out``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import DataLoaderConfiguration, set_seed
+from safetensors.torch import load_file
+from torch import nn
+
+from rmaudit.data import builtin_demo_path, load_pairs, prompt_hash, split_by_prompt
+from rmaudit.data.pairs import PreferencePair
+from rmaudit.errors import RmauditInputError, input_error
+from rmaudit.modeling.builtin_models import SMOLLM2_GGUF, require_smollm2_dir
+from rmaudit.modeling.checkpoint import save_checkpoint
+from rmaudit.modeling.head import head_stats
+from rmaudit.modeling.loading import LoadedRewardModel, load_reward_model
+from rmaudit.modeling.manifest import (MANIFEST_NAME, package_versions, sha256_file, tokenizer_facts,
+                                       write_json_atomic)
+from rmaudit.modeling.pooling import pooled_rewards, reward_head
+from rmaudit.train.batching import (LengthGroupedBatchSampler, PairDataset, collate_pairs, padded_fraction,
+                                    stack_batch)
+from rmaudit.train.config import TrainConfig, write_config
+from rmaudit.train.encode import LengthReport, encode_pairs
+from rmaudit.train.loss import bradley_terry_loss, pair_statistics, split_stacked
+from rmaudit.train.metrics import MetricsLog
+from rmaudit.train.optim import build_optimizer, build_scheduler
+from rmaudit.train.state import find_checkpoint, load_training_state, save_training_state
+
+SPLIT_FILE = "split.json"
+METRICS_FILE = "metrics.jsonl"
+CONFIG_FILE = "config.yaml"
+
+
+class PairRewards(nn.Module):
+    """Wraps the reward model so that accelerate's DDP/FSDP wrapper sees the pooled-reward forward."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return pooled_rewards(self.model, input_ids, attention_mask)
+
+
+@dataclass
+class TrainResult:
+    """Where the model went and how it ended."""
+
+    out_dir: Path
+    steps: int
+    train_metrics: dict[str, float]
+    eval_metrics: dict[str, float] | None
+
+
+def disable_dropout(model: nn.Module) -> None:
+    """Dropout makes chosen and rejected see different noise in the same step; reward training turns it off."""
+    for module in model.modules():
+        if isinstance(module, nn.Dropout):
+            module.p = 0.0
+
+
+class BradleyTerryRecipe:
+    """One training run. ``loaded`` lets Python callers train a model they already hold in memory."""
+
+    def __init__(self, config: TrainConfig, loaded: LoadedRewardModel | None = None):
+        self.config = config
+        self.loaded = loaded
+        self.step = 0
+        self.epoch = 0
+        self.batches_done = 0  # global batches consumed in the current epoch
+        self.tokens_seen = 0
+        self.train_window: list[dict[str, float]] = []
+        self.last_train: dict[str, float] = {}
+        self.last_eval: dict[str, float] | None = None
+
+    # ---- 1. run folder --------------------------------------------------------------------------
+    def setup_run(self) -> None:
+        cfg = self.config
+        self.out = Path(cfg.out)
+        self.accelerator = Accelerator(
+            gradient_accumulation_steps=cfg.grad_accum,
+            # Every process gets its slice of ONE global batch, so the data a step sees does not depend
+            # on the number of processes (1 process x batch 4 == 2 processes x batch 2).
+            dataloader_config=DataLoaderConfiguration(split_batches=True),
+        )
+        self.main = self.accelerator.is_main_process
+        set_seed(cfg.seed)
+        if self.main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            write_config(cfg, self.out / CONFIG_FILE)
+
+    # ---- 2. data --------------------------------------------------------------------------------
+    def setup_data(self) -> None:
+        cfg = self.config
+        data_path = Path(cfg.data) if cfg.data else builtin_demo_path()
+        pairs = load_pairs(data_path, adapter=cfg.adapter, limit=cfg.limit)
+        if cfg.eval_data:
+            eval_pairs = load_pairs(cfg.eval_data, adapter=cfg.adapter, limit=cfg.limit)
+            train_pairs = pairs
+        else:
+            train_pairs, eval_pairs = split_by_prompt(pairs, cfg.eval_fraction)
+        if not train_pairs:
+            raise input_error(data_path, None, None, "no training pairs left after the held-out split")
+        self.train_pairs, self.eval_pairs = train_pairs, eval_pairs
+        self.data_files = {"train": _file_record(data_path, builtin=not cfg.data)}
+        if cfg.eval_data:
+            self.data_files["eval"] = _file_record(Path(cfg.eval_data))
+        train_hashes = sorted({prompt_hash(p.prompt) for p in train_pairs})
+        eval_hashes = sorted({prompt_hash(p.prompt) for p in eval_pairs})
+        self.split_info = {
+            "method": "external file" if cfg.eval_data else "sha256 of the normalised prompt",
+            "eval_fraction": None if cfg.eval_data else cfg.eval_fraction,
+            "train_pairs": len(train_pairs), "eval_pairs": len(eval_pairs),
+            "train_prompts": len(train_hashes), "eval_prompts": len(eval_hashes),
+            "shared_prompts": len(set(train_hashes) & set(eval_hashes)),
+            "prompt_hashes_file": SPLIT_FILE,
+        }
+        if self.main:
+            write_json_atomic(self.out / SPLIT_FILE, {"train": train_hashes, "eval": eval_hashes})
+
+    # ---- 3. model and tokens --------------------------------------------------------------------
+    def setup_model(self) -> None:
+        cfg = self.config
+        if self.loaded is None:
+            base, gguf = cfg.base, cfg.gguf_file
+            if base is None:
+                base, gguf = str(require_smollm2_dir()), gguf or SMOLLM2_GGUF
+            self.loaded = load_reward_model(base, gguf_file=gguf, allow_hub=cfg.allow_hub, dtype=torch.float32,
+                                            head_init=cfg.head_init, head_bias=cfg.head_bias, seed=cfg.seed)
+        model, tokenizer = self.loaded.model, self.loaded.tokenizer
+        model.float()  # float32 master weights; bf16 only inside autocast
+        self.head_at_init = head_stats(reward_head(model))
+        disable_dropout(model)
+        if cfg.grad_checkpointing:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.train()
+        self.model, self.tokenizer = model, tokenizer
+        self.train_encoded, self.train_lengths = encode_pairs(tokenizer, self.train_pairs, cfg.max_length,
+                                                              cfg.truncation)
+        self.eval_encoded, self.eval_lengths = encode_pairs(tokenizer, self.eval_pairs, cfg.max_length,
+                                                            cfg.truncation)
+        if not self.train_encoded:
+            raise RmauditInputError(f"every training pair is longer than --max-length {cfg.max_length} "
+                                    f"(policy {cfg.truncation}); raise --max-length or use --truncation truncate")
+
+    # ---- 4. optimizer, schedule, loaders --------------------------------------------------------
+    def setup_optim(self) -> None:
+        cfg, acc = self.config, self.accelerator
+        n_proc = acc.num_processes
+        self.sampler = LengthGroupedBatchSampler([p.length for p in self.train_encoded], cfg.batch_size * n_proc,
+                                                 seed=cfg.seed, shuffle=True)
+        if len(self.sampler) == 0:
+            raise RmauditInputError(f"{len(self.train_encoded)} training pairs do not fill one global batch of "
+                                    f"{cfg.batch_size * n_proc}; lower --batch-size")
+        self.steps_per_epoch = math.ceil(len(self.sampler) / cfg.grad_accum)
+        self.total_steps = cfg.max_steps or cfg.epochs * self.steps_per_epoch
+        pad_id = self.tokenizer.pad_token_id
+        train_loader = torch.utils.data.DataLoader(PairDataset(self.train_encoded), batch_sampler=self.sampler,
+                                                   collate_fn=lambda b: collate_pairs(b, pad_id))
+        optimizer = build_optimizer(self.model, cfg.lr, cfg.head_lr_mult, cfg.weight_decay)
+        self.scheduler = build_scheduler(optimizer, self.total_steps, cfg.warmup_ratio, cfg.scheduler)
+        self.net, self.optimizer, self.train_loader = acc.prepare(PairRewards(self.model), optimizer, train_loader)
+        self.eval_loader = None
+        if self.eval_encoded:
+            eval_sampler = LengthGroupedBatchSampler([p.length for p in self.eval_encoded],
+                                                     cfg.eval_batch_size * n_proc, shuffle=False)
+            self.eval_loader = acc.prepare(torch.utils.data.DataLoader(
+                PairDataset(self.eval_encoded), batch_sampler=eval_sampler,
+                collate_fn=lambda b: collate_pairs(b, pad_id)))
+        self.log = MetricsLog(self.out / METRICS_FILE, self.main, self.total_steps, cfg.progress)
+
+    def maybe_resume(self) -> None:
+        if not self.config.resume:
+            return
+        folder = find_checkpoint(self.config.resume)
+        weights = {}
+        for file in sorted(folder.glob("*.safetensors")):
+            weights.update(load_file(str(file)))
+        self.accelerator.unwrap_model(self.net).model.load_state_dict(weights)
+        progress = load_training_state(folder, self.optimizer, self.scheduler,
+                                       rank=self.accelerator.process_index)
+        self.step, self.epoch, self.batches_done = progress["step"], progress["epoch"], progress["batches_done"]
+        self.tokens_seen = progress["tokens_seen"]
+        self.log.truncate_after(self.step)
+        self.log.bar.update(self.step)
+        self.log.note(f"resumed from {folder} at step {self.step}")
+
+    # ---- 5. the loop ----------------------------------------------------------------------------
+    def autocast(self) -> contextlib.AbstractContextManager:
+        if self.config.dtype != "bfloat16":
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.accelerator.device.type, dtype=torch.bfloat16)
+
+    def rewards(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(chosen, rejected) rewards from ONE forward over the stacked batch, chosen rows first."""
+        input_ids, attention_mask = stack_batch(batch)
+        with self.autocast():
+            rewards = self.net(input_ids, attention_mask)
+        return split_stacked(rewards.float())
+
+    def train_step(self, batch: dict[str, torch.Tensor]) -> dict[str, Any]:
+        """Forward, loss and backward of one micro-batch (accelerate handles accumulation and DDP sync)."""
+        chosen, rejected = self.rewards(batch)
+        loss = bradley_terry_loss(chosen, rejected, batch["margin"])
+        self.accelerator.backward(loss)
+        acc = self.accelerator
+        masks = torch.cat([batch["chosen_mask"], batch["rejected_mask"]])
+        return {"chosen": acc.gather(chosen.detach()), "rejected": acc.gather(rejected.detach()),
+                "margin": acc.gather(batch["margin"]), "tokens": int(acc.gather(masks.sum()).sum()),
+                "padded_fraction": padded_fraction(masks)}
+
+    def optimizer_step(self) -> float:
+        grad_norm = float("nan")
+        if self.config.max_grad_norm > 0:
+            grad_norm = float(self.accelerator.clip_grad_norm_(self.net.parameters(), self.config.max_grad_norm))
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return grad_norm
+
+    def train(self) -> None:
+        acc, cfg = self.accelerator, self.config
+        micro: list[dict[str, Any]] = []
+        started = time.perf_counter()
+        while self.step < self.total_steps:
+            self.sampler.set_epoch(self.epoch)
+            self.sampler.skip(self.batches_done)
+            for batch in self.train_loader:
+                with acc.accumulate(self.net):
+                    micro.append(self.train_step(batch))
+                    self.batches_done += 1
+                    if acc.sync_gradients:
+                        lr = self.scheduler.get_last_lr()[0]
+                        grad_norm = self.optimizer_step()
+                        self.step += 1
+                        self.after_step(micro, grad_norm, lr, time.perf_counter() - started)
+                        micro, started = [], time.perf_counter()
+                if self.step >= self.total_steps:
+                    break
+            else:
+                self.epoch, self.batches_done = self.epoch + 1, 0
+
+    def after_step(self, micro: list[dict[str, Any]], grad_norm: float, lr: float, seconds: float) -> None:
+        cfg = self.config
+        chosen = torch.cat([m["chosen"] for m in micro])
+        rejected = torch.cat([m["rejected"] for m in micro])
+        margin = torch.cat([m["margin"] for m in micro])
+        tokens = sum(m["tokens"] for m in micro)
+        self.tokens_seen += tokens
+        record = {"loss": bradley_terry_loss(chosen, rejected, margin).item(), **pair_statistics(chosen, rejected),
+                  "grad_norm": grad_norm, "lr": lr, "tokens": tokens, "seconds": seconds,
+                  "padded_fraction": sum(m["padded_fraction"] for m in micro) / len(micro)}
+        self.train_window.append(record)
+        self.log.advance(record["loss"])
+        if self.step % cfg.log_every == 0 or self.step == self.total_steps:
+            self.log.write(self.window_record())
+        if cfg.eval_every and self.step % cfg.eval_every == 0 and self.step < self.total_steps:
+            self.evaluate()
+        if cfg.save_every and self.step % cfg.save_every == 0 and self.step < self.total_steps:
+            self.save_resumable()
+
+    def window_record(self) -> dict[str, Any]:
+        """Means over the steps since the last log line; tokens/s over their total time."""
+        window, self.train_window = self.train_window, []
+        keys = ("loss", "accuracy", "margin", "reward_mean", "reward_std", "grad_norm", "padded_fraction")
+        record = {k: sum(r[k] for r in window) / len(window) for k in keys}
+        seconds = sum(r["seconds"] for r in window)
+        record.update(kind="train", step=self.step, epoch=self.epoch, lr=window[-1]["lr"],
+                      tokens_per_s=sum(r["tokens"] for r in window) / max(seconds, 1e-9),
+                      tokens_seen=self.tokens_seen)
+        self.last_train = record
+        return record
+
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, float] | None:
+        """Held-out accuracy, mean margin, reward mean/std and loss, over every held-out pair."""
+        if self.eval_loader is None:
+            return None
+        self.net.eval()
+        chosen, rejected, margin = [], [], []
+        for batch in self.eval_loader:
+            c, r = self.rewards(batch)
+            chosen.append(self.accelerator.gather_for_metrics(c))
+            rejected.append(self.accelerator.gather_for_metrics(r))
+            margin.append(self.accelerator.gather_for_metrics(batch["margin"]))
+        self.net.train()
+        chosen, rejected = torch.cat(chosen), torch.cat(rejected)
+        record = {"kind": "eval", "step": self.step, "pairs": len(chosen),
+                  "loss": bradley_terry_loss(chosen, rejected, torch.cat(margin)).item(),
+                  **pair_statistics(chosen, rejected)}
+        self.log.write(record)
+        self.last_eval = record
+        return record
+
+    # ---- checkpoints and the final model --------------------------------------------------------
+    def save_resumable(self) -> Path:
+        """``out/checkpoints/step-N``: a loadable model plus trainer_state, renamed into place when complete."""
+        acc = self.accelerator
+        final = self.out / "checkpoints" / f"step-{self.step:06d}"
+        partial = final.with_name(final.name + ".partial")
+        acc.wait_for_everyone()
+        if self.main:
+            shutil.rmtree(partial, ignore_errors=True)
+            save_checkpoint(acc.unwrap_model(self.net).model, self.tokenizer, partial, self.manifest())
+        acc.wait_for_everyone()
+        progress = {"step": self.step, "epoch": self.epoch, "batches_done": self.batches_done,
+                    "tokens_seen": self.tokens_seen}
+        save_training_state(partial, self.optimizer, self.scheduler, progress,
+                            rank=acc.process_index, main=self.main)
+        acc.wait_for_everyone()
+        if self.main:
+            _replace_dir(partial, final)
+            self.log.note(f"checkpoint: {final}")
+        return final
+
+    def save_final(self) -> Path:
+        """Final eval, then the model + tokenizer + manifest into ``--out`` (the run folder itself)."""
+        if self.train_window:
+            self.log.write(self.window_record())
+        self.evaluate()
+        acc = self.accelerator
+        acc.wait_for_everyone()
+        if self.main:
+            staging = self.out / ".final.partial"
+            shutil.rmtree(staging, ignore_errors=True)
+            save_checkpoint(acc.unwrap_model(self.net).model, self.tokenizer, staging, self.manifest(final=True))
+            # Move file by file (each os.replace is atomic); the manifest last marks the model complete.
+            (self.out / MANIFEST_NAME).unlink(missing_ok=True)
+            files = sorted(staging.iterdir(), key=lambda p: p.name == MANIFEST_NAME)
+            for file in files:
+                os.replace(file, self.out / file.name)
+            staging.rmdir()
+        acc.wait_for_everyone()
+        self.log.close()
+        return self.out
+
+    def manifest(self, final: bool = False) -> dict[str, Any]:
+        """Everything an audit needs to reproduce this run (see docs/architecture.md, issue 2 item 4)."""
+        cfg = self.config
+        model = self.accelerator.unwrap_model(self.net).model
+        facts = tokenizer_facts(self.tokenizer)
+        return {
+            "kind": "reward_model",
+            "trainer": "rmaudit train (Bradley-Terry)",
+            "pooling": "mask",
+            "base_model": self.loaded.base_info,
+            "data": self.data_files,
+            "split": self.split_info,
+            "tokenizer": facts,
+            "chat_template": facts["chat_template"],
+            "padding_side": "right",
+            "pad_token_id": facts["pad_token_id"], "eos_token_id": facts["eos_token_id"],
+            "bos_token_id": facts["bos_token_id"],
+            "max_length": cfg.max_length,
+            "truncation": {"policy": cfg.truncation, "train": self.train_lengths.as_dict(),
+                           "eval": self.eval_lengths.as_dict()},
+            "head": {"init": cfg.head_init, "bias": cfg.head_bias, "at_init": self.head_at_init,
+                     "initial_bias": self.head_at_init["bias"], "now": head_stats(reward_head(model))},
+            "hyperparameters": cfg.to_dict(),
+            "seed": cfg.seed,
+            "world_size": self.accelerator.num_processes,
+            "global_batch_pairs": cfg.batch_size * cfg.grad_accum * self.accelerator.num_processes,
+            "steps": self.step, "total_steps": self.total_steps, "tokens_seen": self.tokens_seen,
+            "complete": final,
+            "packages": package_versions(),
+            "metrics": {"train": self.last_train, "eval": self.last_eval},
+        }
+
+    def run(self) -> TrainResult:
+        self.setup_run()
+        self.setup_data()
+        self.setup_model()
+        self.setup_optim()
+        self.log_setup()
+        self.maybe_resume()
+        self.train()
+        out = self.save_final()
+        return TrainResult(out, self.step, self.last_train, self.last_eval)
+
+    def log_setup(self) -> None:
+        t, e = self.train_lengths, self.eval_lengths
+        self.log.note(
+            f"rmaudit train: {t.kept} train pairs ({t.truncated} truncated, {t.dropped} dropped over "
+            f"{t.max_length} tokens, policy {t.policy}), {e.kept} held-out pairs ({e.truncated} truncated, "
+            f"{e.dropped} dropped); {self.total_steps} steps of {self.config.batch_size * self.config.grad_accum * self.accelerator.num_processes} "
+            f"pairs on {self.accelerator.num_processes} process(es), dtype {self.config.dtype}")
+
+
+def _file_record(path: Path, builtin: bool = False) -> dict[str, Any]:
+    record: dict[str, Any] = {"path": str(path), "builtin": builtin}
+    if path.is_file():
+        record["sha256"] = sha256_file(path)
+    return record
+
+
+def _replace_dir(new: Path, target: Path) -> None:
+    """Put ``new`` at ``target``; an existing ``target`` is removed only after the rename succeeded."""
+    if target.exists():
+        old = target.with_name(target.name + ".old")
+        shutil.rmtree(old, ignore_errors=True)
+        target.rename(old)
+        new.rename(target)
+        shutil.rmtree(old)
+    else:
+        new.rename(target)
+
+
+def train(config: TrainConfig, loaded: LoadedRewardModel | None = None) -> TrainResult:
+    """Train a Bradley-Terry reward model as configured; see the module docstring for the steps."""
+    return BradleyTerryRecipe(config, loaded).run()
