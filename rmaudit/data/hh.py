@@ -4,10 +4,11 @@ A transcript reads ``\\n\\nHuman: ...\\n\\nAssistant: ...``; only a turn marker 
 start or after a blank line counts (a "Human:" inside a sentence is content). Decisions:
 
 - each turn's content is stripped of surrounding whitespace (the chat template adds its own);
-- consecutive turns by the same speaker are merged into one message, joined by a blank
-  line. The real data has such doubled ``Assistant:`` markers (13 of 4,624 transcripts in
-  harmless-base test); merging keeps roles alternating, which strict chat templates require,
-  and makes the chosen and rejected prompt agree for every pair of that file;
+- consecutive turns by the same speaker are merged into one message, joined by a single
+  newline (a blank line could turn a merged "Human: ..." into a fake turn marker). The real
+  data has such doubled ``Assistant:`` markers (13 of 4,624 transcripts in harmless-base
+  test); merging keeps roles alternating, which strict chat templates require, and makes the
+  chosen and rejected prompts agree for every pair of that file;
 - the response is the content of the LAST assistant turn; everything before it is the prompt.
 """
 
@@ -39,7 +40,7 @@ def parse_hh_turns(text: str) -> list[Message]:
     for speaker, content in zip(parts[1::2], parts[2::2]):
         role, content = _ROLES[speaker], content.strip()
         if messages and messages[-1]["role"] == role:
-            messages[-1]["content"] = f"{messages[-1]['content']}\n\n{content}".strip()
+            messages[-1]["content"] = f"{messages[-1]['content']}\n{content}".strip()
         else:
             messages.append({"role": role, "content": content})
     if not messages:
