@@ -2,4 +2,8 @@
 
 from rmaudit.probes.base import PROBES, Probe, ProbeSkipped, register_probe
 
+from rmaudit.probes import canonical_pairs  # noqa: F401,E402
+from rmaudit.probes import accuracy  # noqa: F401,E402
+from rmaudit.probes import prompt_leakage  # noqa: F401,E402
+
 __all__ = ["PROBES", "Probe", "ProbeSkipped", "register_probe"]
