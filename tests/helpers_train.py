@@ -1,0 +1,69 @@
+"""Shared pieces of the `rmaudit train` tests: a tiny real base model folder, small real data, runners.
+
+Run as a script it is the CLI (``python tests/helpers_train.py train ...``), which is what
+``accelerate launch`` starts in the two-process test.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tiny_models import tiny_config, tiny_tokenizer  # noqa: E402
+
+
+@functools.lru_cache(maxsize=None)
+def tiny_base_dir(hidden: int = 32, layers: int = 2, seed: int = 0) -> Path:
+    """A random tiny Llama *causal LM* saved with SmolLM2's real tokenizer: what `--base` points at."""
+    from transformers import LlamaForCausalLM
+
+    tokenizer = tiny_tokenizer()
+    config = tiny_config(tokenizer, hidden=hidden, layers=layers)
+    config.architectures = ["LlamaForCausalLM"]
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(config)
+    out = Path(tempfile.mkdtemp(prefix="rmaudit-tiny-base-"))
+    model.save_pretrained(out, safe_serialization=True)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+def write_pairs(path: Path, pairs: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(p) + "\n" for p in pairs), encoding="utf-8")
+    return path
+
+
+def small_pairs(n: int = 16) -> list[dict]:
+    """Distinct short explicit-shape pairs (arithmetic right vs wrong) with varied lengths."""
+    rows = []
+    for i in range(n):
+        a, b = 3 + i, 7 + 2 * i
+        pad = " Let me think." * (i % 4)
+        rows.append({"prompt": f"What is {a} + {b}?{pad}", "chosen": f"{a} + {b} = {a + b}.",
+                     "rejected": f"{a} + {b} = {a + b + 1 + i % 3}, I believe, more or less."})
+    return rows
+
+
+def read_metrics(run_dir: Path, kind: str = "train") -> list[dict]:
+    lines = (Path(run_dir) / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
+    return [r for r in map(json.loads, lines) if r["kind"] == kind]
+
+
+def load_weights(run_dir: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(str(Path(run_dir) / "model.safetensors"))
+
+
+if __name__ == "__main__":
+    from rmaudit.cli import main
+
+    sys.exit(main(sys.argv[1:]))
