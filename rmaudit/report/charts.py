@@ -124,7 +124,7 @@ def validate_spec(spec: Any, where: str = "chart") -> list[str]:
     elif kind == "reliability":
         bins = spec["bins"]
         if not isinstance(bins, list) or not all(
-                isinstance(b, dict) and all(_is_number(b.get(k)) for k in ("confidence", "accuracy", "count"))
+                isinstance(b, dict) and all(k in b and _is_number(b[k]) for k in ("confidence", "accuracy", "count"))
                 for b in bins):
             problems.append(f"{where}.bins: expected a list of {{confidence, accuracy, count}} numbers")
     elif kind == "diff":

@@ -38,6 +38,7 @@ def render_console_summary(result: AuditResult, console: Console) -> None:
         )
     console.print(table)
     style = "bold white on green" if result.gate == "pass" else "bold white on red"
-    verdict = Text(f" {verdict_text(result)} ", style=style)
-    verdict.append(Text(f"  fail-on={result.fail_on.value} · {counts_line(result)}"))
+    verdict = Text()
+    verdict.append(f" {verdict_text(result)} ", style=style)
+    verdict.append(f"  fail-on={result.fail_on.value} · {counts_line(result)}")
     console.print(verdict)

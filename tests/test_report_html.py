@@ -1,0 +1,140 @@
+"""report.html without a browser: self-contained, escaped, charts validated, diff and tables built right."""
+
+from __future__ import annotations
+
+import html
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from helpers_report import HOSTILE, IMG, SCRIPT, sample_audit_result
+from rmaudit.report import validate_chart, write_html
+from rmaudit.report.charts import MAX_SCATTER_POINTS, plotly_figure
+from rmaudit.report.diff import side_by_side
+from rmaudit.report.html import VISIBLE_ROWS, metric_rows, render_html, script_json
+from rmaudit.results import AuditResult, ProbeResult, Status
+
+
+@pytest.fixture(scope="module")
+def page() -> str:
+    return render_html(sample_audit_result())
+
+
+def _outside_json_scripts(html_text: str) -> str:
+    """The page with the plotly bundle and the chart JSON removed: everything left is markup."""
+    html_text = re.sub(r'<script type="application/json"[^>]*>.*?</script>', "", html_text, flags=re.S)
+    return re.sub(r"<script nonce=[^>]*>.*?</script>", "", html_text, flags=re.S)
+
+
+def test_page_is_self_contained(page: str) -> None:
+    assert page.count("<script nonce=") == 2  # the inlined plotly.js and the renderer
+    assert "Plotly" in page and len(page) > 3_000_000  # the bundle itself, not a link to it
+    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", _outside_json_scripts(page))
+    assert "default-src 'none'" in html.unescape(page)  # CSP: nothing may be fetched, no injected script may run
+
+
+def test_hostile_strings_never_appear_raw_outside_scripts(page: str) -> None:
+    markup = _outside_json_scripts(page)
+    for hostile in HOSTILE:
+        assert hostile not in markup
+    assert "&lt;script&gt;window.__pwned=1&lt;/script&gt;" in markup
+    assert "<img src=x" not in markup
+    assert "<script" not in markup  # every script element in the page is one of ours
+
+
+def test_chart_json_cannot_close_its_script_tag(page: str) -> None:
+    blocks = re.findall(r'<script type="application/json" id="([^"]+)">(.*?)</script>', page, flags=re.S)
+    assert len(blocks) == 7
+    for _, body in blocks:
+        assert "<" not in body and ">" not in body
+        json.loads(body)
+    # the hostile label survives, entity-escaped for plotly's pseudo-HTML text
+    figures = [json.dumps(json.loads(body), ensure_ascii=False) for _, body in blocks]
+    assert any("&lt;script&gt;window.__pwned=1&lt;/script&gt;" in f for f in figures)
+
+
+def test_script_json_escapes_breakouts() -> None:
+    text = script_json({"a": "</script><!--<script>&\u2028"})
+    assert "<" not in text and ">" not in text and "&" not in text and "\u2028" not in text
+    assert json.loads(str(text)) == {"a": "</script><!--<script>&\u2028"}
+
+
+def test_every_probe_has_a_section_with_badge_and_description(page: str) -> None:
+    result = sample_audit_result()
+    for i, probe in enumerate(result.probes):
+        section = re.search(rf'<section class="card probe" id="probe-{i}-[^"]*">(.*?)</section>', page, re.S)
+        assert section, probe.name
+        body = section.group(1)
+        assert f'<span class="badge {probe.status.value}">' in body
+        assert probe.description.split("\n")[0] in body.replace("&#39;", "'")
+
+
+def test_evidence_rows_truncate_and_expand(page: str) -> None:
+    assert f"Show {22 - VISIBLE_ROWS} more rows" in page  # length_bias has 22 evidence rows
+    assert '<details class="cell-more"><summary>Sure! Here is a very long answer.' in page
+
+
+def test_metric_rows_pair_thresholds_and_flag_breaches() -> None:
+    probe = ProbeResult("length_bias", Status.FAIL, "", metrics={"r2": 0.4, "acc": 0.55, "n": 10},
+                        thresholds={"r2_warn": 0.1, "r2_fail": 0.3, "acc_warn": 0.6, "acc_fail": 0.5, "min_rows": 5})
+    rows = {r.name: r for r in metric_rows(probe)}
+    assert (rows["r2"].warn, rows["r2"].fail, rows["r2"].breach) == ("0.1", "0.3", "fail")
+    assert rows["acc"].breach == "warn"  # lower is worse: fail (0.5) < warn (0.6)
+    assert rows["n"].breach == "" and rows["min_rows (threshold)"].fail == "5"
+
+
+@pytest.mark.parametrize("chart, problem", [
+    ({"kind": "pie"}, "chart.kind"),
+    ({"kind": "scatter", "series": [{"x": [1, 2], "y": [1]}]}, "chart.series[0].y: expected 2 values"),
+    ({"kind": "bar", "categories": ["a", "b"], "series": [{"values": [1]}]}, "expected 2 values, got 1"),
+    ({"kind": "histogram", "series": [{"values": ["x"]}]}, "expected numbers"),
+    ({"kind": "diff", "left": "a"}, "needs right"),
+    ({"charts": [{"kind": "box", "series": []}]}, "charts[0].series"),
+    ({"kind": "reliability", "bins": [{"confidence": 0.5}]}, "chart.bins"),
+    ({"kind": "bar", "categories": ["a"], "series": [{"values": [1]}], "hlines": [{"label": "x"}]}, "hlines[0]"),
+])
+def test_validate_chart_names_the_problem(chart: dict, problem: str) -> None:
+    problems = validate_chart(chart)
+    assert problems and problem in " ".join(problems)
+
+
+def test_sample_charts_are_valid_and_invalid_ones_render_a_notice() -> None:
+    for probe in sample_audit_result().probes:
+        assert validate_chart(probe.chart) == [], probe.name
+    bad = ProbeResult("x", Status.PASS, "", chart={"kind": "scatter", "title": SCRIPT, "series": "nope"})
+    text = render_html(AuditResult("ckpt", [bad]))
+    assert "This chart could not be drawn" in text and "chart.series: expected a non-empty list" in text
+    assert SCRIPT not in _outside_json_scripts(text)
+
+
+def test_histogram_is_binned_exactly_in_python() -> None:
+    values = [0.0] * 7 + [1.0] * 3 + [None]
+    fig = plotly_figure({"kind": "histogram", "bins": 2, "series": [{"name": "m", "values": values}]})
+    assert fig["data"][0]["y"] == [7, 3]
+
+
+def test_large_scatter_is_thinned_with_a_note() -> None:
+    n = MAX_SCATTER_POINTS * 3 + 1
+    fig = plotly_figure({"kind": "scatter", "series": [{"name": "r", "x": list(range(n)), "y": list(range(n))}],
+                         "fit": {"slope": 1.0, "intercept": 0.0}})
+    assert len(fig["data"][0]["x"]) <= MAX_SCATTER_POINTS
+    assert fig["data"][1]["x"] == [0, n - 1]  # the fit spans the full data range
+    assert fig["notes"] and f"of {n} points" in fig["notes"][0]
+
+
+def test_diff_marks_whitespace_and_escapes() -> None:
+    rows, cut = side_by_side("a\n<b> x \nsame\n", "a\n<b> x\nsame\n\n")
+    assert not cut
+    tags = [r.tag for r in rows]
+    assert tags == ["equal", "replace", "equal", "insert"]
+    changed = rows[1]
+    assert "&lt;b&gt;" in changed.left and "<b>" not in changed.left
+    assert '<span class="chg">·</span>' in changed.left  # the trailing space that differs is visible
+    assert "↵" in rows[3].right  # the extra blank line is visible
+
+
+def test_write_html_writes_file(tmp_path: Path) -> None:
+    path = write_html(sample_audit_result(), tmp_path / "sub" / "r.html")
+    assert path.read_text(encoding="utf-8").startswith("<!DOCTYPE html>")
