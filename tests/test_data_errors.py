@@ -33,6 +33,12 @@ def test_invalid_json_on_line_17(tmp_path: Path):
     assert _error(path).startswith(f"{path}: row 17: invalid JSON: Expecting value")
 
 
+def test_invalid_json_array_names_the_line(tmp_path: Path):
+    path = tmp_path / "bad.json"
+    path.write_text('[\n  {"prompt": "q",\n   "chosen": }\n]', encoding="utf-8")
+    assert _error(path) == f"{path}: invalid JSON at line 3, column 14: Expecting value"
+
+
 def test_missing_rejected(tmp_path: Path):
     path = _jsonl(tmp_path / "d.jsonl", [GOOD, GOOD, {"prompt": "q", "chosen": "a"}])
     assert _error(path) == f"{path}: row 3: field 'rejected': missing"

@@ -18,7 +18,6 @@ import csv
 import gzip
 import io
 import json
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
@@ -100,7 +99,8 @@ def _read_json(path: Path) -> Iterator[tuple[int, object]]:
         if exc.msg == "Extra data":  # several top-level values: really JSON Lines
             yield from _read_jsonl(path)
             return
-        raise input_error(path, exc.lineno, None, f"invalid JSON: {exc.msg} at column {exc.colno}") from exc
+        raise input_error(path, None, None,
+                          f"invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}") from exc
     yield from enumerate(_row_list(path, document), start=1)
 
 
@@ -126,7 +126,7 @@ def _read_parquet(path: Path) -> Iterator[tuple[int, object]]:
 
 
 def _read_csv(path: Path) -> Iterator[tuple[int, object]]:
-    csv.field_size_limit(sys.maxsize)  # preference cells can be whole transcripts
+    csv.field_size_limit(2**31 - 1)  # preference cells can be whole transcripts
     delimiter = "\t" if ".tsv" in [s.lower() for s in path.suffixes] else ","
     with _open_text(path) as handle:
         reader = csv.DictReader(handle, delimiter=delimiter)
