@@ -71,16 +71,26 @@ def find_config(start: Path) -> Path | None:
     return None
 
 
+def registered_probes() -> dict[str, list[str]]:
+    """Every registered probe's name and its threshold keys (from ``default_thresholds``)."""
+    from rmaudit.probes import PROBES  # imported late: it loads every probe module
+
+    return {name: list(cls.default_thresholds) for name, cls in PROBES.items()}
+
+
+_REGISTRY: Any = object()  # default of ``known_probes``: validate against the probe registry
+
+
 def load_gate_config(
     path: Path | None,
     start: Path,
-    known_probes: Mapping[str, Iterable[str]] | None = None,
+    known_probes: Mapping[str, Iterable[str]] | None = _REGISTRY,
 ) -> GateConfig:
     """Load the gate config: ``path`` when given (``--config``), else the one found from ``start``.
 
-    ``known_probes`` maps probe names to their threshold keys; when given, unknown probe
-    names and threshold keys are errors too. Raises
-    :class:`~rmaudit.errors.RmauditInputError` naming the file and the key.
+    ``known_probes`` maps probe names to their threshold keys (default: the registered
+    probes); unknown probe names and threshold keys are errors. ``None`` skips those two
+    checks. Raises :class:`~rmaudit.errors.RmauditInputError` naming the file and the key.
     """
     if path is not None:
         path = Path(path)
@@ -90,7 +100,7 @@ def load_gate_config(
         path = find_config(start)
         if path is None:
             return GateConfig()
-    return _parse(path, known_probes)
+    return _parse(path, registered_probes() if known_probes is _REGISTRY else known_probes)
 
 
 def _read_toml(path: Path) -> dict[str, Any]:

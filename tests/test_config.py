@@ -45,7 +45,7 @@ def test_pyproject_without_table_is_skipped(tmp_path: Path) -> None:
     outer = _write(tmp_path / "rmaudit.toml", 'fail_on = "warn"\n')
     _write(tmp_path / "proj" / "pyproject.toml", '[project]\nname = "x"\n[tool.ruff]\nline-length = 100\n')
     assert find_config(tmp_path / "proj") == outer
-    assert load_gate_config(None, tmp_path / "proj").fail_on == "warn"
+    assert load_gate_config(None, tmp_path / "proj", known_probes=KNOWN).fail_on == "warn"
 
 
 def test_nearest_wins_and_rmaudit_toml_beats_pyproject_in_one_folder(tmp_path: Path) -> None:
@@ -60,7 +60,7 @@ def test_nearest_wins_and_rmaudit_toml_beats_pyproject_in_one_folder(tmp_path: P
 def test_explicit_path_wins_over_discovery(tmp_path: Path) -> None:
     _write(tmp_path / "rmaudit.toml", 'fail-on = "warn"\n')
     explicit = _write(tmp_path / "ci" / "gate.toml", 'fail-on = "fail"\nprobes = "length_bias, padding"\n')
-    config = load_gate_config(explicit, tmp_path)
+    config = load_gate_config(explicit, tmp_path, known_probes=KNOWN)
     assert config.fail_on == "fail" and config.probes == ["length_bias", "padding"] and config.source == explicit
 
 
@@ -101,6 +101,18 @@ def test_explicit_missing_file_and_pyproject_without_table(tmp_path: Path) -> No
         load_gate_config(bare, tmp_path)
 
 
-def test_thresholds_not_validated_without_registry(tmp_path: Path) -> None:
+def test_names_not_checked_when_known_probes_is_none(tmp_path: Path) -> None:
     path = _write(tmp_path / "rmaudit.toml", "[thresholds.future_probe]\nsome_limit = 2\n")
-    assert load_gate_config(path, tmp_path).thresholds == {"future_probe": {"some_limit": 2.0}}
+    assert load_gate_config(path, tmp_path, known_probes=None).thresholds == {"future_probe": {"some_limit": 2.0}}
+
+
+def test_default_validates_against_the_probe_registry(tmp_path: Path) -> None:
+    from rmaudit.probes import PROBES
+
+    name, cls = next((n, c) for n, c in PROBES.items() if c.default_thresholds)
+    key = next(iter(cls.default_thresholds))
+    good = _write(tmp_path / "ok" / "rmaudit.toml", f"probes = [{name!r}]\n[thresholds.{name}]\n{key} = 0.5\n")
+    assert load_gate_config(good, tmp_path).thresholds == {name: {key: 0.5}}
+    bad = _write(tmp_path / "bad" / "rmaudit.toml", f"[thresholds.{name}]\n{key}_typo = 0.5\n")
+    with pytest.raises(RmauditInputError, match="unknown threshold"):
+        load_gate_config(bad, tmp_path)

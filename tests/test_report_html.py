@@ -77,11 +77,17 @@ def test_evidence_rows_truncate_and_expand(page: str) -> None:
 
 
 def test_metric_rows_pair_thresholds_and_flag_breaches() -> None:
-    probe = ProbeResult("length_bias", Status.FAIL, "", metrics={"r2": 0.4, "acc": 0.55, "n": 10},
-                        thresholds={"r2_warn": 0.1, "r2_fail": 0.3, "acc_warn": 0.6, "acc_fail": 0.5, "min_rows": 5})
+    probe = ProbeResult(
+        "x", Status.FAIL, "",
+        metrics={"r2": 0.4, "accuracy": 0.58, "leaked_prompts": 3, "wrong_order_fraction": 0.0, "pass_rate": 0.9, "n": 10},
+        thresholds={"r2_warn": 0.1, "r2_fail": 0.3, "accuracy_warn_below": 0.6, "accuracy_fail_below": 0.55,
+                    "warn_leaked_prompts": 1, "max_wrong_order_fraction": 0.0, "min_pass_rate": 1.0, "min_rows": 5})
     rows = {r.name: r for r in metric_rows(probe)}
-    assert (rows["r2"].warn, rows["r2"].fail, rows["r2"].breach) == ("0.1", "0.3", "fail")
-    assert rows["acc"].breach == "warn"  # lower is worse: fail (0.5) < warn (0.6)
+    assert (rows["r2"].warn, rows["r2"].fail, rows["r2"].breach) == ("≥ 0.1", "≥ 0.3", "fail")
+    assert (rows["accuracy"].warn, rows["accuracy"].fail, rows["accuracy"].breach) == ("< 0.6", "< 0.55", "warn")
+    assert (rows["leaked_prompts"].warn, rows["leaked_prompts"].breach) == ("≥ 1", "warn")
+    assert (rows["wrong_order_fraction"].fail, rows["wrong_order_fraction"].breach) == ("> 0", "")
+    assert (rows["pass_rate"].fail, rows["pass_rate"].breach) == ("< 1", "fail")
     assert rows["n"].breach == "" and rows["min_rows (threshold)"].fail == "5"
 
 

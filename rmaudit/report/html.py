@@ -113,34 +113,62 @@ def table_view(rows: list[Any], columns: list[str] | None = None) -> TableView:
     return TableView([str(c) for c in columns], cells, omitted=len(rows) - len(shown))
 
 
-def _threshold_for(metric: str, thresholds: dict[str, Any]) -> tuple[Any, Any, set[str]]:
-    """(warn, fail, used keys) for ``metric`` under the ``<metric>_warn`` / ``<metric>_fail`` convention."""
-    warn, fail = thresholds.get(f"{metric}_warn"), thresholds.get(f"{metric}_fail", thresholds.get(metric))
-    used = {k for k in (f"{metric}_warn", f"{metric}_fail", metric) if k in thresholds}
-    return warn, fail, used
+# Threshold key spellings the report pairs with a metric m; each gives (level, comparison that trips it).
+# m_warn / m_fail / m_warn_at / m_fail_above trip at value >= limit; m_warn_below / m_fail_below at
+# value < limit; warn_m / fail_m as m_warn / m_fail; max_m trips at value > limit, min_m at value < limit.
+_THRESHOLD_PATTERNS = [
+    (re.compile(r"^(?P<m>.+)_(?P<level>warn|fail)(?:_(?P<dir>at|above|below))?$"), None),
+    (re.compile(r"^(?P<level>warn|fail)_(?P<m>.+?)(?:_(?P<dir>above|below))?$"), None),
+    (re.compile(r"^(?P<dir>max|min)_(?P<m>.+)$"), "fail"),
+]
+_COMPARISONS = {None: "≥", "at": "≥", "above": "≥", "below": "<", "max": ">", "min": "<"}
 
 
-def _breach(value: Any, warn: Any, fail: Any) -> str:
-    """Which threshold a value has crossed; direction is read from fail vs warn (fail > warn: higher is worse)."""
-    numbers = [isinstance(x, (int, float)) and not isinstance(x, bool) for x in (value, warn, fail)]
-    if not all(numbers) or warn == fail:
-        return ""
-    past = (lambda t: value >= t) if fail > warn else (lambda t: value <= t)
-    return "fail" if past(fail) else "warn" if past(warn) else ""
+@dataclass
+class Limit:
+    level: str  # warn or fail
+    op: str  # ≥, > or <
+    value: Any
+
+    def tripped(self, metric: Any) -> bool:
+        if not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in (metric, self.value)):
+            return False
+        return {"≥": metric >= self.value, ">": metric > self.value, "<": metric < self.value}[self.op]
+
+    def __str__(self) -> str:
+        return f"{self.op} {format_value(self.value)}"
+
+
+def parse_threshold(key: str, metrics: dict[str, Any]) -> tuple[str, Limit] | None:
+    """(metric name, limit) when ``key`` names a limit on one of ``metrics``, else None."""
+    if key in metrics:
+        return key, Limit("fail", "≥", None)
+    for pattern, level in _THRESHOLD_PATTERNS:
+        match = pattern.match(key)
+        if match and match["m"] in metrics:
+            return match["m"], Limit(level or match["level"], _COMPARISONS[match["dir"]], None)
+    return None
 
 
 def metric_rows(probe: ProbeResult) -> list[MetricRow]:
-    """Metrics with their thresholds side by side; thresholds matching no metric get their own rows."""
-    rows, used_all = [], set()
-    for name, value in probe.metrics.items():
-        warn, fail, used = _threshold_for(name, probe.thresholds)
-        used_all |= used
-        rows.append(MetricRow(name, format_value(value), format_value(warn) if warn is not None else "",
-                              format_value(fail) if fail is not None else "", _breach(value, warn, fail)))
+    """Metrics with their warn/fail limits side by side; limits matching no metric get their own rows."""
+    limits: dict[str, dict[str, Limit]] = {}
+    leftover = []
     for key, value in probe.thresholds.items():
-        if key not in used_all:
-            rows.append(MetricRow(f"{key} (threshold)", "", "", format_value(value)))
-    return rows
+        parsed = parse_threshold(key, probe.metrics)
+        if parsed is None:
+            leftover.append(MetricRow(f"{key} (threshold)", "", "", format_value(value)))
+            continue
+        metric, limit = parsed
+        limit.value = value
+        limits.setdefault(metric, {})[limit.level] = limit
+    rows = []
+    for name, value in probe.metrics.items():
+        found = limits.get(name, {})
+        warn, fail = found.get("warn"), found.get("fail")
+        breach = "fail" if fail and fail.tripped(value) else "warn" if warn and warn.tripped(value) else ""
+        rows.append(MetricRow(name, format_value(value), str(warn) if warn else "", str(fail) if fail else "", breach))
+    return rows + leftover
 
 
 def chart_view(spec: Any, div_id: str) -> ChartView:
