@@ -1,0 +1,273 @@
+"""`padding`: does a text's reward depend on its batch companions or the padding side?
+
+A sample of real texts is scored alone (batch of one: no padding), then right-padded and
+left-padded in one batch with a strictly longer filler text, under both poolings a
+consumer may use: ``mask`` (last attention-mask position, rmaudit's scorer) and
+``native`` (the checkpoint's own ``forward``, which transformers pools by
+``config.pad_token_id``). Rewards may move only by rounding noise; reading a pad position
+moves them by whole reward-stds and makes padded rows collapse onto nearly one value.
+
+Static checks explain what the dynamic ones find: ``config.pad_token_id`` exists and
+equals the tokenizer's pad id; and when pad == eos, whether the end-of-turn eos changes
+the reward at all (native pooling skips trailing pad-ids, so it may never see it).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from rmaudit.probes.base import Probe, ProbeSkipped, register_probe
+from rmaudit.results import SEVERITY, ProbeResult, Status
+from rmaudit.scoring import resolve_pooling, score_texts, tokenize_rendered
+
+TEXT_LIMIT = 300
+SIDES = ("right", "left")
+
+
+@dataclass
+class ModeResult:
+    """Rewards of the sample under one (padding side, pooling) against the rewards alone."""
+
+    side: str
+    pooling: str
+    rewards: np.ndarray | None      # None when this pooling cannot run on a padded batch
+    error: str | None = None
+
+    @property
+    def label(self) -> str:
+        return f"{self.side}-padded / {self.pooling}"
+
+
+def model_dtype(ctx) -> torch.dtype:
+    """The dtype the audit scores in: ``ctx.dtype`` (autocast) or the weights' own."""
+    return ctx.dtype or next(ctx.model.parameters()).dtype
+
+
+def tolerance_std(dtype: torch.dtype, n_layers: int, reward_rms: float, reward_std: float, ulps: float, floor: float) -> float:
+    """Largest reward change (in reward-std units) that rounding alone can explain.
+
+    Padding changes only the shapes and order of reductions, so each of the 2·L sublayers
+    may round its output differently by about one unit in the last place, eps = 2^-(mantissa
+    bits): 2^-23 for float32, 2^-7 for bfloat16 (8 significant bits), 2^-10 for float16.
+    Independent roundings add like a random walk, sqrt(2·L) of them, and scale with the
+    size of the reward itself (its rms, offset included), not with its spread; ``ulps`` is
+    the safety factor. The floor keeps float32 from flagging changes nobody could act on.
+    """
+    eps = torch.finfo(dtype).eps
+    rounding = ulps * eps * math.sqrt(2 * max(n_layers, 1)) * reward_rms
+    return max(floor, rounding / reward_std)
+
+
+def n_layers(model: Any) -> int:
+    config = model.config
+    return int(getattr(config, "num_hidden_layers", None) or getattr(config, "n_layer", None) or 1)
+
+
+def sample_texts(ctx, size: int) -> list[str]:
+    """Distinct rendered conversations spread over the length range (real data first)."""
+    pairs = ctx.eval_pairs or ctx.canonical_pairs
+    if not pairs:
+        raise ProbeSkipped("no texts to score: give --data or keep the canonical pairs")
+    texts = sorted({ctx.render(m) for p in pairs for m in (p.chosen_messages(), p.rejected_messages())})
+    ids, _ = tokenize_rendered(ctx.tokenizer, texts)
+    limit = ctx.max_length or math.inf
+    usable = sorted((len(row), text) for row, text in zip(ids, texts) if len(row) < limit)
+    if len(usable) < 2:
+        raise ProbeSkipped("fewer than two texts fit the max length: nothing to compare")
+    picks = np.unique(np.linspace(0, len(usable) - 1, num=min(size, len(usable))).round().astype(int))
+    return [usable[i][1] for i in picks]
+
+
+def filler_text(texts: Sequence[str]) -> str:
+    """A text strictly longer (in tokens) than every sample, so every sample row gets pads
+    (still true after left-truncation to max_length, which every sample is shorter than)."""
+    longest = max(texts, key=len)
+    return longest + longest
+
+
+def score_batch(ctx, texts: Sequence[str], *, side: str, pooling: str, batch_size: int) -> np.ndarray:
+    return score_texts(ctx.model, ctx.tokenizer, list(texts), batch_size=batch_size, dtype=ctx.dtype,
+                       pooling=pooling, padding_side=side, max_length=ctx.max_length).rewards
+
+
+def padded_modes(ctx, texts: Sequence[str], poolings: Sequence[str]) -> list[ModeResult]:
+    """Every sample text in ONE batch with the filler, for each side and pooling."""
+    batch = [*texts, filler_text(texts)]
+    modes = []
+    for pooling in poolings:
+        for side in SIDES:
+            try:
+                rewards = score_batch(ctx, batch, side=side, pooling=pooling, batch_size=len(batch))[:-1]
+                modes.append(ModeResult(side, pooling, rewards))
+            except Exception as exc:  # e.g. native pooling with no config.pad_token_id cannot batch
+                modes.append(ModeResult(side, pooling, None, f"{type(exc).__name__}: {exc}"))
+    return modes
+
+
+def end_of_turn_variants(text: str, eos: str) -> tuple[str, str]:
+    """(without, with) the end-of-turn eos: strip the template's final eos when it ends
+    with one (trailing whitespace allowed), otherwise append one, as trainers do."""
+    stripped = text.rstrip()
+    if stripped.endswith(eos):
+        cut = len(stripped) - len(eos)
+        return text[:cut] + text[len(stripped):], text
+    return text, text + eos
+
+
+@register_probe
+class PaddingProbe(Probe):
+    name = "padding"
+    description = "Is a reward independent of batch companions and padding side? Alone vs right- vs left-padded, pad/eos config checks."
+    why = ("If the reward is read at a pad position, PPO's batched rewards are noise that depends on batch companions.\n"
+           "Compares rewards alone, right-padded and left-padded (mask and native pooling), and checks pad/eos ids.")
+    default_thresholds = {
+        "tolerance_ulps": 8.0,           # safety factor on the rounding bound (see tolerance_std)
+        "tolerance_floor_std": 1e-3,     # never flag a change smaller than this many reward-stds
+        "collapse_ratio": 0.1,           # padded-row std / alone std below this = rows read one pad position
+        "sample_size": 16,               # texts scored alone and padded
+    }
+
+    def run(self, ctx, thresholds: dict[str, float]) -> ProbeResult:
+        ctx.require(model=ctx.model)
+        texts = sample_texts(ctx, int(thresholds["sample_size"]))
+        served = resolve_pooling(ctx.model, ctx.pooling)
+        poolings = self._poolings(ctx, served)
+        alone = {p: score_batch(ctx, texts, side="right", pooling=p, batch_size=1) for p in poolings}
+        modes = padded_modes(ctx, texts, poolings)
+
+        std = self._reference_std(ctx, alone[served])
+        rms = float(np.sqrt(np.mean(alone[served] ** 2)))
+        dtype = model_dtype(ctx)
+        tol = tolerance_std(dtype, n_layers(ctx.model), rms, std, thresholds["tolerance_ulps"], thresholds["tolerance_floor_std"])
+
+        findings: list[tuple[Status, str]] = []
+        metrics: dict[str, Any] = {
+            "served_pooling": served, "dtype": str(dtype).replace("torch.", ""), "n_texts": len(texts),
+            "reward_std": _round(std), "tolerance_std": _round(tol, 6),
+        }
+        deltas = self._check_modes(modes, alone, std, tol, thresholds["collapse_ratio"], metrics, findings)
+        self._check_pad_ids(ctx, metrics, findings)
+        self._check_end_of_turn(ctx, texts, served, std, tol, metrics, findings)
+
+        status = max((s for s, _ in findings), key=lambda s: SEVERITY[s], default=Status.PASS)
+        return self.result(
+            status, self._summary(status, deltas, tol, findings), metrics=metrics, thresholds=dict(thresholds),
+            evidence=self._evidence(ctx, texts, alone, modes, std),
+            chart=self._chart(deltas, tol),
+        )
+
+    @staticmethod
+    def _poolings(ctx, served: str) -> list[str]:
+        """The served pooling first, then the other one when the checkpoint supports it."""
+        other = "native" if served == "mask" else "mask"
+        if other == "native" and getattr(ctx.model.config, "pad_token_id", None) is None:
+            return [served]
+        return [served, other]
+
+    @staticmethod
+    def _reference_std(ctx, alone: np.ndarray) -> float:
+        try:
+            std = ctx.reward_std()
+        except ProbeSkipped:
+            std = float("nan")
+        if not np.isfinite(std) or std <= 0:
+            std = float(np.std(alone))
+        if not np.isfinite(std) or std <= 0:
+            raise ProbeSkipped("every text gets the same reward: no reward spread to measure padding effects against")
+        return std
+
+    @staticmethod
+    def _check_modes(modes, alone, std, tol, collapse_ratio, metrics, findings) -> dict[str, float | None]:
+        """Per mode: max |padded - alone| in reward-stds, and the collapse tell-tale."""
+        deltas: dict[str, float | None] = {}
+        for mode in modes:
+            key = f"{mode.side}_{mode.pooling}"
+            if mode.rewards is None:
+                deltas[mode.label] = None
+                metrics[f"max_delta_std_{key}"] = None
+                findings.append((Status.WARN, f"{mode.label}: cannot score a padded batch ({mode.error})"))
+                continue
+            delta = float(np.max(np.abs(mode.rewards - alone[mode.pooling]))) / std
+            spread = float(np.std(alone[mode.pooling]))
+            ratio = float(np.std(mode.rewards)) / spread if spread > 0 else None
+            deltas[mode.label] = delta
+            metrics[f"max_delta_std_{key}"] = _round(delta, 6)
+            metrics[f"spread_ratio_{key}"] = _round(ratio)
+            if delta > tol:
+                findings.append((Status.FAIL, f"{mode.label}: rewards move by up to {delta:.3g} reward-std (tolerance {tol:.2g})"))
+            if ratio is not None and ratio < collapse_ratio and len(mode.rewards) >= 3:
+                findings.append((Status.FAIL, f"{mode.label}: padded rows collapse to nearly one reward "
+                                 f"(spread {ratio:.2g}x of alone): the reward is read at a pad position"))
+        return deltas
+
+    @staticmethod
+    def _check_pad_ids(ctx, metrics, findings) -> None:
+        tok, config = ctx.tokenizer, ctx.model.config
+        config_pad = getattr(config, "pad_token_id", None)
+        metrics.update({"config_pad_token_id": config_pad, "tokenizer_pad_token_id": tok.pad_token_id,
+                        "tokenizer_eos_token_id": tok.eos_token_id,
+                        "pad_is_eos": tok.pad_token_id is not None and tok.pad_token_id == tok.eos_token_id})
+        if config_pad is None:
+            findings.append((Status.WARN, "config.pad_token_id is unset: the checkpoint's own forward cannot score a padded batch"))
+        elif config_pad != tok.pad_token_id:
+            findings.append((Status.FAIL, f"config.pad_token_id {config_pad} != tokenizer pad id {tok.pad_token_id}: "
+                             "native pooling reads pad positions of right-padded rows"))
+
+    @staticmethod
+    def _check_end_of_turn(ctx, texts, served, std, tol, metrics, findings) -> None:
+        """With pad == eos, native pooling skips trailing eos: does the eos change anything?"""
+        tok = ctx.tokenizer
+        if tok.eos_token is None or tok.pad_token_id != tok.eos_token_id:
+            metrics["eos_delta_std"] = None
+            return
+        variants = [end_of_turn_variants(t, tok.eos_token) for t in texts[:4]]
+        flat = [v for pair in variants for v in pair]
+        rewards = score_batch(ctx, flat, side="right", pooling=served, batch_size=1)
+        delta = float(np.max(np.abs(rewards[0::2] - rewards[1::2]))) / std
+        metrics["eos_delta_std"] = _round(delta, 6)
+        if delta <= tol:
+            findings.append((Status.WARN, f"pad == eos and the end-of-turn eos leaves the reward unchanged "
+                             f"({delta:.2g} reward-std, {served} pooling): the model never sees the end of the turn"))
+
+    @staticmethod
+    def _evidence(ctx, texts, alone, modes, std) -> list[dict[str, Any]]:
+        ids, _ = tokenize_rendered(ctx.tokenizer, texts)
+        rows = []
+        for i, text in enumerate(texts):
+            row: dict[str, Any] = {"text": text if len(text) <= TEXT_LIMIT else text[:TEXT_LIMIT] + "…",
+                                   "tokens": len(ids[i])}
+            for pooling, rewards in alone.items():
+                row[f"alone_{pooling}"] = _round(rewards[i])
+            for mode in modes:
+                row[f"{mode.side}_{mode.pooling}"] = None if mode.rewards is None else _round(mode.rewards[i])
+            rows.append(row)
+        return rows
+
+    @staticmethod
+    def _chart(deltas: dict[str, float | None], tol: float) -> dict[str, Any]:
+        labels = list(deltas)
+        return {
+            "kind": "bar", "title": "Largest reward change from padding, in reward-stds",
+            "x_label": "padding / pooling", "y_label": "max |padded − alone| / reward std",
+            "categories": labels,
+            "series": [{"name": "max |delta|", "values": [deltas[k] for k in labels]}],
+            "hlines": [{"y": tol, "label": "tolerance"}],
+        }
+
+    @staticmethod
+    def _summary(status: Status, deltas, tol: float, findings) -> str:
+        measured = ", ".join(f"{k} {v:.2g}" for k, v in deltas.items() if v is not None)
+        text = f"max reward change in reward-stds: {measured} (tolerance {tol:.2g})"
+        problems = [why for s, why in findings if s is not Status.PASS]
+        if problems:
+            text += ". " + "; ".join(problems)
+        return text
+
+
+def _round(value: float | None, digits: int = 4) -> float | None:
+    return None if value is None or not np.isfinite(value) else round(float(value), digits)
