@@ -182,11 +182,11 @@ def _add_reference_lines(spec: dict[str, Any], layout: dict[str, Any]) -> None:
                 "line": {"color": "#dc2626", "width": 1.5, "dash": "dash"},
             })
             if line.get("label"):
-                layout["annotations"].append({
-                    f"{other}ref": "paper", f"{axis}ref": axis, f"{other}": 1 if axis == "y" else 0, axis: value,
+                layout["annotations"].append({  # at the right end of an hline, the top of a vline
+                    f"{other}ref": "paper", f"{axis}ref": axis, other: 1, axis: value,
                     "text": plot_text(line["label"]), "showarrow": False,
                     "xanchor": "right" if axis == "y" else "left", "yanchor": "bottom" if axis == "y" else "top",
-                    "font": {"color": "#b91c1c", "size": 11},
+                    "xshift": 0 if axis == "y" else 4, "font": {"color": "#b91c1c", "size": 11},
                 })
 
 

@@ -58,6 +58,38 @@ def _intraline(a: str, b: str) -> tuple[Markup, Markup]:
     return Markup("".join(left)), Markup("".join(right))
 
 
+def _pair_lines(a: list[str], b: list[str]) -> list[tuple[int | None, int | None]]:
+    """Align two blocks of changed lines: similar lines side by side, the rest alone.
+
+    Greedy and order-keeping: each left line pairs with the next right line at least
+    ``SIMILAR_LINES`` alike; right lines skipped on the way are insertions.
+    """
+    pairs: list[tuple[int | None, int | None]] = []
+    j = 0
+    for i, line in enumerate(a):
+        match = next((k for k in range(j, len(b))
+                      if difflib.SequenceMatcher(None, line, b[k], autojunk=False).ratio() >= SIMILAR_LINES), None)
+        if match is None:
+            pairs.append((i, None))
+            continue
+        pairs += [(None, k) for k in range(j, match)] + [(i, match)]
+        j = match + 1
+    return pairs + [(None, k) for k in range(j, len(b))]
+
+
+def _changed_rows(a: list[str], b: list[str], a0: int, b0: int) -> list[DiffRow]:
+    rows = []
+    for i, j in _pair_lines(a, b):
+        if i is not None and j is not None:
+            lhtml, rhtml = _intraline(a[i], b[j])
+            rows.append(DiffRow("replace", a0 + i + 1, lhtml, b0 + j + 1, rhtml))
+        elif i is not None:
+            rows.append(DiffRow("delete", a0 + i + 1, Markup(_marked(a[i], True)), None, Markup("")))
+        else:
+            rows.append(DiffRow("insert", None, Markup(""), b0 + j + 1, Markup(_marked(b[j], True))))
+    return rows
+
+
 def side_by_side(left: str, right: str) -> tuple[list[DiffRow], bool]:
     """Diff rows for two texts and whether either text was cut at ``MAX_DIFF_CHARS``."""
     cut = len(left) > MAX_DIFF_CHARS or len(right) > MAX_DIFF_CHARS
@@ -67,14 +99,6 @@ def side_by_side(left: str, right: str) -> tuple[list[DiffRow], bool]:
     for op, i1, i2, j1, j2 in difflib.SequenceMatcher(None, a, b, autojunk=False).get_opcodes():
         if op == "equal":
             rows += [DiffRow("equal", i1 + k + 1, _plain(a[i1 + k]), j1 + k + 1, _plain(b[j1 + k])) for k in range(i2 - i1)]
-            continue
-        for k in range(max(i2 - i1, j2 - j1)):
-            li, rj = i1 + k, j1 + k
-            if li < i2 and rj < j2:
-                lhtml, rhtml = _intraline(a[li], b[rj])
-                rows.append(DiffRow("replace", li + 1, lhtml, rj + 1, rhtml))
-            elif li < i2:
-                rows.append(DiffRow("delete", li + 1, Markup(_marked(a[li], True)), None, Markup("")))
-            else:
-                rows.append(DiffRow("insert", None, Markup(""), rj + 1, Markup(_marked(b[rj], True))))
+        else:
+            rows += _changed_rows(a[i1:i2], b[j1:j2], i1, j1)
     return rows, cut
