@@ -1,5 +1,62 @@
-"""Placeholder: owned by the check work; replaced when that lands."""
+"""Audit a reward-model checkpoint: run the probes, write the reports, gate on the result.
+
+Exit codes: 0 = gate passed, 1 = gate failed (a probe at or above --fail-on), 2 = usage or
+input error, 3 = internal error.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from rmaudit.audit import AuditOptions, options_help, run_audit
+
+HELP = options_help()
 
 
-def check_command() -> int:
-    raise NotImplementedError
+def check_command(
+    checkpoint: Path = typer.Argument(..., help="Reward-model checkpoint folder (any *ForSequenceClassification, num_labels=1)."),
+    probes: Optional[str] = typer.Option(None, "--probes", help=HELP["probes"] + " Default: config, else all."),
+    data: Optional[Path] = typer.Option(None, "--data", help=HELP["data"]),
+    train_data: Optional[Path] = typer.Option(None, "--train-data", help=HELP["train_data"]),
+    policy: Optional[Path] = typer.Option(None, "--policy", help=HELP["policy"]),
+    pairs: Optional[Path] = typer.Option(None, "--pairs", help=HELP["pairs"]),
+    max_pairs: int = typer.Option(500, "--max-pairs", help=HELP["max_pairs"]),
+    dtype: str = typer.Option("float32", "--dtype", help=HELP["dtype"]),
+    batch_size: int = typer.Option(16, "--batch-size", help=HELP["batch_size"]),
+    max_length: Optional[int] = typer.Option(None, "--max-length", help=HELP["max_length"]),
+    pooling: str = typer.Option("auto", "--pooling", help=HELP["pooling"]),
+    gguf_file: Optional[str] = typer.Option(None, "--gguf-file", help=HELP["gguf_file"]),
+    out: Optional[Path] = typer.Option(None, "--out", help="Report folder. Default: reports/<checkpoint>/<timestamp>/."),
+    json_path: Optional[Path] = typer.Option(None, "--json", help="Also write the JSON result to this file."),
+    fail_on: Optional[str] = typer.Option(None, "--fail-on", help=HELP["fail_on"] + " Default: config, else fail."),
+    config: Optional[Path] = typer.Option(None, "--config", help="Gate config (rmaudit.toml or pyproject.toml "
+                                          "[tool.rmaudit]). Default: the nearest one above the current folder."),
+    allow_hub: bool = typer.Option(False, "--allow-hub", help=HELP["allow_hub"]),
+    seed: int = typer.Option(0, "--seed", help=HELP["seed"]),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help=HELP["progress"]),
+) -> int:
+    """Audit a reward-model checkpoint and gate on the result (exit 0 pass, 1 fail, 2 input error)."""
+    from rmaudit.config import load_gate_config
+    from rmaudit.report import default_report_dir, render_console_summary, write_json, write_reports
+
+    gate = load_gate_config(config, start=Path.cwd())
+    options = AuditOptions(
+        probes=probes or gate.probes or "all", data=data, train_data=train_data, policy=policy, pairs=pairs,
+        max_pairs=max_pairs, dtype=dtype, batch_size=batch_size, fail_on=fail_on or gate.fail_on or "fail",
+        thresholds=gate.thresholds, pooling=pooling, max_length=max_length, gguf_file=gguf_file,
+        allow_hub=allow_hub, progress=progress, seed=seed,
+    )
+    result = run_audit(checkpoint, options)
+    out_dir = out or default_report_dir(checkpoint)
+    written = write_reports(result, out_dir)
+    if json_path is not None:
+        write_json(result, json_path)
+    from rich.console import Console
+
+    console = Console(stderr=False)
+    render_console_summary(result, console)
+    console.print(f"reports: {written['html'].parent}", highlight=False, markup=False)
+    return 0 if result.gate == "pass" else 1
