@@ -144,3 +144,12 @@ def test_diff_marks_whitespace_and_escapes() -> None:
 def test_write_html_writes_file(tmp_path: Path) -> None:
     path = write_html(sample_audit_result(), tmp_path / "sub" / "r.html")
     assert path.read_text(encoding="utf-8").startswith("<!DOCTYPE html>")
+
+
+def test_long_metric_lists_fold_but_limited_metrics_stay_visible() -> None:
+    metrics = {f"m{i}": float(i) for i in range(20)}
+    probe = ProbeResult("x", Status.FAIL, "", metrics=metrics, thresholds={"m18_fail": 1.0})
+    text = render_html(AuditResult("ckpt", [probe]))
+    head, _, folded = text.partition("Show 7 more metrics")
+    assert folded, "the metrics past the first 12 should fold"
+    assert ">m18<" in head and ">m11<" in head and ">m12<" in folded and ">m18<" not in folded

@@ -31,6 +31,7 @@ CELL_CHARS = 180  # a longer cell shows this much and expands on click
 CELL_MAX_CHARS = 20_000  # the expanded cell is cut here; report.json keeps everything
 VISIBLE_ROWS = 10  # rows shown before "show N more rows"
 MAX_ROWS = 500  # rows rendered at all
+VISIBLE_METRICS = 12  # metric rows shown before "show N more metrics" (rows with limits always show)
 
 
 @dataclass
@@ -39,6 +40,7 @@ class Cell:
 
     short: str
     full: str | None = None
+    kind: str = "text"  # "num" (right-aligned, no wrap), "text", or "long" (gets a minimum width)
 
 
 @dataclass
@@ -56,6 +58,10 @@ class MetricRow:
     warn: str = ""
     fail: str = ""
     breach: str = ""  # "warn" / "fail" when the value is past that threshold
+
+    @property
+    def has_limit(self) -> bool:
+        return bool(self.warn or self.fail)
 
 
 @dataclass
@@ -95,10 +101,13 @@ def plotly_js() -> Markup:
 def cell(value: Any) -> Cell:
     """A table cell for any JSON value: long text is truncated and expandable."""
     text = value if isinstance(value, str) else format_value(value)
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return Cell(text, kind="num")
+    kind = "long" if len(text) > 40 else "text"
     if len(text) <= CELL_CHARS:
-        return Cell(text)
+        return Cell(text, kind=kind)
     full = text if len(text) <= CELL_MAX_CHARS else text[:CELL_MAX_CHARS] + f"\n… ({len(text) - CELL_MAX_CHARS} more characters in report.json)"
-    return Cell(truncate(text, CELL_CHARS), full)
+    return Cell(truncate(text, CELL_CHARS), full, kind)
 
 
 def table_view(rows: list[Any], columns: list[str] | None = None) -> TableView:
@@ -197,15 +206,23 @@ class ProbeView:
     anchor: str
     short_summary: str
     metrics: list[MetricRow]
+    more_metrics: list[MetricRow]  # behind "show N more metrics"
     charts: list[ChartView]
     evidence: TableView | None
+
+
+def split_metrics(rows: list[MetricRow], shown: int = VISIBLE_METRICS) -> tuple[list[MetricRow], list[MetricRow]]:
+    """The first ``shown`` rows plus every row with a limit stay visible; the rest fold away."""
+    visible = [r for i, r in enumerate(rows) if i < shown or r.has_limit]
+    return visible, [r for r in rows if r not in visible]
 
 
 def probe_view(probe: ProbeResult, index: int) -> ProbeView:
     anchor = f"probe-{index}-" + re.sub(r"[^a-z0-9_-]+", "-", probe.name.lower()).strip("-")
     charts = [chart_view(spec, f"{anchor}-chart-{n}") for n, spec in enumerate(chartlib.chart_specs(probe.chart))]
     evidence = table_view(probe.evidence) if probe.evidence else None
-    return ProbeView(probe, anchor, truncate(one_line(probe.summary), 220), metric_rows(probe), charts, evidence)
+    metrics, more = split_metrics(metric_rows(probe))
+    return ProbeView(probe, anchor, truncate(one_line(probe.summary), 220), metrics, more, charts, evidence)
 
 
 _ENV = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)

@@ -9,12 +9,13 @@ STYLE = r"""
 * { box-sizing: border-box; }
 body { margin:0; background:var(--bg); color:var(--fg); font:14px/1.5 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif; }
 main { max-width:1180px; margin:0 auto; padding:24px 28px 48px; }
-header.top { display:flex; justify-content:space-between; align-items:flex-end; gap:24px; flex-wrap:wrap; margin-bottom:16px; }
+header.top { margin-bottom:16px; }
 header.top h1 { margin:0; font-size:22px; font-weight:650; letter-spacing:-0.01em; }
 header.top h1 .brand { color:var(--muted); font-weight:500; }
 .ckpt { font-family:ui-monospace,SFMono-Regular,Menlo,monospace; font-size:13px; color:var(--muted); word-break:break-all; }
-dl.meta { display:grid; grid-template-columns:max-content 1fr; gap:2px 12px; margin:0; font-size:12px; color:var(--muted); }
-dl.meta dt { font-weight:600; } dl.meta dd { margin:0; word-break:break-all; }
+.facts { display:grid; grid-template-columns:repeat(auto-fill, minmax(270px, 1fr)); gap:2px 20px; margin-top:10px; font-size:12px; color:var(--muted); }
+.facts > div { display:flex; gap:8px; min-width:0; } .facts .k { font-weight:600; white-space:nowrap; }
+.facts .v { overflow-wrap:anywhere; }
 .verdict { border-radius:12px; padding:18px 22px; margin:8px 0 20px; display:flex; align-items:center; gap:18px; flex-wrap:wrap; }
 .verdict.pass { background:var(--pass-bg); border:1px solid #86efac; }
 .verdict.fail { background:var(--fail-bg); border:1px solid #fca5a5; }
@@ -48,7 +49,9 @@ table.overview td:first-child a:hover { text-decoration:underline; }
 .rm-plot { width:100%; height:360px; }
 .note { color:var(--muted); font-size:12px; margin:4px 4px 0; }
 .invalid { color:var(--fail); background:var(--fail-bg); padding:8px 12px; border-radius:8px; font-size:12px; }
-.cell { white-space:pre-wrap; word-break:break-word; max-width:560px; }
+.cell { white-space:pre-wrap; overflow-wrap:break-word; max-width:560px; }
+table.evidence td.num { text-align:right; white-space:nowrap; font-variant-numeric:tabular-nums; }
+table.evidence td.long .cell { min-width:16em; }
 details > summary { cursor:pointer; color:#1d4ed8; }
 details.cell-more > summary { color:inherit; list-style:none; } details.cell-more > summary::after { content:" ▸ more"; color:#1d4ed8; font-size:12px; }
 details.cell-more[open] > summary { display:none; }
@@ -76,15 +79,13 @@ TEMPLATE = r"""<!DOCTYPE html>
 <body data-charts="pending">
 <main>
 <header class="top">
-  <div>
-    <h1><span class="brand">rmaudit</span> · {{ name }}</h1>
-    <div class="ckpt">{{ r.checkpoint }}</div>
+  <h1><span class="brand">rmaudit</span> · {{ name }}</h1>
+  <div class="ckpt">{{ r.checkpoint }}</div>
+  <div class="facts">
+    {% if r.created_at %}<div><span class="k">created</span><span class="v">{{ r.created_at }}</span></div>{% endif %}
+    {% if r.rmaudit_version %}<div><span class="k">rmaudit</span><span class="v">{{ r.rmaudit_version }}</span></div>{% endif %}
+    {% for key, value in context %}<div><span class="k">{{ key }}</span><span class="v">{{ value }}</span></div>{% endfor %}
   </div>
-  <dl class="meta">
-    {% if r.created_at %}<dt>created</dt><dd>{{ r.created_at }}</dd>{% endif %}
-    {% if r.rmaudit_version %}<dt>rmaudit</dt><dd>{{ r.rmaudit_version }}</dd>{% endif %}
-    {% for key, value in context %}<dt>{{ key }}</dt><dd>{{ value }}</dd>{% endfor %}
-  </dl>
 </header>
 
 <section class="verdict {{ r.gate }}" id="verdict">
@@ -129,7 +130,18 @@ TEMPLATE = r"""<!DOCTYPE html>
 {%- endmacro %}
 
 {% macro table_row(row) -%}
-<tr>{% for cell in row %}<td><div class="cell">{% if cell.full is none %}{{ cell.short }}{% else %}<details class="cell-more"><summary>{{ cell.short }}</summary>{{ cell.full }}</details>{% endif %}</div></td>{% endfor %}</tr>
+<tr>{% for cell in row %}<td class="{{ cell.kind }}"><div class="cell">{% if cell.full is none %}{{ cell.short }}{% else %}<details class="cell-more"><summary>{{ cell.short }}</summary>{{ cell.full }}</details>{% endif %}</div></td>{% endfor %}</tr>
+{%- endmacro %}
+
+{% macro metrics_table(rows) -%}
+<div class="scroll"><table class="metrics">
+  <colgroup><col><col style="width:16%"><col style="width:16%"><col style="width:16%"></colgroup>
+  <thead><tr><th>Metric</th><th class="num">Value</th><th class="num">Warn at</th><th class="num">Fail at</th></tr></thead>
+  <tbody>{% for m in rows %}
+    <tr class="{{ 'breach-' ~ m.breach if m.breach }}"><td class="name">{{ m.name }}</td><td class="num">{{ m.value }}</td>
+        <td class="num">{{ m.warn }}</td><td class="num">{{ m.fail }}</td></tr>
+  {% endfor %}</tbody>
+</table></div>
 {%- endmacro %}
 
 {% for p in probes %}
@@ -140,13 +152,10 @@ TEMPLATE = r"""<!DOCTYPE html>
 
   {% if p.metrics %}
   <h3>Metrics</h3>
-  <div class="scroll"><table class="metrics">
-    <thead><tr><th>Metric</th><th class="num">Value</th><th class="num">Warn at</th><th class="num">Fail at</th></tr></thead>
-    <tbody>{% for m in p.metrics %}
-      <tr class="{{ 'breach-' ~ m.breach if m.breach }}"><td class="name">{{ m.name }}</td><td class="num">{{ m.value }}</td>
-          <td class="num">{{ m.warn }}</td><td class="num">{{ m.fail }}</td></tr>
-    {% endfor %}</tbody>
-  </table></div>
+  {{ metrics_table(p.metrics) }}
+  {% if p.more_metrics %}
+  <details class="rows-more"><summary>Show {{ p.more_metrics|length }} more metrics</summary>{{ metrics_table(p.more_metrics) }}</details>
+  {% endif %}
   {% endif %}
 
   {% if p.charts %}
