@@ -1,0 +1,174 @@
+"""The audit runner: probe selection, thresholds, skips and crashes, manifest defaults, and the
+shared score cache (each distinct text goes through the model once per audit)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from helpers_audit import CANONICAL_FILE, TOPICS, save_rm, topic_pairs, write_pairs_jsonl
+from rmaudit.audit import AuditOptions, build_context, probe_thresholds, run_audit, run_probes, sample_pairs, select_probes
+from rmaudit.data import load_pairs, prompt_hash, split_by_prompt
+from rmaudit.errors import RmauditInputError
+from rmaudit.modeling.manifest import sha256_file
+from rmaudit.probes import PROBES, Probe, register_probe
+from rmaudit.results import Status
+from tiny_models import require_smollm2, tiny_rm
+
+
+def test_select_probes_all_names_and_unknown():
+    assert select_probes("all") == list(PROBES)
+    assert select_probes("accuracy, canonical_pairs,accuracy") == ["accuracy", "canonical_pairs"]
+    assert select_probes(["accuracy"]) == ["accuracy"]
+    with pytest.raises(RmauditInputError) as err:
+        select_probes("accuracy,lenght_bias")
+    message = str(err.value)
+    assert "'lenght_bias'" in message and "canonical_pairs" in message and "accuracy" in message
+
+
+def test_threshold_overrides_merge_and_typos_are_rejected():
+    merged = probe_thresholds("accuracy", {"accuracy": {"ece_warn_at": 0.3}})
+    assert merged["ece_warn_at"] == 0.3
+    assert merged["accuracy_fail_below"] == PROBES["accuracy"].default_thresholds["accuracy_fail_below"]
+    with pytest.raises(RmauditInputError, match="ece_warn"):
+        probe_thresholds("accuracy", {"accuracy": {"ece_warn": 0.3}})
+
+
+def test_sample_pairs_is_deterministic_and_keeps_file_order():
+    pairs = topic_pairs()
+    first, again = sample_pairs(pairs, 10, seed=3), sample_pairs(pairs, 10, seed=3)
+    assert first == again and len(first) == 10
+    rows = [pairs.index(p) for p in first]
+    assert rows == sorted(rows)
+    assert sample_pairs(pairs, 10, seed=4) != first
+    assert sample_pairs(pairs, 100, seed=0) == pairs
+
+
+def test_unloadable_checkpoints_are_input_errors(tmp_path):
+    with pytest.raises(RmauditInputError, match="no such local folder"):
+        run_audit(tmp_path / "missing", AuditOptions(probes="accuracy"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(RmauditInputError, match="no config.json"):
+        run_audit(tmp_path / "empty", AuditOptions(probes="accuracy"))
+    with pytest.raises(RmauditInputError, match="unknown probe"):
+        run_audit(tmp_path / "missing", AuditOptions(probes="nope"))  # before any loading
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory):
+    require_smollm2()
+    model, tokenizer = tiny_rm(seed=1)
+    return save_rm(model, tokenizer, tmp_path_factory.mktemp("audit") / "rm")
+
+
+def test_missing_data_file_is_a_one_line_input_error(tiny_checkpoint, tmp_path):
+    with pytest.raises(RmauditInputError) as err:
+        run_audit(tiny_checkpoint, AuditOptions(data=tmp_path / "nope.jsonl"))
+    assert "nope.jsonl" in str(err.value) and "--data" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_a_crashing_probe_is_an_error_and_the_others_still_run(tiny_checkpoint):
+    @register_probe
+    class Divides(Probe):
+        name = "test_divides_by_zero"
+        description = "a probe with a real bug"
+        why = "test"
+
+        def run(self, ctx, thresholds):
+            return len(ctx.canonical_pairs) / 0
+
+    try:
+        result = run_audit(tiny_checkpoint, AuditOptions(probes="test_divides_by_zero,canonical_pairs,accuracy"))
+    finally:
+        del PROBES["test_divides_by_zero"]
+    crashed, canonical, accuracy = result.probes
+    assert crashed.status is Status.ERROR and "ZeroDivisionError: division by zero" in crashed.summary
+    assert "run" in crashed.evidence[0]["traceback"]
+    assert canonical.status in (Status.PASS, Status.WARN, Status.FAIL) and canonical.metrics["n_pairs"] == 52
+    assert accuracy.status is Status.SKIP and "--data" in accuracy.summary
+    assert result.gate == "fail"  # an error always fails the gate
+    assert all(p.seconds > 0 for p in result.probes)
+    assert result.context["pooling"] == "mask" and result.context["manifest_present"] is True
+    assert result.context["dtype"] == "float32" and result.context["n_canonical_pairs"] == 52
+
+
+def test_each_distinct_text_is_scored_once_per_audit(tiny_checkpoint, tmp_path):
+    """canonical_pairs and accuracy both score the battery (the eval file repeats half of it,
+    and both read the reward std of the reference set): every text must reach the model once."""
+    battery = load_pairs(CANONICAL_FILE)
+    eval_file = write_pairs_jsonl(battery[:26] + topic_pairs(TOPICS[:10]), tmp_path / "eval.jsonl")
+    options = AuditOptions(probes="canonical_pairs,accuracy", data=eval_file, batch_size=8)
+    ctx = build_context(tiny_checkpoint, options)
+    seen: list[tuple[int, ...]] = []
+
+    def record(module, args, kwargs):
+        ids, mask = kwargs["input_ids"], kwargs["attention_mask"]
+        seen.extend(tuple(row[m.bool()].tolist()) for row, m in zip(ids, mask))
+
+    handle = ctx.model.model.register_forward_pre_hook(record, with_kwargs=True)
+    try:
+        result = run_probes(ctx, options)
+        first_pass = len(seen)
+        run_probes(ctx, options)  # a second run on the same context hits the cache only
+    finally:
+        handle.remove()
+    assert [p.status for p in result.probes if p.status in (Status.ERROR, Status.SKIP)] == []
+    texts = {ctx.render(m) for p in battery + topic_pairs(TOPICS[:10]) for m in (p.chosen_messages(), p.rejected_messages())}
+    assert first_pass == len(seen) == len(set(seen)) == len(texts)
+
+
+def _manifest_checkpoint(tmp_path, manifest):
+    model, tokenizer = tiny_rm(seed=2)
+    return save_rm(model, tokenizer, tmp_path / "rm", manifest=manifest)
+
+
+def test_manifest_split_by_prompt_hash_is_the_default_and_flags_override(tmp_path):
+    require_smollm2()
+    pairs = topic_pairs()
+    data = write_pairs_jsonl(pairs, tmp_path / "all.jsonl")
+    loaded = load_pairs(data)
+    eval_hashes = [prompt_hash(p.prompt) for p in loaded[30:]]
+    (tmp_path / "eval-hashes.json").write_text(json.dumps(eval_hashes))
+    manifest = {
+        "max_length": 96,
+        "data": {
+            "train": {"path": str(data), "sha256": sha256_file(data), "prompt_hashes": [prompt_hash(p.prompt) for p in loaded[:30]]},
+            "eval": {"path": "all.jsonl", "sha256": "0" * 64, "prompt_hashes_file": "eval-hashes.json"},
+        },
+    }
+    checkpoint = _manifest_checkpoint(tmp_path, manifest)
+    ctx = build_context(checkpoint, AuditOptions())
+    assert [p.prompt for p in ctx.eval_pairs] == [p.prompt for p in loaded[30:]]
+    assert [p.prompt for p in ctx.train_pairs] == [p.prompt for p in loaded[:30]]
+    assert ctx.max_length == 96
+    assert "manifest" in ctx.notes["eval_source"] and "eval_data_changed" in ctx.notes  # recorded sha differs
+    assert "train_data_changed" not in ctx.notes
+
+    other = write_pairs_jsonl(topic_pairs(TOPICS[:5]), tmp_path / "other.jsonl")
+    ctx = build_context(checkpoint, AuditOptions(data=other, max_length=64))
+    assert len(ctx.eval_pairs) == 5 and ctx.max_length == 64 and ctx.notes["eval_source"] == str(other)
+
+
+def test_manifest_config_split_is_recomputed(tmp_path):
+    require_smollm2()
+    data = write_pairs_jsonl(topic_pairs(), tmp_path / "all.jsonl")
+    checkpoint = _manifest_checkpoint(tmp_path, {"config": {"data": "all.jsonl", "eval_fraction": 0.3, "max_length": 80}})
+    ctx = build_context(checkpoint, AuditOptions())
+    train, held_out = split_by_prompt(load_pairs(data), 0.3)
+    assert held_out and [p.prompt for p in ctx.eval_pairs] == [p.prompt for p in held_out]
+    assert [p.prompt for p in ctx.train_pairs] == [p.prompt for p in train]
+    assert ctx.max_length == 80
+
+
+def test_checkpoint_without_manifest_has_no_data_defaults_and_native_pooling(tmp_path):
+    require_smollm2()
+    from tiny_models import make_tiny_rm
+
+    checkpoint = make_tiny_rm(tmp_path / "foreign", seed=3)
+    ctx = build_context(checkpoint, AuditOptions(dtype="bfloat16"))
+    assert ctx.manifest is None and ctx.eval_pairs is None and ctx.train_pairs is None
+    assert ctx.notes["pooling"] == "native" and ctx.dtype == torch.bfloat16
+    with pytest.raises(RmauditInputError, match="--policy"):
+        build_context(checkpoint, AuditOptions(policy=tmp_path / "no-policy"))
