@@ -153,3 +153,21 @@ def test_long_metric_lists_fold_but_limited_metrics_stay_visible() -> None:
     head, _, folded = text.partition("Show 7 more metrics")
     assert folded, "the metrics past the first 12 should fold"
     assert ">m18<" in head and ">m11<" in head and ">m12<" in folded and ">m18<" not in folded
+
+
+def _without_nonce(text: str) -> str:
+    return re.sub(r"nonce[-=\"']*[A-Za-z0-9_-]{20,}", "NONCE", text)
+
+
+def test_numpy_charts_render_and_match_the_json_rerender(tmp_path) -> None:
+    import numpy as np
+
+    from rmaudit.report import read_json, write_json
+
+    values = np.linspace(-1, 1, 50, dtype=np.float32)
+    probe = ProbeResult("accuracy", Status.PASS, "ok", metrics={"acc": np.float32(0.75)},
+                        chart={"kind": "histogram", "series": [{"name": "m", "values": values}]})
+    assert validate_chart(probe.chart) == []
+    result = AuditResult("ckpt", [probe, *sample_audit_result().probes])
+    again = read_json(write_json(result, tmp_path / "r.json"))
+    assert _without_nonce(render_html(result)) == _without_nonce(render_html(again))

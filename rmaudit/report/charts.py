@@ -18,6 +18,8 @@ from typing import Any
 
 import numpy as np
 
+from rmaudit.report.json_report import to_jsonable
+
 PLOTLY_KINDS = ("scatter", "histogram", "bar", "box", "reliability")
 HTML_KINDS = ("diff", "table")
 KINDS = PLOTLY_KINDS + HTML_KINDS
@@ -90,6 +92,10 @@ def validate_chart(chart: dict[str, Any]) -> list[str]:
     """
     if not isinstance(chart, dict):
         return ["chart: expected an object"]
+    try:
+        chart = to_jsonable(chart)  # validate what report.json will hold (numpy arrays become lists)
+    except TypeError as exc:
+        return [f"chart: {exc}"]
     problems: list[str] = []
     for n, spec in enumerate(chart_specs(chart)):
         where = f"charts[{n}]" if "charts" in chart else "chart"

@@ -23,7 +23,7 @@ from rmaudit.report import charts as chartlib
 from rmaudit.report.atomic import atomic_write_text
 from rmaudit.report.diff import side_by_side
 from rmaudit.report.formatting import checkpoint_name, format_value, one_line, truncate, verdict_text
-from rmaudit.report.json_report import to_jsonable
+from rmaudit.report.json_report import normalized, to_jsonable
 from rmaudit.report.templates import STYLE, TEMPLATE
 from rmaudit.results import SCHEMA_VERSION, AuditResult, ProbeResult
 
@@ -230,6 +230,7 @@ _ENV = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined, tri
 
 def render_html(result: AuditResult) -> str:
     """The complete text of ``report.html``."""
+    result = normalized(result)
     nonce = secrets.token_urlsafe(18)
     csp = (f"default-src 'none'; script-src 'nonce-{nonce}'; style-src 'unsafe-inline'; "
            "img-src data: blob:; font-src data:; base-uri 'none'; form-action 'none'")

@@ -39,6 +39,14 @@ def to_jsonable(value: Any) -> Any:
     raise TypeError(f"cannot write {type(value).__name__} to report.json: {value!r:.80}")
 
 
+def normalized(result: AuditResult) -> AuditResult:
+    """``result`` as it reads back from report.json (plain numbers and lists, NaN as None).
+
+    Every writer renders this, so a report re-rendered from its JSON is the same report.
+    """
+    return AuditResult.from_dict(to_jsonable(result.to_dict()))
+
+
 def dumps_result(result: AuditResult) -> str:
     """The exact text of ``report.json`` for ``result``."""
     data = to_jsonable(result.to_dict())

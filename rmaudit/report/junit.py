@@ -12,6 +12,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from rmaudit.report.atomic import atomic_write_text
+from rmaudit.report.json_report import normalized
 from rmaudit.report.formatting import checkpoint_name, format_value
 from rmaudit.results import AuditResult, ProbeResult, Status
 
@@ -52,6 +53,7 @@ def _testcase(result: AuditResult, probe: ProbeResult, classname: str) -> ET.Ele
 
 def junit_xml(result: AuditResult) -> str:
     """The JUnit XML document for ``result`` (a ``<testsuites>`` with one ``<testsuite>``)."""
+    result = normalized(result)
     classname = _xml_text(f"rmaudit.{checkpoint_name(result.checkpoint)}")
     cases = [_testcase(result, p, classname) for p in result.probes]
     counts = {

@@ -10,6 +10,7 @@ import html
 from pathlib import Path
 
 from rmaudit.report.atomic import atomic_write_text
+from rmaudit.report.json_report import normalized
 from rmaudit.report.formatting import counts_line, one_line, truncate, verdict_text
 from rmaudit.results import AuditResult, Status
 
@@ -31,6 +32,7 @@ def md_cell(text: object, limit: int = SUMMARY_CHARS) -> str:
 
 def markdown_summary(result: AuditResult) -> str:
     """The text of ``summary.md``."""
+    result = normalized(result)
     icon = "✅" if result.gate == "pass" else "❌"
     lines = [
         f"## {icon} rmaudit: {verdict_text(result).lower()} — {md_cell(result.checkpoint, 120)}",
