@@ -1,0 +1,178 @@
+"""The training recipe on a tiny random Llama with SmolLM2's real tokenizer: forward, resume, accumulation,
+precision, gradient checkpointing, the run folder and its manifest."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from helpers_train import load_weights, read_metrics, small_pairs, tiny_base_dir, write_pairs
+from rmaudit.cli import main
+from rmaudit.data import load_pairs, prompt_hash, split_by_prompt
+from rmaudit.modeling.pooling import pooled_rewards
+from rmaudit.train.config import build_config, read_config_file
+from rmaudit.train.recipe import BradleyTerryRecipe, train
+
+
+@pytest.fixture(scope="module")
+def data_file(tmp_path_factory):
+    return write_pairs(tmp_path_factory.mktemp("data") / "pairs.jsonl", small_pairs(16))
+
+
+def _config(out, data, **overrides):
+    values = dict(base=str(tiny_base_dir()), data=str(data), out=str(out), dtype="float32", progress=False,
+                  batch_size=2, lr=1e-3, log_every=1, warmup_ratio=0.0, eval_fraction=0.25)
+    values.update(overrides)
+    return build_config(overrides=values)
+
+
+def _setup(config) -> BradleyTerryRecipe:
+    recipe = BradleyTerryRecipe(config)
+    recipe.setup_run(), recipe.setup_data(), recipe.setup_model(), recipe.setup_optim()
+    return recipe
+
+
+def test_stacked_forward_equals_two_separate_forwards_in_eval(tmp_path, data_file):
+    recipe = _setup(_config(tmp_path / "run", data_file, batch_size=4))
+    batch = next(iter(recipe.train_loader))
+    recipe.net.eval()
+    with torch.no_grad():
+        chosen, rejected = recipe.rewards(batch)
+        for side, stacked in (("chosen", chosen), ("rejected", rejected)):
+            mask = batch[f"{side}_mask"]
+            width = int(mask.sum(1).max())  # each side padded only to its own longest row
+            alone = pooled_rewards(recipe.model, batch[f"{side}_ids"][:, :width], mask[:, :width])
+            torch.testing.assert_close(stacked, alone, rtol=1e-5, atol=1e-5)
+    assert not torch.equal(chosen, rejected)
+
+
+def test_head_bias_gets_zero_gradient_in_a_real_training_step(tmp_path, data_file):
+    recipe = _setup(_config(tmp_path / "run", data_file, head_bias=True, batch_size=1))
+    recipe.train_step(next(iter(recipe.train_loader)))
+    head = recipe.model.score
+    assert head.bias.grad.item() == 0.0
+    assert head.weight.grad.abs().sum() > 0
+
+
+class _Interrupted(Exception):
+    pass
+
+
+class _CrashAtStep(BradleyTerryRecipe):
+    """A run that dies in the middle of training, after its step-3 checkpoint was written."""
+
+    def after_step(self, *args):
+        super().after_step(*args)
+        if self.step == 5:
+            raise _Interrupted
+
+
+def test_resume_after_interruption_equals_uninterrupted_run(tmp_path, data_file):
+    # 12 train pairs, batch 2, accumulation 2: 3 optimizer steps per epoch, so the run crosses epochs
+    # and resumes mid-epoch; cosine schedule with warmup so the scheduler state matters.
+    common = dict(grad_accum=2, max_steps=8, save_every=3, scheduler="cosine", warmup_ratio=0.25)
+    full = train(_config(tmp_path / "full", data_file, **common))
+    with pytest.raises(_Interrupted):
+        _CrashAtStep(_config(tmp_path / "cut", data_file, **common)).run()
+    assert (tmp_path / "cut" / "checkpoints" / "step-000003").is_dir()
+    resumed = train(_config(tmp_path / "cut", data_file, resume=str(tmp_path / "cut"), **common))
+    assert resumed.steps == full.steps == 8
+    a, b = load_weights(tmp_path / "full"), load_weights(tmp_path / "cut")
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], rtol=0, atol=0, msg=name)
+    losses = lambda run: [(r["step"], r["loss"], r["lr"]) for r in read_metrics(tmp_path / run)]  # noqa: E731
+    assert losses("full") == losses("cut")
+
+
+def test_gradient_accumulation_equals_one_big_batch(tmp_path, data_file):
+    four = write_pairs(tmp_path / "four.jsonl", small_pairs(4))
+    big = train(_config(tmp_path / "big", four, eval_fraction=0.0, batch_size=4, max_steps=1))
+    acc = train(_config(tmp_path / "acc", four, eval_fraction=0.0, batch_size=2, grad_accum=2, max_steps=1))
+    assert big.train_metrics["loss"] == pytest.approx(acc.train_metrics["loss"], abs=1e-6)
+    a, b = load_weights(tmp_path / "big"), load_weights(tmp_path / "acc")
+    for name in a:
+        # Adam's first update is ~lr * g / (|g| + eps): where |g| is near eps, float rounding of g moves
+        # the weight by up to ~1% of lr (1e-3), far below any real difference.
+        torch.testing.assert_close(a[name], b[name], rtol=1e-4, atol=1e-5, msg=name)
+
+
+def test_gradient_checkpointing_does_not_change_training(tmp_path, data_file):
+    plain = train(_config(tmp_path / "plain", data_file, max_steps=2))
+    ckpt = train(_config(tmp_path / "ckpt", data_file, max_steps=2, grad_checkpointing=True))
+    assert plain.train_metrics["loss"] == pytest.approx(ckpt.train_metrics["loss"], abs=1e-6)
+    a, b = load_weights(tmp_path / "plain"), load_weights(tmp_path / "ckpt")
+    for name in a:
+        # Adam's first update is ~lr * g / (|g| + eps): where |g| is near eps, float rounding of g moves
+        # the weight by up to ~1% of lr (1e-3), far below any real difference.
+        torch.testing.assert_close(a[name], b[name], rtol=1e-4, atol=1e-5, msg=name)
+
+
+def test_bf16_autocast_keeps_float32_master_weights(tmp_path, data_file):
+    fp32 = train(_config(tmp_path / "fp32", data_file, max_steps=2))
+    bf16 = train(_config(tmp_path / "bf16", data_file, max_steps=2, dtype="bfloat16"))
+    assert all(t.dtype == torch.float32 for t in load_weights(tmp_path / "bf16").values())
+    first = lambda run: read_metrics(tmp_path / run)[0]["loss"]  # noqa: E731
+    assert first("bf16") != first("fp32")  # bf16 really ran...
+    assert first("bf16") == pytest.approx(first("fp32"), abs=2e-2)  # ...and agrees to bf16 precision
+    assert bf16.eval_metrics["pairs"] == fp32.eval_metrics["pairs"]
+
+
+def test_cli_run_folder_manifest_and_reload(tmp_path, data_file):
+    from transformers import AutoModelForSequenceClassification
+
+    out = tmp_path / "run"
+    code = main(["train", "--base", str(tiny_base_dir()), "--data", str(data_file), "--out", str(out),
+                 "--max-steps", "4", "--batch-size", "2", "--grad-accum", "2", "--eval-every", "2",
+                 "--log-every", "2", "--save-every", "2", "--max-length", "48", "--truncation", "truncate",
+                 "--head-bias", "--head-lr-mult", "10", "--dtype", "float32", "--seed", "7", "--no-progress"])
+    assert code == 0
+    manifest = json.loads((out / "rmaudit.json").read_text())
+    # The data, split, tokenizer and policy an audit needs to reproduce the run.
+    assert manifest["data"]["train"]["sha256"] and manifest["complete"] is True
+    pairs = load_pairs(data_file)
+    train_side, eval_side = split_by_prompt(pairs, 0.1)
+    split = json.loads((out / "split.json").read_text())
+    assert split["eval"] == sorted({prompt_hash(p.prompt) for p in eval_side})
+    assert split["train"] == sorted({prompt_hash(p.prompt) for p in train_side})
+    assert manifest["split"]["shared_prompts"] == 0 and manifest["split"]["prompt_hashes_file"] == "split.json"
+    assert manifest["chat_template"]["sha256"] and "<|im_start|>" in manifest["chat_template"]["text"]
+    assert manifest["padding_side"] == "right" and manifest["pad_token_id"] == 2 and manifest["bos_token_id"] == 1
+    truncation = manifest["truncation"]
+    assert manifest["max_length"] == 48 and truncation["policy"] == "truncate"
+    assert truncation["train"]["truncated"] + truncation["eval"]["truncated"] > 0
+    assert manifest["head"]["bias"] is True and manifest["head"]["initial_bias"] != 0.0
+    assert manifest["hyperparameters"]["head_lr_mult"] == 10 and manifest["seed"] == 7
+    assert manifest["packages"]["torch"] and manifest["metrics"]["eval"]["accuracy"] is not None
+    # The effective config replays the run.
+    replay = build_config(read_config_file(out / "config.yaml"))
+    assert replay.max_length == 48 and replay.truncation == "truncate" and replay.grad_accum == 2
+    # Logs: every 2 steps, eval at step 2 and at the end, one resumable checkpoint.
+    train_logs, eval_logs = read_metrics(out), read_metrics(out, "eval")
+    assert [r["step"] for r in train_logs] == [2, 4] and [r["step"] for r in eval_logs] == [2, 4]
+    for key in ("loss", "accuracy", "margin", "reward_mean", "reward_std", "grad_norm", "lr", "tokens_per_s",
+                "padded_fraction"):
+        assert key in train_logs[0]
+    assert (out / "checkpoints" / "step-000002" / "trainer_state" / "optimizer.safetensors").is_file()
+    # Plain transformers loads the result and scores like rmaudit's mask pooling.
+    model = AutoModelForSequenceClassification.from_pretrained(out).eval()
+    ids = torch.tensor([[1, 9690, 198, 2, 198]])
+    with torch.no_grad():
+        native = model(input_ids=ids).logits.squeeze(-1)
+        torch.testing.assert_close(native, pooled_rewards(model, ids, torch.ones_like(ids)))
+    # The ablation bias is saved (transformers' Llama head has none, so plain loading ignores it). Its gradient
+    # is zero up to float rounding of sum(g) - sum(g) over a batch (~1e-9), which Adam's normalisation turns
+    # into drift of ~1e-6; the head weights meanwhile move by ~lr * 10 per step.
+    bias_drift = abs(float(load_weights(out)["score.bias"]) - manifest["head"]["initial_bias"])
+    assert bias_drift < 1e-4 < abs(manifest["head"]["now"]["weight_norm"] - manifest["head"]["at_init"]["weight_norm"])
+
+
+def test_bad_input_is_a_one_line_error(tmp_path, data_file, capsys):
+    code = main(["train", "--base", str(tiny_base_dir()), "--data", str(tmp_path / "missing.jsonl"),
+                 "--out", str(tmp_path / "x"), "--no-progress"])
+    assert code == 2
+    assert "missing.jsonl" in capsys.readouterr().err
+    code = main(["train", "--base", str(tiny_base_dir()), "--data", str(data_file), "--out", str(tmp_path / "y"),
+                 "--batch-size", "64", "--no-progress"])
+    assert code == 2
