@@ -1,0 +1,98 @@
+"""`rmaudit check` and `rmaudit probes` through the real CLI entry point: exit codes, reports, gates."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from helpers_audit import CANONICAL_FILE, fitted_tiny_rm, save_rm, scaled_head
+from rmaudit.cli import main
+from rmaudit.probes import PROBES
+from rmaudit.probes.canonical_pairs import load_canonical_pairs
+from tiny_models import require_smollm2
+
+
+def test_probes_lists_every_probe_with_its_description(capsys):
+    assert main(["probes"]) == 0
+    out = capsys.readouterr().out
+    for name, probe in PROBES.items():
+        line = next(line for line in out.splitlines() if line.startswith(name + " "))
+        assert probe.description in line
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory):
+    require_smollm2()
+    model, tokenizer = fitted_tiny_rm(load_canonical_pairs([CANONICAL_FILE]))
+    root = tmp_path_factory.mktemp("cli")
+    return {
+        "healthy": save_rm(model, tokenizer, root / "healthy"),
+        "negated": save_rm(scaled_head(model, -1.0), tokenizer, root / "negated"),
+    }
+
+
+@pytest.fixture
+def in_tmp(tmp_path, monkeypatch):
+    """Run from an empty folder: no gate config is discovered, default reports land here."""
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def check(*args):
+    return main(["check", *map(str, args), "--no-progress"])
+
+
+def test_healthy_checkpoint_passes_and_writes_every_report(checkpoints, in_tmp, capsys):
+    code = check(checkpoints["healthy"], "--probes", "canonical_pairs,accuracy", "--data", CANONICAL_FILE,
+                 "--out", in_tmp / "out", "--json", in_tmp / "result.json")
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert {p.name for p in (in_tmp / "out").iterdir()} >= {"report.html", "report.json", "junit.xml", "summary.md"}
+    data = json.loads((in_tmp / "result.json").read_text())
+    assert data["gate"] == "pass" and data["schema_version"] and data["rmaudit_version"]
+    assert [(p["name"], p["status"]) for p in data["probes"]] == [("canonical_pairs", "pass"), ("accuracy", "pass")]
+    assert data == json.loads((in_tmp / "out" / "report.json").read_text())
+    assert "canonical_pairs" in out and "PASS" in out
+
+
+def test_negated_checkpoint_fails_the_gate(checkpoints, in_tmp):
+    assert check(checkpoints["negated"], "--probes", "canonical_pairs", "--out", in_tmp / "out") == 1
+    data = json.loads((in_tmp / "out" / "report.json").read_text())
+    assert data["gate"] == "fail" and data["probes"][0]["status"] == "fail"
+
+
+def test_default_report_folder_and_warn_gate_from_config(checkpoints, in_tmp):
+    """A skipped probe never fails the gate; a config's fail-on and thresholds apply unless flags override."""
+    assert check(checkpoints["healthy"], "--probes", "accuracy") == 0  # no --data: skip
+    [report] = list((in_tmp / "reports" / "healthy").glob("*/report.json"))
+    assert json.loads(report.read_text())["probes"][0]["status"] == "skip"
+
+    (in_tmp / "rmaudit.toml").write_text(
+        'probes = ["canonical_pairs"]\nfail-on = "warn"\n'
+        "[thresholds.canonical_pairs]\nmin_pass_rate = 1.01\n"  # unreachable: forces a warning
+    )
+    assert check(checkpoints["healthy"], "--out", in_tmp / "warned") == 1
+    data = json.loads((in_tmp / "warned" / "report.json").read_text())
+    assert [p["name"] for p in data["probes"]] == ["canonical_pairs"] and data["probes"][0]["status"] == "warn"
+    assert check(checkpoints["healthy"], "--fail-on", "fail", "--out", in_tmp / "flag") == 0
+
+
+def test_bad_probe_name_is_a_usage_error(checkpoints, in_tmp, capsys):
+    assert check(checkpoints["healthy"], "--probes", "accuracy,nope", "--out", in_tmp / "out") == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "'nope'" in err and "canonical_pairs" in err
+    assert not (in_tmp / "out").exists()
+
+
+def test_missing_data_file_is_a_one_line_input_error(checkpoints, in_tmp, capsys):
+    assert check(checkpoints["healthy"], "--data", in_tmp / "absent.jsonl", "--out", in_tmp / "out") == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "absent.jsonl" in err and "not found" in err
+
+
+def test_missing_checkpoint_and_bad_dtype_are_input_errors(in_tmp, capsys):
+    assert check(in_tmp / "no-such-ckpt") == 2
+    assert "no-such-ckpt" in capsys.readouterr().err
+    assert check(in_tmp, "--dtype", "float8") == 2
+    assert "--dtype" in capsys.readouterr().err
