@@ -1,0 +1,350 @@
+"""`chat_template`: will the RM read PPO's conversations the way it read its training data?
+
+The policy's template comes from ``--policy`` (its tokenizer's chat template; a tokenizer
+without one is matched to a known family in ``probes/templates`` by its special tokens,
+and the verdict is capped at warn because that is a guess), else from the template text
+recorded in the checkpoint's manifest (what the RM was trained with).
+
+Sample conversations (real eval pairs, plus a system-prompt and a multi-turn probe that
+real data may lack) are rendered with both templates and compared: identical, whitespace
+only, or a different format. Held-out pairs are then scored under both, each side
+rendered with its own tokenizer's special tokens; the per-response reward shift is
+reported in reward-stds with the accuracy change. A double BOS (rendered text starts with
+BOS and the tokenizer adds another when encoding it) is flagged on either side.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+
+from rmaudit.data.pairs import Message, PreferencePair
+from rmaudit.probes.base import Probe, ProbeSkipped, register_probe
+from rmaudit.resources import probe_data_dir
+from rmaudit.results import SEVERITY, ProbeResult, Status
+from rmaudit.scoring import FALLBACK_TEMPLATE, render
+
+TEXT_LIMIT = 300
+N_RENDERED = 8
+
+# Shapes real preference data often lacks but a policy's conversations may have.
+STRUCTURE_PROBES: list[list[Message]] = [
+    [{"role": "system", "content": "You are a concise assistant."},
+     {"role": "user", "content": "What is the capital of France?"},
+     {"role": "assistant", "content": "Paris."}],
+    [{"role": "user", "content": "Give me a number."},
+     {"role": "assistant", "content": "Seven."},
+     {"role": "user", "content": "Another one, please."},
+     {"role": "assistant", "content": "Forty-two."}],
+]
+
+# Special tokens that identify a template family in a tokenizer's vocabulary (checked in order).
+FAMILY_TOKENS = [
+    ("llama3", "<|start_header_id|>"),
+    ("chatml", "<|im_start|>"),
+    ("gemma", "<start_of_turn>"),
+    ("mistral", "[INST]"),
+]
+
+
+@dataclass
+class PolicyTemplate:
+    """The template PPO will use, the tokenizer whose special tokens fill it, and where it came from."""
+
+    text: str
+    tokenizer: Any
+    source: str
+    inferred: bool = False
+
+
+@dataclass
+class Comparison:
+    """One conversation rendered by the RM's and the policy's template."""
+
+    index: int
+    origin: str
+    rm_text: str | None
+    policy_text: str | None
+    kind: str           # identical | whitespace | different | error
+    detail: str
+
+
+def known_templates() -> dict[str, str]:
+    """Known chat templates shipped in ``probes/templates``, by family name."""
+    folder = probe_data_dir() / "templates"
+    return {path.stem: path.read_text(encoding="utf-8") for path in sorted(folder.glob("*.jinja"))}
+
+
+def template_text(tokenizer: Any) -> str | None:
+    """The tokenizer's default chat template (named templates: the 'default' one)."""
+    template = getattr(tokenizer, "chat_template", None)
+    if isinstance(template, dict):
+        template = template.get("default")
+    return template or None
+
+
+def infer_family(tokenizer: Any) -> str | None:
+    """The template family whose special tokens the tokenizer has, if any."""
+    vocab = tokenizer.get_vocab()
+    return next((family for family, token in FAMILY_TOKENS if token in vocab), None)
+
+
+def manifest_template(manifest: dict | None) -> str | None:
+    """Template text recorded at training time (top level or under the tokenizer facts)."""
+    for holder in (manifest or {}, (manifest or {}).get("tokenizer") or {}):
+        recorded = holder.get("chat_template")
+        text = recorded.get("text") if isinstance(recorded, dict) else recorded
+        if isinstance(text, str) and text:
+            return text
+    return None
+
+
+def policy_template(ctx) -> PolicyTemplate:
+    """The policy side of the comparison, or ProbeSkipped naming what is missing."""
+    policy = ctx.policy_tokenizer
+    if policy is not None:
+        text = template_text(policy)
+        if text:
+            return PolicyTemplate(text, policy, "policy tokenizer")
+        family = infer_family(policy)
+        if family is None:
+            raise ProbeSkipped("the --policy tokenizer has no chat template and no known template family's special tokens")
+        return PolicyTemplate(known_templates()[family], policy, f"no template in the policy tokenizer; inferred {family} from its special tokens", inferred=True)
+    text = manifest_template(ctx.manifest)
+    if text:
+        return PolicyTemplate(text, ctx.tokenizer, "chat template recorded in the manifest at training time")
+    raise ProbeSkipped("missing input: policy_tokenizer (--policy), and the checkpoint's manifest records no chat template")
+
+
+# Markers of each family in rendered text, for templates that are variants of a known one.
+FAMILY_MARKERS = [
+    ("llama3", "<|start_header_id|>"),
+    ("chatml", "<|im_start|>"),
+    ("gemma", "<start_of_turn>"),
+    ("llama2", "<<SYS>>"),
+    ("zephyr", "<|assistant|>"),
+    ("mistral", "[INST]"),
+]
+
+
+def template_family(text: str, tokenizer: Any) -> str:
+    """The known template that renders exactly like ``text`` does, else 'FAMILY-like' by
+    its markers, else 'custom'."""
+    try:
+        targets = [render(tokenizer, probe, text) for probe in STRUCTURE_PROBES]
+    except Exception:
+        return "custom"
+    for family, known in known_templates().items():
+        try:
+            if [render(tokenizer, probe, known) for probe in STRUCTURE_PROBES] == targets:
+                return family
+        except Exception:
+            continue
+    return next((f"{family}-like" for family, marker in FAMILY_MARKERS if marker in targets[0]), "custom")
+
+
+def _squash(text: str) -> str:
+    return re.sub(r"\s+", "", text)
+
+
+def first_difference(a: str, b: str) -> str:
+    """Where two renderings first part, shown with escapes so whitespace is visible."""
+    i = next((k for k, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+    start = max(0, i - 30)
+    return f"at char {i}: reward model {a[start:i + 30]!r} vs policy {b[start:i + 30]!r}"
+
+
+def compare(index: int, origin: str, messages: Sequence[Message], rm: tuple[Any, str], policy: PolicyTemplate) -> Comparison:
+    """Render one conversation both ways and classify the difference."""
+    texts: list[str | None] = []
+    errors = []
+    for who, tokenizer, template in (("reward model", *rm), ("policy", policy.tokenizer, policy.text)):
+        try:
+            texts.append(render(tokenizer, messages, template))
+        except Exception as exc:  # a template may refuse a role (e.g. no system role)
+            texts.append(None)
+            errors.append(f"{who} template cannot render it: {type(exc).__name__}: {exc}")
+    rm_text, policy_text = texts
+    if errors:
+        return Comparison(index, origin, rm_text, policy_text, "error", "; ".join(errors))
+    if rm_text == policy_text:
+        return Comparison(index, origin, rm_text, policy_text, "identical", "")
+    kind = "whitespace" if _squash(rm_text) == _squash(policy_text) else "different"
+    return Comparison(index, origin, rm_text, policy_text, kind, first_difference(rm_text, policy_text))
+
+
+def double_bos(tokenizer: Any, text: str) -> bool:
+    """True when the text starts with BOS and encoding it adds another in front."""
+    bos, bos_id = getattr(tokenizer, "bos_token", None), getattr(tokenizer, "bos_token_id", None)
+    if not bos or bos_id is None or not text.startswith(bos):
+        return False
+    ids = tokenizer(text, add_special_tokens=True)["input_ids"]
+    return len(ids) >= 2 and ids[0] == ids[1] == bos_id
+
+
+def _clip(text: str | None) -> str | None:
+    return text if text is None or len(text) <= TEXT_LIMIT else text[:TEXT_LIMIT] + "…"
+
+
+def _round(value: float | None, digits: int = 4) -> float | None:
+    return None if value is None or not np.isfinite(value) else round(float(value), digits)
+
+
+def _accuracy(chosen: np.ndarray, rejected: np.ndarray) -> float:
+    return float(np.mean((chosen > rejected) + 0.5 * (chosen == rejected)))
+
+
+@dataclass
+class ShiftResult:
+    rm: np.ndarray          # rewards under the RM's template (chosen then rejected)
+    policy: np.ndarray      # rewards under the policy's template
+    n_pairs: int
+    accuracy_rm: float
+    accuracy_policy: float
+
+
+def score_both(ctx, pairs: Sequence[PreferencePair], policy: PolicyTemplate) -> ShiftResult:
+    """Rewards of the same pairs under both templates (RM side through the shared cache)."""
+    rendered = []
+    for pair in pairs:
+        try:
+            rendered.append((pair, [render(policy.tokenizer, m, policy.text) for m in (pair.chosen_messages(), pair.rejected_messages())]))
+        except Exception:
+            continue  # counted as unrenderable in the comparisons
+    if not rendered:
+        raise ProbeSkipped("the policy template cannot render any of the pairs")
+    kept = [p for p, _ in rendered]
+    r_c, r_r = ctx.pair_rewards(kept)
+    p_c = ctx.score_texts([texts[0] for _, texts in rendered])
+    p_r = ctx.score_texts([texts[1] for _, texts in rendered])
+    return ShiftResult(np.concatenate([r_c, r_r]), np.concatenate([p_c, p_r]), len(kept),
+                       _accuracy(r_c, r_r), _accuracy(p_c, p_r))
+
+
+@register_probe
+class ChatTemplateProbe(Probe):
+    name = "chat_template"
+    description = "Does the RM's chat template match the policy's (or the one it was trained with)? Rendered diff, reward shift, double BOS."
+    why = ("An RM scored on a different chat format than it was trained on gives rewards PPO will happily exploit or ignore.\n"
+           "Renders sample conversations with both templates, diffs them, and scores held-out pairs under both.")
+    default_thresholds = {
+        "shift_fail_std": 0.5,   # mean |reward shift| between templates, in reward-stds
+        "max_pairs": 200,        # pairs scored under both templates
+    }
+
+    def run(self, ctx, thresholds: dict[str, float]) -> ProbeResult:
+        ctx.require(model=ctx.model)
+        policy = policy_template(ctx)
+        rm_template = template_text(ctx.tokenizer) or FALLBACK_TEMPLATE
+        pairs = list(ctx.eval_pairs or ctx.canonical_pairs)
+        if not pairs:
+            raise ProbeSkipped("no conversations to compare: give --data or keep the canonical pairs")
+
+        comparisons = self._compare_all(pairs, (ctx.tokenizer, rm_template), policy)
+        shift = score_both(ctx, pairs[: int(thresholds["max_pairs"])], policy)
+        std = ctx.reward_std()
+        shifts_std = (shift.policy - shift.rm) / std
+        bos = self._double_bos(ctx, comparisons, rm_template, policy)
+
+        findings = self._findings(comparisons, shifts_std, bos, policy, thresholds)
+        status = max((s for s, _ in findings), key=lambda s: SEVERITY[s], default=Status.PASS)
+        metrics = self._metrics(ctx, rm_template, policy, comparisons, shift, shifts_std, bos)
+        return self.result(
+            status, self._summary(metrics, findings), metrics=metrics, thresholds=dict(thresholds),
+            evidence=[self._evidence_row(c) for c in comparisons],
+            chart=self._charts(comparisons, shifts_std),
+        )
+
+    @staticmethod
+    def _compare_all(pairs, rm: tuple[Any, str], policy: PolicyTemplate) -> list[Comparison]:
+        samples = [(f"{p.source or 'pair'} row {p.row}", p.chosen_messages()) for p in pairs[:N_RENDERED]]
+        samples += [(f"structure probe: {'system prompt' if i == 0 else 'multi-turn'}", m) for i, m in enumerate(STRUCTURE_PROBES)]
+        return [compare(i, origin, messages, rm, policy) for i, (origin, messages) in enumerate(samples)]
+
+    @staticmethod
+    def _double_bos(ctx, comparisons, rm_template: str, policy: PolicyTemplate) -> dict[str, bool]:
+        first = next((c for c in comparisons if c.rm_text is not None and c.policy_text is not None), None)
+        if first is None:
+            return {"reward_model": False, "policy": False}
+        return {"reward_model": double_bos(ctx.tokenizer, first.rm_text),
+                "policy": double_bos(policy.tokenizer, first.policy_text)}
+
+    @staticmethod
+    def _findings(comparisons, shifts_std, bos, policy: PolicyTemplate, th) -> list[tuple[Status, str]]:
+        findings: list[tuple[Status, str]] = []
+        kinds = {c.kind for c in comparisons}
+        if "different" in kinds:
+            n = sum(c.kind == "different" for c in comparisons)
+            findings.append((Status.FAIL, f"different rendered format in {n} of {len(comparisons)} sample conversations"))
+        elif "whitespace" in kinds:
+            findings.append((Status.WARN, "renderings differ only in whitespace"))
+        if "error" in kinds:
+            findings.append((Status.WARN, "a template cannot render some sample conversations (see evidence)"))
+        mean_abs = float(np.mean(np.abs(shifts_std)))
+        if mean_abs >= th["shift_fail_std"]:
+            findings.append((Status.FAIL, f"rewards shift by {mean_abs:.2f} reward-std on average between templates"))
+        for side, doubled in bos.items():
+            if doubled:
+                findings.append((Status.WARN, f"double BOS on the {side.replace('_', ' ')} side: the rendered text starts "
+                                 "with BOS and the tokenizer adds another when encoding it"))
+        if policy.inferred and not any(SEVERITY[s] >= SEVERITY[Status.WARN] for s, _ in findings):
+            findings.append((Status.WARN, policy.source + ": set the policy's real template to confirm"))
+        return findings
+
+    @staticmethod
+    def _metrics(ctx, rm_template, policy, comparisons, shift: ShiftResult, shifts_std, bos) -> dict[str, Any]:
+        counts = {k: sum(c.kind == k for c in comparisons) for k in ("identical", "whitespace", "different", "error")}
+        return {
+            "policy_template_source": policy.source,
+            "rm_template_family": template_family(rm_template, ctx.tokenizer),
+            "policy_template_family": template_family(policy.text, policy.tokenizer),
+            "templates_identical": rm_template == policy.text,
+            **{f"conversations_{k}": v for k, v in counts.items()},
+            "n_pairs_scored": shift.n_pairs,
+            "mean_shift_std": _round(float(np.mean(shifts_std))),
+            "mean_abs_shift_std": _round(float(np.mean(np.abs(shifts_std)))),
+            "max_abs_shift_std": _round(float(np.max(np.abs(shifts_std)))),
+            "accuracy_rm_template": _round(shift.accuracy_rm),
+            "accuracy_policy_template": _round(shift.accuracy_policy),
+            "accuracy_change": _round(shift.accuracy_policy - shift.accuracy_rm),
+            "double_bos_rm": bos["reward_model"],
+            "double_bos_policy": bos["policy"],
+        }
+
+    @staticmethod
+    def _evidence_row(c: Comparison) -> dict[str, Any]:
+        diff = ""
+        if c.rm_text is not None and c.policy_text is not None and c.kind != "identical":
+            lines = difflib.unified_diff(c.rm_text.splitlines(keepends=True), c.policy_text.splitlines(keepends=True),
+                                         "reward model", "policy", n=1)
+            diff = "".join(lines)
+        return {"conversation": c.origin, "kind": c.kind, "where": c.detail,
+                "reward_model": _clip(c.rm_text), "policy": _clip(c.policy_text), "diff": _clip(diff)}
+
+    @staticmethod
+    def _charts(comparisons, shifts_std) -> dict[str, Any]:
+        shown = next((c for c in comparisons if c.kind in ("different", "whitespace")), None)
+        shown = shown or next((c for c in comparisons if c.rm_text is not None and c.policy_text is not None), None)
+        charts = []
+        if shown is not None:
+            charts.append({"kind": "diff", "title": f"Rendered conversation ({shown.origin})",
+                           "left_label": "reward model", "right_label": "policy",
+                           "left": shown.rm_text, "right": shown.policy_text})
+        charts.append({"kind": "histogram", "title": "Reward shift, policy template minus RM template",
+                       "x_label": "shift / reward std", "series": [{"name": "shift", "values": [float(v) for v in shifts_std]}],
+                       "vlines": [{"x": 0.0, "label": "0"}]})
+        return {"charts": charts}
+
+    @staticmethod
+    def _summary(metrics: dict[str, Any], findings) -> str:
+        text = (f"RM template {metrics['rm_template_family']} vs policy {metrics['policy_template_family']} "
+                f"({metrics['policy_template_source']}): {metrics['conversations_identical']} identical, "
+                f"{metrics['conversations_whitespace']} whitespace-only, {metrics['conversations_different']} different renderings; "
+                f"mean |shift| {metrics['mean_abs_shift_std']} reward-std, accuracy {metrics['accuracy_rm_template']} -> "
+                f"{metrics['accuracy_policy_template']}")
+        problems = [why for s, why in findings if s is not Status.PASS]
+        return text + (". " + "; ".join(problems) if problems else "")
