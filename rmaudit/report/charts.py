@@ -261,7 +261,7 @@ def _bar(spec: dict[str, Any]) -> dict[str, Any]:
             trace["error_x" if horizontal else "error_y"] = {"type": "data", "array": s["error"], "visible": True}
         data.append(trace)
     cat_axis = "yaxis" if horizontal else "xaxis"
-    layout = _layout(spec, barmode="group", showlegend=len(data) > 1)
+    layout = _layout(spec, barmode="group", showlegend=len(data) > 1, bargap=0.45 if len(categories) < 4 else 0.25)
     layout[cat_axis]["type"] = "category"
     return {"data": data, "layout": layout, "notes": []}
 
