@@ -90,10 +90,13 @@ class AuditResult:
 
     @property
     def gate(self) -> str:
-        """"fail" when any probe is at or above ``fail_on`` severity (errors always fail)."""
+        """"fail" when any probe is at or above ``fail_on`` severity, any probe errored, or
+        no probe reached a verdict at all (everything skipped: nothing was checked)."""
         limit = SEVERITY[self.fail_on]
+        if not any(p.status in (Status.PASS, Status.WARN, Status.FAIL) for p in self.probes):
+            return "fail"
         for probe in self.probes:
-            if probe.status is Status.ERROR or SEVERITY[probe.status] >= limit > 0:
+            if probe.status is Status.ERROR or SEVERITY[probe.status] >= limit:
                 return "fail"
         return "pass"
 

@@ -173,3 +173,12 @@ def test_default_report_dir(tmp_path: Path) -> None:
     ckpt.mkdir()
     assert default_report_dir(ckpt / ".", now).parts[-2] == "my-rm"
     assert default_report_dir("ckpt").parent == Path("reports/ckpt")
+
+
+def test_gate_fails_when_every_probe_skipped_because_nothing_was_checked():
+    from rmaudit.results import AuditResult, ProbeResult, Status
+
+    skipped = [ProbeResult(name="padding", status=Status.SKIP, summary="missing input: model")]
+    assert AuditResult(checkpoint="ckpt", probes=skipped).gate == "fail"
+    passed = skipped + [ProbeResult(name="accuracy", status=Status.PASS, summary="ok")]
+    assert AuditResult(checkpoint="ckpt", probes=passed).gate == "pass"
