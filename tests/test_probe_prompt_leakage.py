@@ -17,6 +17,7 @@ from rmaudit.probes.near_duplicates import (
     NearDuplicateConfig,
     find_near_duplicates,
     normalise_text,
+    normalise_texts,
     shingle_texts,
 )
 from rmaudit.probes.prompt_leakage import PromptLeakage
@@ -240,6 +241,9 @@ def test_skips_without_train_pairs(hh_pairs):
 
 def test_normalise_text():
     assert normalise_text("  Hello,\tWORLD!!  “It’s” ｆｉｎｅ…\n") == "hello world its fine"
+    messy = ["a  b \t", " \n", "c!", "  d  e  ", "x . y", "", "ok\u00a0\u2003 ."]
+    assert normalise_texts(messy) == [" ".join(t.split()) for t in ["a b", "", "c", "d e", "x y", "", "ok"]]
+    assert normalise_texts(messy) == [normalise_text(t) for t in messy]
     assert normalise_text("2+2 = 4 $") == "2+2 = 4 $"  # symbols are content, punctuation is not
 
 

@@ -4,9 +4,10 @@
 * :func:`normalise_text`: Unicode NFKC, case folded, punctuation removed, whitespace runs
   collapsed to one space. Two prompts are *exact* duplicates when their normalised texts
   have the same sha256.
-* Near duplicates: each normalised text becomes a set of word shingles (word n-grams,
-  hashed to 32 bits entirely in numpy); a MinHash signature (``num_perm`` multiply-shift
-  hashes, vectorised over all shingles of a chunk at once) feeds a banded LSH index;
+* Near duplicates: each normalised text becomes a set of word shingles (word n-grams;
+  words get dense ids from one shared vocabulary, shingles are hashed to 64 bits); a
+  MinHash signature (``num_perm`` multiply-shift hashes, vectorised in numpy over all
+  shingles of a chunk at once) feeds a banded LSH index;
   every LSH candidate is then confirmed by the exact Jaccard similarity of the two shingle
   sets. Candidates only decide what gets checked; the similarity reported is exact.
 
@@ -17,7 +18,10 @@ prompts look alike; see :class:`NearDuplicateConfig`.
 
 from __future__ import annotations
 
+import collections
+import functools
 import hashlib
+import itertools
 import math
 import sys
 import unicodedata
@@ -26,21 +30,47 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-_MASK64 = np.uint64(0xFFFFFFFFFFFFFFFF)
 _U32 = np.uint64(32)
 
-# Every Unicode punctuation code point (categories Pc, Pd, Ps, Pe, Pi, Pf, Po) -> deleted.
-# Symbols (currency, maths, emoji) are kept: "2+2" and "22" are different prompts.
-_PUNCTUATION = {cp: None for cp in range(sys.maxunicode + 1) if unicodedata.category(chr(cp)).startswith("P")}
+# Lookup tables over every code point: punctuation (categories Pc, Pd, Ps, Pe, Pi, Pf, Po)
+# is deleted, whitespace becomes one space. Symbols (currency, maths, emoji) are kept:
+# "2+2" and "22" are different prompts.
+_SPACE, _BOUNDARY = np.uint32(32), np.uint32(0)
+
+
+@functools.lru_cache(maxsize=1)
+def _character_tables() -> tuple[np.ndarray, np.ndarray]:
+    """(is punctuation, is whitespace) per code point; built on first use (about a second)."""
+    chars = [chr(cp) for cp in range(sys.maxunicode + 1)]
+    return (np.array([unicodedata.category(c)[0] == "P" for c in chars]),
+            np.array([c.isspace() for c in chars]))
 
 Progress = Callable[[str, int, int], None]
 """``progress(stage, done, total)``; called as work advances."""
 
 
+def normalise_texts(texts: Sequence[str]) -> list[str]:
+    """:func:`normalise_text` of many texts at once; the character work runs in numpy over
+    one UTF-32 buffer, so the Python cost per text is a few C calls."""
+    if not texts:
+        return []
+    folded = "\0".join(unicodedata.normalize("NFKC", t.replace("\0", " ")).casefold() for t in texts)
+    is_punctuation, is_space = _character_tables()
+    codes = np.frombuffer(folded.encode("utf-32-le"), np.uint32)
+    codes = codes[~is_punctuation[codes]]
+    codes = np.where(is_space[codes], _SPACE, codes)
+    # Collapse runs of spaces to one, then drop a space that starts or ends a text.
+    codes = codes[~((codes == _SPACE) & (np.concatenate(([_BOUNDARY], codes[:-1])) == _SPACE))]
+    before = np.concatenate(([_BOUNDARY], codes[:-1]))
+    after = np.concatenate((codes[1:], [_BOUNDARY]))
+    codes = codes[~((codes == _SPACE) & ((before == _BOUNDARY) | (after == _BOUNDARY)))]
+    return codes.tobytes().decode("utf-32-le").split("\0")
+
+
 def normalise_text(text: str) -> str:
-    """NFKC, casefold, punctuation removed, whitespace collapsed: the form compared for
-    exact matches (e.g. "Hello,  WORLD!" -> "hello world")."""
-    return " ".join(unicodedata.normalize("NFKC", text).casefold().translate(_PUNCTUATION).split())
+    """NFKC, casefold, punctuation removed, whitespace collapsed to single spaces and trimmed:
+    the form compared for exact matches (e.g. "Hello,  WORLD!" -> "hello world")."""
+    return normalise_texts([text])[0]
 
 
 def text_digest(normalised: str) -> bytes:
@@ -105,31 +135,35 @@ class Shingles:
         return np.diff(self.offsets)
 
 
-def shingle_texts(texts: Sequence[str], shingle_words: int, seed: int = 1) -> Shingles:
-    """Hash the word n-gram shingles of normalised texts (words separated by single spaces).
+class WordIds:
+    """Dense integer ids for words, shared by every text of one search so that the same
+    word always gets the same id (and shingle sets compare exactly, without hash collisions)."""
 
-    A text with fewer than ``shingle_words`` words gets one shingle of all its words; an
-    empty text gets none. Duplicates within a text are kept (MinHash ignores them).
-    """
-    blob = np.frombuffer(("\n".join(texts) + "\n").encode("utf-8"), dtype=np.uint8)
-    n_texts = len(texts)
-    is_sep = (blob == 32) | (blob == 10)
-    text_of_byte = np.concatenate(([0], np.cumsum(blob == 10)[:-1]))
-    starts = np.flatnonzero(~is_sep & np.concatenate(([True], is_sep[:-1])))
-    if len(starts) == 0:
-        return Shingles(np.zeros(0, np.uint64), np.zeros(n_texts + 1, np.int64))
-    # Word hash: sum of byte * (random odd multiplier of its position in the word), mixed.
-    is_start = np.zeros(len(blob), bool)
-    is_start[starts] = True
-    word_of_byte = np.cumsum(is_start) - 1
-    pos_in_word = np.arange(len(blob)) - starts[np.maximum(word_of_byte, 0)]
-    multipliers = _random_u64(seed, int(pos_in_word.max()) + 1)
-    with np.errstate(over="ignore"):
-        contrib = np.where(is_sep | (word_of_byte < 0), np.uint64(0),
-                           (blob.astype(np.uint64) + np.uint64(1)) * multipliers[np.maximum(pos_in_word, 0)])
-        words = _mix64(np.add.reduceat(contrib, starts))
-    word_text = text_of_byte[starts]
-    return _word_shingles(words, word_text, n_texts, shingle_words, seed)
+    def __init__(self) -> None:
+        self._ids: collections.defaultdict[str, int] = collections.defaultdict()
+        self._ids.default_factory = self._ids.__len__  # a new word gets the next id
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def shingles(self, texts: Sequence[str], shingle_words: int, seed: int = 1) -> "Shingles":
+        """Hash the word n-gram shingles of normalised texts (words separated by spaces).
+
+        A text with fewer than ``shingle_words`` words gets one shingle of all its words; an
+        empty text gets none. Repeats within a text are kept (MinHash ignores them).
+        """
+        split = [t.split() for t in texts]
+        lengths = np.fromiter(map(len, split), np.int64, len(split))
+        flat = list(itertools.chain.from_iterable(split))
+        ids = np.fromiter(map(self._ids.__getitem__, flat), np.int64, len(flat))
+        word_text = np.repeat(np.arange(len(texts)), lengths)
+        words = _mix64(ids.astype(np.uint64) + np.uint64(seed) * np.uint64(0x9E3779B97F4A7C15))
+        return _word_shingles(words, word_text, len(texts), shingle_words, seed)
+
+
+def shingle_texts(texts: Sequence[str], shingle_words: int, seed: int = 1) -> "Shingles":
+    """Shingles of texts with a fresh vocabulary (see :meth:`WordIds.shingles`)."""
+    return WordIds().shingles(texts, shingle_words, seed)
 
 
 def _word_shingles(words: np.ndarray, word_text: np.ndarray, n_texts: int, k: int, seed: int) -> Shingles:
@@ -156,16 +190,17 @@ def _word_shingles(words: np.ndarray, word_text: np.ndarray, n_texts: int, k: in
     return Shingles(values, np.concatenate(([0], np.cumsum(counts))).astype(np.int64))
 
 
-def boilerplate_shingles(corpus: Shingles, fraction: float, min_texts: int, sample: int = 20000, seed: int = 0) -> np.ndarray:
-    """Sorted shingle hashes present in more than ``fraction`` of the corpus texts
-    (estimated on a sample of texts); empty for small corpora."""
-    n = len(corpus.offsets) - 1
+def boilerplate_shingles(sample: Shingles, fraction: float, min_texts: int) -> np.ndarray:
+    """Sorted shingle hashes present in more than ``fraction`` of the sampled corpus texts;
+    empty when the sample has fewer than ``min_texts`` texts (too few to tell)."""
+    n = len(sample.offsets) - 1
     if n < min_texts or fraction >= 1.0:
         return np.zeros(0, np.uint64)
-    chosen = np.arange(n) if n <= sample else np.sort(np.random.default_rng(seed).choice(n, sample, replace=False))
-    per_text = [np.unique(corpus.of(i)) for i in chosen]
-    values, counts = np.unique(np.concatenate(per_text), return_counts=True)
-    return values[counts > fraction * len(chosen)]
+    owner = np.repeat(np.arange(n, dtype=np.uint64), sample.sizes)
+    # Count each (text, shingle) once: unique over the pair, then count per shingle.
+    pairs = np.unique(np.stack([sample.values, owner], axis=1), axis=0)
+    values, counts = np.unique(pairs[:, 0], return_counts=True)
+    return values[counts > fraction * n]
 
 
 def drop_shingles(shingles: Shingles, stop: np.ndarray) -> Shingles:
@@ -225,16 +260,14 @@ def band_keys(sig: np.ndarray, bands: int, rows: int) -> np.ndarray:
     return keys
 
 
-def _texts_keys(texts: Sequence[str], config: NearDuplicateConfig, stop: np.ndarray | None,
+def _texts_keys(texts: Sequence[str], vocab: WordIds, config: NearDuplicateConfig, stop: np.ndarray,
                 bands: int, rows: int, stage: str, progress: Progress | None) -> tuple[np.ndarray, np.ndarray]:
     """Band keys of all texts (chunked), and which texts have any shingle."""
     keys = np.empty((len(texts), bands), np.uint64)
     has = np.zeros(len(texts), bool)
     for lo in range(0, len(texts), config.chunk_texts):
         hi = min(lo + config.chunk_texts, len(texts))
-        shingles = shingle_texts(texts[lo:hi], config.shingle_words, config.seed)
-        if stop is not None:
-            shingles = drop_shingles(shingles, stop)
+        shingles = drop_shingles(vocab.shingles(texts[lo:hi], config.shingle_words, config.seed), stop)
         keys[lo:hi] = band_keys(minhash_signatures(shingles, config.num_perm, config.seed), bands, rows)
         has[lo:hi] = shingles.sizes > 0
         if progress:
@@ -275,18 +308,17 @@ def _candidate_pairs(query_keys: np.ndarray, query_has: np.ndarray, corpus_keys:
     return q[keep], c[keep]
 
 
-def _jaccard(a: np.ndarray, b: np.ndarray) -> float:
-    sa, sb = set(a.tolist()), set(b.tolist())
-    union = len(sa | sb)
-    return len(sa & sb) / union if union else 0.0
+def _jaccard(a: set, b: set) -> float:
+    union = len(a | b)
+    return len(a & b) / union if union else 0.0
 
 
-def _shingle_sets(texts: Sequence[str], ids: np.ndarray, config: NearDuplicateConfig, stop: np.ndarray) -> dict[int, np.ndarray]:
-    """Low-32-bit shingle hashes of the given texts, recomputed (cheap: only candidates)."""
+def _shingle_sets(texts: Sequence[str], ids: np.ndarray, vocab: WordIds, config: NearDuplicateConfig,
+                  stop: np.ndarray) -> dict[int, set]:
+    """Shingle sets of the given texts, recomputed (cheap: only candidates are asked for)."""
     ids = np.unique(ids)
-    shingles = drop_shingles(shingle_texts([texts[i] for i in ids], config.shingle_words, config.seed), stop)
-    low = shingles.values & np.uint64(0xFFFFFFFF)
-    return {int(i): low[shingles.offsets[j]:shingles.offsets[j + 1]] for j, i in enumerate(ids)}
+    shingles = drop_shingles(vocab.shingles([texts[i] for i in ids], config.shingle_words, config.seed), stop)
+    return {int(i): set(shingles.of(j).tolist()) for j, i in enumerate(ids)}
 
 
 def find_near_duplicates(queries: Sequence[str], corpus: Sequence[str], config: NearDuplicateConfig | None = None,
@@ -300,15 +332,16 @@ def find_near_duplicates(queries: Sequence[str], corpus: Sequence[str], config: 
     if not queries or not corpus:
         return []
     bands, rows = lsh_bands(config.threshold, config.num_perm)
-    stop = boilerplate_shingles(shingle_texts(_sample(corpus, 20000), config.shingle_words, config.seed),
+    vocab = WordIds()
+    stop = boilerplate_shingles(vocab.shingles(_sample(corpus, 20000), config.shingle_words, config.seed),
                                 config.boilerplate_fraction, config.boilerplate_min_texts)
-    corpus_keys, corpus_has = _texts_keys(corpus, config, stop, bands, rows, "corpus MinHash", progress)
-    query_keys, query_has = _texts_keys(queries, config, stop, bands, rows, "query MinHash", progress)
+    corpus_keys, corpus_has = _texts_keys(corpus, vocab, config, stop, bands, rows, "corpus MinHash", progress)
+    query_keys, query_has = _texts_keys(queries, vocab, config, stop, bands, rows, "query MinHash", progress)
     q, c = _candidate_pairs(query_keys, query_has, corpus_keys, corpus_has, config)
     if len(q) == 0:
         return []
-    q_sets = _shingle_sets(queries, q, config, stop)
-    c_sets = _shingle_sets(corpus, c, config, stop)
+    q_sets = _shingle_sets(queries, q, vocab, config, stop)
+    c_sets = _shingle_sets(corpus, c, vocab, config, stop)
     best: dict[int, NearMatch] = {}
     for i, (qi, ci) in enumerate(zip(q.tolist(), c.tolist())):
         sim = _jaccard(q_sets[qi], c_sets[ci])

@@ -32,7 +32,7 @@ from rmaudit.probes.near_duplicates import (
     NearDuplicateConfig,
     Progress,
     find_near_duplicates,
-    normalise_text,
+    normalise_texts,
     text_digest,
 )
 from rmaudit.results import Status
@@ -71,27 +71,33 @@ class UniquePrompts:
     digests: dict[bytes, int] = field(default_factory=dict)
 
 
-def unique_prompts(pairs: Sequence[PreferencePair], progress: Progress | None = None, stage: str = "") -> UniquePrompts:
-    """Normalise every prompt once and group the pairs by normalised prompt."""
+def unique_prompts(pairs: Sequence[PreferencePair], progress: Progress | None = None, stage: str = "",
+                   chunk: int = 20000) -> UniquePrompts:
+    """Normalise every prompt once (in batches) and group the pairs by normalised prompt."""
     out = UniquePrompts(row_to_unique=np.full(len(pairs), -1, np.int64))
-    for i, pair in enumerate(pairs):
-        text = normalise_text(exact_text(pair))
-        if text:
+    for lo in range(0, len(pairs), chunk):
+        batch = pairs[lo:lo + chunk]
+        need_near = []  # (unique id, text without system messages)
+        for i, (pair, text) in enumerate(zip(batch, normalise_texts([exact_text(p) for p in batch])), start=lo):
+            if not text:
+                continue
             digest = text_digest(text)
             uid = out.digests.get(digest)
             if uid is None:
                 uid = out.digests[digest] = len(out.texts)
                 out.texts.append(text)
-                near = near_text(pair)
-                out.near_texts.append(text if near is None else normalise_text(near))
+                out.near_texts.append(text)
                 out.first_row.append(i)
                 out.rows.append(0)
+                near = near_text(pair)
+                if near is not None:
+                    need_near.append((uid, near))
             out.rows[uid] += 1
             out.row_to_unique[i] = uid
-        if progress and (i + 1) % 20000 == 0:
-            progress(stage, i + 1, len(pairs))
-    if progress:
-        progress(stage, len(pairs), len(pairs))
+        for (uid, _), text in zip(need_near, normalise_texts([t for _, t in need_near])):
+            out.near_texts[uid] = text
+        if progress:
+            progress(stage, min(lo + chunk, len(pairs)), len(pairs))
     return out
 
 

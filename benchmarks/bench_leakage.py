@@ -1,0 +1,277 @@
+"""Benchmark of the `prompt_leakage` probe: 1M train prompts against 100k eval prompts.
+
+Prompts are synthetic but shaped like real ones: words drawn with the real word
+frequencies of the hh-rlhf prompts in ../shared/data (Zipf-like), lengths drawn from the
+real prompt-length distribution, a mix of single-turn and multi-turn conversations, mixed
+case and punctuation. Into the eval split we plant leaks whose ground truth we know:
+exact copies of train prompts disguised by case, whitespace and punctuation, and near
+duplicates (one word of a train prompt replaced).
+
+The full-size run times the probe end to end (what `rmaudit check` runs) and checks that
+every planted leak is found. A smaller run compares the near-duplicate search against a
+datasketch MinHashLSH baseline (same hash count and threshold, its fastest per-text path,
+``update_batch``) on the same texts, and reports the speed ratio and their agreement.
+
+    python benchmarks/bench_leakage.py                       # 1M x 100k, writes benchmarks/results/leakage.md
+    python benchmarks/bench_leakage.py --train 100000 --eval 10000 --no-write   # quick look
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import os
+import platform
+import random
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from rmaudit.data import PreferencePair, load_pairs  # noqa: E402
+from rmaudit.probes.context import AuditContext  # noqa: E402
+from rmaudit.probes.near_duplicates import (  # noqa: E402
+    NearDuplicateConfig,
+    find_near_duplicates,
+    normalise_text,
+    shingle_texts,
+)
+from rmaudit.probes.prompt_leakage import PromptLeakage  # noqa: E402
+
+HH = REPO.parent / "shared" / "data" / "hh-rlhf-harmless-base-test.jsonl.gz"
+
+
+class PromptMaker:
+    """Draws realistic prompts from the word and length statistics of real hh-rlhf prompts."""
+
+    def __init__(self, seed: int = 0):
+        pairs = load_pairs(HH)
+        counts = collections.Counter(w for p in pairs for m in p.prompt for w in m["content"].split())
+        self.words = np.array(list(counts))
+        freq = np.array(list(counts.values()), dtype=np.float64)
+        self.p = freq / freq.sum()
+        self.turn_lengths = np.array([len(m["content"].split()) for p in pairs for m in p.prompt if m["content"].split()])
+        self.turns = np.array([len(p.prompt) for p in pairs])
+        self.rng = np.random.default_rng(seed)
+
+    def prompts(self, n: int) -> list[list[dict]]:
+        turns = self.rng.choice(self.turns, size=n)
+        lengths = self.rng.choice(self.turn_lengths, size=int(turns.sum()))
+        words = self.words[self.rng.choice(len(self.words), size=int(lengths.sum()), p=self.p)].tolist()
+        out, w, t = [], 0, 0
+        for k in turns:
+            conversation = []
+            for j in range(k):
+                length = int(lengths[t])
+                conversation.append({"role": "user" if j % 2 == 0 else "assistant",
+                                     "content": " ".join(words[w:w + length])})
+                w, t = w + length, t + 1
+            out.append(conversation)
+        return out
+
+
+def disguise(prompt: list[dict], rng: random.Random) -> list[dict]:
+    """Same prompt after normalisation: case, whitespace and punctuation changed."""
+    return [{"role": m["role"], "content": "  " + "\t".join(
+        w.upper() if rng.random() < 0.3 else w for w in m["content"].split()) + " ?!"} for m in prompt]
+
+
+def change_one_word(prompt: list[dict], rng: random.Random) -> list[dict]:
+    longest = max(range(len(prompt)), key=lambda i: len(prompt[i]["content"].split()))
+    words = prompt[longest]["content"].split()
+    words[rng.randrange(len(words))] = "xylophonist"
+    return [dict(m, content=" ".join(words)) if i == longest else m for i, m in enumerate(prompt)]
+
+
+def word_jaccard(a: list[dict], b: list[dict]) -> float:
+    sa = set(normalise_text("\n".join(f"{m['role']}: {m['content']}" for m in a)).split())
+    sb = set(normalise_text("\n".join(f"{m['role']}: {m['content']}" for m in b)).split())
+    return len(sa & sb) / len(sa | sb)
+
+
+def make_splits(n_train: int, n_eval: int, leak_fraction: float, seed: int = 0):
+    """(train pairs, eval pairs, planted exact eval rows, planted near eval rows -> true Jaccard)."""
+    maker = PromptMaker(seed)
+    prompts = maker.prompts(n_train + n_eval)
+    rng = random.Random(seed)
+    train, evaluation = prompts[:n_train], prompts[n_train:]
+    n_leak = int(leak_fraction * n_eval)
+    rows = rng.sample(range(n_eval), 2 * n_leak)
+    exact_rows, near_rows = set(rows[:n_leak]), {}
+    for i in rows[:n_leak]:
+        evaluation[i] = disguise(train[rng.randrange(n_train)], rng)
+    for i in rows[n_leak:]:
+        source = train[rng.randrange(n_train)]
+        evaluation[i] = change_one_word(source, rng)
+        near_rows[i] = word_jaccard(evaluation[i], source)
+
+    def pairs(conversations, name):
+        return [PreferencePair(prompt=c, chosen="ok", rejected="no", source=name, row=i + 1) for i, c in enumerate(conversations)]
+
+    return pairs(train, "train"), pairs(evaluation, "eval"), exact_rows, near_rows
+
+
+def run_probe(train, evaluation) -> tuple[float, object]:
+    probe = PromptLeakage()
+    ctx = AuditContext(checkpoint=Path("."), train_pairs=train, eval_pairs=evaluation)
+    start = time.perf_counter()
+    result = probe.run(ctx, dict(probe.default_thresholds))
+    return time.perf_counter() - start, result
+
+
+def baseline_comparison(n_train: int, n_eval: int) -> dict:
+    """Near-duplicate search only, ours vs datasketch MinHashLSH, on identical normalised texts."""
+    from datasketch import MinHash, MinHashLSH
+
+    train, evaluation, _, _ = make_splits(n_train, n_eval, 0.01, seed=1)
+
+    def text(p):
+        return normalise_text("\n".join(f"{m['role']}: {m['content']}" for m in p.prompt))
+
+    corpus, queries = [text(p) for p in train], [text(p) for p in evaluation]
+    config = NearDuplicateConfig()
+
+    start = time.perf_counter()
+    ours = {(m.query, m.corpus) for m in find_near_duplicates(queries, corpus, config)}
+    ours_s = time.perf_counter() - start
+
+    start = time.perf_counter()
+    lsh = MinHashLSH(threshold=config.threshold, num_perm=config.num_perm)
+
+    def sketch(t):
+        m = MinHash(num_perm=config.num_perm)
+        m.update_batch([w.encode("utf-8") for w in t.split()])
+        return m
+
+    for i, t in enumerate(corpus):
+        if t:
+            lsh.insert(i, sketch(t))
+    candidates = {(q, c) for q, t in enumerate(queries) if t for c in lsh.query(sketch(t))}
+    sets_q = {q: set(queries[q].split()) for q, _ in candidates}
+    sets_c = {c: set(corpus[c].split()) for _, c in candidates}
+    theirs = {(q, c) for q, c in candidates
+              if len(sets_q[q] & sets_c[c]) / len(sets_q[q] | sets_c[c]) >= config.threshold}
+    theirs_s = time.perf_counter() - start
+    ours_q, theirs_q = {q for q, _ in ours}, {q for q, _ in theirs}
+    return {"train": n_train, "eval": n_eval, "ours_s": ours_s, "datasketch_s": theirs_s,
+            "ours_found": len(ours_q), "datasketch_found": len(theirs_q), "both": len(ours_q & theirs_q)}
+
+
+def stage_timings(train, evaluation) -> dict:
+    """Where the time goes, measured on the library functions directly."""
+    from rmaudit.probes.prompt_leakage import unique_prompts
+
+    out = {}
+    start = time.perf_counter()
+    t = unique_prompts(train)
+    out["normalise + dedupe train"] = time.perf_counter() - start
+    start = time.perf_counter()
+    e = unique_prompts(evaluation)
+    out["normalise + dedupe eval"] = time.perf_counter() - start
+    start = time.perf_counter()
+    shingle_texts(t.near_texts[:100000], 1)
+    out["shingle 100k train texts (numpy)"] = time.perf_counter() - start
+    start = time.perf_counter()
+    find_near_duplicates(e.near_texts, t.near_texts)
+    out["near-duplicate search, all eval vs all train"] = time.perf_counter() - start
+    return out
+
+
+def machine() -> str:
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor())
+    return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, numpy {np.__version__}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--train", type=int, default=1_000_000)
+    parser.add_argument("--eval", type=int, default=100_000)
+    parser.add_argument("--leak-fraction", type=float, default=0.005, help="planted exact leaks; as many near ones")
+    parser.add_argument("--baseline-train", type=int, default=50_000)
+    parser.add_argument("--baseline-eval", type=int, default=5_000)
+    parser.add_argument("--no-write", action="store_true")
+    args = parser.parse_args()
+
+    start = time.perf_counter()
+    train, evaluation, exact_rows, near_rows = make_splits(args.train, args.eval, args.leak_fraction)
+    print(f"generated {len(train):,} train / {len(evaluation):,} eval pairs in {time.perf_counter() - start:.0f}s", flush=True)
+
+    seconds, result = run_probe(train, evaluation)
+    m = result.metrics
+    print(f"probe: {seconds:.1f}s  {result.status.value}: {result.summary}", flush=True)
+    stages = stage_timings(train, evaluation)
+    for name, s in stages.items():
+        print(f"  {name}: {s:.1f}s", flush=True)
+
+    # Recall on the planted leaks (near ones only count where the true Jaccard reaches the threshold).
+    from rmaudit.probes.prompt_leakage import find_leaks, unique_prompts
+
+    t, e = unique_prompts(train), unique_prompts(evaluation)
+    leaks = {evaluation[e.first_row[leak.eval_unique]].row - 1: leak for leak in find_leaks(t, e, NearDuplicateConfig())}
+    exact_found = sum(1 for i in exact_rows if i in leaks and leaks[i].kind == "exact")
+    near_due = [i for i, j in near_rows.items() if j >= 0.8]
+    near_found = sum(1 for i in near_due if i in leaks)
+    print(f"planted exact found {exact_found}/{len(exact_rows)}, planted near (J>=0.8) found {near_found}/{len(near_due)}", flush=True)
+
+    base = baseline_comparison(args.baseline_train, args.baseline_eval)
+    ratio = base["datasketch_s"] / base["ours_s"]
+    print(f"baseline {base}  ratio {ratio:.1f}x", flush=True)
+    if not args.no_write:
+        write_results(args, seconds, m, result.status.value, stages, exact_found, len(exact_rows), near_found, len(near_due), base, ratio)
+
+
+def write_results(args, seconds, m, status, stages, exact_found, exact_total, near_found, near_total, base, ratio) -> None:
+    lines = [
+        "# prompt_leakage benchmark",
+        "",
+        f"Machine: {machine()}. Run: `python benchmarks/bench_leakage.py` on {time.strftime('%Y-%m-%d')}.",
+        "Other work shared the 2 cores during the run, so treat times as upper bounds.",
+        "",
+        "Synthetic prompts with the real word frequencies, turn counts and turn lengths of the hh-rlhf prompts "
+        "in ../shared/data; leaks planted into eval: exact copies disguised by case/whitespace/punctuation and near "
+        "duplicates with one word replaced.",
+        "",
+        "## Full size: the probe end to end",
+        "",
+        "| train pairs | eval pairs | unique train prompts | unique eval prompts | seconds | status |",
+        "|---:|---:|---:|---:|---:|---|",
+        f"| {m['train_pairs']:,} | {m['eval_pairs']:,} | {m['train_unique_prompts']:,} | {m['eval_unique_prompts']:,} | {seconds:.1f} | {status} |",
+        "",
+        f"Found {m['leaked_prompts_exact']:,} exact and {m['leaked_prompts_near']:,} near-duplicate leaked prompts. "
+        f"Planted exact leaks found: {exact_found}/{exact_total}; planted one-word-changed near duplicates whose true "
+        f"word Jaccard is >= 0.8 found: {near_found}/{near_total}.",
+        "",
+        "Stage times (measured again, separately):",
+        "",
+        "| stage | seconds |",
+        "|---|---:|",
+        *[f"| {name} | {s:.1f} |" for name, s in stages.items()],
+        "",
+        "## Near-duplicate search against datasketch",
+        "",
+        f"Same normalised texts, {base['train']:,} train x {base['eval']:,} eval, 64 hash functions, threshold 0.8, both "
+        "confirmed by exact Jaccard; datasketch uses `MinHash.update_batch` per text and `MinHashLSH`.",
+        "",
+        "| implementation | seconds | eval prompts with a near duplicate |",
+        "|---|---:|---:|",
+        f"| rmaudit (numpy MinHash + banded LSH) | {base['ours_s']:.2f} | {base['ours_found']} |",
+        f"| datasketch MinHashLSH | {base['datasketch_s']:.2f} | {base['datasketch_found']} |",
+        "",
+        f"rmaudit is {ratio:.1f}x faster; {base['both']} eval prompts were found by both.",
+        "",
+    ]
+    out = REPO / "benchmarks" / "results" / "leakage.md"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".md.tmp")
+    tmp.write_text("\n".join(lines), encoding="utf-8")
+    os.replace(tmp, out)
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
