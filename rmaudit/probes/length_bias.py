@@ -109,10 +109,10 @@ def _worst(statuses: list[Status]) -> Status:
     return max(statuses, key=lambda s: SEVERITY[s], default=Status.PASS)
 
 
-def length_evidence(pairs: Sequence[PreferencePair], len_c, len_r, r_c, r_r) -> list[dict[str, Any]]:
-    """Pairs the RM got wrong in the direction length points, largest length gap first."""
-    wrong = r_c < r_r
-    follows_length = wrong & (np.sign(len_r - len_c) != 0)
+def length_evidence(pairs: Sequence[PreferencePair], len_c, len_r, r_c, r_r, direction: float) -> list[dict[str, Any]]:
+    """Pairs the RM got wrong where the rejected response lies in the direction the reward
+    favours (longer for a positive slope, shorter for a negative one), largest gap first."""
+    follows_length = (r_c < r_r) & (np.sign(len_r - len_c) == np.sign(direction)) & (direction != 0)
     order = sorted(np.flatnonzero(follows_length), key=lambda i: -abs(len_c[i] - len_r[i]))
     return [
         {
@@ -183,7 +183,7 @@ class LengthBiasProbe(Probe):
         return self.result(
             status, self._summary(status, pooled, within, split, reasons),
             metrics=metrics, thresholds=dict(thresholds),
-            evidence=length_evidence(pairs, len_c, len_r, r_c, r_r),
+            evidence=length_evidence(pairs, len_c, len_r, r_c, r_r, pooled.slope),
             chart=length_charts(len_c, len_r, r_c, r_r, pooled, within),
         )
 
