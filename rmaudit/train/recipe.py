@@ -76,6 +76,7 @@ class TrainResult:
     steps: int
     train_metrics: dict[str, float]
     eval_metrics: dict[str, float] | None
+    main_process: bool = True  # False on the other ranks of a multi-process run
 
 
 def disable_dropout(model: nn.Module) -> None:
@@ -401,7 +402,7 @@ class BradleyTerryRecipe:
         self.maybe_resume()
         self.train()
         out = self.save_final()
-        return TrainResult(out, self.step, self.last_train, self.last_eval)
+        return TrainResult(out, self.step, self.last_train, self.last_eval, self.main)
 
     def log_setup(self) -> None:
         t, e = self.train_lengths, self.eval_lengths
