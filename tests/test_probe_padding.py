@@ -1,0 +1,103 @@
+"""padding: a checkpoint whose config pad id disagrees with its tokenizer's fails; a consistent one passes."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from rmaudit.modeling.loading import load_reward_model
+from rmaudit.probes.context import AuditContext
+from rmaudit.probes.padding import PaddingProbe, end_of_turn_variants, tolerance_std
+from rmaudit.report.charts import validate_chart
+from rmaudit.results import Status
+from rmaudit.data.pairs import PreferencePair
+from tiny_models import make_tiny_rm
+
+PAIRS = [
+    PreferencePair([{"role": "user", "content": f"Question {i}: " + "tell me more about rivers " * (i % 4)}],
+                   "Rivers carry water to the sea. " * (i % 5 + 1), "No idea. " * (i % 3 + 1), source="pairs.jsonl", row=i + 1)
+    for i in range(12)
+]
+UNPADDED_ID = 0  # a real token id that never appears in the padded batches below
+
+
+def audit(folder, *, dtype=None, pooling="auto"):
+    loaded = load_reward_model(folder)
+    ctx = AuditContext(checkpoint=folder, model=loaded.model, tokenizer=loaded.tokenizer, manifest=loaded.manifest,
+                       eval_pairs=PAIRS, pooling=pooling, dtype=dtype)
+    return PaddingProbe().run(ctx, {**PaddingProbe.default_thresholds, "sample_size": 8})
+
+
+def test_config_pad_id_mismatch_fails(tmp_path):
+    folder = make_tiny_rm(tmp_path / "rm", pad_token_id=UNPADDED_ID)
+    result = audit(folder)
+    assert result.status is Status.FAIL, result.summary
+    m = result.metrics
+    assert m["served_pooling"] == "native" and m["config_pad_token_id"] != m["tokenizer_pad_token_id"]
+    # transformers pools by config.pad_token_id: right-padded rows read a pad position...
+    assert m["max_delta_std_right_native"] > 0.5
+    # ...while left padding and mask pooling are unaffected, which localises the defect.
+    assert m["max_delta_std_left_native"] <= m["tolerance_std"]
+    assert m["max_delta_std_right_mask"] <= m["tolerance_std"]
+    assert "config.pad_token_id" in result.summary
+    assert validate_chart(result.chart) == []
+    assert len(result.evidence) == m["n_texts"] and "right_native" in result.evidence[0]
+
+
+def test_consistent_pad_id_passes(tmp_path):
+    result = audit(make_tiny_rm(tmp_path / "rm"))
+    assert result.status is Status.PASS, result.summary
+    m = result.metrics
+    for key in ("right_native", "left_native", "right_mask", "left_mask"):
+        assert m[f"max_delta_std_{key}"] <= m["tolerance_std"]
+    # SmolLM2 pads with eos; the ChatML turn ends "<|im_end|>\n", so the eos is seen.
+    assert m["pad_is_eos"] and m["eos_delta_std"] > m["tolerance_std"]
+
+
+def test_mismatch_fails_even_when_the_audit_scores_with_mask_pooling(tmp_path):
+    # An rmaudit checkpoint (manifest) is served with mask pooling; its own forward is still broken.
+    folder = make_tiny_rm(tmp_path / "rm", pad_token_id=UNPADDED_ID, manifest=True)
+    result = audit(folder)
+    assert result.metrics["served_pooling"] == "mask"
+    assert result.status is Status.FAIL and result.metrics["max_delta_std_right_native"] > 0.5
+
+
+def test_bfloat16_healthy_passes_with_a_looser_derived_tolerance(tmp_path):
+    folder = make_tiny_rm(tmp_path / "rm")
+    fp32, bf16 = audit(folder), audit(folder, dtype=torch.bfloat16)
+    assert bf16.status is Status.PASS, bf16.summary
+    assert bf16.metrics["tolerance_std"] > 10 * fp32.metrics["tolerance_std"]
+    mismatch = audit(make_tiny_rm(tmp_path / "bad", pad_token_id=UNPADDED_ID), dtype=torch.bfloat16)
+    assert mismatch.status is Status.FAIL
+
+
+def test_pad_equals_eos_with_template_ending_in_eos_warns(tmp_path):
+    # Llama-2 style turns end with eos; with pad == eos native pooling skips it, so a
+    # finished answer and one cut before its eos get the same reward.
+    folder = make_tiny_rm(tmp_path / "rm")
+    from rmaudit.probes.chat_template import known_templates
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    tokenizer.chat_template = known_templates()["llama2"]
+    tokenizer.save_pretrained(folder)
+    result = audit(folder)
+    assert result.status is Status.WARN, result.summary
+    assert result.metrics["eos_delta_std"] <= result.metrics["tolerance_std"]
+    assert "never sees the end of the turn" in result.summary
+
+
+def test_tolerance_follows_mantissa_bits_and_depth():
+    fp32 = tolerance_std(torch.float32, 2, reward_rms=1.0, reward_std=1.0, ulps=8, floor=0.0)
+    bf16 = tolerance_std(torch.bfloat16, 2, reward_rms=1.0, reward_std=1.0, ulps=8, floor=0.0)
+    assert bf16 / fp32 == pytest.approx(2.0 ** 16)  # 2^-7 vs 2^-23
+    deep = tolerance_std(torch.bfloat16, 32, reward_rms=1.0, reward_std=1.0, ulps=8, floor=0.0)
+    assert deep / bf16 == pytest.approx(4.0)
+    # A large reward offset carries more rounding than its spread suggests.
+    assert tolerance_std(torch.bfloat16, 2, 10.0, 1.0, 8, 0.0) == pytest.approx(10 * bf16)
+    assert tolerance_std(torch.float32, 2, 1.0, 1.0, 8, floor=1e-3) == 1e-3
+
+
+def test_end_of_turn_variants_strip_or_append_eos():
+    assert end_of_turn_variants("a</s>\n", "</s>") == ("a\n", "a</s>\n")
+    assert end_of_turn_variants("a", "</s>") == ("a", "a</s>")
