@@ -221,8 +221,9 @@ def _load_checkpoint(checkpoint: Path, options: AuditOptions) -> Any:
     if checkpoint.is_dir() and not options.gguf_file and not (checkpoint / "config.json").is_file():
         raise input_error(checkpoint, None, None, "no config.json: not a transformers checkpoint folder")
     try:
+        # Weights in the scoring dtype: on CPU, bf16 weights run about 2x faster than bf16 autocast.
         return load_reward_model(checkpoint, gguf_file=options.gguf_file, allow_hub=options.allow_hub,
-                                 dtype="float32")
+                                 dtype=options.dtype)
     except RmauditInputError:
         raise
     except (OSError, ValueError, KeyError) as exc:

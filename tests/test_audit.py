@@ -170,5 +170,6 @@ def test_checkpoint_without_manifest_has_no_data_defaults_and_native_pooling(tmp
     ctx = build_context(checkpoint, AuditOptions(dtype="bfloat16"))
     assert ctx.manifest is None and ctx.eval_pairs is None and ctx.train_pairs is None
     assert ctx.notes["pooling"] == "native" and ctx.dtype == torch.bfloat16
+    assert next(ctx.model.parameters()).dtype == torch.bfloat16  # weights in the scoring dtype
     with pytest.raises(RmauditInputError, match="--policy"):
         build_context(checkpoint, AuditOptions(policy=tmp_path / "no-policy"))

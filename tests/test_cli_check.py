@@ -63,10 +63,11 @@ def test_negated_checkpoint_fails_the_gate(checkpoints, in_tmp):
 
 
 def test_default_report_folder_and_warn_gate_from_config(checkpoints, in_tmp):
-    """A skipped probe never fails the gate; a config's fail-on and thresholds apply unless flags override."""
-    assert check(checkpoints["healthy"], "--probes", "accuracy") == 0  # no --data: skip
+    """A skipped probe alone does not fail the gate (an all-skipped audit does); a config's fail-on and thresholds apply unless flags override."""
+    assert check(checkpoints["healthy"], "--probes", "canonical_pairs,accuracy") == 0  # no --data: skip
     [report] = list((in_tmp / "reports" / "healthy").glob("*/report.json"))
-    assert json.loads(report.read_text())["probes"][0]["status"] == "skip"
+    assert [p["status"] for p in json.loads(report.read_text())["probes"]] == ["pass", "skip"]
+    assert check(checkpoints["healthy"], "--probes", "accuracy", "--out", in_tmp / "skipped") == 1  # nothing checked
 
     (in_tmp / "rmaudit.toml").write_text(
         'probes = ["canonical_pairs"]\nfail-on = "warn"\n'

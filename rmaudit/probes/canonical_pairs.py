@@ -22,7 +22,7 @@ reward scales can be compared.
 from __future__ import annotations
 
 import math
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -189,7 +189,8 @@ def _chart(pairs, margins, required) -> dict[str, Any]:
 def _summary(metrics: dict[str, Any], pairs, wrong: np.ndarray, met: np.ndarray) -> str:
     n = metrics["n_pairs"]
     text = f"{int(met.sum())}/{n} pairs meet their required margin; {int(wrong.sum())} in the wrong order"
-    bad = sorted({pairs[i].category for i in np.flatnonzero(wrong)})
+    bad = Counter(pairs[i].category for i in np.flatnonzero(wrong)).most_common()
     if bad:
-        text += f" (categories: {', '.join(bad)})"
+        shown = ", ".join(f"{category} {count}" for category, count in bad[:3])
+        text += f" ({shown}{f', +{len(bad) - 3} more categories' if len(bad) > 3 else ''})"
     return text + f"; mean margin {metrics['mean_margin']:+.3f}."
