@@ -6,13 +6,9 @@ each timed, turning :class:`ProbeSkipped` into ``skip`` and any other exception 
 ``error`` while the others still run. Because every probe scores through the context's
 cache, each distinct text is scored once per audit.
 
-Defaults from the manifest (flags override): the held-out and training pairs, the chat
-template (when the saved tokenizer lost it) and the max length. The sides of the split are
-read from ``manifest["data"][side]`` = ``{"path", "sha256", "adapter", "limit",
-"prompt_hashes" | "prompt_hashes_file"}`` (the data file is reloaded and its pairs are
-selected by prompt hash), or else recomputed from the trainer's effective config in
-``manifest["config"]`` (``data``, ``eval_data``, ``eval_fraction``, ``adapter``, ``limit``)
-with the deterministic prompt-hash split.
+Defaults from the manifest (flags override): the held-out and training pairs (the data
+file recorded in ``data``, reloaded and split by the prompt hashes in the checkpoint's
+``split.json``), the chat template (when the saved tokenizer lost it) and the max length.
 """
 
 from __future__ import annotations
@@ -240,18 +236,16 @@ def _restore_chat_template(tokenizer: Any, manifest: dict | None, notes: dict[st
 
 
 def _manifest_chat_template(manifest: dict | None) -> str | None:
-    if not manifest:
-        return None
-    template = ((manifest.get("tokenizer") or {}).get("chat_template") or {})
-    if isinstance(template, dict):
+    template = (manifest or {}).get("chat_template")
+    if isinstance(template, dict):  # the trainer records {"text", "sha256"}
         template = template.get("text")
-    return template or manifest.get("chat_template") or None
+    return template or None
 
 
 def _manifest_max_length(manifest: dict | None) -> int | None:
     if not manifest:
         return None
-    value = manifest.get("max_length") or (manifest.get("config") or {}).get("max_length")
+    value = manifest.get("max_length")
     return int(value) if isinstance(value, (int, float)) and value > 0 else None
 
 
@@ -273,61 +267,55 @@ def _side_pairs(side: str, flag_path: Path | None, checkpoint: Path, manifest: d
     if flag_path is not None:
         notes[f"{side}_source"] = str(flag_path)
         return load_pairs(flag_path)
-    if not manifest:
+    return _manifest_side(side, checkpoint, manifest, notes) if manifest else None
+
+
+def _manifest_side(side: str, checkpoint: Path, manifest: dict, notes: dict[str, Any]) -> list[PreferencePair] | None:
+    """Reload the data file the trainer recorded and keep the side's pairs by prompt hash.
+
+    The trainer writes ``data.train`` (and ``data.eval`` for a separate held-out file), and
+    the prompt hashes of both sides to ``split.prompt_hashes_file`` in the checkpoint. Without
+    that file, the split is recomputed with ``split.eval_fraction`` (the same hash rule).
+    """
+    from rmaudit.data import load_pairs, prompt_hash, split_by_prompt
+
+    files = manifest.get("data") or {}
+    record = files.get(side) or (files.get("train") if side == "eval" else None)
+    if not isinstance(record, dict) or not record.get("path"):
         return None
-    entry = (manifest.get("data") or {}).get(side)
-    if isinstance(entry, dict) and (entry.get("path") or entry.get("file")):
-        return _pairs_from_data_entry(side, entry, checkpoint, notes)
-    return _pairs_from_train_config(side, manifest.get("config") or {}, checkpoint, notes)
-
-
-def _pairs_from_data_entry(side: str, entry: dict, checkpoint: Path, notes: dict[str, Any]) -> list[PreferencePair] | None:
-    """Reload the recorded data file and keep the pairs whose prompt hash the manifest lists."""
-    from rmaudit.data import load_pairs, prompt_hash
-
-    path = _find_recorded_file(entry.get("path") or entry.get("file"), checkpoint)
+    path = _find_recorded_file(record["path"], checkpoint)
     if path is None:
-        notes[f"{side}_source"] = f"manifest file not found: {entry.get('path') or entry.get('file')}"
+        notes[f"{side}_source"] = f"not found: {record['path']} (recorded in the manifest)"
         return None
-    _note_hash_check(side, path, entry.get("sha256"), notes)
-    pairs = load_pairs(path, adapter=entry.get("adapter"), limit=entry.get("limit"))
-    hashes = _recorded_hashes(entry, checkpoint)
+    _note_hash_check(side, path, record.get("sha256"), notes)
+    settings = manifest.get("hyperparameters") or {}
+    pairs = load_pairs(path, adapter=settings.get("adapter"), limit=settings.get("limit"))
+    split = manifest.get("split") or {}
+    hashes = _split_hashes(split, side, checkpoint)
     if hashes is not None:
         pairs = [p for p in pairs if prompt_hash(p.prompt) in hashes]
+    elif "eval" not in files and split.get("eval_fraction") is not None:
+        train, held_out = split_by_prompt(pairs, float(split["eval_fraction"]))
+        pairs = train if side == "train" else held_out
     notes[f"{side}_source"] = f"manifest: {path}"
     return pairs or None
 
 
-def _pairs_from_train_config(side: str, config: dict, checkpoint: Path, notes: dict[str, Any]) -> list[PreferencePair] | None:
-    """Recompute the trainer's split from its effective config (same files, same prompt-hash rule)."""
-    from rmaudit.data import load_pairs, split_by_prompt
-
-    if side == "eval" and config.get("eval_data"):
-        path = _find_recorded_file(config["eval_data"], checkpoint)
-        if path is None:
-            notes["eval_source"] = f"manifest file not found: {config['eval_data']}"
-            return None
-        notes["eval_source"] = f"manifest config: {path}"
-        return load_pairs(path, adapter=config.get("adapter"), limit=config.get("limit"))
-    if not config.get("data"):
+def _split_hashes(split: dict, side: str, checkpoint: Path) -> set[str] | None:
+    """Prompt hashes of one side from the checkpoint's split file (``{"train": [...], "eval": [...]}``)."""
+    name = split.get("prompt_hashes_file")
+    path = checkpoint / name if name else None
+    if path is None or not path.is_file():
         return None
-    path = _find_recorded_file(config["data"], checkpoint)
-    if path is None:
-        notes[f"{side}_source"] = f"manifest file not found: {config['data']}"
-        return None
-    pairs = load_pairs(path, adapter=config.get("adapter"), limit=config.get("limit"))
-    chosen = pairs  # a separate eval file: the whole data file was training data
-    if not config.get("eval_data"):
-        train, held_out = split_by_prompt(pairs, float(config.get("eval_fraction") or 0.0))
-        chosen = train if side == "train" else held_out
-    notes[f"{side}_source"] = f"manifest config split: {path}"
-    return chosen or None
+    try:
+        hashes = json.loads(path.read_text(encoding="utf-8"))[side]
+    except (json.JSONDecodeError, KeyError, TypeError):
+        raise input_error(path, None, side, "expected a JSON object with a list of prompt hashes per side") from None
+    return set(hashes)
 
 
-def _find_recorded_file(recorded: str | None, checkpoint: Path) -> Path | None:
+def _find_recorded_file(recorded: str, checkpoint: Path) -> Path | None:
     """A path from the manifest: as written (absolute or from the cwd), else relative to the checkpoint."""
-    if not recorded:
-        return None
     for candidate in (Path(recorded), checkpoint / recorded, checkpoint.parent / recorded):
         if candidate.exists():
             return candidate
@@ -341,23 +329,6 @@ def _note_hash_check(side: str, path: Path, recorded: str | None, notes: dict[st
 
     if sha256_file(path) != recorded:
         notes[f"{side}_data_changed"] = f"{path} differs from the file the model was trained with (sha256)"
-
-
-def _recorded_hashes(entry: dict, checkpoint: Path) -> set[str] | None:
-    if entry.get("prompt_hashes") is not None:
-        return set(entry["prompt_hashes"])
-    name = entry.get("prompt_hashes_file")
-    if not name:
-        return None
-    path = _find_recorded_file(name, checkpoint)
-    if path is None:
-        raise input_error(checkpoint / name, None, None, "prompt-hash file named in rmaudit.json is missing")
-    text = path.read_text(encoding="utf-8")
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError:
-        return {line.strip() for line in text.splitlines() if line.strip()}
-    return set(data if isinstance(data, list) else data.get("prompt_hashes", []))
 
 
 # ----------------------------------------------------------------------------- other inputs

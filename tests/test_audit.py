@@ -10,9 +10,8 @@ import torch
 
 from helpers_audit import CANONICAL_FILE, TOPICS, save_rm, topic_pairs, write_pairs_jsonl
 from rmaudit.audit import AuditOptions, build_context, probe_thresholds, run_audit, run_probes, sample_pairs, select_probes
-from rmaudit.data import load_pairs, prompt_hash, split_by_prompt
+from rmaudit.data import load_pairs, split_by_prompt
 from rmaudit.errors import RmauditInputError
-from rmaudit.modeling.manifest import sha256_file
 from rmaudit.probes import PROBES, Probe, register_probe
 from rmaudit.results import Status
 from tiny_models import require_smollm2, tiny_rm
@@ -119,47 +118,54 @@ def test_each_distinct_text_is_scored_once_per_audit(tiny_checkpoint, tmp_path):
     assert first_pass == len(seen) == len(set(seen)) == len(texts)
 
 
-def _manifest_checkpoint(tmp_path, manifest):
-    model, tokenizer = tiny_rm(seed=2)
-    return save_rm(model, tokenizer, tmp_path / "rm", manifest=manifest)
-
-
-def test_manifest_split_by_prompt_hash_is_the_default_and_flags_override(tmp_path):
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A real `rmaudit train` run (2 steps on a tiny base): its manifest and split.json are the defaults."""
     require_smollm2()
-    pairs = topic_pairs()
-    data = write_pairs_jsonl(pairs, tmp_path / "all.jsonl")
-    loaded = load_pairs(data)
-    eval_hashes = [prompt_hash(p.prompt) for p in loaded[30:]]
-    (tmp_path / "eval-hashes.json").write_text(json.dumps(eval_hashes))
-    manifest = {
-        "max_length": 96,
-        "data": {
-            "train": {"path": str(data), "sha256": sha256_file(data), "prompt_hashes": [prompt_hash(p.prompt) for p in loaded[:30]]},
-            "eval": {"path": "all.jsonl", "sha256": "0" * 64, "prompt_hashes_file": "eval-hashes.json"},
-        },
-    }
-    checkpoint = _manifest_checkpoint(tmp_path, manifest)
-    ctx = build_context(checkpoint, AuditOptions())
-    assert [p.prompt for p in ctx.eval_pairs] == [p.prompt for p in loaded[30:]]
-    assert [p.prompt for p in ctx.train_pairs] == [p.prompt for p in loaded[:30]]
-    assert ctx.max_length == 96
-    assert "manifest" in ctx.notes["eval_source"] and "eval_data_changed" in ctx.notes  # recorded sha differs
-    assert "train_data_changed" not in ctx.notes
+    from rmaudit.train.config import build_config
+    from rmaudit.train.recipe import train
+    from tiny_models import make_tiny_rm
 
-    other = write_pairs_jsonl(topic_pairs(TOPICS[:5]), tmp_path / "other.jsonl")
-    ctx = build_context(checkpoint, AuditOptions(data=other, max_length=64))
-    assert len(ctx.eval_pairs) == 5 and ctx.max_length == 64 and ctx.notes["eval_source"] == str(other)
+    root = tmp_path_factory.mktemp("trained")
+    base = make_tiny_rm(root / "base", seed=4)
+    data = write_pairs_jsonl(topic_pairs(), root / "all.jsonl")
+    config = build_config(overrides=dict(base=str(base), data=str(data), out=str(root / "rm"), dtype="float32",
+                                         progress=False, batch_size=4, max_steps=2, eval_fraction=0.3, max_length=200))
+    return {"checkpoint": train(config).out_dir, "data": data, "root": root}
 
 
-def test_manifest_config_split_is_recomputed(tmp_path):
-    require_smollm2()
-    data = write_pairs_jsonl(topic_pairs(), tmp_path / "all.jsonl")
-    checkpoint = _manifest_checkpoint(tmp_path, {"config": {"data": "all.jsonl", "eval_fraction": 0.3, "max_length": 80}})
-    ctx = build_context(checkpoint, AuditOptions())
-    train, held_out = split_by_prompt(load_pairs(data), 0.3)
+def test_manifest_split_is_the_default_and_flags_override(trained):
+    train_side, held_out = split_by_prompt(load_pairs(trained["data"]), 0.3)
+    ctx = build_context(trained["checkpoint"], AuditOptions())
     assert held_out and [p.prompt for p in ctx.eval_pairs] == [p.prompt for p in held_out]
-    assert [p.prompt for p in ctx.train_pairs] == [p.prompt for p in train]
-    assert ctx.max_length == 80
+    assert [p.prompt for p in ctx.train_pairs] == [p.prompt for p in train_side]
+    assert ctx.max_length == 200 and ctx.manifest["kind"] == "reward_model"
+    assert str(trained["data"]) in ctx.notes["eval_source"] and "eval_data_changed" not in ctx.notes
+
+    other = write_pairs_jsonl(topic_pairs(TOPICS[:5]), trained["root"] / "other.jsonl")
+    ctx = build_context(trained["checkpoint"], AuditOptions(data=other, max_length=64))
+    assert len(ctx.eval_pairs) == 5 and ctx.max_length == 64 and ctx.notes["eval_source"] == str(other)
+    assert len(ctx.train_pairs) == len(train_side)
+
+
+def test_manifest_split_without_split_file_is_recomputed_and_edited_data_is_noted(trained, tmp_path):
+    import shutil
+
+    checkpoint = shutil.copytree(trained["checkpoint"], tmp_path / "rm")
+    (checkpoint / "split.json").unlink()
+    data = tmp_path / "all.jsonl"
+    shutil.copy(trained["data"], data)
+    manifest = json.loads((checkpoint / "rmaudit.json").read_text())
+    manifest["data"]["train"]["path"] = str(data)
+    (checkpoint / "rmaudit.json").write_text(json.dumps(manifest))
+    _, held_out = split_by_prompt(load_pairs(data), 0.3)
+    ctx = build_context(checkpoint, AuditOptions())
+    assert [p.prompt for p in ctx.eval_pairs] == [p.prompt for p in held_out]
+
+    with open(data, "a", encoding="utf-8") as handle:  # the data changed after training
+        handle.write(json.dumps({"prompt": "new?", "chosen": "a", "rejected": "b"}) + "\n")
+    ctx = build_context(checkpoint, AuditOptions())
+    assert "differs from the file the model was trained with" in ctx.notes["eval_data_changed"]
 
 
 def test_checkpoint_without_manifest_has_no_data_defaults_and_native_pooling(tmp_path):
