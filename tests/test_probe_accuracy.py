@@ -110,6 +110,16 @@ def test_skips_without_eval_data_naming_the_flag(setup):
     assert probe.status is Status.SKIP and "--data" in probe.summary
 
 
+def test_identical_pairs_are_excluded_not_counted_wrong(setup):
+    held_out = setup["held_out"]
+    same = held_out[0]
+    same = type(same)(prompt=same.prompt, chosen=same.chosen, rejected=same.chosen)
+    data = write_pairs_jsonl([same, *held_out], setup["root"] / "with-identical.jsonl")
+    probe = audit(setup["healthy"], data)
+    assert probe.metrics["identical_pairs_excluded"] == 1 and probe.metrics["n_pairs"] == len(held_out)
+    assert probe.metrics["ties"] == 0
+
+
 def test_max_pairs_samples_the_held_out_set(setup):
     probe = audit(setup["healthy"], setup["eval_file"], max_pairs=7)
     assert probe.metrics["n_pairs"] == 7

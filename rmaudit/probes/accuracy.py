@@ -23,7 +23,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from rmaudit.data.pairs import PreferencePair
-from rmaudit.probes.base import Probe, register_probe
+from rmaudit.probes.base import Probe, ProbeSkipped, register_probe
 from rmaudit.results import Status
 
 N_BINS = 10
@@ -93,13 +93,17 @@ class AccuracyProbe(Probe):
 
     def run(self, ctx, thresholds):
         ctx.require(model=ctx.model, eval_pairs=ctx.eval_pairs)
-        pairs = ctx.eval_pairs
+        # A pair whose chosen equals its rejected carries no preference: it can only tie.
+        pairs = [p for p in ctx.eval_pairs if p.chosen != p.rejected]
+        if not pairs:
+            raise ProbeSkipped("every held-out pair has identical chosen and rejected responses")
         chosen, rejected = ctx.pair_rewards(pairs)
         margins = chosen - rejected
         std = ctx.reward_std()
         ece, bins = calibration_bins(margins)
         categories = _per_category(pairs, margins)
-        metrics = {**_overall(margins, std), "ece": _r(ece), **_flatten(categories)}
+        metrics = {**_overall(margins, std), "ece": _r(ece),
+                   "identical_pairs_excluded": len(ctx.eval_pairs) - len(pairs), **_flatten(categories)}
         weak = _weak_categories(categories, thresholds)
         status = _grade(metrics, weak, thresholds)
         return self.result(
