@@ -176,3 +176,16 @@ def test_bad_input_is_a_one_line_error(tmp_path, data_file, capsys):
     code = main(["train", "--base", str(tiny_base_dir()), "--data", str(data_file), "--out", str(tmp_path / "y"),
                  "--batch-size", "64", "--no-progress"])
     assert code == 2
+
+
+def test_freeze_layers_trains_only_the_top_of_the_model(tmp_path, data_file):
+    before = BradleyTerryRecipe(_config(tmp_path / "x", data_file))
+    before.setup_run(), before.setup_data(), before.setup_model()
+    initial = {k: v.clone() for k, v in before.model.state_dict().items()}
+    train(_config(tmp_path / "frozen", data_file, max_steps=2, freeze_layers=1))
+    after = load_weights(tmp_path / "frozen")
+    for name, value in initial.items():
+        frozen = name.startswith(("model.embed_tokens.", "model.layers.0."))
+        assert torch.equal(after[name], value) == frozen, name
+    manifest = json.loads((tmp_path / "frozen" / "rmaudit.json").read_text())
+    assert 0 < manifest["trainable_parameters"] < sum(v.numel() for v in initial.values())

@@ -71,6 +71,7 @@ def train_command(
     head_init: Optional[str] = _o("head_init", "--head-init"),
     head_bias: Optional[bool] = typer.Option(None, "--head-bias/--no-head-bias", help=field_help("head_bias"),
                                              show_default=False),
+    freeze_layers: Optional[int] = _o("freeze_layers", "--freeze-layers"),
     grad_checkpointing: Optional[bool] = typer.Option(None, "--grad-checkpointing/--no-grad-checkpointing",
                                                       help=field_help("grad_checkpointing"), show_default=False),
     allow_hub: Optional[bool] = typer.Option(None, "--allow-hub/--no-allow-hub", help=field_help("allow_hub"),

@@ -61,6 +61,8 @@ class TrainConfig:
     warmup_ratio: float = _opt(0.03, "Fraction of the optimizer steps spent warming the learning rate up from 0.")
     max_grad_norm: float = _opt(1.0, "Clip the global gradient norm to this value (0 disables clipping).")
     dtype: str = _opt("bfloat16", "Compute dtype: 'bfloat16' (autocast, float32 master weights) or 'float32'.")
+    freeze_layers: int = _opt(0, "Freeze the input embeddings and the lowest N transformer layers (0: train "
+                                 "everything). Cuts backward compute on CPUs and small budgets.")
     grad_checkpointing: bool = _opt(False, "Recompute activations in the backward pass to save memory.")
     seed: int = _opt(42, "Seed for head init, data order and every RNG.")
     # Run folder, logging, evaluation, checkpoints
@@ -84,6 +86,8 @@ class TrainConfig:
         for name in positive:
             if getattr(self, name) < 1:
                 raise input_error(source, None, name, f"must be >= 1, got {getattr(self, name)}")
+        if self.freeze_layers < 0:
+            raise input_error(source, None, "freeze_layers", f"must be >= 0, got {self.freeze_layers}")
         if self.max_steps is not None and self.max_steps < 1:
             raise input_error(source, None, "max_steps", f"must be >= 1, got {self.max_steps}")
         if not 0.0 <= self.eval_fraction < 1.0:

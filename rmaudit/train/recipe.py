@@ -42,7 +42,7 @@ from rmaudit.modeling.head import head_stats
 from rmaudit.modeling.loading import LoadedRewardModel, load_reward_model
 from rmaudit.modeling.manifest import (MANIFEST_NAME, package_versions, sha256_file, tokenizer_facts,
                                        write_json_atomic)
-from rmaudit.modeling.pooling import pooled_rewards, reward_head
+from rmaudit.modeling.pooling import pooled_rewards, reward_body, reward_head
 from rmaudit.train.batching import (LengthGroupedBatchSampler, PairDataset, collate_pairs, padded_fraction,
                                     stack_batch)
 from rmaudit.train.config import TrainConfig, write_config
@@ -77,6 +77,17 @@ class TrainResult:
     train_metrics: dict[str, float]
     eval_metrics: dict[str, float] | None
     main_process: bool = True  # False on the other ranks of a multi-process run
+
+
+def freeze_lower_layers(model: nn.Module, n_layers: int) -> int:
+    """Freeze the input embeddings and the lowest ``n_layers`` blocks; return how many parameters still train."""
+    body = reward_body(model)
+    blocks = next(m for m in body.children() if isinstance(m, nn.ModuleList))
+    if n_layers > len(blocks):
+        raise RmauditInputError(f"--freeze-layers {n_layers}: the model has only {len(blocks)} layers")
+    for module in (model.get_input_embeddings(), *blocks[:n_layers]):
+        module.requires_grad_(False)
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
 def disable_dropout(model: nn.Module) -> None:
@@ -158,6 +169,8 @@ class BradleyTerryRecipe:
         model.float()  # float32 master weights; bf16 only inside autocast
         self.head_at_init = head_stats(reward_head(model))
         disable_dropout(model)
+        if cfg.freeze_layers:
+            freeze_lower_layers(model, cfg.freeze_layers)
         if cfg.grad_checkpointing:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.train()
@@ -386,6 +399,7 @@ class BradleyTerryRecipe:
             "hyperparameters": cfg.to_dict(),
             "seed": cfg.seed,
             "world_size": self.accelerator.num_processes,
+            "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
             "global_batch_pairs": cfg.batch_size * cfg.grad_accum * self.accelerator.num_processes,
             "steps": self.step, "total_steps": self.total_steps, "tokens_seen": self.tokens_seen,
             "complete": final,
