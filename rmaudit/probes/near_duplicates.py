@@ -21,7 +21,6 @@ from __future__ import annotations
 import collections
 import functools
 import hashlib
-import itertools
 import math
 import sys
 import unicodedata
@@ -32,33 +31,41 @@ import numpy as np
 
 _U32 = np.uint64(32)
 
-# Lookup tables over every code point: punctuation (categories Pc, Pd, Ps, Pe, Pi, Pf, Po)
-# is deleted, whitespace becomes one space. Symbols (currency, maths, emoji) are kept:
-# "2+2" and "22" are different prompts.
-_SPACE, _BOUNDARY = np.uint32(32), np.uint32(0)
-
-
-@functools.lru_cache(maxsize=1)
-def _character_tables() -> tuple[np.ndarray, np.ndarray]:
-    """(is punctuation, is whitespace) per code point; built on first use (about a second)."""
-    chars = [chr(cp) for cp in range(sys.maxunicode + 1)]
-    return (np.array([unicodedata.category(c)[0] == "P" for c in chars]),
-            np.array([c.isspace() for c in chars]))
+# Symbols (currency, maths, emoji) survive normalisation: "2+2" and "22" are different prompts.
+_SPACE, _BOUNDARY, _DELETE = np.uint32(32), np.uint32(0), np.uint32(0xFFFFFFFF)
 
 Progress = Callable[[str, int, int], None]
 """``progress(stage, done, total)``; called as work advances."""
 
 
+@functools.lru_cache(maxsize=1)
+def _character_map() -> np.ndarray:
+    """Code point -> replacement: punctuation (Unicode categories P*) -> deleted, any
+    whitespace -> space, A-Z -> a-z, anything else unchanged. Built on first use (~1 s)."""
+    table = np.arange(sys.maxunicode + 1, dtype=np.uint32)
+    for cp in range(sys.maxunicode + 1):
+        char = chr(cp)
+        if unicodedata.category(char)[0] == "P":
+            table[cp] = _DELETE
+        elif char.isspace():
+            table[cp] = _SPACE
+    table[65:91] += 32
+    return table
+
+
 def normalise_texts(texts: Sequence[str]) -> list[str]:
-    """:func:`normalise_text` of many texts at once; the character work runs in numpy over
-    one UTF-32 buffer, so the Python cost per text is a few C calls."""
+    """:func:`normalise_text` of many texts at once: NFKC and casefold run once over the
+    joined batch (both act per character, and the NUL separator composes with nothing),
+    the rest in numpy over one UTF-32 buffer."""
     if not texts:
         return []
-    folded = "\0".join(unicodedata.normalize("NFKC", t.replace("\0", " ")).casefold() for t in texts)
-    is_punctuation, is_space = _character_tables()
-    codes = np.frombuffer(folded.encode("utf-32-le"), np.uint32)
-    codes = codes[~is_punctuation[codes]]
-    codes = np.where(is_space[codes], _SPACE, codes)
+    joined = "\0".join(texts)
+    if joined.count("\0") != len(texts) - 1:
+        joined = "\0".join(t.replace("\0", " ") for t in texts)
+    if not joined.isascii():  # ASCII is NFKC-stable; its case is folded by the table
+        joined = unicodedata.normalize("NFKC", joined).casefold()
+    codes = _character_map()[np.frombuffer(joined.encode("utf-32-le"), np.uint32)]
+    codes = codes[codes != _DELETE]
     # Collapse runs of spaces to one, then drop a space that starts or ends a text.
     codes = codes[~((codes == _SPACE) & (np.concatenate(([_BOUNDARY], codes[:-1])) == _SPACE))]
     before = np.concatenate(([_BOUNDARY], codes[:-1]))
@@ -84,8 +91,8 @@ class NearDuplicateConfig:
 
     threshold: float = field(default=0.8, metadata={"help": "Jaccard similarity of shingle sets at or above which two texts are near duplicates."})
     shingle_words: int = field(default=1, metadata={"help": "Words per shingle. 1 (a bag of words) keeps one changed word in a short prompt above 0.8; larger n is stricter on word order."})
-    num_perm: int = field(default=64, metadata={"help": "MinHash hash functions; the LSH bands are chosen from these and the threshold."})
-    boilerplate_fraction: float = field(default=0.5, metadata={"help": "Shingles found in more than this fraction of corpus texts are ignored as template boilerplate."})
+    num_perm: int = field(default=64, metadata={"help": "MinHash bins (a power of two); the LSH bands are chosen from these and the threshold."})
+    boilerplate_fraction: float = field(default=0.8, metadata={"help": "Shingles found in more than this fraction of corpus texts (one template or instruction block shared by nearly every prompt) are ignored; lower values also drop common words and lower every similarity."})
     boilerplate_min_texts: int = field(default=100, metadata={"help": "Boilerplate is only judged on corpora with at least this many texts."})
     max_candidates: int = field(default=20, metadata={"help": "Most LSH candidates confirmed per query (the ones sharing the most bands)."})
     max_bucket: int = field(default=64, metadata={"help": "Most corpus texts taken from one LSH bucket per query and band."})
@@ -152,9 +159,9 @@ class WordIds:
         A text with fewer than ``shingle_words`` words gets one shingle of all its words; an
         empty text gets none. Repeats within a text are kept (MinHash ignores them).
         """
-        split = [t.split() for t in texts]
-        lengths = np.fromiter(map(len, split), np.int64, len(split))
-        flat = list(itertools.chain.from_iterable(split))
+        # Normalised texts have single spaces and no ends to trim: words = spaces + 1.
+        lengths = np.fromiter((t.count(" ") + 1 if t else 0 for t in texts), np.int64, len(texts))
+        flat = " ".join(texts).split()
         ids = np.fromiter(map(self._ids.__getitem__, flat), np.int64, len(flat))
         word_text = np.repeat(np.arange(len(texts)), lengths)
         words = _mix64(ids.astype(np.uint64) + np.uint64(seed) * np.uint64(0x9E3779B97F4A7C15))
@@ -196,10 +203,12 @@ def boilerplate_shingles(sample: Shingles, fraction: float, min_texts: int) -> n
     n = len(sample.offsets) - 1
     if n < min_texts or fraction >= 1.0:
         return np.zeros(0, np.uint64)
-    owner = np.repeat(np.arange(n, dtype=np.uint64), sample.sizes)
-    # Count each (text, shingle) once: unique over the pair, then count per shingle.
-    pairs = np.unique(np.stack([sample.values, owner], axis=1), axis=0)
-    values, counts = np.unique(pairs[:, 0], return_counts=True)
+    owner = np.repeat(np.arange(n), sample.sizes)
+    # Count each (text, shingle) once: sort by text then value, drop repeats within a text.
+    order = np.lexsort((sample.values, owner))
+    values, owner = sample.values[order], owner[order]
+    first = np.concatenate(([True], (values[1:] != values[:-1]) | (owner[1:] != owner[:-1])))
+    values, counts = np.unique(values[first], return_counts=True)
     return values[counts > fraction * n]
 
 
@@ -229,79 +238,128 @@ def lsh_bands(threshold: float, num_perm: int, recall: float = 0.99) -> tuple[in
     return num_perm, 1
 
 
-def minhash_signatures(shingles: Shingles, num_perm: int, seed: int = 1) -> np.ndarray:
-    """(n_texts, num_perm) uint32 MinHash signatures; rows of texts without shingles are
-    all 0xFFFFFFFF (callers leave those texts out of the index)."""
-    n = len(shingles.offsets) - 1
-    sig = np.full((n, num_perm), np.uint32(0xFFFFFFFF), dtype=np.uint32)
-    has = shingles.sizes > 0
-    if not has.any():
-        return sig
-    starts = shingles.offsets[:-1][has]
-    x = shingles.values & np.uint64(0xFFFFFFFF)
-    a = _random_u64(seed + 11, num_perm)
-    b = _random_u64(seed + 13, num_perm)
-    with np.errstate(over="ignore"):
-        for k in range(num_perm):
-            # Multiply-shift hashing: the top 32 bits of a*x+b (mod 2**64) are a 2-universal family.
-            hashed = ((x * a[k] + b[k]) >> _U32).astype(np.uint32)
-            sig[has, k] = np.minimum.reduceat(hashed, starts)
-    return sig
+def minhash_signatures(shingles: Shingles, num_perm: int, seed: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """(signatures, filled): (n_texts, num_perm) uint64 one-permutation MinHash signatures
+    and the number of bins each text filled itself (its independent samples).
+
+    One hash per shingle instead of ``num_perm`` (Li, Owen & Zhang 2012): its top bits pick
+    one of ``num_perm`` bins, the bin keeps the smallest low 32 bits. Empty bins borrow the
+    next non-empty bin to the right, tagged with the distance (rotation densification,
+    Shrivastava & Li 2014), so two texts still collide in a bin with probability equal to
+    their Jaccard similarity. Texts without shingles fill no bin and have all-ones rows;
+    callers leave them out of the index. ``num_perm`` must be a power of two.
+    """
+    n, k = len(shingles.offsets) - 1, num_perm
+    bits = k.bit_length() - 1
+    if k != 1 << bits:
+        raise ValueError(f"num_perm must be a power of two, got {k}")
+    empty = np.uint64(0xFFFFFFFFFFFFFFFF)
+    owner = np.repeat(np.arange(n, dtype=np.uint64), shingles.sizes)
+    h = _mix64(shingles.values ^ _random_u64(seed + 11, 1)[0])
+    cell = owner * np.uint64(k) + (h >> np.uint64(64 - bits))
+    # Sort by (cell, low bits): the first entry of each cell is its minimum.
+    keyed = np.sort((cell << _U32) | (h & np.uint64(0xFFFFFFFF)))
+    cells = keyed >> _U32
+    first = np.concatenate(([True], cells[1:] != cells[:-1]))
+    sig = np.full(n * k, empty, np.uint64)
+    sig[cells[first].astype(np.int64)] = keyed[first] & np.uint64(0xFFFFFFFF)
+    return _densify(sig.reshape(n, k))
 
 
-def band_keys(sig: np.ndarray, bands: int, rows: int) -> np.ndarray:
-    """(n_texts, bands) uint64 keys: texts sharing a key in any band are candidates."""
+def _densify(sig: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Fill each empty bin from the next non-empty bin to the right (circularly), adding the
+    distance in the high bits so borrowed values differ from owned ones."""
+    n, k = sig.shape
+    filled = sig != np.uint64(0xFFFFFFFFFFFFFFFF)
+    columns = np.arange(2 * k)
+    doubled = np.where(np.concatenate([filled, filled], axis=1), columns, 4 * k)
+    next_filled = np.minimum.accumulate(doubled[:, ::-1], axis=1)[:, ::-1][:, :k]
+    has = filled.any(axis=1)
+    next_filled[~has] = np.arange(k)  # all-empty rows stay all-ones
+    distance = (next_filled - columns[:k]).astype(np.uint64)
+    borrowed = np.take_along_axis(sig, next_filled % k, axis=1)
+    return np.where(has[:, None], borrowed + (distance << _U32), sig), filled.sum(axis=1)
+
+
+def band_keys(sig: np.ndarray, bands: int, rows: int, seed: int = 1) -> np.ndarray:
+    """(n_texts, bands) uint64 keys: texts sharing a key in any band are candidates.
+
+    Bands take bins in a fixed random order rather than side by side, because densified
+    neighbours are correlated (they may borrow from the same bin)."""
+    order = np.random.default_rng(seed + 17).permutation(sig.shape[1])
     weights = _random_u64(99, rows)
     keys = np.empty((sig.shape[0], bands), np.uint64)
     with np.errstate(over="ignore"):
         for band in range(bands):
-            block = sig[:, band * rows:(band + 1) * rows].astype(np.uint64)
+            block = sig[:, order[band * rows:(band + 1) * rows]]
             keys[:, band] = _mix64((block * weights).sum(axis=1, dtype=np.uint64) + np.uint64(band))
     return keys
 
 
-def _texts_keys(texts: Sequence[str], vocab: WordIds, config: NearDuplicateConfig, stop: np.ndarray,
-                bands: int, rows: int, stage: str, progress: Progress | None) -> tuple[np.ndarray, np.ndarray]:
-    """Band keys of all texts (chunked), and which texts have any shingle."""
-    keys = np.empty((len(texts), bands), np.uint64)
-    has = np.zeros(len(texts), bool)
+@dataclass
+class Sketches:
+    """What the search keeps per text: LSH band keys, a 16-bit fingerprint per MinHash bin
+    (to estimate similarity cheaply before the exact check) and the bins it filled."""
+
+    keys: np.ndarray     # (n, bands) uint64
+    bins: np.ndarray     # (n, num_perm) uint16
+    filled: np.ndarray   # (n,) int64; 0 = no shingles, left out of the index
+
+
+def _sketch(texts: Sequence[str], vocab: WordIds, config: NearDuplicateConfig, stop: np.ndarray,
+            bands: int, rows: int, stage: str, progress: Progress | None) -> Sketches:
+    """Sketches of all texts, computed in chunks of ``config.chunk_texts``."""
+    out = Sketches(np.empty((len(texts), bands), np.uint64), np.empty((len(texts), config.num_perm), np.uint16),
+                   np.zeros(len(texts), np.int64))
     for lo in range(0, len(texts), config.chunk_texts):
         hi = min(lo + config.chunk_texts, len(texts))
         shingles = drop_shingles(vocab.shingles(texts[lo:hi], config.shingle_words, config.seed), stop)
-        keys[lo:hi] = band_keys(minhash_signatures(shingles, config.num_perm, config.seed), bands, rows)
-        has[lo:hi] = shingles.sizes > 0
+        sig, out.filled[lo:hi] = minhash_signatures(shingles, config.num_perm, config.seed)
+        out.keys[lo:hi] = band_keys(sig, bands, rows, config.seed)
+        out.bins[lo:hi] = (_mix64(sig) & np.uint64(0xFFFF)).astype(np.uint16)
         if progress:
             progress(stage, hi, len(texts))
-    return keys, has
+    return out
 
 
-def _candidate_pairs(query_keys: np.ndarray, query_has: np.ndarray, corpus_keys: np.ndarray,
-                     corpus_has: np.ndarray, config: NearDuplicateConfig) -> tuple[np.ndarray, np.ndarray]:
-    """(query, corpus) index pairs sharing at least one band, best max_candidates per query."""
-    corpus_ids = np.flatnonzero(corpus_has)
-    query_ids = np.flatnonzero(query_has)
+def _band_collisions(queries: Sketches, corpus: Sketches, max_bucket: int) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct (query, corpus) index pairs that share at least one band key."""
+    corpus_ids = np.flatnonzero(corpus.filled > 0)
+    query_ids = np.flatnonzero(queries.filled > 0)
+    n_corpus = np.int64(len(corpus.filled))
     codes = []
-    n_corpus = np.int64(len(corpus_has))
-    for band in range(corpus_keys.shape[1]):
-        order = np.argsort(corpus_keys[corpus_ids, band], kind="stable")
-        sorted_keys = corpus_keys[corpus_ids[order], band]
-        q_keys = query_keys[query_ids, band]
+    for band in range(corpus.keys.shape[1]):
+        order = np.argsort(corpus.keys[corpus_ids, band], kind="stable")
+        sorted_keys = corpus.keys[corpus_ids[order], band]
+        q_keys = queries.keys[query_ids, band]
         lo = np.searchsorted(sorted_keys, q_keys, side="left")
-        hi = np.searchsorted(sorted_keys, q_keys, side="right")
-        take = np.minimum(hi - lo, config.max_bucket)
+        take = np.minimum(np.searchsorted(sorted_keys, q_keys, side="right") - lo, max_bucket)
         if take.sum() == 0:
             continue
-        q = np.repeat(query_ids, take)
         first = np.repeat(lo, take)
         within = np.arange(take.sum()) - np.repeat(np.cumsum(take) - take, take)
-        c = corpus_ids[order[first + within]]
-        codes.append(q.astype(np.int64) * n_corpus + c)
+        codes.append(np.repeat(query_ids, take).astype(np.int64) * n_corpus + corpus_ids[order[first + within]])
     if not codes:
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    pair_codes, shared = np.unique(np.concatenate(codes), return_counts=True)
-    q, c = pair_codes // n_corpus, pair_codes % n_corpus
-    # Per query, the candidates sharing the most bands first (most similar by MinHash).
-    order = np.lexsort((-shared, q))
+    pair_codes = np.unique(np.concatenate(codes))
+    return pair_codes // n_corpus, pair_codes % n_corpus
+
+
+def _candidate_pairs(queries: Sketches, corpus: Sketches, config: NearDuplicateConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Band collisions whose MinHash estimate could still reach the threshold, at most
+    ``max_candidates`` per query, most similar first.
+
+    The estimate from ``n`` filled bins has a standard deviation of at most 0.5/sqrt(n), so
+    a slack of 4 such deviations (2/sqrt(n)) keeps practically every true near duplicate."""
+    q, c = _band_collisions(queries, corpus, config.max_bucket)
+    estimate = np.empty(len(q))
+    for lo in range(0, len(q), 200000):  # bounded memory: 200k pairs x num_perm bins at a time
+        sl = slice(lo, lo + 200000)
+        estimate[sl] = (queries.bins[q[sl]] == corpus.bins[c[sl]]).mean(axis=1)
+    samples = np.minimum(queries.filled[q], corpus.filled[c])
+    keep = estimate >= config.threshold - 2.0 / np.sqrt(samples)
+    q, c, estimate = q[keep], c[keep], estimate[keep]
+    order = np.lexsort((-estimate, q))
     q, c = q[order], c[order]
     rank = np.arange(len(q)) - np.searchsorted(q, q, side="left")
     keep = rank < config.max_candidates
@@ -309,8 +367,9 @@ def _candidate_pairs(query_keys: np.ndarray, query_has: np.ndarray, corpus_keys:
 
 
 def _jaccard(a: set, b: set) -> float:
-    union = len(a | b)
-    return len(a & b) / union if union else 0.0
+    shared = len(a & b)
+    union = len(a) + len(b) - shared
+    return shared / union if union else 0.0
 
 
 def _shingle_sets(texts: Sequence[str], ids: np.ndarray, vocab: WordIds, config: NearDuplicateConfig,
@@ -335,9 +394,9 @@ def find_near_duplicates(queries: Sequence[str], corpus: Sequence[str], config: 
     vocab = WordIds()
     stop = boilerplate_shingles(vocab.shingles(_sample(corpus, 20000), config.shingle_words, config.seed),
                                 config.boilerplate_fraction, config.boilerplate_min_texts)
-    corpus_keys, corpus_has = _texts_keys(corpus, vocab, config, stop, bands, rows, "corpus MinHash", progress)
-    query_keys, query_has = _texts_keys(queries, vocab, config, stop, bands, rows, "query MinHash", progress)
-    q, c = _candidate_pairs(query_keys, query_has, corpus_keys, corpus_has, config)
+    corpus_sketches = _sketch(corpus, vocab, config, stop, bands, rows, "corpus MinHash", progress)
+    query_sketches = _sketch(queries, vocab, config, stop, bands, rows, "query MinHash", progress)
+    q, c = _candidate_pairs(query_sketches, corpus_sketches, config)
     if len(q) == 0:
         return []
     q_sets = _shingle_sets(queries, q, vocab, config, stop)
