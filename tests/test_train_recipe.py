@@ -176,6 +176,16 @@ def test_bad_input_is_a_one_line_error(tmp_path, data_file, capsys):
     code = main(["train", "--base", str(tiny_base_dir()), "--data", str(data_file), "--out", str(tmp_path / "y"),
                  "--batch-size", "64", "--no-progress"])
     assert code == 2
+    done = tmp_path / "done"
+    assert main(["train", "--base", str(tiny_base_dir()), "--data", str(data_file), "--out", str(done),
+                 "--max-steps", "1", "--max-grad-norm", "0", "--no-progress"]) == 0
+    assert read_metrics(done)[0]["grad_norm"] is None  # not measured without clipping, and valid JSON
+    before = (done / "metrics.jsonl").read_bytes()
+    capsys.readouterr()
+    assert main(["train", "--base", str(tiny_base_dir()), "--data", str(data_file), "--out", str(done),
+                 "--no-progress"]) == 2
+    assert "already holds a training run" in capsys.readouterr().err
+    assert (done / "metrics.jsonl").read_bytes() == before  # the earlier run is untouched
 
 
 def test_freeze_layers_trains_only_the_top_of_the_model(tmp_path, data_file):

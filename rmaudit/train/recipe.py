@@ -123,6 +123,9 @@ class BradleyTerryRecipe:
         )
         self.main = self.accelerator.is_main_process
         set_seed(cfg.seed)
+        if not cfg.resume and any((self.out / name).exists() for name in (METRICS_FILE, MANIFEST_NAME)):
+            raise input_error(self.out, None, None, "already holds a training run; choose another --out, "
+                              "or --resume it")
         if self.main:
             self.out.mkdir(parents=True, exist_ok=True)
             write_config(cfg, self.out / CONFIG_FILE)
@@ -249,8 +252,8 @@ class BradleyTerryRecipe:
                 "margin": acc.gather(batch["margin"]), "tokens": int(acc.gather(masks.sum()).sum()),
                 "padded_fraction": padded_fraction(masks)}
 
-    def optimizer_step(self) -> float:
-        grad_norm = float("nan")
+    def optimizer_step(self) -> float | None:
+        grad_norm = None  # not measured when clipping is off
         if self.config.max_grad_norm > 0:
             grad_norm = float(self.accelerator.clip_grad_norm_(self.net.parameters(), self.config.max_grad_norm))
         self.optimizer.step()
@@ -280,7 +283,7 @@ class BradleyTerryRecipe:
             else:
                 self.epoch, self.batches_done = self.epoch + 1, 0
 
-    def after_step(self, micro: list[dict[str, Any]], grad_norm: float, lr: float, seconds: float) -> None:
+    def after_step(self, micro: list[dict[str, Any]], grad_norm: float | None, lr: float, seconds: float) -> None:
         cfg = self.config
         chosen = torch.cat([m["chosen"] for m in micro])
         rejected = torch.cat([m["rejected"] for m in micro])
@@ -302,8 +305,10 @@ class BradleyTerryRecipe:
     def window_record(self) -> dict[str, Any]:
         """Means over the steps since the last log line; tokens/s over their total time."""
         window, self.train_window = self.train_window, []
-        keys = ("loss", "accuracy", "margin", "reward_mean", "reward_std", "grad_norm", "padded_fraction")
+        keys = ("loss", "accuracy", "margin", "reward_mean", "reward_std", "padded_fraction")
         record = {k: sum(r[k] for r in window) / len(window) for k in keys}
+        norms = [r["grad_norm"] for r in window if r["grad_norm"] is not None]
+        record["grad_norm"] = sum(norms) / len(norms) if norms else None
         seconds = sum(r["seconds"] for r in window)
         record.update(kind="train", step=self.step, epoch=self.epoch, lr=window[-1]["lr"],
                       tokens_per_s=sum(r["tokens"] for r in window) / max(seconds, 1e-9),
