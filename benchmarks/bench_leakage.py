@@ -51,17 +51,24 @@ class PromptMaker:
     def __init__(self, seed: int = 0):
         pairs = load_pairs(HH)
         counts = collections.Counter(w for p in pairs for m in p.prompt for w in m["content"].split())
-        self.words = np.array(list(counts))
+        self.words = list(counts)  # a list: a numpy string array would pad every word to the longest
         freq = np.array(list(counts.values()), dtype=np.float64)
         self.p = freq / freq.sum()
         self.turn_lengths = np.array([len(m["content"].split()) for p in pairs for m in p.prompt if m["content"].split()])
         self.turns = np.array([len(p.prompt) for p in pairs])
         self.rng = np.random.default_rng(seed)
 
-    def prompts(self, n: int) -> list[list[dict]]:
+    def prompts(self, n: int, chunk: int = 50000) -> list[list[dict]]:
+        out: list[list[dict]] = []
+        for lo in range(0, n, chunk):
+            out += self._chunk(min(chunk, n - lo))
+        return out
+
+    def _chunk(self, n: int) -> list[list[dict]]:
         turns = self.rng.choice(self.turns, size=n)
         lengths = self.rng.choice(self.turn_lengths, size=int(turns.sum()))
-        words = self.words[self.rng.choice(len(self.words), size=int(lengths.sum()), p=self.p)].tolist()
+        ids = self.rng.choice(len(self.words), size=int(lengths.sum()), p=self.p).tolist()
+        words = [self.words[i] for i in ids]
         out, w, t = [], 0, 0
         for k in turns:
             conversation = []

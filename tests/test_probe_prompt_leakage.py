@@ -21,6 +21,7 @@ from rmaudit.probes.near_duplicates import (
     shingle_texts,
 )
 from rmaudit.probes.prompt_leakage import PromptLeakage
+from rmaudit.report.charts import validate_chart
 from rmaudit.results import Status
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -121,6 +122,7 @@ def test_disjoint_twin_passes(tmp_path, hh_pairs):
     assert result.status is Status.PASS, result.evidence
     assert result.metrics["leaked_prompts"] == 0
     assert result.metrics["eval_unique_prompts"] == 400
+    assert result.chart["series"][0]["values"] == [0, 0, 400] and validate_chart(result.chart) == []
 
 
 def test_one_word_changed_is_a_near_duplicate_with_its_similarity(hh_pairs):
@@ -138,6 +140,10 @@ def test_one_word_changed_is_a_near_duplicate_with_its_similarity(hh_pairs):
     assert result.metrics["leaked_prompts_near"] == 3 and result.metrics["leaked_prompts_exact"] == 0
     assert result.status is Status.WARN  # 3 of 400 = 0.75% < 1%
     assert len(near) == 3 and all(0.8 <= row["similarity"] < 1.0 for row in near)
+    bars, spread = result.chart["charts"]
+    assert bars["series"][0]["values"] == [0, 3, 397]
+    assert sorted(spread["series"][0]["values"]) == pytest.approx(sorted(r["similarity"] for r in near), abs=1e-4)
+    assert validate_chart(result.chart) == []
     assert {r["train_prompt"] for r in near} == {train[i].prompt[0]["content"] for i in long_train}
 
 

@@ -5,6 +5,7 @@ from rmaudit.probes.base import PROBES, Probe, ProbeSkipped, register_probe
 from rmaudit.probes import canonical_pairs  # noqa: F401,E402
 from rmaudit.probes import accuracy  # noqa: F401,E402
 from rmaudit.probes import prompt_leakage  # noqa: F401,E402
+from rmaudit.probes import bias_term  # noqa: F401,E402
 from rmaudit.probes import length_bias  # noqa: F401,E402
 from rmaudit.probes import padding  # noqa: F401,E402
 from rmaudit.probes import chat_template  # noqa: F401,E402

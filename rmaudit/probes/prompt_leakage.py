@@ -181,7 +181,8 @@ class PromptLeakage(Probe):
             metrics.update(self._accuracy(ctx, evaluation, leaks))
         status = self._grade(metrics, thresholds)
         return self.result(status, self._summary(metrics), metrics=metrics, thresholds=dict(thresholds),
-                           evidence=self._examples(ctx, train, evaluation, leaks), chart=self._chart(metrics, leaks))
+                           evidence=self._examples(ctx, train, evaluation, leaks),
+                           chart=self._chart(metrics, leaks, config.threshold))
 
     @staticmethod
     def _counts(train: UniquePrompts, evaluation: UniquePrompts, leaks: list[Leak], ctx) -> dict[str, Any]:
@@ -258,12 +259,16 @@ class PromptLeakage(Probe):
         return rows
 
     @staticmethod
-    def _chart(m: dict[str, Any], leaks: list[Leak]) -> dict[str, Any]:
-        near = [round(leak.similarity, 4) for leak in leaks if leak.kind == "near"]
-        return {
-            "type": "bar",
-            "title": "Unique eval prompts by leakage",
-            "x": ["exact match in train", "near duplicate in train", "clean"],
-            "y": [m["leaked_prompts_exact"], m["leaked_prompts_near"], m["eval_unique_prompts"] - m["leaked_prompts"]],
-            "near_similarities": near[:1000],
-        }
+    def _chart(m: dict[str, Any], leaks: list[Leak], threshold: float) -> dict[str, Any]:
+        counts = {"kind": "bar", "title": "Unique eval prompts by leakage", "y_label": "unique eval prompts",
+                  "categories": ["exact match in train", "near duplicate in train", "clean"],
+                  "series": [{"name": "eval prompts", "values": [
+                      m["leaked_prompts_exact"], m["leaked_prompts_near"], m["eval_unique_prompts"] - m["leaked_prompts"]]}],
+                  "note": f"{m['leaked_pairs']} of {m['eval_pairs']} eval pairs carry a leaked prompt"}
+        near = [leak.similarity for leak in leaks if leak.kind == "near"]
+        if not near:
+            return counts
+        spread = {"kind": "histogram", "title": "Similarity of near-duplicate matches", "x_label": "Jaccard similarity",
+                  "series": [{"name": "near duplicates", "values": near}],
+                  "vlines": [{"x": threshold, "label": "threshold"}]}
+        return {"charts": [counts, spread]}
