@@ -8,6 +8,7 @@ import json
 import random
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from rmaudit.data import load_pairs, split_by_prompt
@@ -307,3 +308,35 @@ def test_template_boilerplate_alone_does_not_make_a_near_duplicate(hh_pairs):
     assert find_near_duplicates(queries, corpus) == []
     assert len(find_near_duplicates(queries, corpus, NearDuplicateConfig(boilerplate_fraction=1.0))) > 20
     assert [m.corpus for m in find_near_duplicates([corpus[7]], corpus)] == [7]
+
+
+def test_accuracy_on_leaked_vs_clean_pairs_with_a_real_model(tmp_path, hh_pairs):
+    from rmaudit.modeling.loading import load_reward_model
+    from tiny_models import make_tiny_rm
+
+    loaded = load_reward_model(make_tiny_rm(tmp_path / "rm"))
+    train, clean = list(hh_pairs[:300]), list(hh_pairs[300:330])
+    # Leaked rows whose two answers are identical: a tie, which counts as wrong.
+    leaked = [type(p)(prompt=_disguise(p.prompt, random.Random(k)), chosen="Same answer.", rejected="Same answer.")
+              for k, p in enumerate(train[:6])]
+    probe = PromptLeakage()
+    ctx = AuditContext(checkpoint=tmp_path / "rm", model=loaded.model, tokenizer=loaded.tokenizer,
+                       train_pairs=train, eval_pairs=clean + leaked)
+
+    m = probe.run(ctx, dict(probe.default_thresholds)).metrics
+
+    assert m["leaked_prompts_exact"] == 6
+    assert m["accuracy_leaked"] == 0.0
+    chosen, rejected = ctx.pair_rewards(clean)
+    assert m["accuracy_clean"] == pytest.approx(float(np.mean(chosen > rejected)), abs=1e-4)
+    assert m["accuracy_gap"] == pytest.approx(-m["accuracy_clean"], abs=1e-4)
+
+
+def test_progress_bars_do_not_change_the_result(hh_pairs):
+    probe = PromptLeakage()
+    results = []
+    for progress in (False, True):
+        ctx = AuditContext(checkpoint=Path("."), train_pairs=hh_pairs[:500], eval_pairs=[*hh_pairs[500:600], hh_pairs[3]],
+                           progress=progress)
+        results.append(probe.run(ctx, dict(probe.default_thresholds)).metrics)
+    assert results[0] == results[1] and results[0]["leaked_prompts_exact"] == 1
