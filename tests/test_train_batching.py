@@ -114,7 +114,7 @@ def test_head_gets_its_own_learning_rate_and_norms_skip_decay():
 def test_every_config_field_has_help():
     for f in dataclasses.fields(TrainConfig):
         assert f.metadata.get("help"), f.name
-        assert "[default:" in field_help(f.name)
+        assert ("(default:" in field_help(f.name)) == (f.default is not None)
 
 
 def test_config_precedence_defaults_file_flags(tmp_path):

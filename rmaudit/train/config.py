@@ -104,7 +104,7 @@ class TrainConfig:
 def field_help(name: str) -> str:
     """Help text of one TrainConfig field with its default, for the CLI."""
     f = {f.name: f for f in dataclasses.fields(TrainConfig)}[name]
-    return f"{f.metadata['help']} [default: {f.default}]"
+    return f.metadata["help"] if f.default is None else f"{f.metadata['help']} (default: {f.default})"
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:
