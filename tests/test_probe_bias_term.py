@@ -191,3 +191,15 @@ def test_intermediate_classifier_biases_are_listed_not_graded(tmp_path):
 def test_skips_without_weights_or_model(tmp_path):
     with pytest.raises(ProbeSkipped, match="no safetensors"):
         _audit(tmp_path, load=False)
+
+
+def test_a_model_loaded_in_bfloat16_keeps_its_file_bias(tmp_path):
+    """bf16 rounding of a loaded bias (0.3 -> 0.30078) is not a load mismatch."""
+    folder = _tiny_bert_rm(tmp_path / "bert", bias=0.3)
+    loaded = load_reward_model(folder, dtype=torch.bfloat16)
+    probe = BiasTerm()
+    ctx = AuditContext(checkpoint=folder, model=loaded.model, tokenizer=loaded.tokenizer, dtype=torch.bfloat16,
+                       eval_pairs=builtin_demo_pairs()[:8])
+    result = probe.run(ctx, dict(probe.default_thresholds))
+    assert result.metrics["loaded_bias"] != pytest.approx(0.3, abs=1e-4)
+    assert result.status is Status.WARN, result.summary

@@ -162,7 +162,7 @@ class BiasTerm(Probe):
                 match = _match_key(bias.key, loaded)
                 row["loaded_value"] = _one(loaded[match]) if match else None
                 if bias.is_reward_offset:
-                    problems += self._load_problems(bias, match, loaded, thresholds)
+                    problems += self._load_problems(bias, match, loaded, _parameter_dtype(ctx.model), thresholds)
             if bias.is_reward_offset and recorded:
                 row["initial_value"] = initial
                 problems += self._drift_problems(bias, initial, thresholds)
@@ -178,14 +178,16 @@ class BiasTerm(Probe):
                            chart=self._chart(metrics))
 
     @staticmethod
-    def _load_problems(bias: HeadBias, match: str | None, loaded: dict, thresholds: dict) -> list[str]:
+    def _load_problems(bias: HeadBias, match: str | None, loaded: dict, loaded_dtype: str, thresholds: dict) -> list[str]:
         served = -_one(bias.values) if len(bias.values) == 1 else None
         if match is None:
             shift = f" by {served:+.6g}" if served is not None else ""
             return [f"{bias.key} = {_fmt(bias.values)} is in {bias.file} but the loaded model has no such parameter: "
                     f"transformers dropped it on load, so served rewards differ from trained ones{shift}"]
         diff = max(abs(a - b) for a, b in zip(bias.values, loaded[match]))
-        if diff > thresholds["load_tolerance"] + _rounding(bias.dtype, max(map(abs, bias.values))):
+        largest = max(map(abs, bias.values))
+        # A model loaded in bfloat16 holds the file's float32 bias rounded: not a difference.
+        if diff > thresholds["load_tolerance"] + _rounding(bias.dtype, largest) + _rounding(loaded_dtype, largest):
             return [f"{bias.key}: the loaded value {_fmt(loaded[match])} differs from the file's {_fmt(bias.values)}"]
         return []
 
@@ -283,6 +285,10 @@ class BiasTerm(Probe):
         chart = {"kind": "bar", "title": "Head bias and reward offset", "y_label": "reward units",
                  "categories": [b[0] for b in bars], "series": [{"name": "value", "values": [b[1] for b in bars]}]}
         return {**chart, "note": note} if note else chart
+
+
+def _parameter_dtype(model: Any) -> str:
+    return str(next(model.parameters()).dtype).replace("torch.", "")
 
 
 def _one(values: list[float]) -> float | list[float]:
