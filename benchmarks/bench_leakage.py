@@ -40,7 +40,7 @@ from rmaudit.probes.near_duplicates import (  # noqa: E402
     normalise_text,
     shingle_texts,
 )
-from rmaudit.probes.prompt_leakage import PromptLeakage  # noqa: E402
+from rmaudit.probes.prompt_leakage import PromptLeakage, exact_text  # noqa: E402
 
 HH = REPO.parent / "shared" / "data" / "hh-rlhf-harmless-base-test.jsonl.gz"
 
@@ -95,8 +95,8 @@ def change_one_word(prompt: list[dict], rng: random.Random) -> list[dict]:
 
 
 def word_jaccard(a: list[dict], b: list[dict]) -> float:
-    sa = set(normalise_text("\n".join(f"{m['role']}: {m['content']}" for m in a)).split())
-    sb = set(normalise_text("\n".join(f"{m['role']}: {m['content']}" for m in b)).split())
+    """Ground truth: Jaccard of the word sets of the texts the probe compares."""
+    sa, sb = ({*normalise_text(exact_text(PreferencePair(prompt=p, chosen="", rejected=""))).split()} for p in (a, b))
     return len(sa & sb) / len(sa | sb)
 
 
@@ -169,24 +169,24 @@ def baseline_comparison(n_train: int, n_eval: int) -> dict:
             "ours_found": len(ours_q), "datasketch_found": len(theirs_q), "both": len(ours_q & theirs_q)}
 
 
-def stage_timings(train, evaluation) -> dict:
-    """Where the time goes, measured on the library functions directly."""
-    from rmaudit.probes.prompt_leakage import unique_prompts
+def timed(fn, *args):
+    """(result, wall seconds, CPU seconds of this process)."""
+    start, cpu = time.perf_counter(), time.process_time()
+    out = fn(*args)
+    return out, time.perf_counter() - start, time.process_time() - cpu
+
+
+def stage_timings(train, evaluation) -> tuple[dict, list]:
+    """Where the time goes, measured on the library functions directly; also the leaks found."""
+    from rmaudit.probes.prompt_leakage import find_leaks, unique_prompts
 
     out = {}
-    start = time.perf_counter()
-    t = unique_prompts(train)
-    out["normalise + dedupe train"] = time.perf_counter() - start
-    start = time.perf_counter()
-    e = unique_prompts(evaluation)
-    out["normalise + dedupe eval"] = time.perf_counter() - start
-    start = time.perf_counter()
-    shingle_texts(t.near_texts[:100000], 1)
-    out["shingle 100k train texts (numpy)"] = time.perf_counter() - start
-    start = time.perf_counter()
-    find_near_duplicates(e.near_texts, t.near_texts)
-    out["near-duplicate search, all eval vs all train"] = time.perf_counter() - start
-    return out
+    t, *out["normalise + dedupe train prompts"] = timed(unique_prompts, train)
+    e, *out["normalise + dedupe eval prompts"] = timed(unique_prompts, evaluation)
+    _, *out["word ids + shingles of 100k train prompts"] = timed(shingle_texts, t.near_texts[:100000], 1)
+    leaks, *out["exact + near-duplicate search, all eval vs all train"] = timed(find_leaks, t, e, NearDuplicateConfig())
+    found = {evaluation[e.first_row[leak.eval_unique]].row - 1: leak for leak in leaks}
+    return out, found
 
 
 def machine() -> str:
@@ -214,29 +214,27 @@ def main() -> None:
     args.load = f"{load_before:.1f} before, {os.getloadavg()[0]:.1f} after the probe run"
     m = result.metrics
     print(f"probe: {seconds:.1f}s wall, {cpu:.1f}s CPU  {result.status.value}: {result.summary}", flush=True)
-    stages = stage_timings(train, evaluation)
-    for name, s in stages.items():
-        print(f"  {name}: {s:.1f}s", flush=True)
+    stages, leaks = stage_timings(train, evaluation)
+    for name, (wall, cpu_s) in stages.items():
+        print(f"  {name}: {wall:.1f}s wall, {cpu_s:.1f}s CPU", flush=True)
 
-    # Recall on the planted leaks (near ones only count where the true Jaccard reaches the threshold).
-    from rmaudit.probes.prompt_leakage import find_leaks, unique_prompts
-
-    t, e = unique_prompts(train), unique_prompts(evaluation)
-    leaks = {evaluation[e.first_row[leak.eval_unique]].row - 1: leak for leak in find_leaks(t, e, NearDuplicateConfig())}
     exact_found = sum(1 for i in exact_rows if i in leaks and leaks[i].kind == "exact")
-    # Exactly at 0.8 the verdict may flip with the words ignored as boilerplate: count clear cases.
-    near_due = [i for i, j in near_rows.items() if j >= 0.85]
-    near_found = sum(1 for i in near_due if i in leaks)
-    print(f"planted exact found {exact_found}/{len(exact_rows)}, planted near (J>=0.85) found {near_found}/{len(near_due)}", flush=True)
+    # Recall of the planted near duplicates whose true word Jaccard reaches 0.8 (LSH is
+    # probabilistic: right at the threshold a few may be missed) and clearly above it.
+    near_recall = {}
+    for floor in (0.8, 0.85):
+        due = [i for i, j in near_rows.items() if j >= floor]
+        near_recall[floor] = (sum(1 for i in due if i in leaks), len(due))
+    print(f"planted exact found {exact_found}/{len(exact_rows)}, planted near found {near_recall}", flush=True)
 
     base = baseline_comparison(args.baseline_train, args.baseline_eval)
     ratio = base["datasketch_s"] / base["ours_s"]
     print(f"baseline {base}  ratio {ratio:.1f}x", flush=True)
     if not args.no_write:
-        write_results(args, seconds, cpu, m, result.status.value, stages, exact_found, len(exact_rows), near_found, len(near_due), base, ratio)
+        write_results(args, seconds, cpu, m, result.status.value, stages, exact_found, len(exact_rows), near_recall, base, ratio)
 
 
-def write_results(args, seconds, cpu, m, status, stages, exact_found, exact_total, near_found, near_total, base, ratio) -> None:
+def write_results(args, seconds, cpu, m, status, stages, exact_found, exact_total, near_recall, base, ratio) -> None:
     lines = [
         "# prompt_leakage benchmark",
         "",
@@ -255,14 +253,16 @@ def write_results(args, seconds, cpu, m, status, stages, exact_found, exact_tota
         f"| {m['train_pairs']:,} | {m['eval_pairs']:,} | {m['train_unique_prompts']:,} | {m['eval_unique_prompts']:,} | {seconds:.1f} | {cpu:.1f} | {status} |",
         "",
         f"Found {m['leaked_prompts_exact']:,} exact and {m['leaked_prompts_near']:,} near-duplicate leaked prompts. "
-        f"Planted exact leaks found: {exact_found}/{exact_total}; planted one-word-changed near duplicates whose true "
-        f"word Jaccard is >= 0.85 found: {near_found}/{near_total}.",
+        f"Planted exact leaks found: {exact_found}/{exact_total}. Planted one-word-changed near duplicates found: "
+        f"{near_recall[0.8][0]}/{near_recall[0.8][1]} of those whose true word Jaccard is >= 0.8, "
+        f"{near_recall[0.85][0]}/{near_recall[0.85][1]} of those >= 0.85 (candidates come from LSH, so a pair right at "
+        "the threshold is found with probability about 0.99).",
         "",
         "Stage times (measured again, separately):",
         "",
-        "| stage | seconds |",
-        "|---|---:|",
-        *[f"| {name} | {s:.1f} |" for name, s in stages.items()],
+        "| stage | wall seconds | CPU seconds |",
+        "|---|---:|---:|",
+        *[f"| {name} | {wall:.1f} | {cpu_s:.1f} |" for name, (wall, cpu_s) in stages.items()],
         "",
         "## Near-duplicate search against datasketch",
         "",
