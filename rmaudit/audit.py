@@ -36,10 +36,8 @@ DTYPE_CHOICES = ("float32", "bfloat16")
 POOLING_CHOICES = ("auto", "mask", "native")
 
 
-def _opt(default: Any, help: str, **kw: Any) -> Any:  # noqa: A002 - mirrors dataclasses' metadata key
-    if isinstance(default, (dict, list)):
-        return field(default_factory=lambda: type(default)(default), metadata={"help": help}, **kw)
-    return field(default=default, metadata={"help": help}, **kw)
+def _opt(default: Any, help: str) -> Any:  # noqa: A002 - mirrors dataclasses' metadata key
+    return field(default=default, metadata={"help": help})
 
 
 @dataclass
@@ -55,7 +53,8 @@ class AuditOptions:
     dtype: str = _opt("float32", "Scoring dtype: 'float32' (exact) or 'bfloat16' (about 3.5x faster on AMX CPUs).")
     batch_size: int = _opt(16, "Texts per forward pass when scoring.")
     fail_on: str = _opt("fail", "Gate: 'fail' fails on fail/error only; 'warn' also fails on warnings.")
-    thresholds: dict[str, dict[str, float]] = _opt({}, "Per-probe threshold overrides: {probe: {name: value}}.")
+    thresholds: dict[str, dict[str, float]] = field(
+        default_factory=dict, metadata={"help": "Per-probe threshold overrides: {probe: {name: value}}."})
     pooling: str = _opt("auto", "Reward read-out: 'mask' (last real token), 'native' (the checkpoint's forward), "
                                 "'auto' (mask for rmaudit checkpoints, native otherwise).")
     max_length: int | None = _opt(None, "Truncate rendered texts to this many tokens (from the left); default: manifest.")

@@ -97,3 +97,20 @@ def test_missing_checkpoint_and_bad_dtype_are_input_errors(in_tmp, capsys):
     assert "no-such-ckpt" in capsys.readouterr().err
     assert check(in_tmp, "--dtype", "float8") == 2
     assert "--dtype" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_every_probe_runs_on_the_real_smollm2_with_real_hh_rows(in_tmp):
+    """`rmaudit check --probes all` on SmolLM2-135M-Instruct (fresh head) and real hh-rlhf pairs:
+    every probe reaches a verdict or a reasoned skip; none crashes."""
+    from tiny_models import SMOLLM2_GGUF, require_shared_hh
+
+    folder, hh = require_smollm2(), require_shared_hh()
+    code = check(folder, "--gguf-file", SMOLLM2_GGUF, "--probes", "all", "--data", hh, "--train-data", hh,
+                 "--max-pairs", "12", "--max-length", "384", "--dtype", "bfloat16", "--out", in_tmp / "out")
+    assert code in (0, 1)
+    data = json.loads((in_tmp / "out" / "report.json").read_text())
+    assert [p["name"] for p in data["probes"]] == list(PROBES)
+    errors = {p["name"]: p["summary"] for p in data["probes"] if p["status"] == "error"}
+    assert errors == {}
+    assert data["context"]["n_eval_pairs"] == 12 and data["context"]["dtype"] == "bfloat16"
