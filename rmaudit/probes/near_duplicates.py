@@ -6,10 +6,11 @@
   have the same sha256.
 * Near duplicates: each normalised text becomes a set of word shingles (word n-grams;
   words get dense ids from one shared vocabulary, shingles are hashed to 64 bits); a
-  MinHash signature (``num_perm`` multiply-shift hashes, vectorised in numpy over all
-  shingles of a chunk at once) feeds a banded LSH index;
-  every LSH candidate is then confirmed by the exact Jaccard similarity of the two shingle
-  sets. Candidates only decide what gets checked; the similarity reported is exact.
+  one-permutation MinHash sketch with densification (one hash per shingle, vectorised
+  in numpy over a whole chunk of texts) feeds a banded LSH index; candidates whose
+  16-bit bin fingerprints cannot reach the threshold are dropped, and every remaining one
+  is confirmed by the exact Jaccard similarity of the two shingle sets. Candidates only
+  decide what gets checked; the similarity reported is exact.
 
 Shingles that appear in a large share of the corpus (a template, a shared instruction
 block) are dropped before both steps so that boilerplate alone cannot make two different
@@ -21,7 +22,6 @@ from __future__ import annotations
 import collections
 import functools
 import hashlib
-import math
 import sys
 import unicodedata
 from dataclasses import dataclass, field
@@ -104,7 +104,7 @@ class NearDuplicateConfig:
     num_perm: int = field(default=64, metadata={"help": "MinHash bins (a power of two); the LSH bands are chosen from these and the threshold."})
     boilerplate_fraction: float = field(default=0.8, metadata={"help": "Shingles found in more than this fraction of corpus texts (one template or instruction block shared by nearly every prompt) are ignored; lower values also drop common words and lower every similarity."})
     boilerplate_min_texts: int = field(default=100, metadata={"help": "Boilerplate is only judged on corpora with at least this many texts."})
-    max_candidates: int = field(default=20, metadata={"help": "Most LSH candidates confirmed per query (the ones sharing the most bands)."})
+    max_candidates: int = field(default=20, metadata={"help": "Most LSH candidates confirmed per query (those with the highest MinHash estimate)."})
     max_bucket: int = field(default=64, metadata={"help": "Most corpus texts taken from one LSH bucket per query and band."})
     chunk_texts: int = field(default=20000, metadata={"help": "Texts shingled and hashed per numpy batch (bounds memory)."})
     seed: int = field(default=1, metadata={"help": "Seed of the hash functions (results are deterministic for a given seed)."})
@@ -141,7 +141,7 @@ def _random_u64(seed: int, n: int) -> np.ndarray:
 class Shingles:
     """Hashed shingles of many texts in CSR form: text ``i`` owns ``values[offsets[i]:offsets[i+1]]``."""
 
-    values: np.ndarray   # uint64 hashes (only the low 32 bits are used downstream)
+    values: np.ndarray   # uint64 shingle hashes
     offsets: np.ndarray  # int64, len(texts) + 1
 
     def of(self, i: int) -> np.ndarray:
@@ -174,7 +174,7 @@ class WordIds:
         flat = " ".join(texts).split()
         ids = np.fromiter(map(self._ids.__getitem__, flat), np.int64, len(flat))
         word_text = np.repeat(np.arange(len(texts)), lengths)
-        words = _mix64(ids.astype(np.uint64) + np.uint64(seed) * np.uint64(0x9E3779B97F4A7C15))
+        words = _mix64(ids.astype(np.uint64) + np.uint64(seed * 0x9E3779B97F4A7C15 % 2**64))
         return _word_shingles(words, word_text, len(texts), shingle_words, seed)
 
 
