@@ -233,7 +233,7 @@ class ChatTemplateProbe(Probe):
            "Renders sample conversations with both templates, diffs them, and scores held-out pairs under both.")
     default_thresholds = {
         "shift_fail_std": 0.5,   # mean |reward shift| between templates, in reward-stds
-        "max_pairs": 200,        # pairs scored under both templates
+        "max_pairs": 100,        # pairs scored under both templates (each costs two more forward passes)
     }
 
     def run(self, ctx, thresholds: dict[str, float]) -> ProbeResult:

@@ -157,7 +157,7 @@ class LengthBiasProbe(Probe):
         "r2_fail": 0.3,
         "accuracy_gap_warn": 0.15,  # accuracy when chosen is longer minus when it is shorter (absolute)
         "accuracy_gap_fail": 0.3,
-        "alpha": 0.05,              # the accuracy gap counts only when Fisher's test rejects at this level
+        "alpha": 0.01,              # the accuracy gap counts only when Fisher's test rejects at this level
         "min_pairs": 20,            # fewer pairs give no confident verdict
     }
 

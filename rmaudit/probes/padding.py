@@ -56,7 +56,9 @@ def tolerance_std(dtype: torch.dtype, n_layers: int, reward_rms: float, reward_s
     bits): 2^-23 for float32, 2^-7 for bfloat16 (8 significant bits), 2^-10 for float16.
     Independent roundings add like a random walk, sqrt(2·L) of them, and scale with the
     size of the reward itself (its rms, offset included), not with its spread; ``ulps`` is
-    the safety factor. The floor keeps float32 from flagging changes nobody could act on.
+    the safety factor (on SmolLM2-135M in bfloat16 the measured changes reached about a
+    quarter of the bound at 16). The floor matters for float32, whose matmuls accumulate
+    more than one rounding per sublayer (SmolLM2 float32: 1.2e-5 std, well under 1e-3).
     """
     eps = torch.finfo(dtype).eps
     rounding = ulps * eps * math.sqrt(2 * max(n_layers, 1)) * reward_rms
@@ -69,7 +71,8 @@ def n_layers(model: Any) -> int:
 
 
 def sample_texts(ctx, size: int) -> list[str]:
-    """Distinct rendered conversations spread over the length range (real data first)."""
+    """Distinct rendered conversations spread over the lower three quarters of the length
+    range (real data first): varied amounts of padding without paying for the longest texts."""
     pairs = ctx.eval_pairs or ctx.canonical_pairs
     if not pairs:
         raise ProbeSkipped("no texts to score: give --data or keep the canonical pairs")
@@ -77,6 +80,7 @@ def sample_texts(ctx, size: int) -> list[str]:
     ids, _ = tokenize_rendered(ctx.tokenizer, texts)
     limit = ctx.max_length or math.inf
     usable = sorted((len(row), text) for row, text in zip(ids, texts) if len(row) < limit)
+    usable = usable[: max(2, math.ceil(0.75 * len(usable)))]
     if len(usable) < 2:
         raise ProbeSkipped("fewer than two texts fit the max length: nothing to compare")
     picks = np.unique(np.linspace(0, len(usable) - 1, num=min(size, len(usable))).round().astype(int))
@@ -86,8 +90,7 @@ def sample_texts(ctx, size: int) -> list[str]:
 def filler_text(texts: Sequence[str]) -> str:
     """A text strictly longer (in tokens) than every sample, so every sample row gets pads
     (still true after left-truncation to max_length, which every sample is shorter than)."""
-    longest = max(texts, key=len)
-    return longest + longest
+    return max(texts, key=len) + min(texts, key=len)
 
 
 def score_batch(ctx, texts: Sequence[str], *, side: str, pooling: str, batch_size: int) -> np.ndarray:
@@ -126,10 +129,10 @@ class PaddingProbe(Probe):
     why = ("If the reward is read at a pad position, PPO's batched rewards are noise that depends on batch companions.\n"
            "Compares rewards alone, right-padded and left-padded (mask and native pooling), and checks pad/eos ids.")
     default_thresholds = {
-        "tolerance_ulps": 8.0,           # safety factor on the rounding bound (see tolerance_std)
+        "tolerance_ulps": 16.0,          # safety factor on the rounding bound (see tolerance_std)
         "tolerance_floor_std": 1e-3,     # never flag a change smaller than this many reward-stds
         "collapse_ratio": 0.1,           # padded-row std / alone std below this = rows read one pad position
-        "sample_size": 16,               # texts scored alone and padded
+        "sample_size": 8,                # texts scored alone and padded
     }
 
     def run(self, ctx, thresholds: dict[str, float]) -> ProbeResult:
