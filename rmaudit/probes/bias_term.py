@@ -181,7 +181,7 @@ class BiasTerm(Probe):
     def _load_problems(bias: HeadBias, match: str | None, loaded: dict, loaded_dtype: str, thresholds: dict) -> list[str]:
         served = -_one(bias.values) if len(bias.values) == 1 else None
         if match is None:
-            shift = f" by {served:+.6g}" if served is not None else ""
+            shift = f" (served = trained {served:+.6g})" if served is not None else ""
             return [f"{bias.key} = {_fmt(bias.values)} is in {bias.file} but the loaded model has no such parameter: "
                     f"transformers dropped it on load, so served rewards differ from trained ones{shift}"]
         diff = max(abs(a - b) for a, b in zip(bias.values, loaded[match]))

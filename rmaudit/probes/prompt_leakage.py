@@ -114,8 +114,8 @@ class Leak:
 def find_leaks(train: UniquePrompts, evaluation: UniquePrompts, config: NearDuplicateConfig,
                progress: Progress | None = None) -> list[Leak]:
     """Exact matches by digest, then near duplicates among the remaining eval prompts."""
-    leaks = [Leak(e, train.digests[text_digest(t)], 1.0, "exact")
-             for e, t in enumerate(evaluation.texts) if text_digest(t) in train.digests]
+    leaks = sorted((Leak(e, train.digests[digest], 1.0, "exact")
+                    for digest, e in evaluation.digests.items() if digest in train.digests), key=lambda leak: leak.eval_unique)
     exact = {leak.eval_unique for leak in leaks}
     rest = [e for e in range(len(evaluation.texts)) if e not in exact]
     near = find_near_duplicates([evaluation.near_texts[e] for e in rest], train.near_texts, config, progress)
