@@ -135,7 +135,7 @@ class BiasTerm(Probe):
 
     def run(self, ctx, thresholds: dict[str, float]):
         folder = Path(ctx.checkpoint)
-        num_labels = int(getattr(getattr(ctx.model, "config", None), "num_labels", 1) or 1)
+        num_labels = _num_labels(ctx.model, folder)
         if folder.is_dir() and safetensors_files(folder):
             return self._grade(ctx, read_head_biases(folder, num_labels), thresholds)
         if folder.is_dir() and any((folder / name).is_file() for name in PICKLE_WEIGHTS):
@@ -285,6 +285,18 @@ class BiasTerm(Probe):
         chart = {"kind": "bar", "title": "Head bias and reward offset", "y_label": "reward units",
                  "categories": [b[0] for b in bars], "series": [{"name": "value", "values": [b[1] for b in bars]}]}
         return {**chart, "note": note} if note else chart
+
+
+def _num_labels(model: Any, folder: Path) -> int:
+    """Outputs of the head: from the loaded config, else the folder's config.json, else 1."""
+    config = getattr(model, "config", None)
+    if config is not None:
+        return int(getattr(config, "num_labels", 1) or 1)
+    path = folder / "config.json"
+    if folder.is_dir() and path.is_file():
+        data = json.loads(path.read_text(encoding="utf-8"))
+        return int(data.get("num_labels") or len(data.get("id2label") or {}) or 1)
+    return 1
 
 
 def _parameter_dtype(model: Any) -> str:
