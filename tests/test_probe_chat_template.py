@@ -3,6 +3,8 @@ whitespace-only differences warn unless they move the rewards."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from transformers import AutoTokenizer
 
@@ -42,10 +44,10 @@ def chatml_policy(edit=lambda template: template):
     return tokenizer
 
 
-def run(rm, policy=None, manifest=None, **thresholds):
+def run(rm, policy=None, manifest=None, notes=None, **thresholds):
     model, tokenizer = rm
     ctx = AuditContext(checkpoint=None, model=model, tokenizer=tokenizer, eval_pairs=EVAL_PAIRS,
-                       policy_tokenizer=policy, manifest=manifest, pooling="mask")
+                       policy_tokenizer=policy, manifest=manifest, pooling="mask", notes=dict(notes or {}))
     return ChatTemplateProbe().run(ctx, {**ChatTemplateProbe.default_thresholds, **thresholds})
 
 
@@ -59,6 +61,7 @@ def test_llama3_policy_against_chatml_rm_fails(rm):
     # Llama-3's template writes <|begin_of_text|> and its tokenizer adds another one.
     assert m["double_bos_policy"] and not m["double_bos_rm"]
     assert validate_chart(result.chart) == []
+    json.dumps(result.to_dict())
     diff = result.chart["charts"][0]
     assert diff["kind"] == "diff" and "<|start_header_id|>" in diff["right"] and "<|im_start|>" in diff["left"]
     assert any("<|start_header_id|>" in row["diff"] for row in result.evidence)
@@ -107,6 +110,15 @@ def test_manifest_template_is_the_reference_without_policy(rm):
     recorded["tokenizer"]["chat_template"]["text"] = known_templates()["chatml"]  # trained without the default system prompt
     changed = run(rm, manifest=recorded)
     assert changed.status is Status.FAIL and changed.metrics["conversations_different"] > 0
+
+
+def test_template_restored_from_manifest_warns(rm):
+    # The audit restored the manifest's template into a tokenizer saved without one: the
+    # format matches, but the checkpoint alone does not carry it.
+    _, tokenizer = rm
+    recorded = {"chat_template": {"text": tokenizer.chat_template}}
+    result = run(rm, manifest=recorded, notes={"chat_template_source": "manifest"})
+    assert result.status is Status.WARN and "no chat template" in result.summary
 
 
 def test_skips_without_policy_or_manifest_template(rm):

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
+import json
+
 import pytest
 import torch
 
@@ -41,6 +43,7 @@ def test_head_fitted_to_prefer_longer_answers_fails(length_rm):
     assert m["accuracy_when_chosen_longer"] - m["accuracy_when_chosen_shorter"] > 0.3
     assert m["rm_prefers_longer_rate"] > m["data_chosen_longer_rate"]
     assert validate_chart(result.chart) == []
+    json.dumps(result.to_dict())  # the JSON report must be able to hold it
     # Evidence: real pairs the RM got wrong because the rejected answer was longer.
     assert result.evidence
     for row in result.evidence:

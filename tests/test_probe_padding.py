@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -41,6 +43,7 @@ def test_config_pad_id_mismatch_fails(tmp_path):
     assert m["max_delta_std_right_mask"] <= m["tolerance_std"]
     assert "config.pad_token_id" in result.summary
     assert validate_chart(result.chart) == []
+    json.dumps(result.to_dict())  # the JSON report must be able to hold it
     assert len(result.evidence) == m["n_texts"] and "right_native" in result.evidence[0]
 
 

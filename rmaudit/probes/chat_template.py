@@ -18,6 +18,7 @@ from __future__ import annotations
 import difflib
 import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
@@ -250,7 +251,7 @@ class ChatTemplateProbe(Probe):
         shifts_std = (shift.policy - shift.rm) / std
         bos = self._double_bos(ctx, comparisons, rm_template, policy)
 
-        findings = self._findings(comparisons, shifts_std, bos, policy, thresholds)
+        findings = self._findings(comparisons, shifts_std, bos, policy, thresholds, ctx.notes)
         status = max((s for s, _ in findings), key=lambda s: SEVERITY[s], default=Status.PASS)
         metrics = self._metrics(ctx, rm_template, policy, comparisons, shift, shifts_std, bos)
         return self.result(
@@ -261,7 +262,7 @@ class ChatTemplateProbe(Probe):
 
     @staticmethod
     def _compare_all(pairs, rm: tuple[Any, str], policy: PolicyTemplate) -> list[Comparison]:
-        samples = [(f"{p.source or 'pair'} row {p.row}", p.chosen_messages()) for p in pairs[:N_RENDERED]]
+        samples = [(f"{Path(p.source).name or 'pair'} row {p.row}", p.chosen_messages()) for p in pairs[:N_RENDERED]]
         samples += [(f"structure probe: {'system prompt' if i == 0 else 'multi-turn'}", m) for i, m in enumerate(STRUCTURE_PROBES)]
         return [compare(i, origin, messages, rm, policy) for i, (origin, messages) in enumerate(samples)]
 
@@ -274,7 +275,7 @@ class ChatTemplateProbe(Probe):
                 "policy": double_bos(policy.tokenizer, first.policy_text)}
 
     @staticmethod
-    def _findings(comparisons, shifts_std, bos, policy: PolicyTemplate, th) -> list[tuple[Status, str]]:
+    def _findings(comparisons, shifts_std, bos, policy: PolicyTemplate, th, ctx_notes: dict) -> list[tuple[Status, str]]:
         findings: list[tuple[Status, str]] = []
         kinds = {c.kind for c in comparisons}
         if "different" in kinds:
@@ -291,6 +292,9 @@ class ChatTemplateProbe(Probe):
             if doubled:
                 findings.append((Status.WARN, f"double BOS on the {side.replace('_', ' ')} side: the rendered text starts "
                                  "with BOS and the tokenizer adds another when encoding it"))
+        if ctx_notes.get("chat_template_source") == "manifest":
+            findings.append((Status.WARN, "the checkpoint's tokenizer has no chat template (restored from the manifest "
+                             "for this audit): anyone loading it without rmaudit renders a different format"))
         if policy.inferred and not any(SEVERITY[s] >= SEVERITY[Status.WARN] for s, _ in findings):
             findings.append((Status.WARN, policy.source + ": set the policy's real template to confirm"))
         return findings
