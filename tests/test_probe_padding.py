@@ -104,3 +104,21 @@ def test_tolerance_follows_mantissa_bits_and_depth():
 def test_end_of_turn_variants_strip_or_append_eos():
     assert end_of_turn_variants("a</s>\n", "</s>") == ("a\n", "a</s>\n")
     assert end_of_turn_variants("a", "</s>") == ("a", "a</s>")
+
+
+def test_padded_rows_collapsing_onto_one_reward_is_flagged():
+    # What reading a pad position looks like on a real model: every padded row gets nearly
+    # the pad token's reward, whatever its text.
+    from rmaudit.probes.padding import ModeResult
+
+    import numpy as np
+
+    alone = {"mask": np.array([-1.0, 0.0, 1.0, 2.0])}
+    modes = [ModeResult("right", "mask", np.array([0.51, 0.50, 0.52, 0.50])),
+             ModeResult("left", "mask", alone["mask"].copy())]
+    metrics, findings = {}, []
+    PaddingProbe._check_modes(modes, alone, std=1.0, tol=1e-3, collapse_ratio=0.1, metrics=metrics, findings=findings)
+    messages = [why for status, why in findings if status is Status.FAIL]
+    assert any("right-padded / mask" in m and "collapse" in m for m in messages)
+    assert not any("left-padded" in m for m in messages)
+    assert metrics["spread_ratio_right_mask"] < 0.1 and metrics["max_delta_std_left_mask"] == 0.0
