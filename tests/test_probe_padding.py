@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
+from transformers import AutoTokenizer
 
 from rmaudit.modeling.loading import load_reward_model
+from rmaudit.probes.chat_template import known_templates
 from rmaudit.probes.context import AuditContext
-from rmaudit.probes.padding import PaddingProbe, end_of_turn_variants, tolerance_std
+from rmaudit.probes.padding import ModeResult, PaddingProbe, end_of_turn_variants, tolerance_std
 from rmaudit.report.charts import validate_chart
 from rmaudit.results import Status
 from rmaudit.data.pairs import PreferencePair
@@ -78,9 +81,6 @@ def test_pad_equals_eos_with_template_ending_in_eos_warns(tmp_path):
     # Llama-2 style turns end with eos; with pad == eos native pooling skips it, so a
     # finished answer and one cut before its eos get the same reward.
     folder = make_tiny_rm(tmp_path / "rm")
-    from rmaudit.probes.chat_template import known_templates
-    from transformers import AutoTokenizer
-
     tokenizer = AutoTokenizer.from_pretrained(folder)
     tokenizer.chat_template = known_templates()["llama2"]
     tokenizer.save_pretrained(folder)
@@ -109,10 +109,6 @@ def test_end_of_turn_variants_strip_or_append_eos():
 def test_padded_rows_collapsing_onto_one_reward_is_flagged():
     # What reading a pad position looks like on a real model: every padded row gets nearly
     # the pad token's reward, whatever its text.
-    from rmaudit.probes.padding import ModeResult
-
-    import numpy as np
-
     alone = {"mask": np.array([-1.0, 0.0, 1.0, 2.0])}
     modes = [ModeResult("right", "mask", np.array([0.51, 0.50, 0.52, 0.50])),
              ModeResult("left", "mask", alone["mask"].copy())]
