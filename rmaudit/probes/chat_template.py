@@ -249,7 +249,7 @@ class ChatTemplateProbe(Probe):
         shift = score_both(ctx, pairs[: int(thresholds["max_pairs"])], policy)
         std = ctx.reward_std()
         shifts_std = (shift.policy - shift.rm) / std
-        bos = self._double_bos(ctx, comparisons, rm_template, policy)
+        bos = self._double_bos(ctx, comparisons, policy)
 
         findings = self._findings(comparisons, shifts_std, bos, policy, thresholds, ctx.notes)
         status = max((s for s, _ in findings), key=lambda s: SEVERITY[s], default=Status.PASS)
@@ -267,7 +267,7 @@ class ChatTemplateProbe(Probe):
         return [compare(i, origin, messages, rm, policy) for i, (origin, messages) in enumerate(samples)]
 
     @staticmethod
-    def _double_bos(ctx, comparisons, rm_template: str, policy: PolicyTemplate) -> dict[str, bool]:
+    def _double_bos(ctx, comparisons, policy: PolicyTemplate) -> dict[str, bool]:
         first = next((c for c in comparisons if c.rm_text is not None and c.policy_text is not None), None)
         if first is None:
             return {"reward_model": False, "policy": False}
@@ -303,6 +303,7 @@ class ChatTemplateProbe(Probe):
     def _metrics(ctx, rm_template, policy, comparisons, shift: ShiftResult, shifts_std, bos) -> dict[str, Any]:
         counts = {k: sum(c.kind == k for c in comparisons) for k in ("identical", "whitespace", "different", "error")}
         return {
+            "rm_template_source": "tokenizer" if template_text(ctx.tokenizer) else "none in the tokenizer: rmaudit's plain fallback",
             "policy_template_source": policy.source,
             "rm_template_family": template_family(rm_template, ctx.tokenizer),
             "policy_template_family": template_family(policy.text, policy.tokenizer),
