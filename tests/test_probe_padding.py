@@ -118,3 +118,15 @@ def test_padded_rows_collapsing_onto_one_reward_is_flagged():
     assert any("right-padded / mask" in m and "collapse" in m for m in messages)
     assert not any("left-padded" in m for m in messages)
     assert metrics["spread_ratio_right_mask"] < 0.1 and metrics["max_delta_std_left_mask"] == 0.0
+
+
+def test_config_without_pad_id_warns_and_still_checks_mask_pooling(tmp_path):
+    folder = make_tiny_rm(tmp_path / "rm")
+    config = json.loads((folder / "config.json").read_text())
+    config["pad_token_id"] = None
+    (folder / "config.json").write_text(json.dumps(config))
+    result = audit(folder)
+    assert result.status is Status.WARN, result.summary
+    assert result.metrics["config_pad_token_id"] is None and result.metrics["served_pooling"] == "mask"
+    assert result.metrics["max_delta_std_right_mask"] <= result.metrics["tolerance_std"]
+    assert "max_delta_std_right_native" not in result.metrics
