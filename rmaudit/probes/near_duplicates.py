@@ -105,7 +105,7 @@ class NearDuplicateConfig:
     boilerplate_fraction: float = field(default=0.8, metadata={"help": "Shingles found in more than this fraction of corpus texts (one template or instruction block shared by nearly every prompt) are ignored; lower values also drop common words and lower every similarity."})
     boilerplate_min_texts: int = field(default=100, metadata={"help": "Boilerplate is only judged on corpora with at least this many texts."})
     max_candidates: int = field(default=20, metadata={"help": "Most LSH candidates confirmed per query (those with the highest MinHash estimate)."})
-    max_bucket: int = field(default=64, metadata={"help": "Most corpus texts taken from one LSH bucket per query and band."})
+    max_bucket: int = field(default=16, metadata={"help": "Most corpus texts taken from one LSH bucket per query and band (a crowded bucket holds texts that are alike; 16 bands give each true match many chances)."})
     chunk_texts: int = field(default=20000, metadata={"help": "Texts shingled and hashed per numpy batch (bounds memory)."})
     seed: int = field(default=1, metadata={"help": "Seed of the hash functions (results are deterministic for a given seed)."})
 
