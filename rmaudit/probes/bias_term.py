@@ -170,8 +170,8 @@ class BiasTerm(Probe):
         if loaded is not None:
             problems += self._created_on_load(file_biases, loaded, have_files, thresholds, evidence)
         if recorded and initial is not None and have_files and not offsets:
-            problems.append(f"the manifest records a head bias of {initial:.6g} at init, but neither the weight "
-                            "files nor the loaded model have one")
+            problems.append(f"the manifest records a head bias of {initial:.6g} at init, but the weight files hold "
+                            "none: the trained head's constant is lost")
         metrics = self._metrics(ctx, offsets, loaded, recorded, initial)
         status, summary = self._verdict(metrics, problems, thresholds)
         return self.result(status, summary, metrics=metrics, thresholds=dict(thresholds), evidence=evidence,
