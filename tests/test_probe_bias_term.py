@@ -55,6 +55,7 @@ def test_score_bias_dropped_on_load_fails_loudly(tmp_path):
     row = result.evidence[0]
     assert (row["key"], row["file"], row["loaded_value"]) == ("score.bias", "model.safetensors", None)
     assert validate_chart(result.chart) == []
+    json.dumps(result.to_dict(), allow_nan=False)  # the report writes strict JSON
 
 
 def test_checkpoint_without_bias_passes(tmp_path):

@@ -112,6 +112,8 @@ def test_five_percent_shared_prompts_with_case_and_whitespace_changes_fail(tmp_p
     leaked_rows = {int(r["eval_at"].rsplit(":", 1)[1]) for r in result.evidence}
     assert leaked_rows <= {i + 1 for i in planted}
     assert all(r["kind"] == "exact" and r["similarity"] == 1.0 for r in result.evidence)
+    assert validate_chart(result.chart) == []
+    json.dumps(result.to_dict(), allow_nan=False)  # the report writes strict JSON
 
 
 def test_disjoint_twin_passes(tmp_path, hh_pairs):
