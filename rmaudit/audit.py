@@ -169,16 +169,18 @@ def build_context(checkpoint: Path, options: AuditOptions) -> AuditContext:
     manifest = loaded.manifest
     notes: dict[str, Any] = {"pooling": loaded.pooling, "loader_notes": list(loaded.notes)}
     _restore_chat_template(loaded.tokenizer, manifest, notes)
-    eval_pairs = _side_pairs("eval", options.data, checkpoint, manifest, notes)
-    if eval_pairs is not None:
-        notes["n_eval_pairs_available"] = len(eval_pairs)
-        eval_pairs = sample_pairs(eval_pairs, options.max_pairs, options.seed)
+    all_eval_pairs = _side_pairs("eval", options.data, checkpoint, manifest, notes)
+    eval_pairs = None
+    if all_eval_pairs is not None:
+        notes["n_eval_pairs_available"] = len(all_eval_pairs)
+        eval_pairs = sample_pairs(all_eval_pairs, options.max_pairs, options.seed)
     return AuditContext(
         checkpoint=Path(checkpoint),
         model=loaded.model,
         tokenizer=loaded.tokenizer,
         manifest=manifest,
         eval_pairs=eval_pairs,
+        all_eval_pairs=all_eval_pairs,
         train_pairs=_side_pairs("train", options.train_data, checkpoint, manifest, notes),
         policy_tokenizer=_load_policy_tokenizer(options.policy, options.allow_hub),
         canonical_pairs=_canonical_pairs(options.pairs),

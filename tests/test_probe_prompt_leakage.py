@@ -342,3 +342,17 @@ def test_progress_bars_do_not_change_the_result(hh_pairs):
                            progress=progress)
         results.append(probe.run(ctx, dict(probe.default_thresholds)).metrics)
     assert results[0] == results[1] and results[0]["leaked_prompts_exact"] == 1
+
+
+def test_counts_cover_the_whole_eval_split_not_the_scored_sample(hh_pairs):
+    """--max-pairs samples what the model scores; leakage counting needs no model and must
+    see every eval prompt, or a leak outside the sample would go unnoticed."""
+    train = list(hh_pairs[:300])
+    leaked = [type(p)(prompt=_disguise(p.prompt, random.Random(k)), chosen=p.chosen, rejected=p.rejected)
+              for k, p in enumerate(train[:3])]
+    full_eval = list(hh_pairs[300:400]) + leaked
+    probe = PromptLeakage()
+    ctx = AuditContext(checkpoint=Path("."), train_pairs=train, eval_pairs=full_eval[:20], all_eval_pairs=full_eval)
+    m = probe.run(ctx, dict(probe.default_thresholds)).metrics
+    assert m["eval_pairs"] == len(full_eval)
+    assert m["leaked_prompts_exact"] == 3

@@ -26,7 +26,8 @@ class AuditContext:
     model: Any = None                      # a transformers *ForSequenceClassification, eval mode
     tokenizer: Any = None                  # the RM's tokenizer (with its chat template)
     manifest: dict | None = None           # rmaudit.json of the checkpoint, if any
-    eval_pairs: list[PreferencePair] | None = None
+    eval_pairs: list[PreferencePair] | None = None      # the scored sample (--max-pairs)
+    all_eval_pairs: list[PreferencePair] | None = None  # the whole eval split, for model-free counts
     train_pairs: list[PreferencePair] | None = None
     policy_tokenizer: Any = None           # --policy: tokenizer (and chat template) PPO will use
     canonical_pairs: list[PreferencePair] = field(default_factory=list)

@@ -168,49 +168,57 @@ class PromptLeakage(Probe):
             raise ProbeSkipped("no train split to compare with: give --train-data, or a checkpoint whose "
                                "rmaudit.json records its train data")
         ctx.require(eval_pairs=ctx.eval_pairs)
+        # Counting needs no model, so it runs on the whole eval split, not the --max-pairs sample.
+        eval_pairs = ctx.all_eval_pairs or ctx.eval_pairs
         config = NearDuplicateConfig(threshold=float(thresholds["near_duplicate_similarity"]),
                                      shingle_words=int(thresholds["shingle_words"]))
         with progress_reporter(ctx.progress) as progress:
             train = unique_prompts(ctx.train_pairs, progress, "normalise train prompts")
-            evaluation = unique_prompts(ctx.eval_pairs, progress, "normalise eval prompts")
+            evaluation = unique_prompts(eval_pairs, progress, "normalise eval prompts")
             if not evaluation.texts:
                 raise ProbeSkipped("the eval pairs have no prompt text to compare (every prompt is empty)")
             leaks = find_leaks(train, evaluation, config, progress)
-        metrics = self._counts(train, evaluation, leaks, ctx)
+        metrics = self._counts(train, evaluation, leaks, ctx.train_pairs, eval_pairs)
         if ctx.model is not None and leaks:
             metrics.update(self._accuracy(ctx, evaluation, leaks))
         status = self._grade(metrics, thresholds)
         return self.result(status, self._summary(metrics), metrics=metrics, thresholds=dict(thresholds),
-                           evidence=self._examples(ctx, train, evaluation, leaks),
+                           evidence=self._examples(ctx.train_pairs, eval_pairs, train, evaluation, leaks),
                            chart=self._chart(metrics, leaks, config.threshold))
 
     @staticmethod
-    def _counts(train: UniquePrompts, evaluation: UniquePrompts, leaks: list[Leak], ctx) -> dict[str, Any]:
+    def _counts(train: UniquePrompts, evaluation: UniquePrompts, leaks: list[Leak],
+                train_pairs: Sequence[PreferencePair], eval_pairs: Sequence[PreferencePair]) -> dict[str, Any]:
         leaked_ids = np.array(sorted(leak.eval_unique for leak in leaks), dtype=np.int64)
         leaked_rows = int(np.isin(evaluation.row_to_unique, leaked_ids).sum())
         train_hit = {leak.train_unique for leak in leaks}
         n_eval = len(evaluation.texts)
         return {
-            "eval_pairs": len(ctx.eval_pairs),
+            "eval_pairs": len(eval_pairs),
             "eval_unique_prompts": n_eval,
             "eval_empty_prompt_pairs": int((evaluation.row_to_unique < 0).sum()),
-            "train_pairs": len(ctx.train_pairs),
+            "train_pairs": len(train_pairs),
             "train_unique_prompts": len(train.texts),
             "leaked_prompts": len(leaks),
             "leaked_prompts_exact": sum(leak.kind == "exact" for leak in leaks),
             "leaked_prompts_near": sum(leak.kind == "near" for leak in leaks),
             "leaked_fraction": round(len(leaks) / n_eval, 6),
             "leaked_pairs": leaked_rows,
-            "leaked_pair_fraction": round(leaked_rows / len(ctx.eval_pairs), 6),
+            "leaked_pair_fraction": round(leaked_rows / len(eval_pairs), 6),
             "train_prompts_matched": len(train_hit),
             "train_pairs_matched": int(sum(train.rows[t] for t in train_hit)),
         }
 
     @staticmethod
     def _accuracy(ctx, evaluation: UniquePrompts, leaks: list[Leak]) -> dict[str, Any]:
+        """Accuracy on the scored (--max-pairs) sample, split by whether its prompt leaked."""
         chosen, rejected = ctx.pair_rewards(ctx.eval_pairs)
         correct = (chosen - rejected) > 0
-        leaked = np.isin(evaluation.row_to_unique, [leak.eval_unique for leak in leaks])
+        leaked_digests = {text_digest(evaluation.texts[leak.eval_unique]) for leak in leaks}
+        sample = normalise_texts([exact_text(p) for p in ctx.eval_pairs])
+        leaked = np.array([bool(t) and text_digest(t) in leaked_digests for t in sample])
+        if not leaked.any():
+            return {}
         out: dict[str, Any] = {"accuracy_leaked": round(float(correct[leaked].mean()), 4)}
         if (~leaked).any():
             out["accuracy_clean"] = round(float(correct[~leaked].mean()), 4)
@@ -235,7 +243,8 @@ class PromptLeakage(Probe):
         return text
 
     @staticmethod
-    def _examples(ctx, train: UniquePrompts, evaluation: UniquePrompts, leaks: list[Leak]) -> list[dict[str, Any]]:
+    def _examples(train_pairs: Sequence[PreferencePair], eval_pairs: Sequence[PreferencePair], train: UniquePrompts,
+                  evaluation: UniquePrompts, leaks: list[Leak]) -> list[dict[str, Any]]:
         """Up to 10 exact and 10 near examples; near ones spread over the similarity range
         so borderline matches are shown too."""
         exact = [leak for leak in leaks if leak.kind == "exact"][:EXAMPLES_PER_KIND]
@@ -244,8 +253,8 @@ class PromptLeakage(Probe):
             near = [near[i] for i in np.linspace(0, len(near) - 1, EXAMPLES_PER_KIND).round().astype(int)]
         rows = []
         for leak in exact + near:
-            e_pair = ctx.eval_pairs[evaluation.first_row[leak.eval_unique]]
-            t_pair = ctx.train_pairs[train.first_row[leak.train_unique]]
+            e_pair = eval_pairs[evaluation.first_row[leak.eval_unique]]
+            t_pair = train_pairs[train.first_row[leak.train_unique]]
             rows.append({
                 "kind": leak.kind,
                 "similarity": round(leak.similarity, 4),
