@@ -38,8 +38,18 @@ _register_commands()
 EXIT_OK, EXIT_GATE_FAILED, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
 
 
+def _quiet_libraries() -> None:
+    """transformers' per-load progress bars and notices drown the audit's own output; keep
+    its warnings and errors. Our own progress bars report the long work."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_warning()
+    hf_logging.disable_progress_bar()
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI and return its exit code (used by the console script and by tests)."""
+    _quiet_libraries()
     try:
         code = app(args=argv, standalone_mode=False)
     except (click.exceptions.Exit, typer.Exit) as exc:

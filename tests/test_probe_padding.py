@@ -68,13 +68,30 @@ def test_mismatch_fails_even_when_the_audit_scores_with_mask_pooling(tmp_path):
     assert result.status is Status.FAIL and result.metrics["max_delta_std_right_native"] > 0.5
 
 
-def test_bfloat16_healthy_passes_with_a_looser_derived_tolerance(tmp_path):
+def test_bfloat16_audit_compares_in_float32_and_keeps_the_tight_tolerance(tmp_path):
     folder = make_tiny_rm(tmp_path / "rm")
     fp32, bf16 = audit(folder), audit(folder, dtype=torch.bfloat16)
     assert bf16.status is Status.PASS, bf16.summary
-    assert bf16.metrics["tolerance_std"] > 10 * fp32.metrics["tolerance_std"]
+    assert bf16.metrics["audit_dtype"] == "bfloat16" and bf16.metrics["dtype"] == "float32"
+    assert bf16.metrics["tolerance_std"] == pytest.approx(fp32.metrics["tolerance_std"], rel=0.5)
     mismatch = audit(make_tiny_rm(tmp_path / "bad", pad_token_id=UNPADDED_ID), dtype=torch.bfloat16)
     assert mismatch.status is Status.FAIL
+
+
+def test_bfloat16_weights_are_restored_exactly_after_the_float32_comparison(tmp_path):
+    loaded = load_reward_model(make_tiny_rm(tmp_path / "rm"), dtype="bfloat16")
+    before = {k: v.clone() for k, v in loaded.model.state_dict().items()}
+    ctx = AuditContext(checkpoint=tmp_path / "rm", model=loaded.model, tokenizer=loaded.tokenizer, eval_pairs=PAIRS)
+    PaddingProbe().run(ctx, dict(PaddingProbe.default_thresholds))
+    after = loaded.model.state_dict()
+    assert all(after[k].dtype == torch.bfloat16 and torch.equal(after[k], v) for k, v in before.items())
+
+
+def test_derived_bfloat16_bound_is_far_looser_than_float32():
+    """Why the comparison runs in float32: the honest bf16 rounding bound is too loose."""
+    fp32 = tolerance_std(torch.float32, 30, 1.9, 1.0, 16, 0.0)
+    bf16 = tolerance_std(torch.bfloat16, 30, 1.9, 1.0, 16, 0.0)
+    assert bf16 > 0.5 > 1e-3 > fp32
 
 
 def test_pad_equals_eos_with_template_ending_in_eos_warns(tmp_path):

@@ -14,9 +14,10 @@ the reward at all (native pooling skips trailing pad-ids, so it may never see it
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -46,6 +47,28 @@ class ModeResult:
 def model_dtype(ctx) -> torch.dtype:
     """The dtype the audit scores in: ``ctx.dtype`` (autocast) or the weights' own."""
     return ctx.dtype or next(ctx.model.parameters()).dtype
+
+
+@contextlib.contextmanager
+def scored_in_float32(ctx) -> Iterator[None]:
+    """Run the comparison in float32 whatever the audit's dtype.
+
+    Padding bugs are logic bugs, not precision effects; in bfloat16 rounding alone moves
+    SmolLM2's rewards by ~0.2 reward-std, which would force a tolerance loose enough to
+    hide a real shift. The sample is small, so float32 costs little, and casting bfloat16
+    weights up and back down again is exact.
+    """
+    original = next(ctx.model.parameters()).dtype
+    saved_dtype = ctx.dtype
+    if original != torch.float32:
+        ctx.model.to(torch.float32)
+    ctx.dtype = None
+    try:
+        yield
+    finally:
+        ctx.dtype = saved_dtype
+        if original != torch.float32:
+            ctx.model.to(original)
 
 
 def tolerance_std(dtype: torch.dtype, n_layers: int, reward_rms: float, reward_std: float, ulps: float, floor: float) -> float:
@@ -140,22 +163,25 @@ class PaddingProbe(Probe):
         texts = sample_texts(ctx, int(thresholds["sample_size"]))
         served = resolve_pooling(ctx.model, ctx.pooling)
         poolings = self._poolings(ctx, served)
-        alone = {p: score_batch(ctx, texts, side="right", pooling=p, batch_size=1) for p in poolings}
-        modes = padded_modes(ctx, texts, poolings)
-
-        std = self._reference_std(ctx, alone[served])
-        rms = float(np.sqrt(np.mean(alone[served] ** 2)))
-        dtype = model_dtype(ctx)
-        tol = tolerance_std(dtype, n_layers(ctx.model), rms, std, thresholds["tolerance_ulps"], thresholds["tolerance_floor_std"])
-
-        findings: list[tuple[Status, str]] = []
-        metrics: dict[str, Any] = {
-            "served_pooling": served, "dtype": str(dtype).replace("torch.", ""), "n_texts": len(texts),
-            "reward_std": _round(std), "tolerance_std": _round(tol, 6),
-        }
-        deltas = self._check_modes(modes, alone, std, tol, thresholds["collapse_ratio"], metrics, findings)
-        self._check_pad_ids(ctx, metrics, findings)
-        self._check_end_of_turn(ctx, texts, served, std, tol, metrics, findings)
+        audit_dtype = model_dtype(ctx)
+        audit_std = self._audit_reward_std(ctx)
+        with scored_in_float32(ctx):
+            alone = {p: score_batch(ctx, texts, side="right", pooling=p, batch_size=1) for p in poolings}
+            modes = padded_modes(ctx, texts, poolings)
+            std = self._reference_std(audit_std, alone[served])
+            rms = float(np.sqrt(np.mean(alone[served] ** 2)))
+            dtype = model_dtype(ctx)
+            tol = tolerance_std(dtype, n_layers(ctx.model), rms, std, thresholds["tolerance_ulps"],
+                                thresholds["tolerance_floor_std"])
+            findings: list[tuple[Status, str]] = []
+            metrics: dict[str, Any] = {
+                "served_pooling": served, "dtype": str(dtype).replace("torch.", ""),
+                "audit_dtype": str(audit_dtype).replace("torch.", ""), "n_texts": len(texts),
+                "reward_std": _round(std), "tolerance_std": _round(tol, 6),
+            }
+            deltas = self._check_modes(modes, alone, std, tol, thresholds["collapse_ratio"], metrics, findings)
+            self._check_pad_ids(ctx, metrics, findings)
+            self._check_end_of_turn(ctx, texts, served, std, tol, metrics, findings)
 
         status = max((s for s, _ in findings), key=lambda s: SEVERITY[s], default=Status.PASS)
         return self.result(
@@ -173,11 +199,15 @@ class PaddingProbe(Probe):
         return [served, other]
 
     @staticmethod
-    def _reference_std(ctx, alone: np.ndarray) -> float:
+    def _audit_reward_std(ctx) -> float:
+        """Reward std of the reference set, scored (and cached) in the audit's own dtype."""
         try:
-            std = ctx.reward_std()
+            return ctx.reward_std()
         except ProbeSkipped:
-            std = float("nan")
+            return float("nan")
+
+    @staticmethod
+    def _reference_std(std: float, alone: np.ndarray) -> float:
         if not np.isfinite(std) or std <= 0:
             std = float(np.std(alone))
         if not np.isfinite(std) or std <= 0:
