@@ -13,13 +13,15 @@ Three cases, one function:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+from transformers.utils import logging as hf_logging
 
 from rmaudit.errors import RmauditInputError, input_error
 from rmaudit.modeling.head import head_stats, init_head
@@ -110,10 +112,13 @@ def load_reward_model(
     config = AutoConfig.from_pretrained(source, gguf_file=gguf_file, local_files_only=local_only,
                                         trust_remote_code=trust_remote_code)
     existing_rm = _is_reward_checkpoint(config) and gguf_file is None
-    model = AutoModelForSequenceClassification.from_pretrained(
-        source, gguf_file=gguf_file, num_labels=1, dtype=torch.float32,
-        local_files_only=local_only, trust_remote_code=trust_remote_code,
-    )
+    # A base model has no head yet; transformers' "score.weight MISSING" report is then
+    # expected noise (init_head creates it below), so it is silenced for that case only.
+    with contextlib.nullcontext() if existing_rm else _transformers_errors_only():
+        model = AutoModelForSequenceClassification.from_pretrained(
+            source, gguf_file=gguf_file, num_labels=1, dtype=torch.float32,
+            local_files_only=local_only, trust_remote_code=trust_remote_code,
+        )
     _drop_quantization_config(model)
     manifest = read_manifest(source) if is_local else None
     head = None
@@ -129,6 +134,16 @@ def load_reward_model(
         model=model, tokenizer=tokenizer, manifest=manifest, pooling=pooling,
         base_info=_base_info(source, gguf_file, is_local), head_init=head, notes=notes,
     )
+
+
+@contextlib.contextmanager
+def _transformers_errors_only() -> Iterator[None]:
+    previous = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(previous)
 
 
 def _drop_quantization_config(model: Any) -> None:
