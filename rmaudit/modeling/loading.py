@@ -24,9 +24,8 @@ from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTok
 from transformers.utils import logging as hf_logging
 
 from rmaudit.errors import RmauditInputError, input_error
-from rmaudit.modeling.head import head_stats, init_head
+from rmaudit.modeling.head import init_head
 from rmaudit.modeling.manifest import read_manifest, sha256_file
-from rmaudit.modeling.pooling import reward_head
 
 log = logging.getLogger(__name__)
 
@@ -166,6 +165,3 @@ def _base_info(source: str, gguf_file: str | None, is_local: bool) -> dict:
     info["weight_files"] = {f.name: sha256_file(f) for f in files}
     return info
 
-
-def current_head_stats(model: Any) -> dict:
-    return head_stats(reward_head(model))
