@@ -218,10 +218,15 @@ def require_text(row: dict, field: str, path: Path, number: int) -> str:
     return value
 
 
+def _blank(value) -> bool:
+    """Missing, empty, or NaN (how pandas writes an empty CSV/Parquet cell)."""
+    return value is None or value == "" or (isinstance(value, float) and math.isnan(value))
+
+
 def read_margin(row: dict, field: str, path: Path, number: int) -> float | None:
     """The optional margin as a float; missing, empty or NaN mean no margin."""
     value = row.get(field)
-    if value is None or value == "" or (isinstance(value, float) and math.isnan(value)):
+    if _blank(value):
         return None
     if isinstance(value, bool):
         raise input_error(path, number, field, "expected a number, got a boolean")
@@ -237,7 +242,7 @@ def read_margin(row: dict, field: str, path: Path, number: int) -> float | None:
 def read_category(row: dict, field: str, path: Path, number: int) -> str | None:
     """The optional category as a string; missing, empty or NaN mean none."""
     value = row.get(field)
-    if value is None or value == "" or (isinstance(value, float) and math.isnan(value)):
+    if _blank(value):
         return None
     if isinstance(value, (list, dict)):
         raise input_error(path, number, field, f"expected a string, got {type(value).__name__}")
