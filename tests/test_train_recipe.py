@@ -86,27 +86,27 @@ def test_resume_after_interruption_equals_uninterrupted_run(tmp_path, data_file)
     assert losses("full") == losses("cut")
 
 
+def assert_same_weights_after_one_adam_step(run_a, run_b) -> None:
+    a, b = load_weights(run_a), load_weights(run_b)
+    for name in a:
+        # Adam's first update is ~lr * g / (|g| + eps): where |g| is near eps, float rounding of g moves
+        # the weight by up to ~1% of lr (1e-3), far below any real difference.
+        torch.testing.assert_close(a[name], b[name], rtol=1e-4, atol=1e-5, msg=name)
+
+
 def test_gradient_accumulation_equals_one_big_batch(tmp_path, data_file):
     four = write_pairs(tmp_path / "four.jsonl", small_pairs(4))
     big = train(_config(tmp_path / "big", four, eval_fraction=0.0, batch_size=4, max_steps=1))
     acc = train(_config(tmp_path / "acc", four, eval_fraction=0.0, batch_size=2, grad_accum=2, max_steps=1))
     assert big.train_metrics["loss"] == pytest.approx(acc.train_metrics["loss"], abs=1e-6)
-    a, b = load_weights(tmp_path / "big"), load_weights(tmp_path / "acc")
-    for name in a:
-        # Adam's first update is ~lr * g / (|g| + eps): where |g| is near eps, float rounding of g moves
-        # the weight by up to ~1% of lr (1e-3), far below any real difference.
-        torch.testing.assert_close(a[name], b[name], rtol=1e-4, atol=1e-5, msg=name)
+    assert_same_weights_after_one_adam_step(tmp_path / "big", tmp_path / "acc")
 
 
 def test_gradient_checkpointing_does_not_change_training(tmp_path, data_file):
     plain = train(_config(tmp_path / "plain", data_file, max_steps=2))
     ckpt = train(_config(tmp_path / "ckpt", data_file, max_steps=2, grad_checkpointing=True))
     assert plain.train_metrics["loss"] == pytest.approx(ckpt.train_metrics["loss"], abs=1e-6)
-    a, b = load_weights(tmp_path / "plain"), load_weights(tmp_path / "ckpt")
-    for name in a:
-        # Adam's first update is ~lr * g / (|g| + eps): where |g| is near eps, float rounding of g moves
-        # the weight by up to ~1% of lr (1e-3), far below any real difference.
-        torch.testing.assert_close(a[name], b[name], rtol=1e-4, atol=1e-5, msg=name)
+    assert_same_weights_after_one_adam_step(tmp_path / "plain", tmp_path / "ckpt")
 
 
 def test_bf16_autocast_keeps_float32_master_weights(tmp_path, data_file):
