@@ -10,10 +10,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from importlib import metadata
 from pathlib import Path
 from typing import Any
+
+from rmaudit.atomic import atomic_write_text
 
 MANIFEST_NAME = "rmaudit.json"
 MANIFEST_VERSION = 1
@@ -67,17 +68,7 @@ def tokenizer_facts(tokenizer: Any) -> dict[str, Any]:
 
 def write_json_atomic(path: Path, data: Any) -> None:
     """Write JSON next to its destination, then rename: a crash never leaves half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(data, handle, indent=2, sort_keys=False, default=str)
-            handle.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_text(Path(path), json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
 
 
 def write_manifest(checkpoint_dir: Path, manifest: dict[str, Any]) -> Path:

@@ -20,7 +20,7 @@ import jinja2
 from markupsafe import Markup
 
 from rmaudit.report import charts as chartlib
-from rmaudit.report.atomic import atomic_write_text
+from rmaudit.atomic import atomic_write_text
 from rmaudit.report.diff import side_by_side
 from rmaudit.report.formatting import checkpoint_name, format_value, one_line, truncate, verdict_text
 from rmaudit.report.json_report import normalized, to_jsonable

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from rmaudit.errors import input_error
-from rmaudit.report.atomic import atomic_write_text
+from rmaudit.atomic import atomic_write_text
 from rmaudit.results import SCHEMA_VERSION, AuditResult, Status
 
 

@@ -11,7 +11,7 @@ import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from rmaudit.report.atomic import atomic_write_text
+from rmaudit.atomic import atomic_write_text
 from rmaudit.report.json_report import normalized
 from rmaudit.report.formatting import checkpoint_name, format_value
 from rmaudit.results import AuditResult, ProbeResult, Status

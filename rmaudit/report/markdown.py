@@ -9,7 +9,7 @@ from __future__ import annotations
 import html
 from pathlib import Path
 
-from rmaudit.report.atomic import atomic_write_text
+from rmaudit.atomic import atomic_write_text
 from rmaudit.report.json_report import normalized
 from rmaudit.report.formatting import counts_line, one_line, truncate, verdict_text
 from rmaudit.results import AuditResult, Status

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Any
 
 from tqdm.auto import tqdm
+
+from rmaudit.atomic import atomic_write_text
 
 CONSOLE_KEYS = ("loss", "accuracy", "margin", "reward_mean", "reward_std", "grad_norm", "lr", "tokens_per_s")
 
@@ -34,9 +35,7 @@ class MetricsLog:
             return
         keep = [line for line in self.path.read_text(encoding="utf-8").splitlines()
                 if line.strip() and json.loads(line).get("step", 0) <= step]
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        tmp.write_text("".join(line + "\n" for line in keep), encoding="utf-8")
-        os.replace(tmp, self.path)
+        atomic_write_text(self.path, "".join(line + "\n" for line in keep))
 
     def write(self, record: dict[str, Any]) -> None:
         """Append ``record`` and print its headline numbers."""

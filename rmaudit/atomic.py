@@ -1,4 +1,6 @@
-"""Atomic file writes: a report is either the old file or the complete new one, never half."""
+"""Atomic file writes: a reader sees the old file or the complete new one, never half.
+
+Used for reports, manifests, split files and the training metrics log."""
 
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ def atomic_write_text(path: Path, text: str) -> Path:
             tmp.write(text)
             tmp.flush()
             os.fsync(tmp.fileno())
-        os.chmod(tmp_name, 0o644)  # mkstemp makes 0600 files; reports are meant to be shared
+        os.chmod(tmp_name, 0o644)  # mkstemp makes 0600 files; these files are meant to be shared
         os.replace(tmp_name, path)
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)
