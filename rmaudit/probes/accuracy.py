@@ -23,12 +23,11 @@ from typing import Any, Sequence
 import numpy as np
 
 from rmaudit.data.pairs import PreferencePair
-from rmaudit.probes.base import Probe, ProbeSkipped, register_probe
+from rmaudit.probes.base import Probe, ProbeSkipped, clip_evidence, register_probe
 from rmaudit.results import Status
 
 N_BINS = 10
 EVIDENCE_ROWS = 20
-TEXT_LIMIT = 300
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
@@ -71,10 +70,6 @@ def wilson_interval(successes: float, n: int, z: float = 1.96) -> tuple[float, f
 
 def _r(value: float | None, digits: int = 4) -> float | None:
     return None if value is None or not math.isfinite(value) else round(float(value), digits)
-
-
-def _clip(text: str) -> str:
-    return text if len(text) <= TEXT_LIMIT else text[: TEXT_LIMIT - 1] + "…"
 
 
 @register_probe
@@ -188,9 +183,9 @@ def _evidence(pairs, chosen, rejected, margins) -> list[dict[str, Any]]:
         pair = pairs[i]
         rows.append({
             "category": pair.category or "",
-            "prompt": _clip(pair.prompt_text()),
-            "chosen": _clip(pair.chosen),
-            "rejected": _clip(pair.rejected),
+            "prompt": clip_evidence(pair.prompt_text()),
+            "chosen": clip_evidence(pair.chosen),
+            "rejected": clip_evidence(pair.rejected),
             "reward_chosen": _r(chosen[i]),
             "reward_rejected": _r(rejected[i]),
             "margin": _r(margins[i]),

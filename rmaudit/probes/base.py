@@ -55,6 +55,17 @@ class Probe:
         )
 
 
+EVIDENCE_TEXT_LIMIT = 300
+
+
+def clip_evidence(text: str | None, limit: int = EVIDENCE_TEXT_LIMIT) -> str | None:
+    """Dataset text for an evidence row: at most ``limit`` characters, an ellipsis marking a cut.
+    The HTML report shows it in full width; the JSON must stay small for 500-pair audits."""
+    if text is None or len(text) <= limit:
+        return text
+    return text[: limit - 1] + "…"
+
+
 PROBES: dict[str, type[Probe]] = {}
 
 

@@ -30,13 +30,12 @@ import numpy as np
 
 from rmaudit.data.pairs import PreferencePair
 from rmaudit.errors import input_error
-from rmaudit.probes.base import Probe, register_probe
+from rmaudit.probes.base import Probe, clip_evidence, register_probe
 from rmaudit.results import Status
 
 BATTERY_FILE = "canonical_pairs.jsonl"
 DEFAULT_REQUIRED_MARGIN = 1.0
 USER_CATEGORY = "user"  # category of --pairs rows that name none
-TEXT_LIMIT = 300
 
 
 def load_canonical_pairs(paths: Sequence[Path]) -> list[PreferencePair]:
@@ -67,10 +66,6 @@ def _required_margin(pair: PreferencePair) -> float:
     if not math.isfinite(number) or number < 0:
         raise input_error(pair.source, pair.row, "required_margin", f"expected a number >= 0, got {value!r}")
     return number
-
-
-def _clip(text: str) -> str:
-    return text if len(text) <= TEXT_LIMIT else text[: TEXT_LIMIT - 1] + "…"
 
 
 def _in_std(value: float, std: float) -> float | None:
@@ -145,9 +140,9 @@ def _evidence(pairs, chosen, rejected, margins, required, std) -> list[dict[str,
         verdict = "wrong order" if margin <= 0 else ("below required" if margin < need else "pass")
         rows.append({
             "category": pair.category,
-            "prompt": _clip(pair.prompt_text()),
-            "chosen": _clip(pair.chosen),
-            "rejected": _clip(pair.rejected),
+            "prompt": clip_evidence(pair.prompt_text()),
+            "chosen": clip_evidence(pair.chosen),
+            "rejected": clip_evidence(pair.rejected),
             "reward_chosen": round(float(rc), 4),
             "reward_rejected": round(float(rr), 4),
             "margin": round(float(margin), 4),
@@ -171,7 +166,7 @@ def _chart(pairs, margins, required) -> dict[str, Any]:
         "kind": "box", "title": "Margin r(chosen) − r(rejected) by category",
         "x_label": "category", "y_label": "margin (reward units)",
         "series": [{"name": c, "values": [round(float(margins[i]), 4) for i in by_cat[c]],
-                    "text": [_clip(pairs[i].prompt_text())[:80] for i in by_cat[c]]} for c in categories],
+                    "text": [clip_evidence(pairs[i].prompt_text())[:80] for i in by_cat[c]]} for c in categories],
         "hlines": [{"y": 0.0, "label": "wrong order below"}],
     }
     common = sorted(set(required.tolist()))

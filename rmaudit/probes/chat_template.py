@@ -24,12 +24,11 @@ from typing import Any, Sequence
 import numpy as np
 
 from rmaudit.data.pairs import Message, PreferencePair
-from rmaudit.probes.base import Probe, ProbeSkipped, register_probe
+from rmaudit.probes.base import Probe, ProbeSkipped, clip_evidence, register_probe
 from rmaudit.resources import probe_data_dir
 from rmaudit.results import SEVERITY, ProbeResult, Status
 from rmaudit.scoring import FALLBACK_TEMPLATE, render
 
-TEXT_LIMIT = 300
 N_RENDERED = 8
 
 # Shapes real preference data often lacks but a policy's conversations may have.
@@ -187,10 +186,6 @@ def double_bos(tokenizer: Any, text: str) -> bool:
     return len(ids) >= 2 and ids[0] == ids[1] == bos_id
 
 
-def _clip(text: str | None) -> str | None:
-    return text if text is None or len(text) <= TEXT_LIMIT else text[:TEXT_LIMIT] + "…"
-
-
 def _round(value: float | None, digits: int = 4) -> float | None:
     return None if value is None or not np.isfinite(value) else round(float(value), digits)
 
@@ -328,7 +323,7 @@ class ChatTemplateProbe(Probe):
                                          "reward model", "policy", n=1)
             diff = "".join(lines)
         return {"conversation": c.origin, "kind": c.kind, "where": c.detail,
-                "reward_model": _clip(c.rm_text), "policy": _clip(c.policy_text), "diff": _clip(diff)}
+                "reward_model": clip_evidence(c.rm_text), "policy": clip_evidence(c.policy_text), "diff": clip_evidence(diff)}
 
     @staticmethod
     def _charts(comparisons, shifts_std) -> dict[str, Any]:

@@ -25,11 +25,10 @@ import numpy as np
 from scipy import stats
 
 from rmaudit.data.pairs import PreferencePair
-from rmaudit.probes.base import Probe, ProbeSkipped, grade, register_probe
+from rmaudit.probes.base import Probe, ProbeSkipped, clip_evidence, grade, register_probe
 from rmaudit.results import SEVERITY, ProbeResult, Status
 
 EVIDENCE_ROWS = 10
-TEXT_LIMIT = 300
 
 
 @dataclass
@@ -97,10 +96,6 @@ def preference_split(len_c: np.ndarray, len_r: np.ndarray, r_c: np.ndarray, r_r:
     return PreferenceSplit(n, float(prefers_longer.mean()), float(chosen_longer.mean()), acc_long, acc_short, gap, gap_p)
 
 
-def _clip(text: str) -> str:
-    return text if len(text) <= TEXT_LIMIT else text[:TEXT_LIMIT] + "…"
-
-
 def _round(value: float | None, digits: int = 4) -> float | None:
     return None if value is None or not np.isfinite(value) else round(float(value), digits)
 
@@ -116,8 +111,8 @@ def length_evidence(pairs: Sequence[PreferencePair], len_c, len_r, r_c, r_r, dir
     order = sorted(np.flatnonzero(follows_length), key=lambda i: -abs(len_c[i] - len_r[i]))
     return [
         {
-            "source": pairs[i].source, "row": pairs[i].row, "prompt": _clip(pairs[i].prompt_text()),
-            "chosen": _clip(pairs[i].chosen), "rejected": _clip(pairs[i].rejected),
+            "source": pairs[i].source, "row": pairs[i].row, "prompt": clip_evidence(pairs[i].prompt_text()),
+            "chosen": clip_evidence(pairs[i].chosen), "rejected": clip_evidence(pairs[i].rejected),
             "chosen_tokens": int(len_c[i]), "rejected_tokens": int(len_r[i]),
             "reward_chosen": _round(r_c[i]), "reward_rejected": _round(r_r[i]),
         }

@@ -22,11 +22,10 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 import torch
 
-from rmaudit.probes.base import Probe, ProbeSkipped, register_probe
+from rmaudit.probes.base import Probe, ProbeSkipped, clip_evidence, register_probe
 from rmaudit.results import SEVERITY, ProbeResult, Status
 from rmaudit.scoring import resolve_pooling, score_texts, tokenize_rendered
 
-TEXT_LIMIT = 300
 SIDES = ("right", "left")
 
 
@@ -272,7 +271,7 @@ class PaddingProbe(Probe):
         ids, _ = tokenize_rendered(ctx.tokenizer, texts)
         rows = []
         for i, text in enumerate(texts):
-            row: dict[str, Any] = {"text": text if len(text) <= TEXT_LIMIT else text[:TEXT_LIMIT] + "…",
+            row: dict[str, Any] = {"text": clip_evidence(text),
                                    "tokens": len(ids[i])}
             for pooling, rewards in alone.items():
                 row[f"alone_{pooling}"] = _round(rewards[i])

@@ -27,7 +27,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from rmaudit.data.pairs import PreferencePair
-from rmaudit.probes.base import Probe, ProbeSkipped, register_probe
+from rmaudit.probes.base import Probe, ProbeSkipped, clip_evidence, register_probe
 from rmaudit.probes.near_duplicates import (
     NearDuplicateConfig,
     Progress,
@@ -37,7 +37,6 @@ from rmaudit.probes.near_duplicates import (
 )
 from rmaudit.results import Status
 
-TEXT_LIMIT = 300
 EXAMPLES_PER_KIND = 10
 
 
@@ -140,10 +139,6 @@ def progress_reporter(enabled: bool) -> Iterator[Progress | None]:
             bar.update(tasks[stage], completed=done, total=total)
 
         yield update
-
-
-def _clip(text: str) -> str:
-    return text if len(text) <= TEXT_LIMIT else text[: TEXT_LIMIT - 1] + "…"
 
 
 def _where(pair: PreferencePair) -> str:
@@ -258,8 +253,8 @@ class PromptLeakage(Probe):
             rows.append({
                 "kind": leak.kind,
                 "similarity": round(leak.similarity, 4),
-                "eval_prompt": _clip(exact_text(e_pair)),
-                "train_prompt": _clip(exact_text(t_pair)),
+                "eval_prompt": clip_evidence(exact_text(e_pair)),
+                "train_prompt": clip_evidence(exact_text(t_pair)),
                 "eval_rows": evaluation.rows[leak.eval_unique],
                 "train_rows": train.rows[leak.train_unique],
                 "eval_at": _where(e_pair),
