@@ -9,6 +9,7 @@ and import that module in ``rmaudit/probes/__init__.py``.
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from rmaudit.results import ProbeResult, Status
@@ -64,6 +65,11 @@ def clip_evidence(text: str | None, limit: int = EVIDENCE_TEXT_LIMIT) -> str | N
     if text is None or len(text) <= limit:
         return text
     return text[: limit - 1] + "…"
+
+
+def metric(value: float | None, digits: int = 4) -> float | None:
+    """A metric value for the result: rounded, with None for a missing or non-finite number."""
+    return None if value is None or not math.isfinite(value) else round(float(value), digits)
 
 
 PROBES: dict[str, type[Probe]] = {}

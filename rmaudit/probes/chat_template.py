@@ -24,7 +24,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from rmaudit.data.pairs import Message, PreferencePair
-from rmaudit.probes.base import Probe, ProbeSkipped, clip_evidence, register_probe
+from rmaudit.probes.base import Probe, ProbeSkipped, clip_evidence, metric, register_probe
 from rmaudit.resources import probe_data_dir
 from rmaudit.results import SEVERITY, ProbeResult, Status
 from rmaudit.scoring import FALLBACK_TEMPLATE, render
@@ -186,10 +186,6 @@ def double_bos(tokenizer: Any, text: str) -> bool:
     return len(ids) >= 2 and ids[0] == ids[1] == bos_id
 
 
-def _round(value: float | None, digits: int = 4) -> float | None:
-    return None if value is None or not np.isfinite(value) else round(float(value), digits)
-
-
 def _accuracy(chosen: np.ndarray, rejected: np.ndarray) -> float:
     return float(np.mean((chosen > rejected) + 0.5 * (chosen == rejected)))
 
@@ -305,12 +301,12 @@ class ChatTemplateProbe(Probe):
             "templates_identical": rm_template == policy.text,
             **{f"conversations_{k}": v for k, v in counts.items()},
             "n_pairs_scored": shift.n_pairs,
-            "mean_shift_std": _round(float(np.mean(shifts_std))),
-            "mean_abs_shift_std": _round(float(np.mean(np.abs(shifts_std)))),
-            "max_abs_shift_std": _round(float(np.max(np.abs(shifts_std)))),
-            "accuracy_rm_template": _round(shift.accuracy_rm),
-            "accuracy_policy_template": _round(shift.accuracy_policy),
-            "accuracy_change": _round(shift.accuracy_policy - shift.accuracy_rm),
+            "mean_shift_std": metric(float(np.mean(shifts_std))),
+            "mean_abs_shift_std": metric(float(np.mean(np.abs(shifts_std)))),
+            "max_abs_shift_std": metric(float(np.max(np.abs(shifts_std)))),
+            "accuracy_rm_template": metric(shift.accuracy_rm),
+            "accuracy_policy_template": metric(shift.accuracy_policy),
+            "accuracy_change": metric(shift.accuracy_policy - shift.accuracy_rm),
             "double_bos_rm": bos["reward_model"],
             "double_bos_policy": bos["policy"],
         }

@@ -25,7 +25,7 @@ import numpy as np
 from scipy import stats
 
 from rmaudit.data.pairs import PreferencePair
-from rmaudit.probes.base import Probe, ProbeSkipped, clip_evidence, grade, register_probe
+from rmaudit.probes.base import Probe, ProbeSkipped, clip_evidence, grade, metric, register_probe
 from rmaudit.results import SEVERITY, ProbeResult, Status
 
 EVIDENCE_ROWS = 10
@@ -96,10 +96,6 @@ def preference_split(len_c: np.ndarray, len_r: np.ndarray, r_c: np.ndarray, r_r:
     return PreferenceSplit(n, float(prefers_longer.mean()), float(chosen_longer.mean()), acc_long, acc_short, gap, gap_p)
 
 
-def _round(value: float | None, digits: int = 4) -> float | None:
-    return None if value is None or not np.isfinite(value) else round(float(value), digits)
-
-
 def _worst(statuses: list[Status]) -> Status:
     return max(statuses, key=lambda s: SEVERITY[s], default=Status.PASS)
 
@@ -114,7 +110,7 @@ def length_evidence(pairs: Sequence[PreferencePair], len_c, len_r, r_c, r_r, dir
             "source": pairs[i].source, "row": pairs[i].row, "prompt": clip_evidence(pairs[i].prompt_text()),
             "chosen": clip_evidence(pairs[i].chosen), "rejected": clip_evidence(pairs[i].rejected),
             "chosen_tokens": int(len_c[i]), "rejected_tokens": int(len_r[i]),
-            "reward_chosen": _round(r_c[i]), "reward_rejected": _round(r_r[i]),
+            "reward_chosen": metric(r_c[i]), "reward_rejected": metric(r_r[i]),
         }
         for i in order[:EVIDENCE_ROWS]
     ]
@@ -211,25 +207,25 @@ class LengthBiasProbe(Probe):
         metrics: dict[str, Any] = {
             "n_pairs": n_pairs,
             "n_responses": pooled.n,
-            "r2": _round(pooled.r2),
-            "slope_per_100_tokens": _round(100 * pooled.slope),
-            "slope_per_100_tokens_std": _round(100 * pooled.slope / std),
-            "spearman": _round(pooled.spearman),
-            "spearman_p": _round(pooled.spearman_p, 6),
-            "within_pair_r2": _round(within.r2) if within else None,
-            "within_pair_slope_per_100_tokens": _round(100 * within.slope) if within else None,
-            "within_pair_spearman": _round(within.spearman) if within else None,
+            "r2": metric(pooled.r2),
+            "slope_per_100_tokens": metric(100 * pooled.slope),
+            "slope_per_100_tokens_std": metric(100 * pooled.slope / std),
+            "spearman": metric(pooled.spearman),
+            "spearman_p": metric(pooled.spearman_p, 6),
+            "within_pair_r2": metric(within.r2) if within else None,
+            "within_pair_slope_per_100_tokens": metric(100 * within.slope) if within else None,
+            "within_pair_spearman": metric(within.spearman) if within else None,
         }
         if split is not None:
             metrics.update({
                 "n_pairs_unequal_length": split.n_unequal,
-                "rm_prefers_longer_rate": _round(split.rm_prefers_longer),
-                "data_chosen_longer_rate": _round(split.data_chosen_longer),
-                "longer_preference_excess": _round(split.rm_prefers_longer - split.data_chosen_longer),
-                "accuracy_when_chosen_longer": _round(split.accuracy_chosen_longer),
-                "accuracy_when_chosen_shorter": _round(split.accuracy_chosen_shorter),
-                "accuracy_gap": _round(split.accuracy_gap),
-                "accuracy_gap_p": _round(split.gap_p, 6),
+                "rm_prefers_longer_rate": metric(split.rm_prefers_longer),
+                "data_chosen_longer_rate": metric(split.data_chosen_longer),
+                "longer_preference_excess": metric(split.rm_prefers_longer - split.data_chosen_longer),
+                "accuracy_when_chosen_longer": metric(split.accuracy_chosen_longer),
+                "accuracy_when_chosen_shorter": metric(split.accuracy_chosen_shorter),
+                "accuracy_gap": metric(split.accuracy_gap),
+                "accuracy_gap_p": metric(split.gap_p, 6),
             })
         return metrics
 

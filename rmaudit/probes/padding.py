@@ -22,7 +22,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 import torch
 
-from rmaudit.probes.base import Probe, ProbeSkipped, clip_evidence, register_probe
+from rmaudit.probes.base import Probe, ProbeSkipped, clip_evidence, metric, register_probe
 from rmaudit.results import SEVERITY, ProbeResult, Status
 from rmaudit.scoring import resolve_pooling, score_texts, tokenize_rendered
 
@@ -176,7 +176,7 @@ class PaddingProbe(Probe):
             metrics: dict[str, Any] = {
                 "served_pooling": served, "dtype": str(dtype).replace("torch.", ""),
                 "audit_dtype": str(audit_dtype).replace("torch.", ""), "n_texts": len(texts),
-                "reward_std": _round(std), "tolerance_std": _round(tol, 6),
+                "reward_std": metric(std), "tolerance_std": metric(tol, 6),
             }
             deltas = self._check_modes(modes, alone, std, tol, thresholds["collapse_ratio"], metrics, findings)
             self._check_pad_ids(ctx, metrics, findings)
@@ -228,8 +228,8 @@ class PaddingProbe(Probe):
             spread = float(np.std(alone[mode.pooling]))
             ratio = float(np.std(mode.rewards)) / spread if spread > 0 else None
             deltas[mode.label] = delta
-            metrics[f"max_delta_std_{key}"] = _round(delta, 6)
-            metrics[f"spread_ratio_{key}"] = _round(ratio)
+            metrics[f"max_delta_std_{key}"] = metric(delta, 6)
+            metrics[f"spread_ratio_{key}"] = metric(ratio)
             if delta > tol:
                 findings.append((Status.FAIL, f"{mode.label}: rewards move by up to {delta:.3g} reward-std (tolerance {tol:.2g})"))
             if ratio is not None and ratio < collapse_ratio and len(mode.rewards) >= 3:
@@ -261,7 +261,7 @@ class PaddingProbe(Probe):
         flat = [v for pair in variants for v in pair]
         rewards = score_batch(ctx, flat, side="right", pooling=served, batch_size=1)
         delta = float(np.max(np.abs(rewards[0::2] - rewards[1::2]))) / std
-        metrics["eos_delta_std"] = _round(delta, 6)
+        metrics["eos_delta_std"] = metric(delta, 6)
         if delta <= tol:
             findings.append((Status.WARN, f"pad == eos and the end-of-turn eos leaves the reward unchanged "
                              f"({delta:.2g} reward-std, {served} pooling): the model never sees the end of the turn"))
@@ -274,9 +274,9 @@ class PaddingProbe(Probe):
             row: dict[str, Any] = {"text": clip_evidence(text),
                                    "tokens": len(ids[i])}
             for pooling, rewards in alone.items():
-                row[f"alone_{pooling}"] = _round(rewards[i])
+                row[f"alone_{pooling}"] = metric(rewards[i])
             for mode in modes:
-                row[f"{mode.side}_{mode.pooling}"] = None if mode.rewards is None else _round(mode.rewards[i])
+                row[f"{mode.side}_{mode.pooling}"] = None if mode.rewards is None else metric(mode.rewards[i])
             rows.append(row)
         return rows
 
@@ -300,6 +300,3 @@ class PaddingProbe(Probe):
             text += ". " + "; ".join(problems)
         return text
 
-
-def _round(value: float | None, digits: int = 4) -> float | None:
-    return None if value is None or not np.isfinite(value) else round(float(value), digits)
