@@ -34,7 +34,7 @@ sys.path.insert(0, str(REPO))
 
 from rmaudit.data import PreferencePair, load_pairs  # noqa: E402
 from rmaudit.probes.context import AuditContext  # noqa: E402
-from rmaudit.probes.near_duplicates import (  # noqa: E402
+from rmaudit.text.near_duplicates import (  # noqa: E402
     NearDuplicateConfig,
     find_near_duplicates,
     normalise_text,

@@ -24,7 +24,23 @@ app = typer.Typer(
 )
 
 
+def _version(value: bool) -> None:
+    if value:
+        from rmaudit import __version__
+
+        typer.echo(f"rmaudit {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="Print the version and exit.")) -> None:
+    """Audit reward models for the classic RLHF pathologies before PPO sees them."""
+
+
 def _register_commands() -> None:
+    # Command modules import only typer and option tables: torch, transformers and the probes
+    # load when a command runs, so `rmaudit --help` answers at once.
     from rmaudit.commands import check, probes, report, train
 
     app.command("train", help=train.__doc__)(train.train_command)
@@ -38,9 +54,10 @@ _register_commands()
 EXIT_OK, EXIT_GATE_FAILED, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
 
 
-def _quiet_libraries() -> None:
+def quiet_libraries() -> None:
     """transformers' per-load progress bars and notices drown the audit's own output; keep
-    its warnings and errors. Our own progress bars report the long work."""
+    its warnings and errors. Our own progress bars report the long work. Called by the
+    commands that load models (importing transformers costs seconds)."""
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_warning()
@@ -49,7 +66,6 @@ def _quiet_libraries() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI and return its exit code (used by the console script and by tests)."""
-    _quiet_libraries()
     try:
         code = app(args=argv, standalone_mode=False)
     except (click.exceptions.Exit, typer.Exit) as exc:

@@ -1,4 +1,4 @@
-"""Gate configuration for ``rmaudit check``: probe selection, ``fail-on`` and per-probe thresholds.
+"""Gate configuration for ``rmaudit check``: probe selection, ``fail-on``, per-probe limits and settings.
 
 Found like ruff and pytest find theirs: walking up from the start folder, the first
 folder holding an ``rmaudit.toml`` (keys at top level) or a ``pyproject.toml`` with a
@@ -9,18 +9,22 @@ folder holding an ``rmaudit.toml`` (keys at top level) or a ``pyproject.toml`` w
     probes = ["length_bias", "padding"]      # or "all"
     fail-on = "warn"                         # "warn" or "fail"
 
-    [tool.rmaudit.thresholds.length_bias]
+    [tool.rmaudit.limits.length_bias]        # gates: <metric>_warn / <metric>_fail
     r2_warn = 0.05
     r2_fail = 0.2
 
-Unknown keys are errors (a typo must not silently disable a gate). Command-line flags
-override the file.
+    [tool.rmaudit.settings.padding]          # how a probe measures
+    sample_size = 16
+
+Unknown keys are errors (a typo must not silently disable a gate). The schema-1 table
+``thresholds`` is still read: each key goes to ``limits`` or ``settings``, whichever names
+it. Command-line flags override the file.
 """
 
 from __future__ import annotations
 
 import tomllib
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,7 +35,7 @@ from rmaudit.results import Status
 CONFIG_FILE = "rmaudit.toml"
 PYPROJECT = "pyproject.toml"
 FAIL_ON_CHOICES = ("warn", "fail")
-KNOWN_KEYS = ("probes", "fail-on", "thresholds")
+KNOWN_KEYS = ("probes", "fail-on", "limits", "settings", "thresholds")
 
 
 @dataclass
@@ -40,8 +44,10 @@ class GateConfig:
 
     probes: list[str] | None = field(default=None, metadata={"help": "probes to run; None means all"})
     fail_on: str = field(default="fail", metadata={"help": "lowest status that fails the gate: warn or fail"})
-    thresholds: dict[str, dict[str, float]] = field(
-        default_factory=dict, metadata={"help": "per-probe threshold overrides, e.g. {'length_bias': {'r2_fail': 0.2}}"})
+    limits: dict[str, dict[str, float]] = field(
+        default_factory=dict, metadata={"help": "per-probe limit overrides, e.g. {'length_bias': {'r2_fail': 0.2}}"})
+    settings: dict[str, dict[str, Any]] = field(
+        default_factory=dict, metadata={"help": "per-probe setting overrides, e.g. {'padding': {'sample_size': 16}}"})
     source: Path | None = field(default=None, metadata={"help": "the file these settings came from"})
 
     @property
@@ -49,9 +55,6 @@ class GateConfig:
         """``fail_on`` as a :class:`~rmaudit.results.Status`."""
         return Status(self.fail_on)
 
-    def thresholds_for(self, probe: str, defaults: Mapping[str, float]) -> dict[str, float]:
-        """A probe's defaults with this config's overrides applied."""
-        return {**defaults, **self.thresholds.get(probe, {})}
 
 
 def _has_rmaudit_table(pyproject: Path) -> bool:
@@ -71,11 +74,20 @@ def find_config(start: Path) -> Path | None:
     return None
 
 
-def registered_probes() -> dict[str, list[str]]:
-    """Every registered probe's name and its threshold keys (from ``default_thresholds``)."""
-    from rmaudit.probes import PROBES  # imported late: it loads every probe module
+@dataclass
+class ProbeKeys:
+    """The configurable keys of one probe."""
 
-    return {name: list(cls.default_thresholds) for name, cls in PROBES.items()}
+    limits: list[str]
+    settings: list[str]
+
+
+def registered_probes() -> dict[str, ProbeKeys]:
+    """Every registered probe's limit keys and setting names."""
+    from rmaudit.probes.registry import BrokenProbe, load_probes  # late: it imports every probe module
+
+    return {name: ProbeKeys([], []) if isinstance(cls, BrokenProbe) else
+            ProbeKeys(cls.limit_keys(), [st.name for st in cls.settings]) for name, cls in load_probes().items()}
 
 
 _REGISTRY: Any = object()  # default of ``known_probes``: validate against the probe registry
@@ -84,12 +96,12 @@ _REGISTRY: Any = object()  # default of ``known_probes``: validate against the p
 def load_gate_config(
     path: Path | None,
     start: Path,
-    known_probes: Mapping[str, Iterable[str]] | None = _REGISTRY,
+    known_probes: Mapping[str, ProbeKeys] | None = _REGISTRY,
 ) -> GateConfig:
     """Load the gate config: ``path`` when given (``--config``), else the one found from ``start``.
 
-    ``known_probes`` maps probe names to their threshold keys (default: the registered
-    probes); unknown probe names and threshold keys are errors. ``None`` skips those two
+    ``known_probes`` maps probe names to their limit and setting keys (default: the
+    registered probes); unknown probe names and keys are errors. ``None`` skips those two
     checks. Raises :class:`~rmaudit.errors.RmauditInputError` naming the file and the key.
     """
     if path is not None:
@@ -113,7 +125,7 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise input_error(path, None, None, f"cannot read: {exc.strerror}") from None
 
 
-def _parse(path: Path, known_probes: Mapping[str, Iterable[str]] | None) -> GateConfig:
+def _parse(path: Path, known_probes: Mapping[str, ProbeKeys] | None) -> GateConfig:
     data = _read_toml(path)
     prefix = ""
     if path.name == PYPROJECT:
@@ -127,16 +139,23 @@ def _parse(path: Path, known_probes: Mapping[str, Iterable[str]] | None) -> Gate
     for key, (raw, _) in table.items():
         if key not in KNOWN_KEYS:
             raise input_error(path, None, prefix + raw, f"unknown key (known: {', '.join(KNOWN_KEYS)})")
-    known = {name: set(keys) for name, keys in known_probes.items()} if known_probes is not None else None
+    known = dict(known_probes) if known_probes is not None else None
+    limits = _per_probe(path, prefix, table.get("limits"), known, "limits", number=True)
+    settings = _per_probe(path, prefix, table.get("settings"), known, "settings", number=False)
+    for probe, values in _per_probe(path, prefix, table.get("thresholds"), known, "thresholds", number=False).items():
+        for key, value in values.items():
+            is_limit = known is None or key in known[probe].limits
+            (limits if is_limit else settings).setdefault(probe, {})[key] = value
     return GateConfig(
         probes=_probes(path, prefix, table.get("probes"), known),
         fail_on=_fail_on(path, prefix, table.get("fail-on")),
-        thresholds=_thresholds(path, prefix, table.get("thresholds"), known),
+        limits=limits,
+        settings=settings,
         source=path,
     )
 
 
-def _probes(path: Path, prefix: str, entry: tuple[str, Any] | None, known: dict[str, set[str]] | None) -> list[str] | None:
+def _probes(path: Path, prefix: str, entry: tuple[str, Any] | None, known: dict[str, ProbeKeys] | None) -> list[str] | None:
     if entry is None:
         return None
     key, value = entry
@@ -161,25 +180,32 @@ def _fail_on(path: Path, prefix: str, entry: tuple[str, Any] | None) -> str:
     return value
 
 
-def _thresholds(path: Path, prefix: str, entry: tuple[str, Any] | None,
-                known: dict[str, set[str]] | None) -> dict[str, dict[str, float]]:
+def _per_probe(path: Path, prefix: str, entry: tuple[str, Any] | None, known: dict[str, ProbeKeys] | None,
+               kind: str, number: bool) -> dict[str, dict[str, Any]]:
+    """A ``[<kind>.<probe>]`` table of tables: probe names and keys checked against the registry."""
     if entry is None:
         return {}
     key, value = entry
     if not isinstance(value, dict):
         raise input_error(path, None, prefix + key, "expected a table of per-probe tables")
-    out: dict[str, dict[str, float]] = {}
-    for probe, limits in value.items():
+    out: dict[str, dict[str, Any]] = {}
+    for probe, values in value.items():
         where = f"{prefix}{key}.{probe}"
         if known is not None and probe not in known:
             raise input_error(path, None, where, f"unknown probe (known: {', '.join(sorted(known))})")
-        if not isinstance(limits, dict):
-            raise input_error(path, None, where, "expected a table of threshold = number")
-        for name, limit in limits.items():
-            if known is not None and name not in known[probe]:
-                raise input_error(path, None, f"{where}.{name}",
-                                  f"unknown threshold (known: {', '.join(sorted(known[probe])) or 'none'})")
-            if isinstance(limit, bool) or not isinstance(limit, (int, float)):
-                raise input_error(path, None, f"{where}.{name}", f"expected a number, got {limit!r}")
-        out[probe] = {name: float(limit) for name, limit in limits.items()}
+        if not isinstance(values, dict):
+            raise input_error(path, None, where, "expected a table of name = value")
+        for name, item in values.items():
+            allowed = _allowed(known[probe], kind) if known is not None else None
+            if allowed is not None and name not in allowed:
+                raise input_error(path, None, f"{where}.{name}", f"unknown {kind.rstrip('s')} "
+                                  f"(known: {', '.join(sorted(allowed)) or 'none'})")
+            numeric = number or (known is not None and name in known[probe].limits)
+            if numeric and (isinstance(item, bool) or not isinstance(item, (int, float))):
+                raise input_error(path, None, f"{where}.{name}", f"expected a number, got {item!r}")
+        out[probe] = {name: float(item) if number else item for name, item in values.items()}
     return out
+
+
+def _allowed(keys: ProbeKeys, kind: str) -> list[str]:
+    return {"limits": keys.limits, "settings": keys.settings}.get(kind, keys.limits + keys.settings)

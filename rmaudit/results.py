@@ -1,53 +1,51 @@
 """The one result model that every report format renders.
 
-An audit produces an :class:`AuditResult` holding one :class:`ProbeResult` per probe.
-``to_dict``/``from_dict`` define the JSON schema documented in ``docs/report-schema.md``;
-the HTML, JUnit and Markdown writers read nothing but these objects, so a report can be
-re-rendered later from its JSON alone.
+An audit produces an :class:`AuditResult` holding one :class:`ProbeResult` per probe, and
+each probe result holds its :class:`~rmaudit.findings.Finding` list: the reason for its
+status next to the number that caused it. ``to_dict``/``from_dict`` define the JSON schema
+documented in ``docs/report-schema.md`` (version :data:`SCHEMA_VERSION`; reports of schema
+1.x are migrated on read). The HTML, JUnit, Markdown and console writers read nothing but
+these objects, so a report can be re-rendered later from its JSON alone.
 """
 
 from __future__ import annotations
 
-import enum
 from dataclasses import dataclass, field
 from typing import Any
 
-SCHEMA_VERSION = "1.0"
+from rmaudit.findings import SEVERITY, Finding, Status, worst
 
+__all__ = ["SCHEMA_VERSION", "SEVERITY", "AuditResult", "Finding", "ProbeResult", "Status", "worst"]
 
-class Status(str, enum.Enum):
-    """Outcome of one probe, ordered by severity for gating (see :data:`SEVERITY`)."""
-
-    PASS = "pass"
-    WARN = "warn"
-    FAIL = "fail"
-    SKIP = "skip"
-    ERROR = "error"
-
-
-# `--fail-on warn` gates on warn and worse; an error always fails the gate because a
-# crashed probe has checked nothing.
-SEVERITY = {Status.SKIP: 0, Status.PASS: 0, Status.WARN: 1, Status.FAIL: 2, Status.ERROR: 2}
+SCHEMA_VERSION = "2.0"
 
 
 @dataclass
 class ProbeResult:
     """What one probe found.
 
-    ``metrics`` and ``thresholds`` are flat JSON-able mappings; ``evidence`` is a list of
-    table rows (dicts with the same keys) taken from real data; ``chart`` holds the raw
-    series the HTML report plots (free-form per probe, JSON-able).
+    ``findings`` grade metrics against limits; ``status`` is their worst unless the probe
+    skipped or errored. ``metrics`` and ``settings`` are flat JSON-able mappings; ``limits``
+    maps each gated metric to its ``{"comparison", "warn", "fail"}``; ``evidence`` is a list
+    of table rows taken from real data; ``chart`` holds the raw series the HTML report plots.
     """
 
     name: str
     status: Status
     summary: str
+    findings: list[Finding] = field(default_factory=list)
     metrics: dict[str, Any] = field(default_factory=dict)
-    thresholds: dict[str, Any] = field(default_factory=dict)
+    limits: dict[str, dict[str, Any]] = field(default_factory=dict)
+    settings: dict[str, Any] = field(default_factory=dict)
     evidence: list[dict[str, Any]] = field(default_factory=list)
     chart: dict[str, Any] = field(default_factory=dict)
     description: str = ""
     seconds: float = 0.0
+
+    @property
+    def reasons(self) -> list[Finding]:
+        """The findings that set the status (all warn/fail findings at the probe's status)."""
+        return [f for f in self.findings if f.status is self.status and f.status not in (Status.PASS,)]
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -55,8 +53,10 @@ class ProbeResult:
             "status": self.status.value,
             "summary": self.summary,
             "description": self.description,
+            "findings": [f.to_dict() for f in self.findings],
             "metrics": self.metrics,
-            "thresholds": self.thresholds,
+            "limits": self.limits,
+            "settings": self.settings,
             "evidence": self.evidence,
             "chart": self.chart,
             "seconds": round(self.seconds, 3),
@@ -64,12 +64,22 @@ class ProbeResult:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ProbeResult":
+        status = Status(data["status"])
+        summary = data.get("summary", "")
+        if "findings" in data:
+            findings = [Finding.from_dict(f) for f in data["findings"] or []]
+            settings = dict(data.get("settings") or {})
+        else:  # schema 1.x: no findings; the summary was the only reason, thresholds mixed limits and settings
+            findings = [Finding(status, summary)] if status in (Status.WARN, Status.FAIL) else []
+            settings = {"thresholds (schema 1.x)": dict(data.get("thresholds") or {})}
         return cls(
             name=data["name"],
-            status=Status(data["status"]),
-            summary=data.get("summary", ""),
+            status=status,
+            summary=summary,
+            findings=findings,
             metrics=dict(data.get("metrics") or {}),
-            thresholds=dict(data.get("thresholds") or {}),
+            limits=dict(data.get("limits") or {}),
+            settings=settings,
             evidence=list(data.get("evidence") or []),
             chart=dict(data.get("chart") or {}),
             description=data.get("description", ""),
@@ -99,6 +109,17 @@ class AuditResult:
             if probe.status is Status.ERROR or SEVERITY[probe.status] >= limit:
                 return "fail"
         return "pass"
+
+    @property
+    def passed(self) -> bool:
+        return self.gate == "pass"
+
+    def probe(self, name: str) -> ProbeResult:
+        """The result of one probe by name (KeyError when it did not run)."""
+        for probe in self.probes:
+            if probe.name == name:
+                return probe
+        raise KeyError(name)
 
     def counts(self) -> dict[str, int]:
         out = {s.value: 0 for s in Status}

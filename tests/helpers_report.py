@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from rmaudit.findings import Comparison, Finding
 from rmaudit.results import AuditResult, ProbeResult, Status
 
 SCRIPT = "<script>window.__pwned=1</script>"
@@ -28,7 +29,8 @@ def _length_bias(rng: np.random.Generator) -> ProbeResult:
         summary=f"Reward explains length: R² = {r2:.2f} (fail at 0.3), +{slope * 100:.2f} reward per 100 tokens.",
         description="Regresses reward on response length in tokens.\nA length-driven RM teaches PPO to pad answers.",
         metrics={"r2": r2, "slope_per_100_tokens": float(slope * 100), "spearman": 0.61, "n_responses": 300},
-        thresholds={"r2_warn": 0.1, "r2_fail": 0.3},
+        findings=[Finding(Status.FAIL, "length explains the reward", "r2", r2, 0.3, Comparison.AT_LEAST)],
+        limits={"r2": {"comparison": ">=", "warn": 0.1, "fail": 0.3}},
         evidence=[
             {"row": 12, "tokens": 388, "reward": 4.1, "response": "Sure! " + "Here is a very long answer. " * 30},
             {"row": 40, "tokens": 7, "reward": -1.9, "response": SCRIPT},
@@ -51,7 +53,11 @@ def _padding(rng: np.random.Generator) -> ProbeResult:
         summary=f"Right-padded rewards move by {deltas[1]:.2f} reward std: the head reads a pad position.",
         description="Scores texts alone, right-padded and left-padded.\nPadding must not change a reward.",
         metrics={"max_delta_right_std": float(deltas[1]), "max_delta_left_std": float(deltas[2]), "pad_is_eos": True},
-        thresholds={"max_delta_right_std_fail": 0.05, "max_delta_left_std_fail": 0.05},
+        findings=[Finding(Status.FAIL, "right-padded: rewards move", "max_delta_right_std", float(deltas[1]), 0.05,
+                          Comparison.ABOVE),
+                  Finding(Status.PASS, "left-padded: rewards move", "max_delta_left_std", float(deltas[2]), 0.05,
+                          Comparison.ABOVE)],
+        settings={"sample_size": 8},
         evidence=[{"text": "Human: hi\n\nAssistant: hello", "alone": 0.31, "right_padded": 1.22, "left_padded": 0.31}],
         chart={"kind": "bar", "title": "Largest reward change per padding mode", "y_label": "Δ reward / reward std",
                "categories": ["alone (re-run)", "right-padded", "left-padded"],
@@ -72,7 +78,9 @@ def _chat_template(rng: np.random.Generator) -> ProbeResult:
         description="Renders conversations with the RM's and the policy's chat templates.\n"
                     "PPO scores the policy's text; a different format shifts rewards.",
         metrics={"reward_shift_std": float(shift.mean()), "accuracy_change": -0.02, f"label {CLOSE}": 1},
-        thresholds={"reward_shift_std_fail": 0.5},
+        findings=[Finding(Status.WARN, f"policy template {SCRIPT} renders differently", f"label {CLOSE}", 1, 1,
+                          Comparison.AT_LEAST)],
+        limits={"reward_shift_std": {"comparison": ">=", "warn": None, "fail": 0.5}},
         chart={"charts": [
             {"kind": "diff", "title": "Rendered sample conversation", "left_label": "reward model (ChatML)",
              "right_label": f"policy {SCRIPT}", "left": rm + "trailing  \n", "right": policy + "\ntrailing \n"},
@@ -89,7 +97,7 @@ def _bias_term() -> ProbeResult:
         name="bias_term", status=Status.PASS, summary="No bias tensor in the head; mean reward offset 0.04 std.",
         description="Reads the head's bias straight from the weight files.\nUnder BT a bias never trains; drift means something else touched it.",
         metrics={"bias": None, "reward_offset_std": 0.04},
-        thresholds={"reward_offset_std_warn": 0.5},
+        findings=[Finding(Status.PASS, "no reward-head bias", "bias", None)],
         chart={"kind": "bar", "title": "Head bias and reward offset", "categories": ["bias", "mean reward"],
                "series": [{"name": "value", "values": [0.0, 0.04]}]},
         seconds=0.2,
@@ -135,7 +143,9 @@ def _accuracy(rng: np.random.Generator) -> ProbeResult:
         name="accuracy", status=Status.PASS, summary=f"Held-out accuracy {correct.mean():.1%} on 500 pairs; ECE {ece:.3f}.",
         description="Held-out accuracy, margin distribution and calibration.\nThe baseline every other probe is read against.",
         metrics={"accuracy": float(correct.mean()), "ece": ece, "n_pairs": 500},
-        thresholds={"accuracy_warn": 0.6, "accuracy_fail": 0.5},
+        findings=[Finding(Status.PASS, "accuracy on held-out pairs", "accuracy", float(correct.mean()), 0.6,
+                          Comparison.BELOW)],
+        limits={"accuracy": {"comparison": "<", "warn": 0.6, "fail": 0.5}},
         chart={"charts": [
             {"kind": "histogram", "title": "Margin distribution", "x_label": "r(chosen) − r(rejected)",
              "series": [{"name": "margin", "values": margins.tolist()}], "vlines": [{"x": 0, "label": "0"}]},

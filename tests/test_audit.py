@@ -9,16 +9,18 @@ import pytest
 import torch
 
 from helpers_audit import CANONICAL_FILE, TOPICS, save_rm, topic_pairs, write_pairs_jsonl
-from rmaudit.audit import AuditOptions, build_context, probe_thresholds, run_audit, run_probes, sample_pairs, select_probes
+from rmaudit.audit import AuditOptions, build_context, run_audit, run_probes, sample_pairs
+from rmaudit.probes.registry import get_probe, probe_names, select_probes, unregister_probe
 from rmaudit.data import load_pairs, split_by_prompt
 from rmaudit.errors import RmauditInputError
-from rmaudit.probes import PROBES, Probe, register_probe
+from rmaudit.probes import Probe, register_probe
 from rmaudit.results import Status
 from tiny_models import require_smollm2, tiny_rm
 
 
 def test_select_probes_all_names_and_unknown():
-    assert select_probes("all") == list(PROBES)
+    assert select_probes("all") == probe_names()
+    assert probe_names()[:2] == ["length_bias", "padding"] and probe_names()[-1] == "accuracy"
     assert select_probes("accuracy, canonical_pairs,accuracy") == ["accuracy", "canonical_pairs"]
     assert select_probes(["accuracy"]) == ["accuracy"]
     with pytest.raises(RmauditInputError) as err:
@@ -27,12 +29,17 @@ def test_select_probes_all_names_and_unknown():
     assert "'lenght_bias'" in message and "canonical_pairs" in message and "accuracy" in message
 
 
-def test_threshold_overrides_merge_and_typos_are_rejected():
-    merged = probe_thresholds("accuracy", {"accuracy": {"ece_warn_at": 0.3}})
-    assert merged["ece_warn_at"] == 0.3
-    assert merged["accuracy_fail_below"] == PROBES["accuracy"].default_thresholds["accuracy_fail_below"]
-    with pytest.raises(RmauditInputError, match="ece_warn"):
-        probe_thresholds("accuracy", {"accuracy": {"ece_warn": 0.3}})
+def test_limit_and_setting_overrides_merge_and_typos_are_rejected():
+    accuracy = get_probe("accuracy")
+    probe = accuracy({"ece_warn": 0.3}, {"category_min_pairs": 4})
+    assert probe.limit("ece").warn == 0.3 and probe.setting("category_min_pairs") == 4
+    assert probe.limit("accuracy").fail == accuracy().limit("accuracy").fail == 0.55
+    with pytest.raises(RmauditInputError, match="ece_warn_at"):
+        accuracy({"ece_warn_at": 0.3})
+    with pytest.raises(RmauditInputError, match="settings for 'accuracy'"):
+        accuracy(None, {"ece_warn": 0.3})  # a limit given as a setting is not silently accepted
+    with pytest.raises(RmauditInputError, match="unknown probe"):
+        run_audit("missing", AuditOptions(probes="accuracy", limits={"nope": {"x_fail": 1}}))
 
 
 def test_sample_pairs_is_deterministic_and_keeps_file_order():
@@ -75,13 +82,13 @@ def test_a_crashing_probe_is_an_error_and_the_others_still_run(tiny_checkpoint):
         description = "a probe with a real bug"
         why = "test"
 
-        def run(self, ctx, thresholds):
+        def run(self, ctx):
             return len(ctx.canonical_pairs) / 0
 
     try:
         result = run_audit(tiny_checkpoint, AuditOptions(probes="test_divides_by_zero,canonical_pairs,accuracy"))
     finally:
-        del PROBES["test_divides_by_zero"]
+        unregister_probe("test_divides_by_zero")
     crashed, canonical, accuracy = result.probes
     assert crashed.status is Status.ERROR and "ZeroDivisionError: division by zero" in crashed.summary
     assert "run" in crashed.evidence[0]["traceback"]
@@ -139,7 +146,7 @@ def test_manifest_split_is_the_default_and_flags_override(trained):
     ctx = build_context(trained["checkpoint"], AuditOptions())
     assert held_out and [p.prompt for p in ctx.eval_pairs] == [p.prompt for p in held_out]
     assert [p.prompt for p in ctx.train_pairs] == [p.prompt for p in train_side]
-    assert ctx.max_length == 200 and ctx.manifest["kind"] == "reward_model"
+    assert ctx.max_length == 200 and ctx.manifest.trainer == "rmaudit train (Bradley-Terry)"
     assert str(trained["data"]) in ctx.notes["eval_source"] and "eval_data_changed" not in ctx.notes
 
     other = write_pairs_jsonl(topic_pairs(TOPICS[:5]), trained["root"] / "other.jsonl")

@@ -8,7 +8,7 @@ import pytest
 
 from helpers_audit import CANONICAL_FILE, fitted_tiny_rm, save_rm, scaled_head
 from rmaudit.cli import main
-from rmaudit.probes import PROBES
+from rmaudit.probes import load_probes
 from rmaudit.probes.canonical_pairs import load_canonical_pairs
 from tiny_models import require_smollm2
 
@@ -16,7 +16,7 @@ from tiny_models import require_smollm2
 def test_probes_lists_every_probe_with_its_description(capsys):
     assert main(["probes"]) == 0
     out = capsys.readouterr().out
-    for name, probe in PROBES.items():
+    for name, probe in load_probes().items():
         line = next(line for line in out.splitlines() if line.startswith(name + " "))
         assert probe.description in line
 
@@ -71,7 +71,7 @@ def test_default_report_folder_and_warn_gate_from_config(checkpoints, in_tmp):
 
     (in_tmp / "rmaudit.toml").write_text(
         'probes = ["canonical_pairs"]\nfail-on = "warn"\n'
-        "[thresholds.canonical_pairs]\nmin_pass_rate = 1.01\n"  # unreachable: forces a warning
+        "[limits.canonical_pairs]\npass_rate_warn = 1.01\n"  # unreachable: forces a warning
     )
     assert check(checkpoints["healthy"], "--out", in_tmp / "warned") == 1
     data = json.loads((in_tmp / "warned" / "report.json").read_text())
@@ -110,7 +110,7 @@ def test_every_probe_runs_on_the_real_smollm2_with_real_hh_rows(in_tmp):
                  "--max-pairs", "12", "--max-length", "384", "--dtype", "bfloat16", "--out", in_tmp / "out")
     assert code in (0, 1)
     data = json.loads((in_tmp / "out" / "report.json").read_text())
-    assert [p["name"] for p in data["probes"]] == list(PROBES)
+    assert [p["name"] for p in data["probes"]] == list(load_probes())
     errors = {p["name"]: p["summary"] for p in data["probes"] if p["status"] == "error"}
     assert errors == {}
     assert data["context"]["n_eval_pairs"] == 12 and data["context"]["dtype"] == "bfloat16"

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from rmaudit.config import GateConfig, find_config, load_gate_config
+from rmaudit.config import GateConfig, ProbeKeys, find_config, load_gate_config
 from rmaudit.errors import RmauditInputError
 from rmaudit.results import Status
 
-KNOWN = {"length_bias": ["r2_warn", "r2_fail"], "padding": ["delta_fail"]}
+KNOWN = {"length_bias": ProbeKeys(["r2_warn", "r2_fail"], ["alpha"]), "padding": ProbeKeys(["delta_fail"], ["sample_size"])}
 
 
 def _write(path: Path, text: str) -> Path:
@@ -28,8 +28,11 @@ name = "my-rm"
 probes = ["length_bias", "padding"]
 fail-on = "warn"
 
-[tool.rmaudit.thresholds.length_bias]
+[tool.rmaudit.limits.length_bias]
 r2_fail = 0.2
+
+[tool.rmaudit.settings.padding]
+sample_size = 16
 """)
     deep = tmp_path / "src" / "pkg" / "deep"
     deep.mkdir(parents=True)
@@ -37,7 +40,7 @@ r2_fail = 0.2
     config = load_gate_config(None, deep, known_probes=KNOWN)
     assert config.probes == ["length_bias", "padding"]
     assert config.fail_on_status is Status.WARN
-    assert config.thresholds_for("length_bias", {"r2_warn": 0.1, "r2_fail": 0.3}) == {"r2_warn": 0.1, "r2_fail": 0.2}
+    assert config.limits == {"length_bias": {"r2_fail": 0.2}} and config.settings == {"padding": {"sample_size": 16}}
     assert config.source == pyproject
 
 
@@ -76,9 +79,12 @@ def test_no_config_gives_defaults(tmp_path: Path) -> None:
     ("rmaudit.toml", 'fail-on = "error"\n', "'fail-on'", "expected 'warn' or 'fail'"),
     ("rmaudit.toml", "probes = [1]\n", "'probes'", "list of probe names"),
     ("rmaudit.toml", 'probes = ["length_bias", "lenght_bias"]\n', "'probes'", "unknown probe 'lenght_bias'"),
+    ("rmaudit.toml", "[limits.padding]\ndelta_fail = \"big\"\n", "'limits.padding.delta_fail'", "expected a number"),
+    ("rmaudit.toml", "[limits.padding]\ndelta_fial = 0.1\n", "'limits.padding.delta_fial'", "unknown limit"),
+    ("rmaudit.toml", "[limits.padding]\nsample_size = 4\n", "'limits.padding.sample_size'", "unknown limit"),
+    ("rmaudit.toml", "[settings.padding]\ndelta_fail = 4\n", "'settings.padding.delta_fail'", "unknown setting"),
     ("rmaudit.toml", "[thresholds.padding]\ndelta_fail = \"big\"\n", "'thresholds.padding.delta_fail'", "expected a number"),
-    ("rmaudit.toml", "[thresholds.padding]\ndelta_fial = 0.1\n", "'thresholds.padding.delta_fial'", "unknown threshold"),
-    ("rmaudit.toml", "[thresholds.nope]\nx = 1\n", "'thresholds.nope'", "unknown probe"),
+    ("rmaudit.toml", "[limits.nope]\nx = 1\n", "'limits.nope'", "unknown probe"),
     ("rmaudit.toml", 'fail-on = "warn"\nfail_on = "fail"\n', None, "given twice"),
     ("rmaudit.toml", "fail-on = \n", None, "not valid TOML"),
 ])
@@ -102,17 +108,23 @@ def test_explicit_missing_file_and_pyproject_without_table(tmp_path: Path) -> No
 
 
 def test_names_not_checked_when_known_probes_is_none(tmp_path: Path) -> None:
-    path = _write(tmp_path / "rmaudit.toml", "[thresholds.future_probe]\nsome_limit = 2\n")
-    assert load_gate_config(path, tmp_path, known_probes=None).thresholds == {"future_probe": {"some_limit": 2.0}}
+    path = _write(tmp_path / "rmaudit.toml", "[limits.future_probe]\nsome_fail = 2\n")
+    assert load_gate_config(path, tmp_path, known_probes=None).limits == {"future_probe": {"some_fail": 2.0}}
+
+
+def test_schema_1_thresholds_table_is_routed_to_limits_and_settings(tmp_path: Path) -> None:
+    path = _write(tmp_path / "rmaudit.toml", "[thresholds.padding]\ndelta_fail = 0.2\nsample_size = 4\n")
+    config = load_gate_config(path, tmp_path, known_probes=KNOWN)
+    assert config.limits == {"padding": {"delta_fail": 0.2}} and config.settings == {"padding": {"sample_size": 4}}
 
 
 def test_default_validates_against_the_probe_registry(tmp_path: Path) -> None:
-    from rmaudit.probes import PROBES
+    from rmaudit.probes import load_probes
 
-    name, cls = next((n, c) for n, c in PROBES.items() if c.default_thresholds)
-    key = next(iter(cls.default_thresholds))
-    good = _write(tmp_path / "ok" / "rmaudit.toml", f"probes = [{name!r}]\n[thresholds.{name}]\n{key} = 0.5\n")
-    assert load_gate_config(good, tmp_path).thresholds == {name: {key: 0.5}}
-    bad = _write(tmp_path / "bad" / "rmaudit.toml", f"[thresholds.{name}]\n{key}_typo = 0.5\n")
-    with pytest.raises(RmauditInputError, match="unknown threshold"):
+    name, cls = next((n, c) for n, c in load_probes().items() if c.limits)
+    key = cls.limit_keys()[0]
+    good = _write(tmp_path / "ok" / "rmaudit.toml", f"probes = [{name!r}]\n[limits.{name}]\n{key} = 0.5\n")
+    assert load_gate_config(good, tmp_path).limits == {name: {key: 0.5}}
+    bad = _write(tmp_path / "bad" / "rmaudit.toml", f"[limits.{name}]\n{key}_typo = 0.5\n")
+    with pytest.raises(RmauditInputError, match="unknown limit"):
         load_gate_config(bad, tmp_path)

@@ -49,7 +49,7 @@ def test_checkpoint_reloads_in_plain_transformers_with_identical_rewards(tmp_pat
     with torch.no_grad():
         theirs = plain(**enc).logits[:, 0].double().numpy()
     np.testing.assert_allclose(theirs, ours, rtol=1e-4)
-    assert (out / "rmaudit.json").is_file() and read_manifest(out)["producer"] == "test"
+    assert (out / "rmaudit.json").is_file() and read_manifest(out).extra["producer"] == "test"
     with safe_open(out / "model.safetensors", "pt") as weights:
         assert "score.weight" in weights.keys()
 
@@ -57,9 +57,9 @@ def test_checkpoint_reloads_in_plain_transformers_with_identical_rewards(tmp_pat
 def test_save_replaces_an_existing_checkpoint_atomically(tmp_path):
     model, tokenizer = tiny_rm()
     out = tmp_path / "ckpt"
-    save_checkpoint(model, tokenizer, out, {"run": 1})
-    save_checkpoint(model, tokenizer, out, {"run": 2})
-    assert read_manifest(out)["run"] == 2
+    save_checkpoint(model, tokenizer, out, {"producer": "first"})
+    save_checkpoint(model, tokenizer, out, {"producer": "second"})
+    assert read_manifest(out).extra["producer"] == "second"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"], "no temp or backup folders left behind"
 
 

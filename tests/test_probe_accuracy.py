@@ -8,7 +8,8 @@ import pytest
 
 from helpers_audit import TOPICS, fitted_tiny_rm, save_rm, scaled_head, topic_pairs, write_pairs_jsonl
 from rmaudit.audit import AuditOptions, run_audit
-from rmaudit.probes.accuracy import calibration_bins, sigmoid, wilson_interval
+from rmaudit.probes.accuracy import calibration_bins
+from rmaudit.stats import sigmoid, wilson_interval
 from rmaudit.report.charts import validate_chart
 from rmaudit.results import Status
 from tiny_models import require_smollm2
@@ -100,7 +101,9 @@ def test_an_inverted_category_warns_even_when_overall_accuracy_is_fine(setup):
     probe = audit(setup["healthy"], mixed)
     assert probe.metrics["accuracy[b]"] <= 0.1
     assert probe.metrics["accuracy[a]"] >= 0.9 and probe.metrics["n_pairs[a]"] == 10
-    assert probe.status is Status.WARN and "b" in probe.summary.split("below chance on:")[1]
+    [reason] = [f for f in probe.reasons if f.metric.startswith("accuracy[")]
+    assert probe.status is Status.WARN and reason.metric == "accuracy[b]" and reason.value <= 0.1 and reason.limit == 0.5
+    assert "inverted" in reason.message and "'b'" in probe.summary
     assert [c["kind"] for c in probe.chart["charts"]] == ["histogram", "reliability", "bar"]
 
 

@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from helpers_probe import run_configured
 from rmaudit.data import builtin_demo_pairs
 from rmaudit.modeling.loading import load_reward_model
-from rmaudit.probes.base import ProbeSkipped
+from rmaudit.modeling.manifest import Manifest
 from rmaudit.probes.bias_term import BiasTerm, read_head_biases, safetensors_files
 from rmaudit.probes.context import AuditContext
 from rmaudit.report.charts import validate_chart
@@ -22,13 +23,16 @@ from tiny_models import make_tiny_rm, tiny_tokenizer
 
 def _audit(folder: Path, *, load: bool = True, manifest: dict | None = None, **thresholds):
     """Run the probe the way `rmaudit check` does: the real loader, real held-out pairs."""
-    probe = BiasTerm()
-    ctx = AuditContext(checkpoint=folder, manifest=manifest, eval_pairs=builtin_demo_pairs()[:24])
+    ctx = AuditContext(checkpoint=folder, manifest=_typed(manifest), eval_pairs=builtin_demo_pairs()[:24])
     if load:
         loaded = load_reward_model(folder)
         ctx.model, ctx.tokenizer = loaded.model, loaded.tokenizer
-        ctx.manifest = manifest if manifest is not None else loaded.manifest
-    return probe.run(ctx, {**probe.default_thresholds, **thresholds}), ctx
+        ctx.manifest = _typed(manifest) if manifest is not None else loaded.manifest
+    return run_configured(BiasTerm, ctx, **thresholds), ctx
+
+
+def _typed(manifest: dict | None) -> Manifest | None:
+    return Manifest.from_dict(manifest) if manifest is not None else None
 
 
 def _record_head(folder: Path, initial_bias: float | None) -> dict:
@@ -136,13 +140,12 @@ def test_bias_that_loads_and_never_moved_warns_with_its_reward_offset(tmp_path):
 
 def test_loaded_value_differing_from_the_file_fails(tmp_path):
     folder = _tiny_bert_rm(tmp_path / "bert", bias=0.5)
-    probe = BiasTerm()
     loaded = load_reward_model(folder)
     with torch.no_grad():
         loaded.model.classifier.bias.fill_(-0.5)  # something rewrote the head after loading
     ctx = AuditContext(checkpoint=folder, model=loaded.model, tokenizer=loaded.tokenizer,
                        eval_pairs=builtin_demo_pairs()[:8])
-    result = probe.run(ctx, dict(probe.default_thresholds))
+    result = run_configured(BiasTerm, ctx)
     assert result.status is Status.FAIL and "differs from the file" in result.summary
 
 
@@ -190,17 +193,16 @@ def test_intermediate_classifier_biases_are_listed_not_graded(tmp_path):
 
 
 def test_skips_without_weights_or_model(tmp_path):
-    with pytest.raises(ProbeSkipped, match="no safetensors"):
-        _audit(tmp_path, load=False)
+    result, _ = _audit(tmp_path, load=False)
+    assert result.status is Status.SKIP and "no safetensors" in result.summary
 
 
 def test_a_model_loaded_in_bfloat16_keeps_its_file_bias(tmp_path):
     """bf16 rounding of a loaded bias (0.3 -> 0.30078) is not a load mismatch."""
     folder = _tiny_bert_rm(tmp_path / "bert", bias=0.3)
     loaded = load_reward_model(folder, dtype=torch.bfloat16)
-    probe = BiasTerm()
     ctx = AuditContext(checkpoint=folder, model=loaded.model, tokenizer=loaded.tokenizer, dtype=torch.bfloat16,
                        eval_pairs=builtin_demo_pairs()[:8])
-    result = probe.run(ctx, dict(probe.default_thresholds))
+    result = run_configured(BiasTerm, ctx)
     assert result.metrics["loaded_bias"] != pytest.approx(0.3, abs=1e-4)
     assert result.status is Status.WARN, result.summary

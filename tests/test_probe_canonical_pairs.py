@@ -118,8 +118,10 @@ def test_user_pairs_join_the_battery_and_one_inverted_pair_fails(checkpoints, tm
     assert probe.metrics["pass_rate[mine]"] == 0.0 and "mine" in probe.summary
 
 
-def test_thresholds_can_tolerate_a_wrong_fraction(checkpoints, tmp_path):
-    negated = audit(checkpoints["negated"], thresholds={"canonical_pairs": {"max_wrong_order_fraction": 1.0,
-                                                                            "min_pass_rate": 0.0}})
+def test_limits_can_tolerate_a_wrong_fraction(checkpoints, tmp_path):
+    negated = audit(checkpoints["negated"], limits={"canonical_pairs": {"wrong_order_fraction_fail": 1.0,
+                                                                        "pass_rate_warn": 0.0}})
     assert negated.status is Status.PASS
-    assert negated.thresholds["max_wrong_order_fraction"] == 1.0
+    assert negated.limits["wrong_order_fraction"]["fail"] == 1.0
+    finding = next(f for f in negated.findings if f.metric == "wrong_order_fraction")
+    assert finding.value == 1.0 and finding.limit == 1.0 and finding.status is Status.PASS

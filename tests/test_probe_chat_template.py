@@ -9,8 +9,9 @@ import pytest
 from transformers import AutoTokenizer
 
 from helpers_probe_heads import fitted_rm, synthetic_pairs
+from helpers_probe import run_configured
 from rmaudit.modeling.manifest import tokenizer_facts
-from rmaudit.probes.base import ProbeSkipped
+from rmaudit.modeling.manifest import Manifest
 from rmaudit.probes.chat_template import (
     STRUCTURE_PROBES, ChatTemplateProbe, compare, double_bos, known_templates, template_family,
 )
@@ -47,8 +48,8 @@ def chatml_policy(edit=lambda template: template):
 def run(rm, policy=None, manifest=None, notes=None, **thresholds):
     model, tokenizer = rm
     ctx = AuditContext(checkpoint=None, model=model, tokenizer=tokenizer, eval_pairs=EVAL_PAIRS,
-                       policy_tokenizer=policy, manifest=manifest, pooling="mask", notes=dict(notes or {}))
-    return ChatTemplateProbe().run(ctx, {**ChatTemplateProbe.default_thresholds, **thresholds})
+                       policy_tokenizer=policy, manifest=Manifest.from_dict(manifest) if manifest else None, pooling="mask", notes=dict(notes or {}))
+    return run_configured(ChatTemplateProbe, ctx, **thresholds)
 
 
 def test_llama3_policy_against_chatml_rm_fails(rm):
@@ -94,7 +95,7 @@ def test_trailing_newline_is_whitespace_only_but_fails_when_it_moves_rewards(rm)
     assert result.metrics["mean_abs_shift_std"] >= 0.5
     assert result.status is Status.FAIL and "whitespace" in result.summary
     # With the shift threshold out of reach, a whitespace-only difference is a warning.
-    assert run(rm, policy, shift_fail_std=1e9).status is Status.WARN
+    assert run(rm, policy, mean_abs_shift_std_fail=1e9).status is Status.WARN
 
 
 def test_policy_without_template_is_matched_to_its_family(rm):
@@ -122,8 +123,8 @@ def test_template_restored_from_manifest_warns(rm):
 
 
 def test_skips_without_policy_or_manifest_template(rm):
-    with pytest.raises(ProbeSkipped, match="--policy"):
-        run(rm)
+    result = run(rm)
+    assert result.status is Status.SKIP and "--policy" in result.summary
 
 
 def test_known_templates_render_and_are_recognised():

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from helpers_probe_heads import fitted_rm, synthetic_pairs
-from rmaudit.probes.base import ProbeSkipped
+from helpers_probe import run_configured
 from rmaudit.probes.context import AuditContext
 from rmaudit.probes.length_bias import LengthBiasProbe, fit_length, preference_split, response_lengths
 from rmaudit.report.charts import validate_chart
@@ -31,7 +31,7 @@ def content_rm():
 
 def run(model, tokenizer, pairs, **thresholds):
     ctx = AuditContext(checkpoint=None, model=model, tokenizer=tokenizer, eval_pairs=pairs, pooling="mask")
-    return LengthBiasProbe().run(ctx, {**LengthBiasProbe.default_thresholds, **thresholds})
+    return run_configured(LengthBiasProbe, ctx, **thresholds)
 
 
 def test_head_fitted_to_prefer_longer_answers_fails(length_rm):
@@ -78,8 +78,8 @@ def test_tiny_eval_set_gives_no_confident_verdict(length_rm, content_rm):
 
 
 def test_skips_without_eval_pairs(content_rm):
-    with pytest.raises(ProbeSkipped, match="--data"):
-        run(*content_rm, [])
+    result = run(*content_rm, [])
+    assert result.status is Status.SKIP and "--data" in result.summary
 
 
 def test_lengths_count_response_tokens_only(content_rm):

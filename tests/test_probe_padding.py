@@ -9,6 +9,7 @@ import pytest
 import torch
 from transformers import AutoTokenizer
 
+from helpers_probe import run_configured
 from rmaudit.modeling.loading import load_reward_model
 from rmaudit.probes.chat_template import known_templates
 from rmaudit.probes.context import AuditContext
@@ -30,7 +31,7 @@ def audit(folder, *, dtype=None, pooling="auto"):
     loaded = load_reward_model(folder)
     ctx = AuditContext(checkpoint=folder, model=loaded.model, tokenizer=loaded.tokenizer, manifest=loaded.manifest,
                        eval_pairs=PAIRS, pooling=pooling, dtype=dtype)
-    return PaddingProbe().run(ctx, {**PaddingProbe.default_thresholds, "sample_size": 8})
+    return run_configured(PaddingProbe, ctx, sample_size=8)
 
 
 def test_config_pad_id_mismatch_fails(tmp_path):
@@ -82,7 +83,7 @@ def test_bfloat16_weights_are_restored_exactly_after_the_float32_comparison(tmp_
     loaded = load_reward_model(make_tiny_rm(tmp_path / "rm"), dtype="bfloat16")
     before = {k: v.clone() for k, v in loaded.model.state_dict().items()}
     ctx = AuditContext(checkpoint=tmp_path / "rm", model=loaded.model, tokenizer=loaded.tokenizer, eval_pairs=PAIRS)
-    PaddingProbe().run(ctx, dict(PaddingProbe.default_thresholds))
+    run_configured(PaddingProbe, ctx)
     after = loaded.model.state_dict()
     assert all(after[k].dtype == torch.bfloat16 and torch.equal(after[k], v) for k, v in before.items())
 
@@ -130,10 +131,11 @@ def test_padded_rows_collapsing_onto_one_reward_is_flagged():
     modes = [ModeResult("right", "mask", np.array([0.51, 0.50, 0.52, 0.50])),
              ModeResult("left", "mask", alone["mask"].copy())]
     metrics, findings = {}, []
-    PaddingProbe._check_modes(modes, alone, std=1.0, tol=1e-3, collapse_ratio=0.1, metrics=metrics, findings=findings)
-    messages = [why for status, why in findings if status is Status.FAIL]
-    assert any("right-padded / mask" in m and "collapse" in m for m in messages)
-    assert not any("left-padded" in m for m in messages)
+    PaddingProbe()._check_modes(modes, alone, std=1.0, tol=1e-3, metrics=metrics, findings=findings)
+    failed = [f for f in findings if f.status is Status.FAIL]
+    collapse = next(f for f in failed if f.metric == "spread_ratio_right_mask")
+    assert "right-padded / mask" in collapse.message and "pad position" in collapse.message and collapse.limit == 0.1
+    assert not any("left-padded" in f.message for f in failed)
     assert metrics["spread_ratio_right_mask"] < 0.1 and metrics["max_delta_std_left_mask"] == 0.0
 
 

@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from helpers_probe import run_configured
 from rmaudit.data import load_pairs, split_by_prompt
-from rmaudit.probes.base import ProbeSkipped
 from rmaudit.probes.context import AuditContext
-from rmaudit.probes.near_duplicates import (
+from rmaudit.text.near_duplicates import (
     NearDuplicateConfig,
     find_near_duplicates,
     normalise_text,
@@ -24,6 +24,7 @@ from rmaudit.probes.near_duplicates import (
 from rmaudit.probes.prompt_leakage import PromptLeakage
 from rmaudit.report.charts import validate_chart
 from rmaudit.results import Status
+from rmaudit.stats import pair_credit
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 HH = SHARED / "hh-rlhf-harmless-base-test.jsonl.gz"
@@ -84,9 +85,8 @@ def _change_one_word(prompt: list[dict]) -> list[dict]:
 
 
 def _run(train, evaluation, **thresholds):
-    probe = PromptLeakage()
     ctx = AuditContext(checkpoint=Path("."), train_pairs=train, eval_pairs=evaluation)
-    return probe.run(ctx, {**probe.default_thresholds, **thresholds})
+    return run_configured(PromptLeakage, ctx, **thresholds)
 
 
 # --- the planted defect and its healthy twin, through real files ---------------------------
@@ -236,13 +236,13 @@ def test_empty_prompts_are_not_counted_as_leaks(hh_pairs):
     empty = [type(p)(prompt=[], chosen=p.chosen, rejected=p.rejected) for p in hh_pairs[:50]]
     m = _run(empty + list(hh_pairs[100:300]), empty[:10] + list(hh_pairs[300:400])).metrics
     assert m["leaked_prompts"] == 0 and m["eval_empty_prompt_pairs"] == 10
-    with pytest.raises(ProbeSkipped, match="no prompt text"):
-        _run(empty, empty[:10])
+    skipped = _run(empty, empty[:10])
+    assert skipped.status is Status.SKIP and "no prompt text" in skipped.summary
 
 
 def test_skips_without_train_pairs(hh_pairs):
-    with pytest.raises(ProbeSkipped, match="--train-data"):
-        _run(None, hh_pairs[:10])
+    skipped = _run(None, hh_pairs[:10])
+    assert skipped.status is Status.SKIP and "--train-data" in skipped.summary
 
 
 # --- the near-duplicate machinery against brute force ------------------------------------
@@ -318,20 +318,20 @@ def test_accuracy_on_leaked_vs_clean_pairs_with_a_real_model(tmp_path, hh_pairs)
 
     loaded = load_reward_model(make_tiny_rm(tmp_path / "rm"))
     train, clean = list(hh_pairs[:300]), list(hh_pairs[300:330])
-    # Leaked rows whose two answers are identical: a tie, which counts as wrong.
+    # Leaked rows whose two answers are identical: a tie, which counts half (the one tie rule).
     leaked = [type(p)(prompt=_disguise(p.prompt, random.Random(k)), chosen="Same answer.", rejected="Same answer.")
               for k, p in enumerate(train[:6])]
     probe = PromptLeakage()
     ctx = AuditContext(checkpoint=tmp_path / "rm", model=loaded.model, tokenizer=loaded.tokenizer,
                        train_pairs=train, eval_pairs=clean + leaked)
 
-    m = probe.run(ctx, dict(probe.default_thresholds)).metrics
+    m = run_configured(PromptLeakage, ctx).metrics
 
     assert m["leaked_prompts_exact"] == 6
-    assert m["accuracy_leaked"] == 0.0
+    assert m["accuracy_leaked"] == 0.5
     chosen, rejected = ctx.pair_rewards(clean)
-    assert m["accuracy_clean"] == pytest.approx(float(np.mean(chosen > rejected)), abs=1e-4)
-    assert m["accuracy_gap"] == pytest.approx(-m["accuracy_clean"], abs=1e-4)
+    assert m["accuracy_clean"] == pytest.approx(float(np.mean(pair_credit(chosen - rejected))), abs=1e-4)
+    assert m["accuracy_gap"] == pytest.approx(0.5 - m["accuracy_clean"], abs=1e-4)
 
 
 def test_progress_bars_do_not_change_the_result(hh_pairs):
@@ -340,7 +340,7 @@ def test_progress_bars_do_not_change_the_result(hh_pairs):
     for progress in (False, True):
         ctx = AuditContext(checkpoint=Path("."), train_pairs=hh_pairs[:500], eval_pairs=[*hh_pairs[500:600], hh_pairs[3]],
                            progress=progress)
-        results.append(probe.run(ctx, dict(probe.default_thresholds)).metrics)
+        results.append(run_configured(PromptLeakage, ctx).metrics)
     assert results[0] == results[1] and results[0]["leaked_prompts_exact"] == 1
 
 
@@ -353,6 +353,6 @@ def test_counts_cover_the_whole_eval_split_not_the_scored_sample(hh_pairs):
     full_eval = list(hh_pairs[300:400]) + leaked
     probe = PromptLeakage()
     ctx = AuditContext(checkpoint=Path("."), train_pairs=train, eval_pairs=full_eval[:20], all_eval_pairs=full_eval)
-    m = probe.run(ctx, dict(probe.default_thresholds)).metrics
+    m = run_configured(PromptLeakage, ctx).metrics
     assert m["eval_pairs"] == len(full_eval)
     assert m["leaked_prompts_exact"] == 3

@@ -14,6 +14,7 @@ from junitparser import Error, Failure, JUnitXml, Skipped
 from rich.console import Console
 
 from helpers_report import HOSTILE, IMG, SCRIPT, sample_audit_result
+from rmaudit.report.formatting import reason_text
 from rmaudit.errors import RmauditInputError
 from rmaudit.report import (
     default_report_dir, read_json, render_console_summary, write_json, write_junit, write_markdown, write_reports,
@@ -86,7 +87,7 @@ def test_junit_counts_and_case_kinds(tmp_path: Path, fail_on: Status) -> None:
     assert set(cases) == set(by_status)
     for name, status in by_status.items():
         kinds = {type(r) for r in cases[name].result}
-        summary = next(p.summary for p in result.probes if p.name == name)
+        summary = reason_text(next(p for p in result.probes if p.name == name))
         if status in gated:
             assert kinds == {Failure} and cases[name].result[0].message == summary
         elif status is Status.ERROR:
@@ -94,7 +95,9 @@ def test_junit_counts_and_case_kinds(tmp_path: Path, fail_on: Status) -> None:
         elif status is Status.SKIP:
             assert kinds == {Skipped}
         else:
-            assert kinds == set() and summary in cases[name].system_out
+            probe = next(p for p in result.probes if p.name == name)
+            assert kinds == set() and probe.summary in cases[name].system_out
+            assert all(f.message in cases[name].system_out for f in probe.findings)
     assert float(suite.time) == pytest.approx(sum(p.seconds for p in result.probes))
 
 
@@ -134,7 +137,7 @@ def test_markdown_cell_cannot_break_the_table(tmp_path: Path) -> None:
 
 def test_console_summary_is_coloured_and_literal() -> None:
     result = sample_audit_result()
-    result.probes[0].summary = "[red]not markup[/red] " + SCRIPT
+    result.probes[0].findings[0].message = "[red]not markup[/red] " + SCRIPT  # the fail's reason is shown
     console = Console(record=True, width=140, force_terminal=True, color_system="truecolor", file=io.StringIO())
     render_console_summary(result, console)
     plain = console.export_text(clear=False)

@@ -13,7 +13,8 @@ from helpers_report import HOSTILE, IMG, SCRIPT, sample_audit_result
 from rmaudit.report import validate_chart, write_html
 from rmaudit.report.charts import MAX_SCATTER_POINTS, plotly_figure
 from rmaudit.report.diff import side_by_side
-from rmaudit.report.html import VISIBLE_ROWS, metric_rows, render_html, script_json
+from rmaudit.findings import Comparison, Finding
+from rmaudit.report.html import VISIBLE_ROWS, finding_rows, metric_rows, render_html, script_json
 from rmaudit.results import AuditResult, ProbeResult, Status
 
 
@@ -76,19 +77,31 @@ def test_evidence_rows_truncate_and_expand(page: str) -> None:
     assert '<details class="cell-more"><summary>Sure! Here is a very long answer.' in page
 
 
-def test_metric_rows_pair_thresholds_and_flag_breaches() -> None:
+def test_findings_sit_next_to_their_numbers_and_metrics_show_their_limits() -> None:
+    """The reason for a fail is the finding that caused it: the example report of 0.1 failed
+    length_bias on the accuracy gap while R² was under its limit, and nothing said so."""
     probe = ProbeResult(
-        "x", Status.FAIL, "",
-        metrics={"r2": 0.4, "accuracy": 0.58, "leaked_prompts": 3, "wrong_order_fraction": 0.0, "pass_rate": 0.9, "n": 10},
-        thresholds={"r2_warn": 0.1, "r2_fail": 0.3, "accuracy_warn_below": 0.6, "accuracy_fail_below": 0.55,
-                    "warn_leaked_prompts": 1, "max_wrong_order_fraction": 0.0, "min_pass_rate": 1.0, "min_rows": 5})
+        "length_bias", Status.FAIL, "R² 0.205 of reward on length",
+        findings=[Finding(Status.PASS, "length explains 20.5% of the variance", "r2", 0.205, 0.1, Comparison.AT_LEAST),
+                  Finding(Status.WARN, "within-pair", "within_pair_r2", 0.114, 0.1, Comparison.AT_LEAST),
+                  Finding(Status.FAIL, "accuracy 0.41 vs 0.77", "abs_accuracy_gap", 0.36, 0.3, Comparison.AT_LEAST)],
+        metrics={"r2": 0.205, "within_pair_r2": 0.114, "abs_accuracy_gap": 0.36, "n_pairs": 200},
+        limits={"r2": {"comparison": ">=", "warn": 0.1, "fail": 0.3},
+                "within_pair_r2": {"comparison": ">=", "warn": 0.1, "fail": 0.3},
+                "abs_accuracy_gap": {"comparison": ">=", "warn": 0.15, "fail": 0.3}},
+        settings={"alpha": 0.01})
+    found = finding_rows(probe)
+    assert [(f.status, f.metric, f.value, f.limit) for f in found] == [
+        ("fail", "abs_accuracy_gap", "0.36", ">= 0.3"), ("warn", "within_pair_r2", "0.114", ">= 0.1"),
+        ("pass", "r2", "0.205", ">= 0.1")]
     rows = {r.name: r for r in metric_rows(probe)}
-    assert (rows["r2"].warn, rows["r2"].fail, rows["r2"].breach) == ("≥ 0.1", "≥ 0.3", "fail")
-    assert (rows["accuracy"].warn, rows["accuracy"].fail, rows["accuracy"].breach) == ("< 0.6", "< 0.55", "warn")
-    assert (rows["leaked_prompts"].warn, rows["leaked_prompts"].breach) == ("≥ 1", "warn")
-    assert (rows["wrong_order_fraction"].fail, rows["wrong_order_fraction"].breach) == ("> 0", "")
-    assert (rows["pass_rate"].fail, rows["pass_rate"].breach) == ("< 1", "fail")
-    assert rows["n"].breach == "" and rows["min_rows (threshold)"].fail == "5"
+    assert (rows["r2"].warn, rows["r2"].fail, rows["r2"].breach) == (">= 0.1", ">= 0.3", "")
+    assert rows["within_pair_r2"].breach == "warn" and rows["abs_accuracy_gap"].breach == "fail"
+    assert rows["n_pairs"].breach == "" and rows["n_pairs"].fail == ""
+    page = render_html(AuditResult("ckpt", [probe]))
+    fail_row = page[page.index("accuracy 0.41 vs 0.77") - 300: page.index("accuracy 0.41 vs 0.77") + 300]
+    assert "breach-fail" in fail_row and "abs_accuracy_gap" in fail_row and "&gt;= 0.3" in fail_row
+    assert "alpha" in page  # settings are shown, apart from the limits
 
 
 @pytest.mark.parametrize("chart, problem", [
@@ -148,7 +161,7 @@ def test_write_html_writes_file(tmp_path: Path) -> None:
 
 def test_long_metric_lists_fold_but_limited_metrics_stay_visible() -> None:
     metrics = {f"m{i}": float(i) for i in range(20)}
-    probe = ProbeResult("x", Status.FAIL, "", metrics=metrics, thresholds={"m18_fail": 1.0})
+    probe = ProbeResult("x", Status.FAIL, "", metrics=metrics, limits={"m18": {"comparison": ">=", "fail": 1.0}})
     text = render_html(AuditResult("ckpt", [probe]))
     head, _, folded = text.partition("Show 7 more metrics")
     assert folded, "the metrics past the first 12 should fold"

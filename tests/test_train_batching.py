@@ -12,7 +12,7 @@ from rmaudit.errors import RmauditInputError
 from rmaudit.train.batching import (EncodedPair, LengthGroupedBatchSampler, collate_pairs, padded_fraction,
                                     stack_batch)
 from rmaudit.train.config import TrainConfig, build_config, field_help, read_config_file
-from rmaudit.train.optim import build_optimizer, build_scheduler, lr_factor
+from rmaudit.train.optim import build_optimizer, build_scheduler
 
 
 def _lengths(n: int = 500, seed: int = 0) -> list[int]:
@@ -75,7 +75,11 @@ def test_collate_pads_chosen_and_rejected_to_one_length_on_the_right():
 
 @pytest.mark.parametrize("kind", ["linear", "cosine", "constant"])
 def test_schedule_warms_up_then_decays(kind):
-    factors = [lr_factor(s, 100, 10, kind) for s in range(101)]
+    scheduler = build_scheduler(torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0), 100, 0.1, kind)
+    factors = []
+    for _ in range(101):
+        factors.append(scheduler.get_last_lr()[0])
+        scheduler.optimizer.step(), scheduler.step()
     assert factors[0] == 0.0 and factors[5] == pytest.approx(0.5) and factors[10] == pytest.approx(1.0)
     assert all(b <= a + 1e-12 for a, b in zip(factors[10:], factors[11:]))
     assert factors[100] == pytest.approx({"linear": 0.0, "cosine": 0.0, "constant": 1.0}[kind])
@@ -129,8 +133,11 @@ def test_config_precedence_defaults_file_flags(tmp_path):
 
 def test_config_errors_name_the_file_and_field(tmp_path):
     bad = tmp_path / "bad.yaml"
-    bad.write_text("learning_rate: 1e-5\n")
-    with pytest.raises(RmauditInputError, match=r"bad.yaml: field 'learning_rate': unknown option"):
+    bad.write_text("learning_rat: 1e-5\n")
+    with pytest.raises(RmauditInputError, match=r"bad.yaml: field 'learning_rat': unknown option"):
+        read_config_file(bad)
+    bad.write_text("learning_rate: 1e-5\nlr: 2e-5\n")
+    with pytest.raises(RmauditInputError, match=r"given twice"):
         read_config_file(bad)
     with pytest.raises(RmauditInputError, match=r"field 'truncation': must be one of drop, truncate"):
         build_config({"truncation": "cut"}, source=str(bad))

@@ -26,7 +26,7 @@ def test_train_smollm2_on_real_hh_rows_and_reload_with_plain_transformers(tmp_pa
     assert code == 0
     manifest = json.loads((out / "rmaudit.json").read_text())
     assert manifest["base_model"]["gguf_file"] == SMOLLM2_GGUF and manifest["base_model"]["weight_files"]
-    assert manifest["steps"] == 2 and manifest["metrics"]["eval"]["pairs"] > 0
+    assert manifest["run"]["steps"] == 2 and manifest["metrics"]["eval"]["pairs"] > 0
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert all(torch.isfinite(torch.tensor(r["loss"])) for r in records)
     model = AutoModelForSequenceClassification.from_pretrained(out).eval()

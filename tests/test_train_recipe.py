@@ -130,20 +130,22 @@ def test_cli_run_folder_manifest_and_reload(tmp_path, data_file):
     assert code == 0
     manifest = json.loads((out / "rmaudit.json").read_text())
     # The data, split, tokenizer and policy an audit needs to reproduce the run.
-    assert manifest["data"]["train"]["sha256"] and manifest["complete"] is True
+    assert manifest["data"]["train"]["sha256"] and manifest["run"]["complete"] is True
     pairs = load_pairs(data_file)
     train_side, eval_side = split_by_prompt(pairs, 0.1)
     split = json.loads((out / "split.json").read_text())
     assert split["eval"] == sorted({prompt_hash(p.prompt) for p in eval_side})
     assert split["train"] == sorted({prompt_hash(p.prompt) for p in train_side})
     assert manifest["split"]["shared_prompts"] == 0 and manifest["split"]["prompt_hashes_file"] == "split.json"
-    assert manifest["chat_template"]["sha256"] and "<|im_start|>" in manifest["chat_template"]["text"]
-    assert manifest["padding_side"] == "right" and manifest["pad_token_id"] == 2 and manifest["bos_token_id"] == 1
+    template = manifest["tokenizer"]["chat_template"]
+    assert template["sha256"] and "<|im_start|>" in template["text"] and "chat_template" not in manifest  # once
+    tok = manifest["tokenizer"]
+    assert tok["padding_side"] == "right" and tok["pad_token_id"] == 2 and tok["bos_token_id"] == 1
     truncation = manifest["truncation"]
     assert manifest["max_length"] == 48 and truncation["policy"] == "truncate"
     assert truncation["train"]["truncated"] + truncation["eval"]["truncated"] > 0
     assert manifest["head"]["bias"] is True and manifest["head"]["initial_bias"] != 0.0
-    assert manifest["hyperparameters"]["head_lr_mult"] == 10 and manifest["seed"] == 7
+    assert manifest["hyperparameters"]["head_lr_mult"] == 10 and manifest["hyperparameters"]["seed"] == 7
     assert manifest["packages"]["torch"] and manifest["metrics"]["eval"]["accuracy"] is not None
     # The effective config replays the run.
     replay = build_config(read_config_file(out / "config.yaml"))
@@ -198,4 +200,4 @@ def test_freeze_layers_trains_only_the_top_of_the_model(tmp_path, data_file):
         frozen = name.startswith(("model.embed_tokens.", "model.layers.0."))
         assert torch.equal(after[name], value) == frozen, name
     manifest = json.loads((tmp_path / "frozen" / "rmaudit.json").read_text())
-    assert 0 < manifest["trainable_parameters"] < sum(v.numel() for v in initial.values())
+    assert 0 < manifest["run"]["trainable_parameters"] < sum(v.numel() for v in initial.values())

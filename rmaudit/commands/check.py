@@ -11,9 +11,10 @@ from typing import Optional
 
 import typer
 
-from rmaudit.audit import AuditOptions, options_help, run_audit
+from rmaudit.options import Dtype, FailOn, Pooling, option_defaults, options_help
 
 HELP = options_help()
+DEFAULT = option_defaults()
 
 
 def check_command(
@@ -23,30 +24,37 @@ def check_command(
     train_data: Optional[Path] = typer.Option(None, "--train-data", help=HELP["train_data"]),
     policy: Optional[Path] = typer.Option(None, "--policy", help=HELP["policy"]),
     pairs: Optional[Path] = typer.Option(None, "--pairs", help=HELP["pairs"]),
-    max_pairs: int = typer.Option(500, "--max-pairs", help=HELP["max_pairs"]),
-    dtype: str = typer.Option("float32", "--dtype", help=HELP["dtype"]),
-    batch_size: int = typer.Option(16, "--batch-size", help=HELP["batch_size"]),
+    max_pairs: int = typer.Option(DEFAULT["max_pairs"], "--max-pairs", help=HELP["max_pairs"]),
+    dtype: Dtype = typer.Option(DEFAULT["dtype"], "--dtype", help=HELP["dtype"]),
+    batch_size: int = typer.Option(DEFAULT["batch_size"], "--batch-size", help=HELP["batch_size"]),
     max_length: Optional[int] = typer.Option(None, "--max-length", help=HELP["max_length"]),
-    pooling: str = typer.Option("auto", "--pooling", help=HELP["pooling"]),
+    pooling: Pooling = typer.Option(DEFAULT["pooling"], "--pooling", help=HELP["pooling"]),
     gguf_file: Optional[str] = typer.Option(None, "--gguf-file", help=HELP["gguf_file"]),
     out: Optional[Path] = typer.Option(None, "--out", help="Report folder. Default: reports/<checkpoint>/<timestamp>/."),
     json_path: Optional[Path] = typer.Option(None, "--json", help="Also write the JSON result to this file."),
-    fail_on: Optional[str] = typer.Option(None, "--fail-on", help=HELP["fail_on"] + " Default: config, else fail."),
+    fail_on: Optional[FailOn] = typer.Option(None, "--fail-on", help=HELP["fail_on"] + " Default: config, else fail."),
     config: Optional[Path] = typer.Option(None, "--config", help="Gate config (rmaudit.toml or pyproject.toml "
                                           "[tool.rmaudit]). Default: the nearest one above the current folder."),
     allow_hub: bool = typer.Option(False, "--allow-hub", help=HELP["allow_hub"]),
-    seed: int = typer.Option(0, "--seed", help=HELP["seed"]),
+    seed: int = typer.Option(DEFAULT["seed"], "--seed", help=HELP["seed"]),
     progress: bool = typer.Option(True, "--progress/--no-progress", help=HELP["progress"]),
 ) -> int:
     """Audit a reward-model checkpoint and gate on the result (exit 0 pass, 1 fail, 2 input error)."""
+    from rich.console import Console
+
+    from rmaudit.cli import quiet_libraries
+
+    from rmaudit.audit import AuditOptions, run_audit
     from rmaudit.config import load_gate_config
     from rmaudit.report import default_report_dir, render_console_summary, write_json, write_reports
+    from rmaudit.report.github import write_github_outputs
 
+    quiet_libraries()
     gate = load_gate_config(config, start=Path.cwd())
     options = AuditOptions(
         probes=probes or gate.probes or "all", data=data, train_data=train_data, policy=policy, pairs=pairs,
         max_pairs=max_pairs, dtype=dtype, batch_size=batch_size, fail_on=fail_on or gate.fail_on,
-        thresholds=gate.thresholds, pooling=pooling, max_length=max_length, gguf_file=gguf_file,
+        limits=gate.limits, settings=gate.settings, pooling=pooling, max_length=max_length, gguf_file=gguf_file,
         allow_hub=allow_hub, progress=progress, seed=seed,
     )
     result = run_audit(checkpoint, options)
@@ -54,9 +62,8 @@ def check_command(
     written = write_reports(result, out_dir)
     if json_path is not None:
         write_json(result, json_path)
-    from rich.console import Console
-
+    write_github_outputs(result, written)
     console = Console(stderr=False)
     render_console_summary(result, console)
     console.print(f"reports: {written['html'].parent}", highlight=False, markup=False)
-    return 0 if result.gate == "pass" else 1
+    return 0 if result.passed else 1

@@ -1,4 +1,4 @@
-"""List every probe `rmaudit check` can run, with its one-line description."""
+"""List every probe `rmaudit check` can run: description, inputs, limits and settings."""
 
 from __future__ import annotations
 
@@ -6,13 +6,19 @@ import typer
 
 
 def probes_command() -> int:
-    """List every probe with its one-line description and default thresholds."""
-    from rmaudit.probes import PROBES
+    """List every registered probe with its one-line description, limits and settings."""
+    from rmaudit.probes.registry import BrokenProbe, load_probes
 
-    width = max((len(name) for name in PROBES), default=0)
-    for name, probe in PROBES.items():
+    probes = load_probes()
+    width = max((len(name) for name in probes), default=0)
+    pad = " " * width
+    for name, probe in probes.items():
+        if isinstance(probe, BrokenProbe):
+            typer.echo(f"{name:<{width}}  BROKEN: cannot import {probe.target}: {probe.error}")
+            continue
         typer.echo(f"{name:<{width}}  {probe.description}")
-        if probe.default_thresholds:
-            pairs = ", ".join(f"{k}={v:g}" for k, v in probe.default_thresholds.items())
-            typer.echo(f"{'':<{width}}  thresholds: {pairs}")
+        if probe.limits:
+            typer.echo(f"{pad}  limits: " + "; ".join(f"{lim.metric} {lim.describe()}" for lim in probe.limits))
+        if probe.settings:
+            typer.echo(f"{pad}  settings: " + ", ".join(f"{st.name}={st.default}" for st in probe.settings))
     return 0

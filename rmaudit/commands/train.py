@@ -16,23 +16,8 @@ from typing import Optional
 
 import typer
 
-from rmaudit.train.config import build_config, field_help, read_config_file
-
-
-class Truncation(str, Enum):
-    drop = "drop"
-    truncate = "truncate"
-
-
-class DType(str, Enum):
-    float32 = "float32"
-    bfloat16 = "bfloat16"
-
-
-class Scheduler(str, Enum):
-    linear = "linear"
-    cosine = "cosine"
-    constant = "constant"
+from rmaudit.options import Dtype
+from rmaudit.train.config import HeadInit, ReportTo, Scheduler, Truncation, build_config, field_help, read_config_file
 
 
 def _o(name: str, *flags: str) -> typer.models.OptionInfo:
@@ -55,7 +40,7 @@ def train_command(
     head_lr_mult: Optional[float] = _o("head_lr_mult", "--head-lr-mult"),
     max_length: Optional[int] = _o("max_length", "--max-length"),
     truncation: Optional[Truncation] = _o("truncation", "--truncation"),
-    dtype: Optional[DType] = _o("dtype", "--dtype"),
+    dtype: Optional[Dtype] = _o("dtype", "--dtype"),
     seed: Optional[int] = _o("seed", "--seed"),
     config: Optional[Path] = typer.Option(None, "--config", help="YAML or TOML file of options (keys as the "
                                           "flags without '--'); flags given on the command line win."),
@@ -68,7 +53,7 @@ def train_command(
     scheduler: Optional[Scheduler] = _o("scheduler", "--scheduler"),
     weight_decay: Optional[float] = _o("weight_decay", "--weight-decay"),
     max_grad_norm: Optional[float] = _o("max_grad_norm", "--max-grad-norm"),
-    head_init: Optional[str] = _o("head_init", "--head-init"),
+    head_init: Optional[HeadInit] = _o("head_init", "--head-init"),
     head_bias: Optional[bool] = typer.Option(None, "--head-bias/--no-head-bias", help=field_help("head_bias"),
                                              show_default=False),
     freeze_layers: Optional[int] = _o("freeze_layers", "--freeze-layers"),
@@ -80,12 +65,15 @@ def train_command(
     limit: Optional[int] = _o("limit", "--limit"),
     progress: Optional[bool] = typer.Option(None, "--progress/--no-progress", help=field_help("progress"),
                                             show_default=False),
+    report_to: Optional[ReportTo] = _o("report_to", "--report-to"),
 ) -> int:
     overrides = {k: (v.value if isinstance(v, Enum) else v) for k, v in locals().items() if k != "config"}
     file_values = read_config_file(config) if config else {}
     cfg = build_config(file_values, overrides, source=str(config) if config else "command line")
+    from rmaudit.cli import quiet_libraries
     from rmaudit.train.recipe import train  # torch and transformers load only when training
 
+    quiet_libraries()
     result = train(cfg)
     if not result.main_process:
         return 0

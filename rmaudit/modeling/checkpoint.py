@@ -15,7 +15,7 @@ from typing import Any
 
 from torch import nn
 
-from rmaudit.modeling.manifest import write_manifest
+from rmaudit.modeling.manifest import Manifest, write_manifest
 
 
 def prepare_config_for_saving(model: nn.Module, tokenizer: Any) -> None:
@@ -30,7 +30,7 @@ def prepare_config_for_saving(model: nn.Module, tokenizer: Any) -> None:
         del config.quantization_config
 
 
-def save_checkpoint(model: nn.Module, tokenizer: Any, out_dir: str | Path, manifest: dict[str, Any]) -> Path:
+def save_checkpoint(model: nn.Module, tokenizer: Any, out_dir: str | Path, manifest: Manifest | dict[str, Any]) -> Path:
     """Atomically write model, tokenizer and manifest to ``out_dir``; return the folder."""
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)

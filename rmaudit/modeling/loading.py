@@ -25,7 +25,7 @@ from transformers.utils import logging as hf_logging
 
 from rmaudit.errors import RmauditInputError, input_error
 from rmaudit.modeling.head import init_head
-from rmaudit.modeling.manifest import read_manifest, sha256_file
+from rmaudit.modeling.manifest import Manifest, read_manifest, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,7 @@ class LoadedRewardModel:
 
     model: Any
     tokenizer: Any
-    manifest: dict | None
+    manifest: "Manifest | None"
     pooling: str  # "mask" for rmaudit checkpoints and fresh heads, "native" for foreign RMs
     base_info: dict = field(default_factory=dict)
     head_init: dict | None = None  # init statistics when the head was created here

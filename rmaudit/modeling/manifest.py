@@ -11,13 +11,14 @@ import hashlib
 import json
 import os
 from importlib import metadata
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from rmaudit.atomic import atomic_write_text
 
 MANIFEST_NAME = "rmaudit.json"
-MANIFEST_VERSION = 1
+MANIFEST_VERSION = 2  # 2: typed; each fact once (chat template only under tokenizer, seed under hyperparameters)
 
 _TRACKED_PACKAGES = ("rmaudit", "torch", "transformers", "accelerate", "safetensors", "tokenizers", "gguf", "trl")
 
@@ -71,13 +72,119 @@ def write_json_atomic(path: Path, data: Any) -> None:
     atomic_write_text(Path(path), json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
 
 
-def write_manifest(checkpoint_dir: Path, manifest: dict[str, Any]) -> Path:
+@dataclass
+class DataFile:
+    """One data file a run read: where it was and what it held (sha256)."""
+
+    path: str
+    sha256: str | None = None
+    builtin: bool = False
+
+
+@dataclass
+class Manifest:
+    """``rmaudit.json``: what an audit needs to reproduce a run, read and validated here only.
+
+    The trainer writes each fact once; the properties below are the only derived views.
+    Keys this version does not know (a newer rmaudit, a test's marker) are kept in ``extra``
+    and written back unchanged.
+    """
+
+    manifest_version: int = MANIFEST_VERSION
+    trainer: str | None = None
+    pooling: str | None = None                       # "mask": the reward is read at the last mask position
+    base_model: dict[str, Any] = field(default_factory=dict)
+    data: dict[str, DataFile] = field(default_factory=dict)   # "train", and "eval" for a separate file
+    split: dict[str, Any] = field(default_factory=dict)       # method, eval_fraction, counts, prompt_hashes_file
+    tokenizer: dict[str, Any] = field(default_factory=dict)   # tokenizer_facts(), chat template included
+    max_length: int | None = None
+    truncation: dict[str, Any] = field(default_factory=dict)
+    head: dict[str, Any] = field(default_factory=dict)        # init, bias, initial_bias, at_init, now
+    hyperparameters: dict[str, Any] = field(default_factory=dict)  # the TrainConfig, seed and adapter included
+    run: dict[str, Any] = field(default_factory=dict)         # world size, steps, tokens, complete, dtype
+    packages: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def chat_template(self) -> str | None:
+        recorded = self.tokenizer.get("chat_template")
+        text = recorded.get("text") if isinstance(recorded, dict) else recorded
+        return text if isinstance(text, str) and text else None
+
+    @property
+    def head_initial_bias(self) -> tuple[bool, float | None]:
+        """(recorded, bias at init); recorded is False when the manifest says nothing about the head."""
+        if "initial_bias" in self.head:
+            return True, self.head["initial_bias"]
+        return False, None
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "extra"}
+        out["data"] = {side: asdict(record) for side, record in self.data.items()}
+        return {**out, **self.extra}
+
+    @classmethod
+    def from_dict(cls, raw: Any, source: str | os.PathLike = MANIFEST_NAME) -> "Manifest":
+        """Validate ``raw``; a wrong type is a one-line input error naming the file and the field."""
+        from rmaudit.errors import input_error
+
+        if not isinstance(raw, dict):
+            raise input_error(source, None, None, "expected a JSON object")
+        known = {f.name: f for f in fields(cls) if f.name != "extra"}
+        values: dict[str, Any] = {"extra": {k: v for k, v in raw.items() if k not in known}}
+        for name, spec in _FIELD_TYPES.items():
+            if name in raw and raw[name] is not None and not isinstance(raw[name], spec):
+                raise input_error(source, None, name, f"expected {_type_name(spec)}, got {type(raw[name]).__name__}")
+        for name in known:
+            if name in raw and raw[name] is not None:
+                values[name] = raw[name]
+        if "max_length" in values and (isinstance(values["max_length"], bool) or values["max_length"] < 1):
+            raise input_error(source, None, "max_length", f"expected a positive integer, got {values['max_length']!r}")
+        _upgrade_v1(raw, values)
+        values["data"] = {side: _data_file(record, source, side) for side, record in (values.get("data") or {}).items()}
+        return cls(**values)
+
+
+def _upgrade_v1(raw: dict[str, Any], values: dict[str, Any]) -> None:
+    """Version-1 manifests stated the chat template at top level and the initial bias under ``at_init``."""
+    if raw.get("manifest_version", 1) >= 2:
+        return
+    tokenizer = values.setdefault("tokenizer", {})
+    if "chat_template" in raw and not tokenizer.get("chat_template"):
+        tokenizer["chat_template"] = raw["chat_template"]
+    head = values.get("head") or {}
+    if "initial_bias" not in head and isinstance(head.get("at_init"), dict) and "bias" in head["at_init"]:
+        head["initial_bias"] = head["at_init"]["bias"]
+
+
+_FIELD_TYPES: dict[str, Any] = {
+    "manifest_version": int, "trainer": str, "pooling": str, "base_model": dict, "data": dict, "split": dict,
+    "tokenizer": dict, "max_length": int, "truncation": dict, "head": dict, "hyperparameters": dict, "run": dict,
+    "packages": dict, "metrics": dict,
+}
+
+
+def _type_name(spec: Any) -> str:
+    return {int: "an integer", str: "a string", dict: "an object"}.get(spec, str(spec))
+
+
+def _data_file(record: Any, source: str | os.PathLike, side: str) -> DataFile:
+    from rmaudit.errors import input_error
+
+    if not isinstance(record, dict) or not isinstance(record.get("path"), str):
+        raise input_error(source, None, f"data.{side}", "expected an object with a 'path' string")
+    return DataFile(record["path"], record.get("sha256"), bool(record.get("builtin", False)))
+
+
+def write_manifest(checkpoint_dir: Path, manifest: Manifest | dict[str, Any]) -> Path:
     path = Path(checkpoint_dir) / MANIFEST_NAME
-    write_json_atomic(path, {"manifest_version": MANIFEST_VERSION, **manifest})
+    data = manifest.to_dict() if isinstance(manifest, Manifest) else {"manifest_version": MANIFEST_VERSION, **manifest}
+    write_json_atomic(path, data)
     return path
 
 
-def read_manifest(checkpoint_dir: str | os.PathLike) -> dict[str, Any] | None:
+def read_manifest(checkpoint_dir: str | os.PathLike) -> Manifest | None:
     """The checkpoint's manifest, or None for checkpoints rmaudit did not write."""
     path = Path(checkpoint_dir) / MANIFEST_NAME
     if not path.is_file():
@@ -85,6 +192,9 @@ def read_manifest(checkpoint_dir: str | os.PathLike) -> dict[str, Any] | None:
     from rmaudit.errors import input_error
 
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        raw = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
         raise input_error(path, None, None, f"not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    except UnicodeDecodeError:
+        raise input_error(path, None, None, "not UTF-8 text") from None
+    return Manifest.from_dict(raw, path)

@@ -1,17 +1,10 @@
-"""All probes. Importing this package registers every probe module in ``PROBES``.
+"""The probes: one module per probe behind the :class:`Probe` interface (``base.py``).
 
-The import order is the order of ``rmaudit probes`` and of every report: the six classic
-pathologies first, then the battery and the headline accuracy.
+Probes register as entry points in the ``rmaudit.probes`` group (``registry.py``); this
+package imports none of them, so importing it is cheap.
 """
 
-from rmaudit.probes.base import PROBES, Probe, ProbeSkipped, register_probe
+from rmaudit.probes.base import Probe, ProbeSkipped
+from rmaudit.probes.registry import load_probes, register_probe, select_probes
 
-from rmaudit.probes import length_bias  # noqa: F401,E402
-from rmaudit.probes import padding  # noqa: F401,E402
-from rmaudit.probes import chat_template  # noqa: F401,E402
-from rmaudit.probes import bias_term  # noqa: F401,E402
-from rmaudit.probes import prompt_leakage  # noqa: F401,E402
-from rmaudit.probes import canonical_pairs  # noqa: F401,E402
-from rmaudit.probes import accuracy  # noqa: F401,E402
-
-__all__ = ["PROBES", "Probe", "ProbeSkipped", "register_probe"]
+__all__ = ["Probe", "ProbeSkipped", "load_probes", "register_probe", "select_probes"]

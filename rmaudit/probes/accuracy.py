@@ -1,14 +1,16 @@
 """Probe `accuracy`: held-out accuracy, margin distribution and calibration of sigma(margin).
 
 Under Bradley-Terry the RM claims ``P(chosen beats rejected) = sigma(margin)``. Accuracy
-is the fraction of held-out pairs with ``margin > 0`` (a tie counts as wrong, as in the
-trainer's metric). Calibration is read top-label style: each pair's confidence is
+is the fraction of held-out pairs with ``margin > 0``, a tie counting half (the one tie
+rule, ``rmaudit/stats.py``). Its 95% interval is Wilson's when every pair has its own
+prompt, and a bootstrap over prompts when prompts repeat (pairs that share a prompt are
+not independent evidence). Calibration is read top-label style: each pair's confidence is
 ``max(sigma(m), 1 - sigma(m))`` and it is right when ``m > 0``; the expected calibration
 error (ECE) is the count-weighted gap between mean confidence and accuracy over 10 equal
 bins on [0.5, 1]. An RM that is right 65% of the time with margins of 5 (claims 99%) is
 overconfident: PPO will chase its rewards far harder than the evidence allows.
 
-Defaults (reference chapter: a useful RM reaches >= 0.70 held out): accuracy < 0.55
+Default limits (reference chapter: a useful RM reaches >= 0.70 held out): accuracy < 0.55
 fails (barely above a coin), < 0.60 warns; ECE >= 0.15 warns; a category with at least
 10 pairs and accuracy < 0.5 warns (the RM is inverted on a slice even if fine overall).
 """
@@ -23,16 +25,13 @@ from typing import Any, Sequence
 import numpy as np
 
 from rmaudit.data.pairs import PreferencePair
-from rmaudit.probes.base import Probe, ProbeSkipped, clip_evidence, register_probe
-from rmaudit.results import Status
+from rmaudit.data.split import prompt_hash
+from rmaudit.findings import Comparison, Finding, Limit, Setting, Status
+from rmaudit.probes.base import Probe, ProbeSkipped, clip_evidence, metric, with_reasons
+from rmaudit.stats import cluster_bootstrap_interval, pair_credit, sigmoid, wilson_interval
 
 N_BINS = 10
 EVIDENCE_ROWS = 20
-
-
-def sigmoid(x: np.ndarray) -> np.ndarray:
-    """Numerically stable logistic function."""
-    return np.exp(-np.logaddexp(0.0, -x))
 
 
 def calibration_bins(margins: np.ndarray, n_bins: int = N_BINS) -> tuple[float, list[dict[str, Any]]]:
@@ -41,7 +40,7 @@ def calibration_bins(margins: np.ndarray, n_bins: int = N_BINS) -> tuple[float, 
     A tie (margin 0) has confidence 0.5 and counts as half right: it predicts nothing.
     """
     confidence = sigmoid(np.abs(margins))
-    correct = np.where(margins > 0, 1.0, np.where(margins < 0, 0.0, 0.5))
+    correct = pair_credit(margins)
     edges = np.linspace(0.5, 1.0, n_bins + 1)
     which = np.clip(np.searchsorted(edges, confidence, side="right") - 1, 0, n_bins - 1)
     bins, ece = [], 0.0
@@ -58,36 +57,25 @@ def calibration_bins(margins: np.ndarray, n_bins: int = N_BINS) -> tuple[float, 
     return ece, bins
 
 
-def wilson_interval(successes: float, n: int, z: float = 1.96) -> tuple[float, float]:
-    """95% Wilson score interval for a proportion (sound for small n and extreme rates)."""
-    if n == 0:
-        return float("nan"), float("nan")
-    p = successes / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return max(0.0, centre - half), min(1.0, centre + half)
-
-
-def _r(value: float | None, digits: int = 4) -> float | None:
-    return None if value is None or not math.isfinite(value) else round(float(value), digits)
-
-
-@register_probe
 class AccuracyProbe(Probe):
+    """Held-out accuracy with its interval, margin quantiles, ECE of sigma(margin) and
+    accuracy per category; fail near chance, warn on miscalibration or an inverted slice."""
+
     name = "accuracy"
+    order = 70
     description = "Held-out accuracy, margin distribution and calibration (ECE) of sigma(margin), per category."
     why = ("How often the RM ranks held-out pairs the way people did, and whether sigma(margin) means what it says.\n"
            "An RM near chance gives PPO noise to optimise; an overconfident one makes PPO over-trust small differences.")
-    default_thresholds = {
-        "accuracy_fail_below": 0.55,
-        "accuracy_warn_below": 0.60,
-        "ece_warn_at": 0.15,
-        "category_accuracy_warn_below": 0.5,
-        "category_min_pairs": 10,
-    }
+    inputs = ("model", "eval_pairs")
+    limits = (
+        Limit("accuracy", Comparison.BELOW, warn=0.60, fail=0.55, help="held-out accuracy (ties count half)"),
+        Limit("ece", Comparison.AT_LEAST, warn=0.15, help="expected calibration error of sigma(margin)"),
+        Limit("category_accuracy", Comparison.BELOW, warn=0.5,
+              help="accuracy of one category with at least category_min_pairs pairs"),
+    )
+    settings = (Setting("category_min_pairs", 10, "categories with fewer pairs are not graded"),)
 
-    def run(self, ctx, thresholds):
-        ctx.require(model=ctx.model, eval_pairs=ctx.eval_pairs)
+    def run(self, ctx):
         # A pair whose chosen equals its rejected carries no preference: it can only tie.
         pairs = [p for p in ctx.eval_pairs if p.chosen != p.rejected]
         if not pairs:
@@ -97,37 +85,64 @@ class AccuracyProbe(Probe):
         std = ctx.reward_std()
         ece, bins = calibration_bins(margins)
         categories = _per_category(pairs, margins)
-        metrics = {**_overall(margins, std), "ece": _r(ece),
+        metrics = {**_overall(pairs, margins, std), "ece": metric(ece),
                    "identical_pairs_excluded": len(ctx.eval_pairs) - len(pairs), **_flatten(categories)}
-        weak = _weak_categories(categories, thresholds)
-        status = _grade(metrics, weak, thresholds)
+        findings = self._findings(metrics, categories)
         return self.result(
-            status, _summary(metrics, weak), metrics=metrics, thresholds=thresholds,
+            findings, with_reasons(_summary(metrics), findings), metrics=metrics,
             evidence=_evidence(pairs, chosen, rejected, margins),
             chart=_chart(margins, bins, ece, categories),
         )
 
+    def _findings(self, metrics: dict[str, Any], categories: dict[str, dict[str, Any]]) -> list[Finding]:
+        findings = [
+            self.limit("accuracy").check(metrics["accuracy"], (
+                f"accuracy {metrics['accuracy']:.3f} on {metrics['n_pairs']} held-out pairs (95% CI "
+                f"{metrics['accuracy_ci_low']:.3f}–{metrics['accuracy_ci_high']:.3f}, {metrics['accuracy_ci_method']})")),
+            self.limit("ece").check(metrics["ece"], f"sigma(margin) is off from the observed accuracy by "
+                                                    f"{metrics['ece']:.3f} on average (ECE)"),
+        ]
+        for category, values in categories.items():
+            if values["n"] >= self.setting("category_min_pairs"):
+                finding = self.limit("category_accuracy").check(
+                    values["accuracy"], f"accuracy {values['accuracy']:.3f} on the {values['n']} pairs of "
+                                        f"category {category!r}", metric=f"accuracy[{category}]")
+                if finding.status is not Status.PASS:
+                    finding.message += ": the RM is inverted on this slice"
+                findings.append(finding)
+        return findings
 
-def _overall(margins: np.ndarray, std: float) -> dict[str, Any]:
+
+def accuracy_interval(pairs: Sequence[PreferencePair], credit: np.ndarray) -> tuple[float, float, str]:
+    """95% interval of the accuracy: Wilson when every prompt is unique, else clustered by prompt."""
+    prompts = [prompt_hash(p.prompt) for p in pairs]
+    if len(set(prompts)) == len(prompts):
+        return (*wilson_interval(float(credit.sum()), len(credit)), "Wilson")
+    low, high = cluster_bootstrap_interval(credit, np.array(prompts))
+    return low, high, f"bootstrap over {len(set(prompts))} prompts"
+
+
+def _overall(pairs: Sequence[PreferencePair], margins: np.ndarray, std: float) -> dict[str, Any]:
     n = len(margins)
-    right = float((margins > 0).sum())
-    low, high = wilson_interval(right, n)
+    credit = pair_credit(margins)
+    low, high, method = accuracy_interval(pairs, credit)
     q = np.quantile(margins, [0.05, 0.25, 0.5, 0.75, 0.95])
     scale = std if math.isfinite(std) and std > 0 else float("nan")
     return {
         "n_pairs": n,
-        "accuracy": _r(right / n),
-        "accuracy_ci_low": _r(low),
-        "accuracy_ci_high": _r(high),
+        "accuracy": metric(float(credit.mean())),
+        "accuracy_ci_low": metric(low),
+        "accuracy_ci_high": metric(high),
+        "accuracy_ci_method": method,
         "ties": int((margins == 0).sum()),
-        "bt_loss": _r(float(np.logaddexp(0.0, -margins).mean())),
-        "mean_margin": _r(margins.mean()),
-        "std_margin": _r(margins.std()),
-        "margin_p05": _r(q[0]), "margin_p25": _r(q[1]), "margin_median": _r(q[2]),
-        "margin_p75": _r(q[3]), "margin_p95": _r(q[4]),
-        "mean_margin_std": _r(margins.mean() / scale),
-        "mean_confidence": _r(sigmoid(np.abs(margins)).mean()),
-        "reward_std": _r(std, 6),
+        "bt_loss": metric(float(np.logaddexp(0.0, -margins).mean())),
+        "mean_margin": metric(margins.mean()),
+        "std_margin": metric(margins.std()),
+        "margin_p05": metric(q[0]), "margin_p25": metric(q[1]), "margin_median": metric(q[2]),
+        "margin_p75": metric(q[3]), "margin_p95": metric(q[4]),
+        "mean_margin_std": metric(margins.mean() / scale),
+        "mean_confidence": metric(sigmoid(np.abs(margins)).mean()),
+        "reward_std": metric(std, 6),
     }
 
 
@@ -140,7 +155,7 @@ def _per_category(pairs: Sequence[PreferencePair], margins: np.ndarray) -> dict[
     out = {}
     for category in sorted(index):
         m = margins[index[category]]
-        out[category] = {"n": len(m), "accuracy": _r(float((m > 0).mean())), "mean_margin": _r(m.mean())}
+        out[category] = {"n": len(m), "accuracy": metric(float(pair_credit(m).mean())), "mean_margin": metric(m.mean())}
     return out
 
 
@@ -152,28 +167,10 @@ def _flatten(categories: dict[str, dict[str, Any]]) -> dict[str, Any]:
     return flat
 
 
-def _weak_categories(categories: dict[str, dict[str, Any]], thresholds: dict[str, float]) -> list[str]:
-    return [c for c, v in categories.items()
-            if v["n"] >= thresholds["category_min_pairs"] and v["accuracy"] < thresholds["category_accuracy_warn_below"]]
-
-
-def _grade(metrics: dict[str, Any], weak: list[str], thresholds: dict[str, float]) -> Status:
-    accuracy = metrics["accuracy"]
-    if accuracy < thresholds["accuracy_fail_below"]:
-        return Status.FAIL
-    if (accuracy < thresholds["accuracy_warn_below"] or weak
-            or (metrics["ece"] is not None and metrics["ece"] >= thresholds["ece_warn_at"])):
-        return Status.WARN
-    return Status.PASS
-
-
-def _summary(metrics: dict[str, Any], weak: list[str]) -> str:
-    text = (f"accuracy {metrics['accuracy']:.3f} on {metrics['n_pairs']} held-out pairs "
+def _summary(metrics: dict[str, Any]) -> str:
+    return (f"accuracy {metrics['accuracy']:.3f} on {metrics['n_pairs']} held-out pairs "
             f"(95% CI {metrics['accuracy_ci_low']:.3f}–{metrics['accuracy_ci_high']:.3f}); "
             f"ECE {metrics['ece']:.3f}; mean margin {metrics['mean_margin']:+.3f}")
-    if weak:
-        text += f"; below chance on: {', '.join(weak)}"
-    return text + "."
 
 
 def _evidence(pairs, chosen, rejected, margins) -> list[dict[str, Any]]:
@@ -186,10 +183,10 @@ def _evidence(pairs, chosen, rejected, margins) -> list[dict[str, Any]]:
             "prompt": clip_evidence(pair.prompt_text()),
             "chosen": clip_evidence(pair.chosen),
             "rejected": clip_evidence(pair.rejected),
-            "reward_chosen": _r(chosen[i]),
-            "reward_rejected": _r(rejected[i]),
-            "margin": _r(margins[i]),
-            "p_chosen": _r(float(sigmoid(np.array(margins[i])))),
+            "reward_chosen": metric(chosen[i]),
+            "reward_rejected": metric(rejected[i]),
+            "margin": metric(margins[i]),
+            "p_chosen": metric(float(sigmoid(np.array(margins[i])))),
             "correct": bool(margins[i] > 0),
             "source": f"{Path(pair.source).name}:{pair.row}" if pair.source else "",
         })
@@ -199,9 +196,9 @@ def _evidence(pairs, chosen, rejected, margins) -> list[dict[str, Any]]:
 def _chart(margins, bins, ece, categories) -> dict[str, Any]:
     charts: list[dict[str, Any]] = [
         {"kind": "histogram", "title": "Held-out margins r(chosen) − r(rejected)",
-         "x_label": "margin (reward units)", "series": [{"name": "margin", "values": [_r(m) for m in margins]}],
+         "x_label": "margin (reward units)", "series": [{"name": "margin", "values": [metric(m) for m in margins]}],
          "vlines": [{"x": 0.0, "label": "wrong order below"}]},
-        {"kind": "reliability", "title": "Reliability of σ(margin)", "bins": bins, "ece": _r(ece),
+        {"kind": "reliability", "title": "Reliability of σ(margin)", "bins": bins, "ece": metric(ece),
          "x_label": "confidence max(σ(m), 1 − σ(m))"},
     ]
     if categories:

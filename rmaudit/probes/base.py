@@ -1,18 +1,23 @@
-"""The one small interface every probe implements, and the registry that names them.
+"""The one small interface every probe implements.
 
-A probe is a class with a fixed ``name``, a one-line ``description`` (shown by
-``rmaudit probes``), a two-line ``why`` (shown in the HTML report), its default
-thresholds, and a ``run`` method that returns a :class:`~rmaudit.results.ProbeResult`.
-Register it with :func:`register_probe` in its own module under ``rmaudit/probes/``
-and import that module in ``rmaudit/probes/__init__.py``.
+A probe is one class in one module: a fixed ``name``, a one-line ``description`` (shown by
+``rmaudit probes``), a two-line ``why`` (shown in the report), the context ``inputs`` it
+needs (a missing one skips it with a reason that names the flag), its :class:`Limit` s
+(gates, configurable in ``[tool.rmaudit.limits.<name>]``), its :class:`Setting` s (how it
+measures, ``[tool.rmaudit.settings.<name>]``), and ``run(ctx)`` returning a
+:class:`~rmaudit.results.ProbeResult` whose findings carry the reasons. Register it as an
+entry point in the ``rmaudit.probes`` group (see ``rmaudit/probes/registry.py``).
 """
 
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any, ClassVar
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, ClassVar, Sequence
 
-from rmaudit.results import ProbeResult, Status
+from rmaudit.errors import RmauditInputError
+from rmaudit.findings import Finding, Limit, Setting, Status, worst
+from rmaudit.results import ProbeResult
 
 if TYPE_CHECKING:
     from rmaudit.probes.context import AuditContext
@@ -28,32 +33,63 @@ class Probe:
     name: ClassVar[str]
     description: ClassVar[str]
     why: ClassVar[str]
-    default_thresholds: ClassVar[dict[str, float]] = {}
+    order: ClassVar[int] = 1000                 # position in `rmaudit probes` and in reports
+    inputs: ClassVar[tuple[str, ...]] = ()      # AuditContext fields that must be present
+    limits: ClassVar[tuple[Limit, ...]] = ()
+    settings: ClassVar[tuple[Setting, ...]] = ()
 
-    def run(self, ctx: "AuditContext", thresholds: dict[str, float]) -> ProbeResult:
+    def __init__(self, limits: Mapping[str, float] | None = None, settings: Mapping[str, Any] | None = None):
+        limits, settings = dict(limits or {}), dict(settings or {})
+        _reject_unknown(self.name, "limit", limits, self.limit_keys())
+        _reject_unknown(self.name, "setting", settings, [s.name for s in self.settings])
+        self._limits = {lim.metric: lim.with_overrides(limits) for lim in self.limits}
+        self._settings = {s.name: settings.get(s.name, s.default) for s in self.settings}
+
+    @classmethod
+    def limit_keys(cls) -> list[str]:
+        return [key for lim in cls.limits for key in lim.keys()]
+
+    def limit(self, metric: str) -> Limit:
+        """This run's limit on ``metric`` (defaults with the user's overrides)."""
+        return self._limits[metric]
+
+    def setting(self, name: str) -> Any:
+        return self._settings[name]
+
+    def run(self, ctx: "AuditContext") -> ProbeResult:
         raise NotImplementedError
 
     def result(
         self,
-        status: Status,
+        findings: Sequence[Finding],
         summary: str,
         *,
         metrics: dict[str, Any] | None = None,
-        thresholds: dict[str, Any] | None = None,
         evidence: list[dict[str, Any]] | None = None,
         chart: dict[str, Any] | None = None,
+        status: Status | None = None,
     ) -> ProbeResult:
-        """Build this probe's result with its name and description filled in."""
+        """This probe's result; the status is the worst finding's unless ``status`` is given."""
         return ProbeResult(
             name=self.name,
-            status=status,
+            status=status or worst(f.status for f in findings),
             summary=summary,
+            findings=list(findings),
             metrics=metrics or {},
-            thresholds=thresholds or {},
+            limits={m: {"comparison": lim.comparison.value, "warn": lim.warn, "fail": lim.fail}
+                    for m, lim in self._limits.items()},
+            settings=dict(self._settings),
             evidence=evidence or [],
             chart=chart or {},
             description=self.why,
         )
+
+
+def _reject_unknown(probe: str, kind: str, given: Mapping[str, Any], known: list[str]) -> None:
+    unknown = [k for k in given if k not in known]
+    if unknown:
+        raise RmauditInputError(f"{kind}s for {probe!r}: unknown {', '.join(map(repr, unknown))} "
+                                f"(valid: {', '.join(known) or 'none'})")
 
 
 EVIDENCE_TEXT_LIMIT = 300
@@ -72,21 +108,15 @@ def metric(value: float | None, digits: int = 4) -> float | None:
     return None if value is None or not math.isfinite(value) else round(float(value), digits)
 
 
-PROBES: dict[str, type[Probe]] = {}
+def with_reasons(summary: str, findings: Sequence[Finding]) -> str:
+    """The probe's summary line followed by the reasons for its status, if any."""
+    reasons = reasons_text(findings)
+    return f"{summary}. {reasons}" if reasons else summary
 
 
-def register_probe(cls: type[Probe]) -> type[Probe]:
-    """Class decorator: make a probe available to ``--probes`` under its ``name``."""
-    if cls.name in PROBES:
-        raise ValueError(f"probe {cls.name!r} registered twice")
-    PROBES[cls.name] = cls
-    return cls
-
-
-def grade(value: float, warn_at: float, fail_at: float) -> Status:
-    """PASS/WARN/FAIL for a metric where larger is worse."""
-    if value >= fail_at:
-        return Status.FAIL
-    if value >= warn_at:
-        return Status.WARN
-    return Status.PASS
+def reasons_text(findings: Sequence[Finding]) -> str:
+    """"FAIL: <message>; <message>" for the findings that set the status ('' when all pass)."""
+    status = worst(f.status for f in findings)
+    if status is Status.PASS:
+        return ""
+    return status.value.upper() + ": " + "; ".join(f.message for f in findings if f.status is status)

@@ -31,8 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rmaudit.probes.base import Probe, ProbeSkipped, register_probe
-from rmaudit.results import Status
+from rmaudit.findings import Comparison, Finding, Limit, Setting, Status, note
+from rmaudit.probes.base import Probe, ProbeSkipped
 
 HEAD_BIAS_PATTERNS = ("*score.bias", "*v_head*.bias", "*value_head*.bias", "*reward_head*.bias", "*classifier*.bias")
 SAFETENSORS_INDEX = "model.safetensors.index.json"
@@ -101,60 +101,55 @@ def _match_key(key: str, keys: dict[str, Any]) -> str | None:
     return next((k for k in keys if k.endswith("." + key) or key.endswith("." + k)), None)
 
 
-def manifest_initial_bias(manifest: dict | None) -> tuple[bool, float | None]:
-    """(recorded, bias at init) from rmaudit.json's ``head`` record; recorded is False
-    when the manifest says nothing about the head."""
-    head = (manifest or {}).get("head")
-    if not isinstance(head, dict):
-        return False, None
-    if "initial_bias" in head:
-        return True, head["initial_bias"]
-    at_init = head.get("at_init")
-    if isinstance(at_init, dict) and "bias" in at_init:
-        return True, at_init["bias"]
-    return False, None
-
-
 def _rounding(dtype: str, value: float) -> float:
     """Largest rounding error of storing ``value`` in ``dtype`` (a manifest float vs a bf16 file)."""
     eps = {"bfloat16": 2.0**-8, "float16": 2.0**-11, "float32": 2.0**-24}.get(dtype, 2.0**-24)
     return eps * max(1.0, abs(value))
 
 
-@register_probe
 class BiasTerm(Probe):
+    """Read every head bias from the safetensors files and compare it with the loaded model
+    and the manifest's value at init; fail when it was dropped on load, drifted or appeared."""
+
     name = "bias_term"
+    order = 40
     description = "Reward-head bias read from the weight files: dropped on load, drifted from init, or large."
     why = ("A head bias gets zero gradient under Bradley-Terry; if transformers drops it on load, or it drifted, served rewards differ from trained ones.\n"
            "Reads *score.bias / *v_head.bias / *value_head.bias / *classifier*.bias straight from the safetensors and compares with the loaded model and the manifest.")
-    default_thresholds = {
-        "drift_tolerance": 1e-4,    # |file bias - manifest init bias| above this (plus dtype rounding) fails
-        "load_tolerance": 1e-4,     # |file bias - loaded bias| above this (plus dtype rounding) fails
-        "warn_abs_bias": 1e-6,      # a present, loaded, undrifted bias above this warns
-    }
+    limits = (
+        Limit("abs_bias", Comparison.ABOVE, warn=1e-6,
+              help="|head bias| of a present, loaded, undrifted bias (a bias created at load fails above it)"),
+    )
+    settings = (
+        Setting("drift_tolerance", 1e-4, "|file bias - manifest init bias| above this (plus dtype rounding) fails"),
+        Setting("load_tolerance", 1e-4, "|file bias - loaded bias| above this (plus dtype rounding) fails"),
+    )
 
-    def run(self, ctx, thresholds: dict[str, float]):
+    def run(self, ctx):
         folder = Path(ctx.checkpoint)
         num_labels = _num_labels(ctx.model, folder)
         if folder.is_dir() and safetensors_files(folder):
-            return self._grade(ctx, read_head_biases(folder, num_labels), thresholds)
+            return self._grade(ctx, read_head_biases(folder, num_labels))
         if folder.is_dir() and any((folder / name).is_file() for name in PICKLE_WEIGHTS):
             return self._pickle_only(ctx, folder)
         if ctx.model is None:
             raise ProbeSkipped(f"no safetensors weights in {folder} and no loaded model to inspect")
         # No weight files to read (e.g. a GGUF base whose head is created at load): the loaded head only.
-        return self._grade(ctx, None, thresholds)
+        return self._grade(ctx, None)
 
     # ------------------------------------------------------------------------- checks
 
-    def _grade(self, ctx, file_biases: list[HeadBias] | None, thresholds: dict[str, float]):
+    def _grade(self, ctx, file_biases: list[HeadBias] | None):
         """``file_biases`` is None when there are no weight files to read."""
         have_files = file_biases is not None
         file_biases = file_biases or []
         offsets = [b for b in file_biases if b.is_reward_offset]
         loaded = loaded_head_biases(ctx.model) if ctx.model is not None else None
-        recorded, initial = manifest_initial_bias(ctx.manifest)
-        problems, evidence = [], []
+        recorded, initial = ctx.manifest.head_initial_bias if ctx.manifest is not None else (False, None)
+        problems: list[Finding] = []
+        evidence: list[dict[str, Any]] = []
+        tolerances = {"load_tolerance": self.setting("load_tolerance"), "drift_tolerance": self.setting("drift_tolerance"),
+                      "warn_abs_bias": self.limit("abs_bias").warn}
         for bias in file_biases:
             row = {"key": bias.key, "file": bias.file, "shape": bias.shape, "dtype": bias.dtype,
                    "file_value": _one(bias.values), "reward_offset": bias.is_reward_offset}
@@ -162,49 +157,53 @@ class BiasTerm(Probe):
                 match = _match_key(bias.key, loaded)
                 row["loaded_value"] = _one(loaded[match]) if match else None
                 if bias.is_reward_offset:
-                    problems += self._load_problems(bias, match, loaded, _parameter_dtype(ctx.model), thresholds)
+                    problems += self._load_problems(bias, match, loaded, _parameter_dtype(ctx.model), tolerances)
             if bias.is_reward_offset and recorded:
                 row["initial_value"] = initial
-                problems += self._drift_problems(bias, initial, thresholds)
+                problems += self._drift_problems(bias, initial, tolerances)
             evidence.append(row)
         if loaded is not None:
-            problems += self._created_on_load(file_biases, loaded, have_files, thresholds, evidence)
+            problems += self._created_on_load(file_biases, loaded, have_files, tolerances, evidence)
         if recorded and initial is not None and have_files and not offsets:
-            problems.append(f"the manifest records a head bias of {initial:.6g} at init, but the weight files hold "
-                            "none: the trained head's constant is lost")
+            problems.append(note(Status.FAIL, f"the manifest records a head bias of {initial:.6g} at init, but the "
+                                 "weight files hold none: the trained head's constant is lost", "file_bias", None))
         metrics = self._metrics(ctx, offsets, loaded, recorded, initial)
-        status, summary = self._verdict(metrics, problems, thresholds)
-        return self.result(status, summary, metrics=metrics, thresholds=dict(thresholds), evidence=evidence,
-                           chart=self._chart(metrics))
+        findings, summary = self._verdict(metrics, problems)
+        return self.result(findings, summary, metrics=metrics, evidence=evidence, chart=self._chart(metrics))
 
     @staticmethod
-    def _load_problems(bias: HeadBias, match: str | None, loaded: dict, loaded_dtype: str, thresholds: dict) -> list[str]:
+    def _load_problems(bias: HeadBias, match: str | None, loaded: dict, loaded_dtype: str, thresholds: dict) -> list[Finding]:
         served = -_one(bias.values) if len(bias.values) == 1 else None
         if match is None:
             shift = f" (served = trained {served:+.6g})" if served is not None else ""
-            return [f"{bias.key} = {_fmt(bias.values)} is in {bias.file} but the loaded model has no such parameter: "
-                    f"transformers dropped it on load, so served rewards differ from trained ones{shift}"]
+            return [note(Status.FAIL, f"{bias.key} = {_fmt(bias.values)} is in {bias.file} but the loaded model has no "
+                         f"such parameter: transformers dropped it on load, so served rewards differ from trained ones{shift}",
+                         "loaded_bias", None)]
         diff = max(abs(a - b) for a, b in zip(bias.values, loaded[match]))
         largest = max(map(abs, bias.values))
         # A model loaded in bfloat16 holds the file's float32 bias rounded: not a difference.
-        if diff > thresholds["load_tolerance"] + _rounding(bias.dtype, largest) + _rounding(loaded_dtype, largest):
-            return [f"{bias.key}: the loaded value {_fmt(loaded[match])} differs from the file's {_fmt(bias.values)}"]
+        tolerance = thresholds["load_tolerance"] + _rounding(bias.dtype, largest) + _rounding(loaded_dtype, largest)
+        if diff > tolerance:
+            return [Finding(Status.FAIL, f"{bias.key}: the loaded value {_fmt(loaded[match])} differs from the file's "
+                            f"{_fmt(bias.values)}", "abs_load_difference", diff, tolerance, Comparison.ABOVE)]
         return []
 
     @staticmethod
-    def _drift_problems(bias: HeadBias, initial: float | None, thresholds: dict) -> list[str]:
+    def _drift_problems(bias: HeadBias, initial: float | None, thresholds: dict) -> list[Finding]:
         if initial is None:
-            return [f"{bias.key} = {_fmt(bias.values)} but the manifest says the head was created without a bias: "
-                    "something added it after training started"]
+            return [note(Status.FAIL, f"{bias.key} = {_fmt(bias.values)} but the manifest says the head was created "
+                         "without a bias: something added it after training started", "file_bias", _one(bias.values))]
         drift = max(abs(v - float(initial)) for v in bias.values)
-        if drift > thresholds["drift_tolerance"] + _rounding(bias.dtype, float(initial)):
-            return [f"{bias.key} drifted from {float(initial):.6g} at init to {_fmt(bias.values)} "
-                    "(its Bradley-Terry gradient is exactly zero: something else changed it)"]
+        tolerance = thresholds["drift_tolerance"] + _rounding(bias.dtype, float(initial))
+        if drift > tolerance:
+            return [Finding(Status.FAIL, f"{bias.key} drifted from {float(initial):.6g} at init to {_fmt(bias.values)} "
+                            "(its Bradley-Terry gradient is exactly zero: something else changed it)",
+                            "abs_drift", drift, tolerance, Comparison.ABOVE)]
         return []
 
     @staticmethod
     def _created_on_load(file_biases: list[HeadBias], loaded: dict, have_files: bool, thresholds: dict,
-                         evidence: list) -> list[str]:
+                         evidence: list) -> list[Finding]:
         """Loaded head biases that the weight files never held: created and initialised at
         load time, never trained. Without weight files (a GGUF base) they are only listed."""
         stored = {b.key: b for b in file_biases}
@@ -214,8 +213,9 @@ class BiasTerm(Probe):
                 continue
             evidence.append({"key": key, "file": None, "loaded_value": _one(values), "reward_offset": len(values) == 1})
             if have_files and max(map(abs, values)) > thresholds["warn_abs_bias"]:
-                problems.append(f"{key} = {_fmt(values)} exists only in the loaded model (created at load time, "
-                                "never trained): served rewards are shifted by it")
+                problems.append(Finding(Status.FAIL, f"{key} = {_fmt(values)} exists only in the loaded model (created "
+                                        "at load time, never trained): served rewards are shifted by it",
+                                        "abs_bias", max(map(abs, values)), thresholds["warn_abs_bias"], Comparison.ABOVE))
         return problems
 
     @staticmethod
@@ -248,26 +248,29 @@ class BiasTerm(Probe):
                 m["served_minus_trained"] = round(0.0 if loaded_bias is not None else -file_bias, 6)
         return {k: (round(v, 8) if isinstance(v, float) and math.isfinite(v) else v) for k, v in m.items()}
 
-    @staticmethod
-    def _verdict(m: dict[str, Any], problems: list[str], thresholds: dict) -> tuple[Status, str]:
+    def _verdict(self, m: dict[str, Any], problems: list[Finding]) -> tuple[list[Finding], str]:
         if problems:
-            return Status.FAIL, "; ".join(problems)
+            return problems, "; ".join(f.message for f in problems)
         bias = m["file_bias"] if m["file_bias"] is not None else m["loaded_bias"]
-        if bias is None or abs(bias) <= thresholds["warn_abs_bias"]:
-            return Status.PASS, ("no reward-head bias: rewards are w·h only" if bias is None
-                                 else f"the head bias is {bias:.3g} (zero): harmless")
+        if bias is None:
+            return [note(Status.PASS, "no reward-head bias: rewards are w·h only", "file_bias", None)], \
+                "no reward-head bias: rewards are w·h only"
         units = f" = {m['bias_std_units']:.3g} reward std" if m.get("bias_std_units") is not None else ""
-        return Status.WARN, (f"the reward head has a bias {bias:+.6g}{units}, loaded and unchanged since init; it gets "
-                             "zero gradient under Bradley-Terry and only shifts every reward (use bias=False)")
+        finding = self.limit("abs_bias").check(abs(bias), f"the reward head has a bias {bias:+.6g}{units}")
+        if finding.status is Status.PASS:
+            return [finding], f"the head bias is {bias:.3g} (zero): harmless"
+        finding.message += (", loaded and unchanged since init; it gets zero gradient under Bradley-Terry and only "
+                            "shifts every reward (use bias=False)")
+        return [finding], finding.message
 
     def _pickle_only(self, ctx, folder: Path):
         loaded = loaded_head_biases(ctx.model) if ctx.model is not None else {}
         evidence = [{"key": k, "file": None, "loaded_value": _one(v)} for k, v in loaded.items()]
+        message = (f"{folder.name}: weights are only in pickle format (pytorch_model.bin); rmaudit never unpickles, so "
+                   "the head bias in the file cannot be checked (re-save with safetensors: model.save_pretrained(dir, "
+                   "safe_serialization=True))")
         return self.result(
-            Status.WARN,
-            f"{folder.name}: weights are only in pickle format (pytorch_model.bin); rmaudit never unpickles, so the "
-            "head bias in the file cannot be checked (re-save with safetensors: model.save_pretrained(dir, "
-            "safe_serialization=True))",
+            [note(Status.WARN, message, "weights_format", "pickle")], message,
             metrics={"file_bias": None, "loaded_bias": next((v[0] for v in loaded.values() if len(v) == 1), None),
                      "weights_format": "pickle"},
             evidence=evidence,

@@ -24,9 +24,11 @@ from typing import Any, Sequence
 import numpy as np
 
 from rmaudit.data.pairs import Message, PreferencePair
-from rmaudit.probes.base import Probe, ProbeSkipped, clip_evidence, metric, register_probe
+from rmaudit.probes.base import Probe, ProbeSkipped, clip_evidence, metric, with_reasons
 from rmaudit.resources import probe_data_dir
-from rmaudit.results import SEVERITY, ProbeResult, Status
+from rmaudit.findings import Comparison, Finding, Limit, Setting, Status, note, worst
+from rmaudit.results import ProbeResult
+from rmaudit.stats import pair_credit
 from rmaudit.scoring import FALLBACK_TEMPLATE, render
 
 N_RENDERED = 8
@@ -62,7 +64,7 @@ class PolicyTemplate:
 
 
 @dataclass
-class Comparison:
+class Rendering:
     """One conversation rendered by the RM's and the policy's template."""
 
     index: int
@@ -93,16 +95,6 @@ def infer_family(tokenizer: Any) -> str | None:
     return next((family for family, token in FAMILY_TOKENS if token in vocab), None)
 
 
-def manifest_template(manifest: dict | None) -> str | None:
-    """Template text recorded at training time (top level or under the tokenizer facts)."""
-    for holder in (manifest or {}, (manifest or {}).get("tokenizer") or {}):
-        recorded = holder.get("chat_template")
-        text = recorded.get("text") if isinstance(recorded, dict) else recorded
-        if isinstance(text, str) and text:
-            return text
-    return None
-
-
 def policy_template(ctx) -> PolicyTemplate:
     """The policy side of the comparison, or ProbeSkipped naming what is missing."""
     policy = ctx.policy_tokenizer
@@ -114,7 +106,7 @@ def policy_template(ctx) -> PolicyTemplate:
         if family is None:
             raise ProbeSkipped("the --policy tokenizer has no chat template and no known template family's special tokens")
         return PolicyTemplate(known_templates()[family], policy, f"no template in the policy tokenizer; inferred {family} from its special tokens", inferred=True)
-    text = manifest_template(ctx.manifest)
+    text = ctx.manifest.chat_template if ctx.manifest is not None else None
     if text:
         return PolicyTemplate(text, ctx.tokenizer, "chat template recorded in the manifest at training time")
     raise ProbeSkipped("missing input: policy_tokenizer (--policy), and the checkpoint's manifest records no chat template")
@@ -158,7 +150,7 @@ def first_difference(a: str, b: str) -> str:
     return f"at char {i}: reward model {a[start:i + 30]!r} vs policy {b[start:i + 30]!r}"
 
 
-def compare(index: int, origin: str, messages: Sequence[Message], rm: tuple[Any, str], policy: PolicyTemplate) -> Comparison:
+def compare(index: int, origin: str, messages: Sequence[Message], rm: tuple[Any, str], policy: PolicyTemplate) -> Rendering:
     """Render one conversation both ways and classify the difference."""
     texts: list[str | None] = []
     errors = []
@@ -170,11 +162,11 @@ def compare(index: int, origin: str, messages: Sequence[Message], rm: tuple[Any,
             errors.append(f"{who} template cannot render it: {type(exc).__name__}: {exc}")
     rm_text, policy_text = texts
     if errors:
-        return Comparison(index, origin, rm_text, policy_text, "error", "; ".join(errors))
+        return Rendering(index, origin, rm_text, policy_text, "error", "; ".join(errors))
     if rm_text == policy_text:
-        return Comparison(index, origin, rm_text, policy_text, "identical", "")
+        return Rendering(index, origin, rm_text, policy_text, "identical", "")
     kind = "whitespace" if _squash(rm_text) == _squash(policy_text) else "different"
-    return Comparison(index, origin, rm_text, policy_text, kind, first_difference(rm_text, policy_text))
+    return Rendering(index, origin, rm_text, policy_text, kind, first_difference(rm_text, policy_text))
 
 
 def double_bos(tokenizer: Any, text: str) -> bool:
@@ -187,7 +179,7 @@ def double_bos(tokenizer: Any, text: str) -> bool:
 
 
 def _accuracy(chosen: np.ndarray, rejected: np.ndarray) -> float:
-    return float(np.mean((chosen > rejected) + 0.5 * (chosen == rejected)))
+    return float(np.mean(pair_credit(chosen - rejected)))
 
 
 @dataclass
@@ -217,19 +209,28 @@ def score_both(ctx, pairs: Sequence[PreferencePair], policy: PolicyTemplate) -> 
                        _accuracy(r_c, r_r), _accuracy(p_c, p_r))
 
 
-@register_probe
 class ChatTemplateProbe(Probe):
+    """Render sample conversations with the RM's template and the policy's, diff them and
+    score held-out pairs under both; fail on a different format or a large reward shift."""
+
     name = "chat_template"
+    order = 30
     description = "Does the RM's chat template match the policy's (or the one it was trained with)? Rendered diff, reward shift, double BOS."
     why = ("An RM scored on a different chat format than it was trained on gives rewards PPO will happily exploit or ignore.\n"
            "Renders sample conversations with both templates, diffs them, and scores held-out pairs under both.")
-    default_thresholds = {
-        "shift_fail_std": 0.5,   # mean |reward shift| between templates, in reward-stds
-        "max_pairs": 100,        # pairs scored under both templates (each costs two more forward passes)
-    }
+    inputs = ("model",)
+    limits = (
+        Limit("conversations_different", Comparison.AT_LEAST, fail=1,
+              help="sample conversations the two templates render in a different format"),
+        Limit("conversations_whitespace", Comparison.AT_LEAST, warn=1,
+              help="sample conversations whose renderings differ only in whitespace"),
+        Limit("conversations_error", Comparison.AT_LEAST, warn=1, help="sample conversations a template cannot render"),
+        Limit("mean_abs_shift_std", Comparison.AT_LEAST, fail=0.5,
+              help="mean |reward shift| between the templates, in reward-stds"),
+    )
+    settings = (Setting("max_pairs", 100, "pairs scored under both templates (each costs two more forward passes)"),)
 
-    def run(self, ctx, thresholds: dict[str, float]) -> ProbeResult:
-        ctx.require(model=ctx.model)
+    def run(self, ctx) -> ProbeResult:
         policy = policy_template(ctx)
         rm_template = template_text(ctx.tokenizer) or FALLBACK_TEMPLATE
         pairs = list(ctx.eval_pairs or ctx.canonical_pairs)
@@ -237,22 +238,21 @@ class ChatTemplateProbe(Probe):
             raise ProbeSkipped("no conversations to compare: give --data or keep the canonical pairs")
 
         comparisons = self._compare_all(pairs, (ctx.tokenizer, rm_template), policy)
-        shift = score_both(ctx, pairs[: int(thresholds["max_pairs"])], policy)
+        shift = score_both(ctx, pairs[: int(self.setting("max_pairs"))], policy)
         std = ctx.reward_std()
         shifts_std = (shift.policy - shift.rm) / std
         bos = self._double_bos(ctx, comparisons, policy)
 
-        findings = self._findings(comparisons, shifts_std, bos, policy, thresholds, ctx.notes)
-        status = max((s for s, _ in findings), key=lambda s: SEVERITY[s], default=Status.PASS)
         metrics = self._metrics(ctx, rm_template, policy, comparisons, shift, shifts_std, bos)
+        findings = self._findings(metrics, policy, ctx.notes)
         return self.result(
-            status, self._summary(metrics, findings), metrics=metrics, thresholds=dict(thresholds),
+            findings, with_reasons(self._summary(metrics), findings), metrics=metrics,
             evidence=[self._evidence_row(c) for c in comparisons],
             chart=self._charts(comparisons, shifts_std),
         )
 
     @staticmethod
-    def _compare_all(pairs, rm: tuple[Any, str], policy: PolicyTemplate) -> list[Comparison]:
+    def _compare_all(pairs, rm: tuple[Any, str], policy: PolicyTemplate) -> list[Rendering]:
         samples = [(f"{Path(p.source).name or 'pair'} row {p.row}", p.chosen_messages()) for p in pairs[:N_RENDERED]]
         samples += [(f"structure probe: {'system prompt' if i == 0 else 'multi-turn'}", m) for i, m in enumerate(STRUCTURE_PROBES)]
         return [compare(i, origin, messages, rm, policy) for i, (origin, messages) in enumerate(samples)]
@@ -265,29 +265,32 @@ class ChatTemplateProbe(Probe):
         return {"reward_model": double_bos(ctx.tokenizer, first.rm_text),
                 "policy": double_bos(policy.tokenizer, first.policy_text)}
 
-    @staticmethod
-    def _findings(comparisons, shifts_std, bos, policy: PolicyTemplate, th, ctx_notes: dict) -> list[tuple[Status, str]]:
-        findings: list[tuple[Status, str]] = []
-        kinds = {c.kind for c in comparisons}
-        if "different" in kinds:
-            n = sum(c.kind == "different" for c in comparisons)
-            findings.append((Status.FAIL, f"different rendered format in {n} of {len(comparisons)} sample conversations"))
-        elif "whitespace" in kinds:
-            findings.append((Status.WARN, "renderings differ only in whitespace"))
-        if "error" in kinds:
-            findings.append((Status.WARN, "a template cannot render some sample conversations (see evidence)"))
-        mean_abs = float(np.mean(np.abs(shifts_std)))
-        if mean_abs >= th["shift_fail_std"]:
-            findings.append((Status.FAIL, f"rewards shift by {mean_abs:.2f} reward-std on average between templates"))
-        for side, doubled in bos.items():
-            if doubled:
-                findings.append((Status.WARN, f"double BOS on the {side.replace('_', ' ')} side: the rendered text starts "
-                                 "with BOS and the tokenizer adds another when encoding it"))
+    def _findings(self, m: dict[str, Any], policy: PolicyTemplate, ctx_notes: dict) -> list[Finding]:
+        n = sum(m[f"conversations_{k}"] for k in ("identical", "whitespace", "different", "error"))
+        findings = [
+            self.limit("conversations_different").check(
+                m["conversations_different"], f"{m['conversations_different']} of {n} sample conversations render "
+                                              "in a different format"),
+            self.limit("conversations_whitespace").check(
+                m["conversations_whitespace"], f"{m['conversations_whitespace']} of {n} renderings differ only in whitespace"),
+            self.limit("conversations_error").check(
+                m["conversations_error"], f"a template cannot render {m['conversations_error']} of {n} sample "
+                                          "conversations (see evidence)"),
+            self.limit("mean_abs_shift_std").check(
+                m["mean_abs_shift_std"], f"rewards shift by {m['mean_abs_shift_std']} reward-std on average "
+                                         "between the templates"),
+        ]
+        for side, key in (("reward model", "double_bos_rm"), ("policy", "double_bos_policy")):
+            if m[key]:
+                findings.append(note(Status.WARN, f"double BOS on the {side} side: the rendered text starts with BOS "
+                                     "and the tokenizer adds another when encoding it", key, True))
         if ctx_notes.get("chat_template_source") == "manifest":
-            findings.append((Status.WARN, "the checkpoint's tokenizer has no chat template (restored from the manifest "
-                             "for this audit): anyone loading it without rmaudit renders a different format"))
-        if policy.inferred and not any(SEVERITY[s] >= SEVERITY[Status.WARN] for s, _ in findings):
-            findings.append((Status.WARN, policy.source + ": set the policy's real template to confirm"))
+            findings.append(note(Status.WARN, "the checkpoint's tokenizer has no chat template (restored from the "
+                                 "manifest for this audit): anyone loading it without rmaudit renders a different format",
+                                 "rm_template_source", "manifest"))
+        if policy.inferred and worst(f.status for f in findings) is Status.PASS:
+            findings.append(note(Status.WARN, policy.source + ": set the policy's real template to confirm",
+                                 "policy_template_source", policy.source))
         return findings
 
     @staticmethod
@@ -312,7 +315,7 @@ class ChatTemplateProbe(Probe):
         }
 
     @staticmethod
-    def _evidence_row(c: Comparison) -> dict[str, Any]:
+    def _evidence_row(c: Rendering) -> dict[str, Any]:
         diff = ""
         if c.rm_text is not None and c.policy_text is not None and c.kind != "identical":
             lines = difflib.unified_diff(c.rm_text.splitlines(keepends=True), c.policy_text.splitlines(keepends=True),
@@ -336,11 +339,11 @@ class ChatTemplateProbe(Probe):
         return {"charts": charts}
 
     @staticmethod
-    def _summary(metrics: dict[str, Any], findings) -> str:
-        text = (f"RM template {metrics['rm_template_family']} vs policy {metrics['policy_template_family']} "
+    def _summary(metrics: dict[str, Any]) -> str:
+        return (f"RM template {metrics['rm_template_family']} vs policy {metrics['policy_template_family']} "
                 f"({metrics['policy_template_source']}): {metrics['conversations_identical']} identical, "
                 f"{metrics['conversations_whitespace']} whitespace-only, {metrics['conversations_different']} different renderings; "
                 f"mean |shift| {metrics['mean_abs_shift_std']} reward-std, accuracy {metrics['accuracy_rm_template']} -> "
                 f"{metrics['accuracy_policy_template']}")
-        problems = [why for s, why in findings if s is not Status.PASS]
-        return text + (". " + "; ".join(problems) if problems else "")
+
+

@@ -14,7 +14,18 @@ from typing import Any, Sequence
 import numpy as np
 
 from rmaudit.data.pairs import Message, PreferencePair
+from rmaudit.modeling.manifest import Manifest
 from rmaudit.probes.base import ProbeSkipped
+
+
+# How a user supplies each input, for the skip reason.
+INPUT_FLAGS = {"eval_pairs": "--data", "all_eval_pairs": "--data", "train_pairs": "--train-data",
+               "policy_tokenizer": "--policy", "model": "a loadable checkpoint", "canonical_pairs": "--pairs",
+               "tokenizer": "a checkpoint with a tokenizer", "manifest": "an rmaudit checkpoint (rmaudit.json)"}
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (hasattr(value, "__len__") and len(value) == 0)
 
 
 @dataclass
@@ -25,7 +36,7 @@ class AuditContext:
     checkpoint: Path
     model: Any = None                      # a transformers *ForSequenceClassification, eval mode
     tokenizer: Any = None                  # the RM's tokenizer (with its chat template)
-    manifest: dict | None = None           # rmaudit.json of the checkpoint, if any
+    manifest: Manifest | None = None       # rmaudit.json of the checkpoint, if any
     eval_pairs: list[PreferencePair] | None = None      # the scored sample (--max-pairs)
     all_eval_pairs: list[PreferencePair] | None = None  # the whole eval split, for model-free counts
     train_pairs: list[PreferencePair] | None = None
@@ -39,12 +50,11 @@ class AuditContext:
     notes: dict[str, Any] = field(default_factory=dict)   # facts for the report context
     _cache: dict[tuple[str, str], float] = field(default_factory=dict, repr=False)
 
-    def require(self, **inputs: Any) -> None:
-        """Raise ProbeSkipped naming every missing input, e.g. ``require(eval_pairs=ctx.eval_pairs)``."""
-        missing = [name for name, value in inputs.items() if value is None or (hasattr(value, "__len__") and len(value) == 0)]
+    def require(self, *names: str) -> None:
+        """Raise ProbeSkipped naming every missing input, e.g. ``require("eval_pairs", "model")``."""
+        missing = [name for name in names if _missing(getattr(self, name))]
         if missing:
-            flags = {"eval_pairs": "--data", "train_pairs": "--train-data", "policy_tokenizer": "--policy", "model": "a loadable checkpoint"}
-            needs = ", ".join(f"{m} ({flags.get(m, m)})" for m in missing)
+            needs = ", ".join(f"{m} ({INPUT_FLAGS.get(m, m)})" for m in missing)
             raise ProbeSkipped(f"missing input: {needs}")
 
     def render(self, messages: Sequence[Message], chat_template: str | None = None) -> str:

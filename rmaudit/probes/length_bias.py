@@ -25,8 +25,10 @@ import numpy as np
 from scipy import stats
 
 from rmaudit.data.pairs import PreferencePair
-from rmaudit.probes.base import Probe, ProbeSkipped, clip_evidence, grade, metric, register_probe
-from rmaudit.results import SEVERITY, ProbeResult, Status
+from rmaudit.findings import Comparison, Finding, Limit, Setting, Status, note, worst
+from rmaudit.probes.base import Probe, ProbeSkipped, clip_evidence, metric, with_reasons
+from rmaudit.results import ProbeResult
+from rmaudit.stats import pair_credit
 
 EVIDENCE_ROWS = 10
 
@@ -79,7 +81,7 @@ def preference_split(len_c: np.ndarray, len_r: np.ndarray, r_c: np.ndarray, r_r:
     if n == 0:
         return None
     chosen_longer = (len_c > len_r)[unequal]
-    correct = (r_c > r_r)[unequal] + 0.5 * (r_c == r_r)[unequal]   # a tie is half right
+    correct = pair_credit(r_c - r_r)[unequal]
     # The RM prefers the longer response exactly when it is right and the chosen is longer,
     # or wrong and the chosen is shorter.
     prefers_longer = np.where(chosen_longer, correct, 1.0 - correct)
@@ -94,10 +96,6 @@ def preference_split(len_c: np.ndarray, len_r: np.ndarray, r_c: np.ndarray, r_r:
                  [right_short, int((~chosen_longer).sum()) - right_short]]
         gap_p = float(stats.fisher_exact(table).pvalue)
     return PreferenceSplit(n, float(prefers_longer.mean()), float(chosen_longer.mean()), acc_long, acc_short, gap, gap_p)
-
-
-def _worst(statuses: list[Status]) -> Status:
-    return max(statuses, key=lambda s: SEVERITY[s], default=Status.PASS)
 
 
 def length_evidence(pairs: Sequence[PreferencePair], len_c, len_r, r_c, r_r, direction: float) -> list[dict[str, Any]]:
@@ -137,23 +135,29 @@ def length_charts(len_c, len_r, r_c, r_r, pooled: LengthFit, within: LengthFit |
     return {"charts": charts}
 
 
-@register_probe
 class LengthBiasProbe(Probe):
+    """Regress reward on response length (pooled and within pair) and compare the RM's
+    length preference with the data's; fail when length explains the reward."""
+
     name = "length_bias"
+    order = 10
     description = "Does the reward track response length? R², slope, Spearman, and length-vs-label preference on held-out pairs."
     why = ("A reward that grows (or shrinks) with length teaches PPO to pad (or truncate) answers instead of improving them.\n"
            "Measured on held-out pairs, pooled and within pair (same prompt), against the data's own length preference.")
-    default_thresholds = {
-        "r2_warn": 0.1,             # R² of reward on length (pooled or within pair)
-        "r2_fail": 0.3,
-        "accuracy_gap_warn": 0.15,  # accuracy when chosen is longer minus when it is shorter (absolute)
-        "accuracy_gap_fail": 0.3,
-        "alpha": 0.01,              # the accuracy gap counts only when Fisher's test rejects at this level
-        "min_pairs": 20,            # fewer pairs give no confident verdict
-    }
+    inputs = ("model", "eval_pairs")
+    limits = (
+        Limit("r2", Comparison.AT_LEAST, warn=0.1, fail=0.3, help="R² of reward on length over every response"),
+        Limit("within_pair_r2", Comparison.AT_LEAST, warn=0.1, fail=0.3,
+              help="R² of the reward gap on the length gap within pairs"),
+        Limit("abs_accuracy_gap", Comparison.AT_LEAST, warn=0.15, fail=0.3,
+              help="|accuracy when chosen is longer - when shorter|, graded only when Fisher's test rejects at alpha"),
+    )
+    settings = (
+        Setting("alpha", 0.01, "significance level of Fisher's test of the accuracy gap"),
+        Setting("min_pairs", 20, "fewer eval pairs give no confident verdict (skip, or warn on a crossed limit)"),
+    )
 
-    def run(self, ctx, thresholds: dict[str, float]) -> ProbeResult:
-        ctx.require(model=ctx.model, eval_pairs=ctx.eval_pairs)
+    def run(self, ctx) -> ProbeResult:
         pairs = list(ctx.eval_pairs)
         len_c = response_lengths(ctx.tokenizer, [p.chosen for p in pairs])
         len_r = response_lengths(ctx.tokenizer, [p.rejected for p in pairs])
@@ -166,40 +170,49 @@ class LengthBiasProbe(Probe):
         split = preference_split(len_c, len_r, r_c, r_r)
         std = ctx.reward_std()
 
-        status, reasons = self._grade(pooled, within, split, thresholds)
+        findings = self._findings(pooled, within, split)
+        status = worst(f.status for f in findings)
         n_pairs = len(pairs)
-        if n_pairs < thresholds["min_pairs"]:
-            status, reasons = self._few_pairs(status, reasons, n_pairs)
+        if n_pairs < self.setting("min_pairs"):
+            status, findings = self._few_pairs(status, findings, n_pairs)
         metrics = self._metrics(pooled, within, split, std, n_pairs)
+        summary = with_reasons(self._summary(pooled, within, split), findings)
+        if status is Status.SKIP:
+            summary += ". " + findings[-1].message
         return self.result(
-            status, self._summary(status, pooled, within, split, reasons),
-            metrics=metrics, thresholds=dict(thresholds),
+            findings, summary,
+            metrics=metrics, status=status,
             evidence=length_evidence(pairs, len_c, len_r, r_c, r_r, pooled.slope),
             chart=length_charts(len_c, len_r, r_c, r_r, pooled, within),
         )
 
-    @staticmethod
-    def _grade(pooled: LengthFit, within: LengthFit | None, split: PreferenceSplit | None,
-               th: dict[str, float]) -> tuple[Status, list[str]]:
-        """Worst of the three views, with the reasons that set it."""
-        graded: list[tuple[Status, str]] = [
-            (grade(pooled.r2, th["r2_warn"], th["r2_fail"]), f"pooled R² {pooled.r2:.3f}"),
-        ]
+    def _findings(self, pooled: LengthFit, within: LengthFit | None, split: PreferenceSplit | None) -> list[Finding]:
+        """One finding per view: pooled R², within-pair R², and the accuracy gap (when significant)."""
+        findings = [self.limit("r2").check(metric(pooled.r2), f"length explains {pooled.r2:.1%} of the reward variance")]
         if within is not None:
-            graded.append((grade(within.r2, th["r2_warn"], th["r2_fail"]), f"within-pair R² {within.r2:.3f}"))
-        if split is not None and split.accuracy_gap is not None and split.gap_p is not None and split.gap_p < th["alpha"]:
-            graded.append((grade(abs(split.accuracy_gap), th["accuracy_gap_warn"], th["accuracy_gap_fail"]),
-                           f"accuracy {split.accuracy_chosen_longer:.2f} when chosen is longer vs "
-                           f"{split.accuracy_chosen_shorter:.2f} when shorter (p={split.gap_p:.2g})"))
-        status = _worst([s for s, _ in graded])
-        return status, [why for s, why in graded if s is status and status is not Status.PASS]
+            findings.append(self.limit("within_pair_r2").check(
+                metric(within.r2), f"length gap explains {within.r2:.1%} of the within-pair reward gap"))
+        if split is not None and split.accuracy_gap is not None and split.gap_p is not None:
+            message = (f"accuracy {split.accuracy_chosen_longer:.2f} when chosen is longer vs "
+                       f"{split.accuracy_chosen_shorter:.2f} when shorter (Fisher p={split.gap_p:.2g})")
+            if split.gap_p < self.setting("alpha"):
+                findings.append(self.limit("abs_accuracy_gap").check(metric(abs(split.accuracy_gap)), message))
+            else:
+                findings.append(Finding(Status.PASS, message + f": not significant at alpha={self.setting('alpha'):g}",
+                                        "accuracy_gap_p", metric(split.gap_p, 6), self.setting("alpha"),
+                                        Comparison.BELOW))
+        return findings
 
     @staticmethod
-    def _few_pairs(status: Status, reasons: list[str], n_pairs: int) -> tuple[Status, list[str]]:
-        note = f"only {n_pairs} eval pairs: too few for a confident verdict"
+    def _few_pairs(status: Status, findings: list[Finding], n_pairs: int) -> tuple[Status, list[Finding]]:
+        """Too few pairs: a pass becomes a skip, a crossed limit only warns (with the reason)."""
+        message = f"only {n_pairs} eval pairs: too few for a confident verdict"
         if status is Status.PASS:
-            return Status.SKIP, [note]
-        return Status.WARN, [*reasons, note]
+            return Status.SKIP, [*findings, note(Status.SKIP, message, "n_pairs", n_pairs)]
+        for finding in findings:
+            if finding.status is Status.FAIL:
+                finding.status = Status.WARN
+        return Status.WARN, [*findings, note(Status.WARN, message, "n_pairs", n_pairs)]
 
     @staticmethod
     def _metrics(pooled: LengthFit, within: LengthFit | None, split: PreferenceSplit | None,
@@ -225,13 +238,13 @@ class LengthBiasProbe(Probe):
                 "accuracy_when_chosen_longer": metric(split.accuracy_chosen_longer),
                 "accuracy_when_chosen_shorter": metric(split.accuracy_chosen_shorter),
                 "accuracy_gap": metric(split.accuracy_gap),
+                "abs_accuracy_gap": metric(abs(split.accuracy_gap)) if split.accuracy_gap is not None else None,
                 "accuracy_gap_p": metric(split.gap_p, 6),
             })
         return metrics
 
     @staticmethod
-    def _summary(status: Status, pooled: LengthFit, within: LengthFit | None,
-                 split: PreferenceSplit | None, reasons: list[str]) -> str:
+    def _summary(pooled: LengthFit, within: LengthFit | None, split: PreferenceSplit | None) -> str:
         direction = "longer" if pooled.slope > 0 else "shorter"
         text = f"R² {pooled.r2:.3f} of reward on length (Spearman {pooled.spearman:+.2f}, favours {direction})"
         if within is not None:
@@ -239,6 +252,6 @@ class LengthBiasProbe(Probe):
         if split is not None:
             text += (f"; RM prefers the longer response in {split.rm_prefers_longer:.0%} of pairs, "
                      f"the data's chosen is longer in {split.data_chosen_longer:.0%}")
-        if reasons:
-            text += ". " + status.value.upper() + ": " + "; ".join(reasons)
         return text
+
+

@@ -22,8 +22,9 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 import torch
 
-from rmaudit.probes.base import Probe, ProbeSkipped, clip_evidence, metric, register_probe
-from rmaudit.results import SEVERITY, ProbeResult, Status
+from rmaudit.findings import Comparison, Finding, Limit, Setting, Status, note
+from rmaudit.probes.base import Probe, ProbeSkipped, clip_evidence, metric, with_reasons
+from rmaudit.results import ProbeResult
 from rmaudit.scoring import resolve_pooling, score_texts, tokenize_rendered
 
 SIDES = ("right", "left")
@@ -144,22 +145,28 @@ def end_of_turn_variants(text: str, eos: str) -> tuple[str, str]:
     return text, text + eos
 
 
-@register_probe
 class PaddingProbe(Probe):
+    """Score a sample alone, right-padded and left-padded under mask and native pooling, in
+    float32; fail when padding moves a reward past the rounding tolerance or pad ids disagree."""
+
     name = "padding"
+    order = 20
     description = "Is a reward independent of batch companions and padding side? Alone vs right- vs left-padded, pad/eos config checks."
     why = ("If the reward is read at a pad position, PPO's batched rewards are noise that depends on batch companions.\n"
            "Compares rewards alone, right-padded and left-padded (mask and native pooling), and checks pad/eos ids.")
-    default_thresholds = {
-        "tolerance_ulps": 16.0,          # safety factor on the rounding bound (see tolerance_std)
-        "tolerance_floor_std": 1e-3,     # never flag a change smaller than this many reward-stds
-        "collapse_ratio": 0.1,           # padded-row std / alone std below this = rows read one pad position
-        "sample_size": 8,                # texts scored alone and padded
-    }
+    inputs = ("model",)
+    limits = (
+        Limit("spread_ratio", Comparison.BELOW, fail=0.1,
+              help="padded-row reward std / alone std: below it, padded rows read one pad position"),
+    )
+    settings = (
+        Setting("tolerance_ulps", 16.0, "safety factor on the rounding bound of the padded-vs-alone comparison"),
+        Setting("tolerance_floor_std", 1e-3, "never flag a change smaller than this many reward-stds"),
+        Setting("sample_size", 8, "texts scored alone and padded"),
+    )
 
-    def run(self, ctx, thresholds: dict[str, float]) -> ProbeResult:
-        ctx.require(model=ctx.model)
-        texts = sample_texts(ctx, int(thresholds["sample_size"]))
+    def run(self, ctx) -> ProbeResult:
+        texts = sample_texts(ctx, int(self.setting("sample_size")))
         served = resolve_pooling(ctx.model, ctx.pooling)
         poolings = self._poolings(ctx, served)
         audit_dtype = model_dtype(ctx)
@@ -170,21 +177,20 @@ class PaddingProbe(Probe):
             std = self._reference_std(audit_std, alone[served])
             rms = float(np.sqrt(np.mean(alone[served] ** 2)))
             dtype = model_dtype(ctx)
-            tol = tolerance_std(dtype, n_layers(ctx.model), rms, std, thresholds["tolerance_ulps"],
-                                thresholds["tolerance_floor_std"])
-            findings: list[tuple[Status, str]] = []
+            tol = tolerance_std(dtype, n_layers(ctx.model), rms, std, self.setting("tolerance_ulps"),
+                                self.setting("tolerance_floor_std"))
+            findings: list[Finding] = []
             metrics: dict[str, Any] = {
                 "served_pooling": served, "dtype": str(dtype).replace("torch.", ""),
                 "audit_dtype": str(audit_dtype).replace("torch.", ""), "n_texts": len(texts),
                 "reward_std": metric(std), "tolerance_std": metric(tol, 6),
             }
-            deltas = self._check_modes(modes, alone, std, tol, thresholds["collapse_ratio"], metrics, findings)
+            deltas = self._check_modes(modes, alone, std, tol, metrics, findings)
             self._check_pad_ids(ctx, metrics, findings)
             self._check_end_of_turn(ctx, texts, served, std, tol, metrics, findings)
 
-        status = max((s for s, _ in findings), key=lambda s: SEVERITY[s], default=Status.PASS)
         return self.result(
-            status, self._summary(status, deltas, tol, findings), metrics=metrics, thresholds=dict(thresholds),
+            findings, with_reasons(self._summary(deltas, tol), findings), metrics=metrics,
             evidence=self._evidence(ctx, texts, alone, modes, std),
             chart=self._chart(deltas, tol),
         )
@@ -213,8 +219,7 @@ class PaddingProbe(Probe):
             raise ProbeSkipped("every text gets the same reward: no reward spread to measure padding effects against")
         return std
 
-    @staticmethod
-    def _check_modes(modes, alone, std, tol, collapse_ratio, metrics, findings) -> dict[str, float | None]:
+    def _check_modes(self, modes, alone, std, tol, metrics, findings) -> dict[str, float | None]:
         """Per mode: max |padded - alone| in reward-stds, and the collapse tell-tale."""
         deltas: dict[str, float | None] = {}
         for mode in modes:
@@ -222,7 +227,8 @@ class PaddingProbe(Probe):
             if mode.rewards is None:
                 deltas[mode.label] = None
                 metrics[f"max_delta_std_{key}"] = None
-                findings.append((Status.WARN, f"{mode.label}: cannot score a padded batch ({mode.error})"))
+                findings.append(note(Status.WARN, f"{mode.label}: cannot score a padded batch ({mode.error})",
+                                     f"max_delta_std_{key}"))
                 continue
             delta = float(np.max(np.abs(mode.rewards - alone[mode.pooling]))) / std
             spread = float(np.std(alone[mode.pooling]))
@@ -230,11 +236,18 @@ class PaddingProbe(Probe):
             deltas[mode.label] = delta
             metrics[f"max_delta_std_{key}"] = metric(delta, 6)
             metrics[f"spread_ratio_{key}"] = metric(ratio)
-            if delta > tol:
-                findings.append((Status.FAIL, f"{mode.label}: rewards move by up to {delta:.3g} reward-std (tolerance {tol:.2g})"))
-            if ratio is not None and ratio < collapse_ratio and len(mode.rewards) >= 3:
-                findings.append((Status.FAIL, f"{mode.label}: padded rows collapse to nearly one reward "
-                                 f"(spread {ratio:.2g}x of alone): the reward is read at a pad position"))
+            # The tolerance is derived from the dtype's rounding, so it is a computed limit, not a setting.
+            findings.append(Finding(
+                Status.FAIL if delta > tol else Status.PASS,
+                f"{mode.label}: rewards move by up to {delta:.3g} reward-std against scoring alone",
+                f"max_delta_std_{key}", metric(delta, 6), metric(tol, 6), Comparison.ABOVE))
+            if ratio is not None and len(mode.rewards) >= 3:
+                finding = self.limit("spread_ratio").check(
+                    metric(ratio), f"{mode.label}: padded rows keep {ratio:.2g}x the reward spread of scoring alone",
+                    metric=f"spread_ratio_{key}")
+                if finding.status is not Status.PASS:
+                    finding.message += ": the reward is read at a pad position"
+                findings.append(finding)
         return deltas
 
     @staticmethod
@@ -245,10 +258,15 @@ class PaddingProbe(Probe):
                         "tokenizer_eos_token_id": tok.eos_token_id,
                         "pad_is_eos": tok.pad_token_id is not None and tok.pad_token_id == tok.eos_token_id})
         if config_pad is None:
-            findings.append((Status.WARN, "config.pad_token_id is unset: the checkpoint's own forward cannot score a padded batch"))
-        elif config_pad != tok.pad_token_id:
-            findings.append((Status.FAIL, f"config.pad_token_id {config_pad} != tokenizer pad id {tok.pad_token_id}: "
-                             "native pooling reads pad positions of right-padded rows"))
+            findings.append(note(Status.WARN, "config.pad_token_id is unset: the checkpoint's own forward cannot "
+                                 "score a padded batch", "config_pad_token_id", None))
+        else:
+            mismatch = config_pad != tok.pad_token_id
+            findings.append(Finding(
+                Status.FAIL if mismatch else Status.PASS,
+                "config.pad_token_id differs from the tokenizer's pad id: native pooling reads pad positions of "
+                "right-padded rows" if mismatch else "config.pad_token_id equals the tokenizer's pad id",
+                "config_pad_token_id", config_pad, tok.pad_token_id, Comparison.NOT_EQUAL))
 
     @staticmethod
     def _check_end_of_turn(ctx, texts, served, std, tol, metrics, findings) -> None:
@@ -262,9 +280,12 @@ class PaddingProbe(Probe):
         rewards = score_batch(ctx, flat, side="right", pooling=served, batch_size=1)
         delta = float(np.max(np.abs(rewards[0::2] - rewards[1::2]))) / std
         metrics["eos_delta_std"] = metric(delta, 6)
-        if delta <= tol:
-            findings.append((Status.WARN, f"pad == eos and the end-of-turn eos leaves the reward unchanged "
-                             f"({delta:.2g} reward-std, {served} pooling): the model never sees the end of the turn"))
+        unchanged = delta <= tol
+        findings.append(Finding(
+            Status.WARN if unchanged else Status.PASS,
+            f"pad == eos and the end-of-turn eos {'leaves the reward unchanged' if unchanged else 'changes the reward'} "
+            f"({served} pooling)" + (": the model never sees the end of the turn" if unchanged else ""),
+            "eos_delta_std", metric(delta, 6), metric(tol, 6), Comparison.AT_MOST))
 
     @staticmethod
     def _evidence(ctx, texts, alone, modes, std) -> list[dict[str, Any]]:
@@ -292,11 +313,8 @@ class PaddingProbe(Probe):
         }
 
     @staticmethod
-    def _summary(status: Status, deltas, tol: float, findings) -> str:
+    def _summary(deltas, tol: float) -> str:
         measured = ", ".join(f"{k} {v:.2g}" for k, v in deltas.items() if v is not None)
-        text = f"max reward change in reward-stds: {measured} (tolerance {tol:.2g})"
-        problems = [why for s, why in findings if s is not Status.PASS]
-        if problems:
-            text += ". " + "; ".join(problems)
-        return text
+        return f"max reward change in reward-stds: {measured} (tolerance {tol:.2g})"
+
 

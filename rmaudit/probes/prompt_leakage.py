@@ -9,7 +9,7 @@ prompt is the whole conversation before the final answer.
   sha256 on both sides.
 * Near: MinHash-LSH candidates over word shingles, confirmed by the exact Jaccard
   similarity of the two shingle sets (>= ``near_duplicate_similarity``, default 0.8); see
-  :mod:`rmaudit.probes.near_duplicates`. System messages are left out of this comparison
+  :mod:`rmaudit.text.near_duplicates`. System messages are left out of this comparison
   because a shared system prompt would otherwise make every pair of prompts look alike.
 
 Prompts that normalise to nothing (prompt-less data) are left out of the counts.
@@ -27,15 +27,16 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from rmaudit.data.pairs import PreferencePair
-from rmaudit.probes.base import Probe, ProbeSkipped, clip_evidence, register_probe
-from rmaudit.probes.near_duplicates import (
+from rmaudit.findings import Comparison, Limit, Setting
+from rmaudit.probes.base import Probe, ProbeSkipped, clip_evidence
+from rmaudit.text.near_duplicates import (
     NearDuplicateConfig,
     Progress,
     find_near_duplicates,
     normalise_texts,
     text_digest,
 )
-from rmaudit.results import Status
+from rmaudit.stats import pair_credit
 
 EXAMPLES_PER_KIND = 10
 
@@ -145,28 +146,33 @@ def _where(pair: PreferencePair) -> str:
     return f"{pair.source}:{pair.row}" if pair.source else f"row {pair.row}"
 
 
-@register_probe
 class PromptLeakage(Probe):
+    """Find eval prompts that also occur in train, exactly (after normalisation) or as
+    MinHash near duplicates, counted per unique prompt over the whole eval split."""
+
     name = "prompt_leakage"
+    order = 50
     description = "Exact and near-duplicate prompts shared by the train and eval splits (counted per unique prompt)."
     why = ("Eval prompts that were trained on inflate held-out accuracy: the RM looks better than it will be on PPO's prompts.\n"
            "Exact matches after normalisation plus MinHash near duplicates confirmed by Jaccard similarity, counted per unique prompt.")
-    default_thresholds = {
-        "warn_leaked_prompts": 1,           # any leaked unique eval prompt warns
-        "fail_leaked_fraction": 0.01,       # share of unique eval prompts
-        "near_duplicate_similarity": 0.8,   # Jaccard of word-shingle sets
-        "shingle_words": 1,                 # words per shingle (1 = bag of words)
-    }
+    inputs = ("eval_pairs",)
+    limits = (
+        Limit("leaked_prompts", Comparison.AT_LEAST, warn=1, help="unique eval prompts also found in train"),
+        Limit("leaked_fraction", Comparison.AT_LEAST, fail=0.01, help="share of unique eval prompts found in train"),
+    )
+    settings = (
+        Setting("near_duplicate_similarity", 0.8, "Jaccard similarity of word-shingle sets that counts as a near duplicate"),
+        Setting("shingle_words", 1, "words per shingle (1 = bag of words)"),
+    )
 
-    def run(self, ctx, thresholds: dict[str, float]):
+    def run(self, ctx):
         if not ctx.train_pairs:
             raise ProbeSkipped("no train split to compare with: give --train-data, or a checkpoint whose "
                                "rmaudit.json records its train data")
-        ctx.require(eval_pairs=ctx.eval_pairs)
         # Counting needs no model, so it runs on the whole eval split, not the --max-pairs sample.
         eval_pairs = ctx.all_eval_pairs or ctx.eval_pairs
-        config = NearDuplicateConfig(threshold=float(thresholds["near_duplicate_similarity"]),
-                                     shingle_words=int(thresholds["shingle_words"]))
+        config = NearDuplicateConfig(threshold=float(self.setting("near_duplicate_similarity")),
+                                     shingle_words=int(self.setting("shingle_words")))
         with progress_reporter(ctx.progress) as progress:
             train = unique_prompts(ctx.train_pairs, progress, "normalise train prompts")
             evaluation = unique_prompts(eval_pairs, progress, "normalise eval prompts")
@@ -176,8 +182,12 @@ class PromptLeakage(Probe):
         metrics = self._counts(train, evaluation, leaks, ctx.train_pairs, eval_pairs)
         if ctx.model is not None and leaks:
             metrics.update(self._accuracy(ctx, evaluation, leaks))
-        status = self._grade(metrics, thresholds)
-        return self.result(status, self._summary(metrics), metrics=metrics, thresholds=dict(thresholds),
+        where = (f"{metrics['leaked_prompts_exact']} exact, {metrics['leaked_prompts_near']} near-duplicate, "
+                 f"of {metrics['eval_unique_prompts']} unique eval prompts")
+        findings = [self.limit("leaked_prompts").check(metrics["leaked_prompts"], f"eval prompts also in train: {where}"),
+                    self.limit("leaked_fraction").check(metrics["leaked_fraction"],
+                                                        f"{100 * metrics['leaked_fraction']:.2f}% of unique eval prompts leaked")]
+        return self.result(findings, self._summary(metrics), metrics=metrics,
                            evidence=self._examples(ctx.train_pairs, eval_pairs, train, evaluation, leaks),
                            chart=self._chart(metrics, leaks, config.threshold))
 
@@ -208,7 +218,7 @@ class PromptLeakage(Probe):
     def _accuracy(ctx, evaluation: UniquePrompts, leaks: list[Leak]) -> dict[str, Any]:
         """Accuracy on the scored (--max-pairs) sample, split by whether its prompt leaked."""
         chosen, rejected = ctx.pair_rewards(ctx.eval_pairs)
-        correct = (chosen - rejected) > 0
+        correct = pair_credit(chosen - rejected)
         leaked_digests = {text_digest(evaluation.texts[leak.eval_unique]) for leak in leaks}
         sample = normalise_texts([exact_text(p) for p in ctx.eval_pairs])
         leaked = np.array([bool(t) and text_digest(t) in leaked_digests for t in sample])
@@ -219,14 +229,6 @@ class PromptLeakage(Probe):
             out["accuracy_clean"] = round(float(correct[~leaked].mean()), 4)
             out["accuracy_gap"] = round(out["accuracy_leaked"] - out["accuracy_clean"], 4)
         return out
-
-    @staticmethod
-    def _grade(metrics: dict[str, Any], thresholds: dict[str, float]) -> Status:
-        if metrics["leaked_fraction"] >= thresholds["fail_leaked_fraction"]:
-            return Status.FAIL
-        if metrics["leaked_prompts"] >= thresholds["warn_leaked_prompts"]:
-            return Status.WARN
-        return Status.PASS
 
     @staticmethod
     def _summary(m: dict[str, Any]) -> str:

@@ -6,7 +6,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from rmaudit.report.formatting import counts_line, one_line, truncate, verdict_text
+from rmaudit.report.formatting import counts_line, one_line, reason_text, truncate, verdict_text
 from rmaudit.results import AuditResult, Status
 
 STATUS_STYLES = {
@@ -19,7 +19,7 @@ STATUS_STYLES = {
 
 
 def render_console_summary(result: AuditResult, console: Console) -> None:
-    """Print one row per probe (status coloured) and the gate verdict.
+    """Print one row per probe (status coloured, with the findings that set it) and the gate verdict.
 
     Every string is passed as :class:`rich.text.Text`, never as markup, so a summary
     quoting dataset text such as ``[red]`` prints literally.
@@ -27,13 +27,13 @@ def render_console_summary(result: AuditResult, console: Console) -> None:
     table = Table(title=Text(f"rmaudit: {result.checkpoint}"), title_justify="left", expand=False)
     table.add_column("probe", style="bold", no_wrap=True)
     table.add_column("status", no_wrap=True)
-    table.add_column("summary", overflow="fold")
+    table.add_column("finding", overflow="fold")
     table.add_column("time", justify="right", no_wrap=True)
     for probe in result.probes:
         table.add_row(
             Text(probe.name),
             Text(probe.status.value.upper(), style=STATUS_STYLES[probe.status]),
-            Text(truncate(one_line(probe.summary), 200)),
+            Text(truncate(one_line(reason_text(probe)), 240)),
             Text(f"{probe.seconds:.1f}s"),
         )
     console.print(table)

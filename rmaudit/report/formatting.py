@@ -8,7 +8,7 @@ import re
 from pathlib import PurePath
 from typing import Any
 
-from rmaudit.results import AuditResult, Status
+from rmaudit.results import AuditResult, ProbeResult, Status
 
 STATUS_LABELS = {
     Status.PASS: "pass",
@@ -60,3 +60,12 @@ def counts_line(result: AuditResult) -> str:
 def verdict_text(result: AuditResult) -> str:
     """``GATE PASSED`` / ``GATE FAILED``."""
     return "GATE PASSED" if result.gate == "pass" else "GATE FAILED"
+
+
+def reason_text(probe: ProbeResult) -> str:
+    """Why a probe has its status: each deciding finding with its number and limit
+    (``"... [r2 = 0.41 >= 0.3]"``); the summary for a probe that passed or skipped."""
+    reasons = probe.reasons
+    if not reasons or probe.status in (Status.PASS, Status.SKIP):
+        return probe.summary
+    return "; ".join(f"{f.message} [{f.crossed}]" if f.crossed else f.message for f in reasons)

@@ -25,7 +25,7 @@ from rmaudit.report.diff import side_by_side
 from rmaudit.report.formatting import checkpoint_name, format_value, one_line, truncate, verdict_text
 from rmaudit.report.json_report import normalized, to_jsonable
 from rmaudit.report.templates import STYLE, TEMPLATE
-from rmaudit.results import SCHEMA_VERSION, AuditResult, ProbeResult
+from rmaudit.results import SCHEMA_VERSION, AuditResult, ProbeResult, Status
 
 CELL_CHARS = 180  # a longer cell shows this much and expands on click
 CELL_MAX_CHARS = 20_000  # the expanded cell is cut here; report.json keeps everything
@@ -122,62 +122,39 @@ def table_view(rows: list[Any], columns: list[str] | None = None) -> TableView:
     return TableView([str(c) for c in columns], cells, omitted=len(rows) - len(shown))
 
 
-# Threshold key spellings the report pairs with a metric m; each gives (level, comparison that trips it).
-# m_warn / m_fail / m_warn_at / m_fail_above trip at value >= limit; m_warn_below / m_fail_below at
-# value < limit; warn_m / fail_m as m_warn / m_fail; max_m trips at value > limit, min_m at value < limit.
-_THRESHOLD_PATTERNS = [
-    (re.compile(r"^(?P<m>.+)_(?P<level>warn|fail)(?:_(?P<dir>at|above|below))?$"), None),
-    (re.compile(r"^(?P<level>warn|fail)_(?P<m>.+?)(?:_(?P<dir>above|below))?$"), None),
-    (re.compile(r"^(?P<dir>max|min)_(?P<m>.+)$"), "fail"),
-]
-_COMPARISONS = {None: "≥", "at": "≥", "above": "≥", "below": "<", "max": ">", "min": "<"}
-
-
 @dataclass
-class Limit:
-    level: str  # warn or fail
-    op: str  # ≥, > or <
-    value: Any
-
-    def tripped(self, metric: Any) -> bool:
-        if not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in (metric, self.value)):
-            return False
-        return {"≥": metric >= self.value, ">": metric > self.value, "<": metric < self.value}[self.op]
-
-    def __str__(self) -> str:
-        return f"{self.op} {format_value(self.value)}"
+class FindingRow:
+    status: str
+    message: str
+    metric: str
+    value: str
+    limit: str  # "≥ 0.3": the comparison that trips it (or, for a pass, the limit it stayed clear of)
 
 
-def parse_threshold(key: str, metrics: dict[str, Any]) -> tuple[str, Limit] | None:
-    """(metric name, limit) when ``key`` names a limit on one of ``metrics``, else None."""
-    if key in metrics:
-        return key, Limit("fail", "≥", None)
-    for pattern, level in _THRESHOLD_PATTERNS:
-        match = pattern.match(key)
-        if match and match["m"] in metrics:
-            return match["m"], Limit(level or match["level"], _COMPARISONS[match["dir"]], None)
-    return None
+def finding_rows(probe: ProbeResult) -> list[FindingRow]:
+    """Every finding, worst first: the reason for the status sits next to its number."""
+    order = {Status.ERROR: 0, Status.FAIL: 1, Status.WARN: 2, Status.SKIP: 3, Status.PASS: 4}
+    rows = []
+    for f in sorted(probe.findings, key=lambda f: order[f.status]):
+        limit = f"{f.comparison.value} {format_value(f.limit)}" if f.comparison is not None and f.limit is not None else ""
+        rows.append(FindingRow(f.status.value, f.message, f.metric or "",
+                               format_value(f.value) if f.metric is not None else "", limit))
+    return rows
 
 
 def metric_rows(probe: ProbeResult) -> list[MetricRow]:
-    """Metrics with their warn/fail limits side by side; limits matching no metric get their own rows."""
-    limits: dict[str, dict[str, Limit]] = {}
-    leftover = []
-    for key, value in probe.thresholds.items():
-        parsed = parse_threshold(key, probe.metrics)
-        if parsed is None:
-            leftover.append(MetricRow(f"{key} (threshold)", "", "", format_value(value)))
-            continue
-        metric, limit = parsed
-        limit.value = value
-        limits.setdefault(metric, {})[limit.level] = limit
+    """Metrics with the limits configured on them; a metric a finding graded carries its status."""
+    graded = {f.metric: f for f in probe.findings if f.metric is not None}
     rows = []
     for name, value in probe.metrics.items():
-        found = limits.get(name, {})
-        warn, fail = found.get("warn"), found.get("fail")
-        breach = "fail" if fail and fail.tripped(value) else "warn" if warn and warn.tripped(value) else ""
-        rows.append(MetricRow(name, format_value(value), str(warn) if warn else "", str(fail) if fail else "", breach))
-    return rows + leftover
+        lim = probe.limits.get(name) or {}
+        op = lim.get("comparison", "")
+        warn = f"{op} {format_value(lim['warn'])}" if lim.get("warn") is not None else ""
+        fail = f"{op} {format_value(lim['fail'])}" if lim.get("fail") is not None else ""
+        finding = graded.get(name)
+        breach = finding.status.value if finding is not None and finding.status in (Status.WARN, Status.FAIL) else ""
+        rows.append(MetricRow(name, format_value(value), warn, fail, breach))
+    return rows
 
 
 def chart_view(spec: Any, div_id: str) -> ChartView:
@@ -205,8 +182,10 @@ class ProbeView:
     r: ProbeResult
     anchor: str
     short_summary: str
+    findings: list[FindingRow]
     metrics: list[MetricRow]
     more_metrics: list[MetricRow]  # behind "show N more metrics"
+    settings: list[tuple[str, str]]
     charts: list[ChartView]
     evidence: TableView | None
 
@@ -222,7 +201,9 @@ def probe_view(probe: ProbeResult, index: int) -> ProbeView:
     charts = [chart_view(spec, f"{anchor}-chart-{n}") for n, spec in enumerate(chartlib.chart_specs(probe.chart))]
     evidence = table_view(probe.evidence) if probe.evidence else None
     metrics, more = split_metrics(metric_rows(probe))
-    return ProbeView(probe, anchor, truncate(one_line(probe.summary), 220), metrics, more, charts, evidence)
+    settings = [(str(k), format_value(v)) for k, v in probe.settings.items()]
+    return ProbeView(probe, anchor, truncate(one_line(probe.summary), 220), finding_rows(probe), metrics, more,
+                     settings, charts, evidence)
 
 
 _ENV = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)

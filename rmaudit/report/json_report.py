@@ -85,15 +85,19 @@ def read_json(path: Path) -> AuditResult:
         raise input_error(path, None, None, f"malformed rmaudit report: {exc}") from None
 
 
+# Schema 1 reports (no findings; thresholds mixed limits and settings) are migrated on read.
+READABLE_MAJORS = ("1", SCHEMA_VERSION.split(".")[0])
+
+
 def _check_report_shape(path: Path, data: Any) -> None:
     """Reject foreign JSON early, naming the first field that is wrong."""
     if not isinstance(data, dict) or "schema_version" not in data or "probes" not in data:
         raise input_error(path, None, None, "not an rmaudit report (expected an object with 'schema_version' and 'probes')")
     major = str(data["schema_version"]).split(".")[0]
-    if major != SCHEMA_VERSION.split(".")[0]:
+    if major not in READABLE_MAJORS:
         raise input_error(
             path, None, "schema_version",
-            f"report schema {data['schema_version']} is not supported (this rmaudit reads {SCHEMA_VERSION})",
+            f"report schema {data['schema_version']} is not supported (this rmaudit reads 1.x and {SCHEMA_VERSION})",
         )
     if not isinstance(data.get("checkpoint"), str):
         raise input_error(path, None, "checkpoint", "expected a string")
@@ -107,7 +111,8 @@ def _check_report_shape(path: Path, data: Any) -> None:
             raise input_error(path, None, f"probes[{i}].name", "expected a string")
         if probe.get("status") not in statuses:
             raise input_error(path, None, f"probes[{i}].status", f"expected one of {', '.join(sorted(statuses))}")
-        for key, kind in (("metrics", dict), ("thresholds", dict), ("evidence", list), ("chart", dict)):
+        for key, kind in (("metrics", dict), ("thresholds", dict), ("limits", dict), ("settings", dict),
+                          ("findings", list), ("evidence", list), ("chart", dict)):
             if probe.get(key) is not None and not isinstance(probe[key], kind):
                 raise input_error(path, None, f"probes[{i}].{key}", f"expected {'an object' if kind is dict else 'a list'}")
     if data.get("fail_on", "fail") not in statuses:

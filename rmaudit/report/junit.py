@@ -13,7 +13,7 @@ from pathlib import Path
 
 from rmaudit.atomic import atomic_write_text
 from rmaudit.report.json_report import normalized
-from rmaudit.report.formatting import checkpoint_name, format_value
+from rmaudit.report.formatting import checkpoint_name, format_value, reason_text
 from rmaudit.results import AuditResult, ProbeResult, Status
 
 # Characters XML 1.0 forbids even when escaped; dataset text can contain them.
@@ -25,10 +25,11 @@ def _xml_text(text: object) -> str:
 
 
 def _details(probe: ProbeResult) -> str:
-    """Summary plus metrics and thresholds, as the body of a failure or system-out."""
-    lines = [probe.summary]
-    lines += [f"{k} = {format_value(v)}" for k, v in probe.metrics.items()]
-    lines += [f"threshold {k} = {format_value(v)}" for k, v in probe.thresholds.items()]
+    """Summary, every finding with its number and limit, then metrics and settings."""
+    lines = [probe.summary, ""]
+    lines += [f"[{f.status.value}] {f.message}" + (f" ({f.crossed})" if f.crossed else "") for f in probe.findings]
+    lines += [""] + [f"{k} = {format_value(v)}" for k, v in probe.metrics.items()]
+    lines += [f"setting {k} = {format_value(v)}" for k, v in probe.settings.items()]
     return "\n".join(lines)
 
 
@@ -38,7 +39,7 @@ def _failing(result: AuditResult, probe: ProbeResult) -> bool:
 
 def _testcase(result: AuditResult, probe: ProbeResult, classname: str) -> ET.Element:
     case = ET.Element("testcase", name=_xml_text(probe.name), classname=classname, time=f"{probe.seconds:.3f}")
-    summary = _xml_text(probe.summary)
+    summary = _xml_text(reason_text(probe))
     if probe.status is Status.ERROR:
         ET.SubElement(case, "error", message=summary, type="ProbeError").text = _xml_text(_details(probe))
     elif _failing(result, probe):

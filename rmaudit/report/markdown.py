@@ -11,7 +11,7 @@ from pathlib import Path
 
 from rmaudit.atomic import atomic_write_text
 from rmaudit.report.json_report import normalized
-from rmaudit.report.formatting import counts_line, one_line, truncate, verdict_text
+from rmaudit.report.formatting import counts_line, one_line, reason_text, truncate, verdict_text
 from rmaudit.results import AuditResult, Status
 
 STATUS_ICONS = {
@@ -39,12 +39,12 @@ def markdown_summary(result: AuditResult) -> str:
         "",
         f"fail-on: **{result.fail_on.value}** · {counts_line(result)}",
         "",
-        "| Probe | Status | Summary | Time |",
+        "| Probe | Status | Finding | Time |",
         "|---|---|---|---:|",
     ]
     for probe in result.probes:
         lines.append(
-            f"| {md_cell(probe.name, 60)} | {STATUS_ICONS[probe.status]} | {md_cell(probe.summary)} | {probe.seconds:.1f}s |"
+            f"| {md_cell(probe.name, 60)} | {STATUS_ICONS[probe.status]} | {md_cell(reason_text(probe))} | {probe.seconds:.1f}s |"
         )
     footer = [x for x in (f"rmaudit {result.rmaudit_version}" if result.rmaudit_version else "", result.created_at) if x]
     if footer:

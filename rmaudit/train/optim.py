@@ -41,20 +41,13 @@ def build_optimizer(model: torch.nn.Module, lr: float, head_lr_mult: float = 1.0
                              betas=(0.9, 0.999), eps=1e-8)
 
 
-def lr_factor(step: int, total_steps: int, warmup_steps: int, kind: str) -> float:
-    """Multiplier of the peak lr at ``step``: linear warmup from 0, then linear/cosine decay to 0 or constant."""
-    if step < warmup_steps:
-        return step / max(1, warmup_steps)
-    if kind == "constant":
-        return 1.0
-    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
-    if kind == "cosine":
-        return max(0.0, 0.5 * (1.0 + math.cos(math.pi * progress)))
-    return max(0.0, 1.0 - progress)
-
-
 def build_scheduler(optimizer: torch.optim.Optimizer, total_steps: int, warmup_ratio: float,
                     kind: str) -> LambdaLR:
-    """The schedule over ``total_steps`` optimizer steps, warming up for ``ceil(warmup_ratio * total)``."""
-    warmup = math.ceil(warmup_ratio * total_steps)
-    return LambdaLR(optimizer, lambda step: lr_factor(step, total_steps, warmup, kind))
+    """transformers' schedule over ``total_steps`` optimizer steps, warming up for
+    ``ceil(warmup_ratio * total)`` (``constant`` warms up, then holds: transformers'
+    ``constant_with_warmup``)."""
+    from transformers import get_scheduler
+
+    name = {"constant": "constant_with_warmup"}.get(str(kind), str(kind))
+    return get_scheduler(name, optimizer, num_warmup_steps=math.ceil(warmup_ratio * total_steps),
+                         num_training_steps=total_steps)

@@ -40,8 +40,8 @@ from rmaudit.modeling.builtin_models import SMOLLM2_GGUF, require_smollm2_dir
 from rmaudit.modeling.checkpoint import save_checkpoint
 from rmaudit.modeling.head import head_stats
 from rmaudit.modeling.loading import LoadedRewardModel, load_reward_model
-from rmaudit.modeling.manifest import (MANIFEST_NAME, package_versions, sha256_file, tokenizer_facts,
-                                       write_json_atomic)
+from rmaudit.modeling.manifest import (MANIFEST_NAME, DataFile, Manifest, package_versions, sha256_file,
+                                       tokenizer_facts, write_json_atomic)
 from rmaudit.modeling.pooling import pooled_rewards, reward_body, reward_head
 from rmaudit.train.batching import (LengthGroupedBatchSampler, PairDataset, collate_pairs, padded_fraction,
                                     stack_batch)
@@ -379,38 +379,31 @@ class BradleyTerryRecipe:
         self.log.close()
         return self.out
 
-    def manifest(self, final: bool = False) -> dict[str, Any]:
-        """Everything an audit needs to reproduce this run (see docs/architecture.md, issue 2 item 4)."""
+    def manifest(self, final: bool = False) -> Manifest:
+        """Everything an audit needs to reproduce this run, each fact stated once."""
         cfg = self.config
         model = self.accelerator.unwrap_model(self.net).model
-        facts = tokenizer_facts(self.tokenizer)
-        return {
-            "kind": "reward_model",
-            "trainer": "rmaudit train (Bradley-Terry)",
-            "pooling": "mask",
-            "base_model": self.loaded.base_info,
-            "data": self.data_files,
-            "split": self.split_info,
-            "tokenizer": facts,
-            "chat_template": facts["chat_template"],
-            "padding_side": "right",
-            "pad_token_id": facts["pad_token_id"], "eos_token_id": facts["eos_token_id"],
-            "bos_token_id": facts["bos_token_id"],
-            "max_length": cfg.max_length,
-            "truncation": {"policy": cfg.truncation, "train": self.train_lengths.as_dict(),
-                           "eval": self.eval_lengths.as_dict()},
-            "head": {"init": cfg.head_init, "bias": cfg.head_bias, "at_init": self.head_at_init,
-                     "initial_bias": self.head_at_init["bias"], "now": head_stats(reward_head(model))},
-            "hyperparameters": cfg.to_dict(),
-            "seed": cfg.seed,
-            "world_size": self.accelerator.num_processes,
-            "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
-            "global_batch_pairs": cfg.batch_size * cfg.grad_accum * self.accelerator.num_processes,
-            "steps": self.step, "total_steps": self.total_steps, "tokens_seen": self.tokens_seen,
-            "complete": final,
-            "packages": package_versions(),
-            "metrics": {"train": self.last_train, "eval": self.last_eval},
-        }
+        return Manifest(
+            trainer="rmaudit train (Bradley-Terry)",
+            pooling="mask",
+            base_model=self.loaded.base_info,
+            data=self.data_files,
+            split=self.split_info,
+            tokenizer=tokenizer_facts(self.tokenizer),
+            max_length=cfg.max_length,
+            truncation={"policy": cfg.truncation, "train": self.train_lengths.as_dict(),
+                        "eval": self.eval_lengths.as_dict()},
+            head={"init": cfg.head_init, "bias": cfg.head_bias, "initial_bias": self.head_at_init["bias"],
+                  "at_init": self.head_at_init, "now": head_stats(reward_head(model))},
+            hyperparameters=cfg.to_dict(),
+            run={"world_size": self.accelerator.num_processes,
+                 "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
+                 "global_batch_pairs": cfg.batch_size * cfg.grad_accum * self.accelerator.num_processes,
+                 "steps": self.step, "total_steps": self.total_steps, "tokens_seen": self.tokens_seen,
+                 "complete": final},
+            packages=package_versions(),
+            metrics={"train": self.last_train, "eval": self.last_eval},
+        )
 
     def run(self) -> TrainResult:
         self.setup_run()
@@ -432,11 +425,8 @@ class BradleyTerryRecipe:
             f"pairs on {self.accelerator.num_processes} process(es), dtype {self.config.dtype}")
 
 
-def _file_record(path: Path, builtin: bool = False) -> dict[str, Any]:
-    record: dict[str, Any] = {"path": str(path), "builtin": builtin}
-    if path.is_file():
-        record["sha256"] = sha256_file(path)
-    return record
+def _file_record(path: Path, builtin: bool = False) -> DataFile:
+    return DataFile(str(path), sha256_file(path) if path.is_file() else None, builtin)
 
 
 def _replace_dir(new: Path, target: Path) -> None:

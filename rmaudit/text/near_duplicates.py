@@ -15,6 +15,11 @@
 Shingles that appear in a large share of the corpus (a template, a shared instruction
 block) are dropped before both steps so that boilerplate alone cannot make two different
 prompts look alike; see :class:`NearDuplicateConfig`.
+
+Why hand-written and not datasketch's ``MinHashLSH``: on the same 1M x 100k texts this
+index is 5.2x faster with every planted leak found (``benchmarks/bench_leakage.py``,
+``benchmarks/results/leakage.md``); datasketch stays a benchmark-only dependency. The
+module needs numpy only (no torch), so the data tools can use it without a model stack.
 """
 
 from __future__ import annotations

@@ -1,0 +1,185 @@
+"""Assemble every input a probe may read into one :class:`AuditContext`.
+
+``build_context`` loads the checkpoint once (model in eval mode, tokenizer, manifest) and
+gathers the rest, flags first and the manifest's defaults second: the held-out and
+training pairs (the data file recorded in ``data``, reloaded and split by the prompt
+hashes in the checkpoint's ``split.json``), the chat template (when the saved tokenizer
+lost it) and the max length.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rmaudit.data.pairs import PreferencePair
+from rmaudit.errors import RmauditInputError, input_error
+from rmaudit.modeling.manifest import Manifest
+from rmaudit.options import AuditOptions
+from rmaudit.probes.context import AuditContext
+
+
+def build_context(checkpoint: Path, options: AuditOptions) -> AuditContext:
+    """Load the checkpoint and gather every probe input (flags first, manifest defaults second)."""
+    options = options.validated()
+    loaded = _load_checkpoint(Path(checkpoint), options)
+    manifest = loaded.manifest
+    notes: dict[str, Any] = {"pooling": loaded.pooling, "loader_notes": list(loaded.notes)}
+    _restore_chat_template(loaded.tokenizer, manifest, notes)
+    all_eval_pairs = _side_pairs("eval", options.data, checkpoint, manifest, notes)
+    eval_pairs = None
+    if all_eval_pairs is not None:
+        notes["n_eval_pairs_available"] = len(all_eval_pairs)
+        eval_pairs = sample_pairs(all_eval_pairs, options.max_pairs, options.seed)
+    return AuditContext(
+        checkpoint=Path(checkpoint),
+        model=loaded.model,
+        tokenizer=loaded.tokenizer,
+        manifest=manifest,
+        eval_pairs=eval_pairs,
+        all_eval_pairs=all_eval_pairs,
+        train_pairs=_side_pairs("train", options.train_data, checkpoint, manifest, notes),
+        policy_tokenizer=_load_policy_tokenizer(options.policy, options.allow_hub),
+        canonical_pairs=canonical_pairs(options.pairs),
+        dtype=options.dtype.torch(),
+        max_length=options.max_length or (manifest.max_length if manifest else None),
+        batch_size=options.batch_size,
+        pooling=options.pooling.value,
+        progress=options.progress,
+        notes=notes,
+    )
+
+
+def _load_checkpoint(checkpoint: Path, options: AuditOptions) -> Any:
+    """The loaded model; a checkpoint that cannot be loaded at all is an input error."""
+    from rmaudit.modeling.loading import load_reward_model
+
+    if checkpoint.is_dir() and not options.gguf_file and not (checkpoint / "config.json").is_file():
+        raise input_error(checkpoint, None, None, "no config.json: not a transformers checkpoint folder")
+    try:
+        # Weights in the scoring dtype: on CPU, bf16 weights run about 2x faster than bf16 autocast.
+        return load_reward_model(checkpoint, gguf_file=options.gguf_file, allow_hub=options.allow_hub,
+                                 dtype=options.dtype.value)
+    except RmauditInputError:
+        raise
+    except (OSError, ValueError, KeyError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise input_error(checkpoint, None, None, f"cannot load the checkpoint: {first}") from exc
+
+
+def _restore_chat_template(tokenizer: Any, manifest: Manifest | None, notes: dict[str, Any]) -> None:
+    """A tokenizer saved without its template gets the one the manifest recorded for training."""
+    recorded = manifest.chat_template if manifest else None
+    if recorded and not getattr(tokenizer, "chat_template", None):
+        tokenizer.chat_template = recorded
+        notes["chat_template_source"] = "manifest"
+
+
+def sample_pairs(pairs: list[PreferencePair], max_pairs: int, seed: int) -> list[PreferencePair]:
+    """At most ``max_pairs`` pairs, a seeded uniform sample kept in file order."""
+    if len(pairs) <= max_pairs:
+        return pairs
+    keep = np.sort(np.random.default_rng(seed).choice(len(pairs), size=max_pairs, replace=False))
+    return [pairs[i] for i in keep]
+
+
+# ----------------------------------------------------------------------------- data sides
+
+def _side_pairs(side: str, flag_path: Path | None, checkpoint: Path, manifest: Manifest | None,
+                notes: dict[str, Any]) -> list[PreferencePair] | None:
+    """Pairs of one side ("eval" or "train"): the flag's file, else the manifest's split, else None."""
+    from rmaudit.data import load_pairs
+
+    if flag_path is not None:
+        notes[f"{side}_source"] = str(flag_path)
+        return load_pairs(flag_path)
+    return _manifest_side(side, checkpoint, manifest, notes) if manifest else None
+
+
+def _manifest_side(side: str, checkpoint: Path, manifest: Manifest, notes: dict[str, Any]) -> list[PreferencePair] | None:
+    """Reload the data file the trainer recorded and keep the side's pairs by prompt hash.
+
+    The trainer records ``data.train`` (and ``data.eval`` for a separate held-out file), and
+    the prompt hashes of both sides in ``split.prompt_hashes_file`` in the checkpoint. Without
+    that file, the split is recomputed with ``split.eval_fraction`` (the same hash rule).
+    """
+    from rmaudit.data import load_pairs, prompt_hash, split_by_prompt
+
+    record = manifest.data.get(side) or (manifest.data.get("train") if side == "eval" else None)
+    if record is None:
+        return None
+    path = _find_recorded_file(record.path, checkpoint)
+    if path is None:
+        notes[f"{side}_source"] = f"not found: {record.path} (recorded in the manifest)"
+        return None
+    _note_hash_check(side, path, record.sha256, notes)
+    settings = manifest.hyperparameters
+    pairs = load_pairs(path, adapter=settings.get("adapter"), limit=settings.get("limit"))
+    hashes = _split_hashes(manifest.split, side, checkpoint)
+    if hashes is not None:
+        pairs = [p for p in pairs if prompt_hash(p.prompt) in hashes]
+    elif "eval" not in manifest.data and manifest.split.get("eval_fraction") is not None:
+        train, held_out = split_by_prompt(pairs, float(manifest.split["eval_fraction"]))
+        pairs = train if side == "train" else held_out
+    notes[f"{side}_source"] = f"manifest: {path}"
+    return pairs or None
+
+
+def _split_hashes(split: dict, side: str, checkpoint: Path) -> set[str] | None:
+    """Prompt hashes of one side from the checkpoint's split file (``{"train": [...], "eval": [...]}``)."""
+    name = split.get("prompt_hashes_file")
+    path = checkpoint / name if name else None
+    if path is None or not path.is_file():
+        return None
+    try:
+        hashes = json.loads(path.read_text(encoding="utf-8"))[side]
+    except (json.JSONDecodeError, KeyError, TypeError):
+        raise input_error(path, None, side, "expected a JSON object with a list of prompt hashes per side") from None
+    return set(hashes)
+
+
+def _find_recorded_file(recorded: str, checkpoint: Path) -> Path | None:
+    """A path from the manifest: as written (absolute or from the cwd), else relative to the checkpoint."""
+    for candidate in (Path(recorded), checkpoint / recorded, checkpoint.parent / recorded):
+        if candidate.exists():
+            return candidate
+    return None
+
+
+def _note_hash_check(side: str, path: Path, recorded: str | None, notes: dict[str, Any]) -> None:
+    if not recorded:
+        return
+    from rmaudit.modeling.manifest import sha256_file
+
+    if sha256_file(path) != recorded:
+        notes[f"{side}_data_changed"] = f"{path} differs from the file the model was trained with (sha256)"
+
+
+# ----------------------------------------------------------------------------- other inputs
+
+def canonical_pairs(extra: Path | None) -> list[PreferencePair]:
+    """The built-in canonical battery, plus the user's ``--pairs`` file."""
+    from rmaudit.probes.canonical_pairs import BATTERY_FILE, load_canonical_pairs
+    from rmaudit.resources import probe_data_dir
+
+    files = [probe_data_dir() / BATTERY_FILE]
+    if extra is not None:
+        files.append(Path(extra))
+    return load_canonical_pairs(files)
+
+
+def _load_policy_tokenizer(policy: Path | None, allow_hub: bool) -> Any:
+    if policy is None:
+        return None
+    from transformers import AutoTokenizer
+
+    if not Path(policy).exists() and not allow_hub:
+        raise input_error(policy, None, None, "--policy tokenizer folder not found (pass --allow-hub for a hub id)")
+    try:
+        return AutoTokenizer.from_pretrained(str(policy), local_files_only=not allow_hub)
+    except (OSError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise input_error(policy, None, None, f"cannot load the --policy tokenizer: {first}") from exc

@@ -1,0 +1,114 @@
+"""Every choice and option of ``rmaudit check``, stated once: the CLI, the config file and
+the Python API (:func:`rmaudit.check`) all read this table."""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+from rmaudit.errors import RmauditInputError, input_error
+
+
+class Choice(str, enum.Enum):
+    """A choice that prints as its value everywhere (f-strings, YAML, logs), as ``enum.StrEnum`` does on 3.11+."""
+
+    def __str__(self) -> str:
+        return str(self.value)
+
+    def __format__(self, spec: str) -> str:
+        return format(str(self.value), spec)
+
+
+class Dtype(Choice):
+    """Scoring and training dtype."""
+
+    FLOAT32 = "float32"
+    BFLOAT16 = "bfloat16"
+
+    def torch(self) -> Any:
+        import torch
+
+        return {Dtype.FLOAT32: torch.float32, Dtype.BFLOAT16: torch.bfloat16}[self]
+
+
+class Pooling(Choice):
+    """Where the reward is read: the last attention-mask position, or the checkpoint's own forward."""
+
+    AUTO = "auto"
+    MASK = "mask"
+    NATIVE = "native"
+
+
+class FailOn(Choice):
+    """The lowest probe status that fails the gate."""
+
+    FAIL = "fail"
+    WARN = "warn"
+
+
+def choice(enum_type: type[enum.Enum], value: Any, flag: str) -> Any:
+    """``value`` as a member of ``enum_type``; anything else is a one-line input error."""
+    try:
+        return enum_type(value.value if isinstance(value, enum.Enum) else value)
+    except ValueError:
+        allowed = ", ".join(m.value for m in enum_type)  # type: ignore[attr-defined]
+        raise RmauditInputError(f"{flag}: expected one of {allowed}, got {value!r}") from None
+
+
+def _opt(default: Any, help: str) -> Any:  # noqa: A002 - mirrors dataclasses' metadata key
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass
+class AuditOptions:
+    """Everything ``rmaudit check`` can be told, besides the checkpoint."""
+
+    probes: str | Sequence[str] = _opt("all", "Probes to run: 'all', or names ('a,b' or a list); see `rmaudit probes`.")
+    data: Path | None = _opt(None, "Held-out preference file; default: the eval split recorded in the manifest.")
+    train_data: Path | None = _opt(None, "Training preference file (for leakage); default: the manifest's train split.")
+    policy: Path | None = _opt(None, "Folder with the tokenizer (and chat template) the PPO policy will use.")
+    pairs: Path | None = _opt(None, "Extra canonical pairs (prompt, chosen, rejected, category, required_margin).")
+    max_pairs: int = _opt(500, "Score at most this many held-out pairs, sampled deterministically with --seed.")
+    dtype: Dtype = _opt(Dtype.FLOAT32, "Scoring dtype: 'float32' (exact) or 'bfloat16' (several times faster on CPUs "
+                                       "with AMX or AVX512-BF16).")
+    batch_size: int = _opt(16, "Texts per forward pass when scoring.")
+    fail_on: FailOn = _opt(FailOn.FAIL, "Gate: 'fail' fails on fail/error only; 'warn' also fails on warnings.")
+    limits: dict[str, dict[str, float]] = field(
+        default_factory=dict, metadata={"help": "Per-probe limit overrides: {probe: {'<metric>_warn'|'<metric>_fail': value}}."})
+    settings: dict[str, dict[str, Any]] = field(
+        default_factory=dict, metadata={"help": "Per-probe setting overrides: {probe: {name: value}}."})
+    pooling: Pooling = _opt(Pooling.AUTO, "Reward read-out: 'mask' (last real token), 'native' (the checkpoint's "
+                                          "forward), 'auto' (mask for rmaudit checkpoints, native otherwise).")
+    max_length: int | None = _opt(None, "Truncate rendered texts to this many tokens (from the left); default: manifest.")
+    gguf_file: str | None = _opt(None, "GGUF file inside the checkpoint folder (audits a base model's fresh head).")
+    allow_hub: bool = _opt(False, "Allow loading the checkpoint and --policy from the Hugging Face hub.")
+    progress: bool = _opt(False, "Show progress while scoring and name each probe as it runs (stderr).")
+    seed: int = _opt(0, "Seed of the held-out sample when the eval set exceeds --max-pairs.")
+
+    def validated(self) -> "AuditOptions":
+        """A copy with choices as enums and every value checked; raises a one-line input error."""
+        out = dataclasses.replace(
+            self, dtype=choice(Dtype, self.dtype, "--dtype"), pooling=choice(Pooling, self.pooling, "--pooling"),
+            fail_on=choice(FailOn, self.fail_on, "--fail-on"))
+        for flag, value in (("--max-pairs", out.max_pairs), ("--batch-size", out.batch_size)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise RmauditInputError(f"{flag}: expected a positive integer, got {value!r}")
+        if out.max_length is not None and (not isinstance(out.max_length, int) or out.max_length < 1):
+            raise RmauditInputError(f"--max-length: expected a positive integer, got {out.max_length!r}")
+        for flag, path in (("--data", out.data), ("--train-data", out.train_data), ("--pairs", out.pairs)):
+            if path is not None and not Path(path).exists():
+                raise input_error(path, None, None, f"{flag} file not found")
+        return out
+
+
+def options_help() -> dict[str, str]:
+    """Help text of every :class:`AuditOptions` field (the CLI reuses it)."""
+    return {f.name: f.metadata.get("help", "") for f in dataclasses.fields(AuditOptions)}
+
+
+def option_defaults() -> dict[str, Any]:
+    """Default of every :class:`AuditOptions` field (the CLI reuses it, so no default is restated)."""
+    return {f.name: f.default for f in dataclasses.fields(AuditOptions) if f.default is not dataclasses.MISSING}

@@ -1,0 +1,94 @@
+"""Run probes on a built :class:`AuditContext` and assemble the :class:`AuditResult`.
+
+Each probe is constructed with the user's limit and setting overrides (unknown keys are
+input errors, before any model is loaded), checked for its declared ``inputs`` (a missing
+one is a skip whose reason names the flag), run and timed. :class:`ProbeSkipped` becomes
+``skip``; any other exception becomes ``error`` while the other probes still run.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+import traceback
+from datetime import datetime, timezone
+from typing import Any
+
+from rmaudit import __version__
+from rmaudit.findings import Status, note
+from rmaudit.options import AuditOptions
+from rmaudit.probes.base import Probe, ProbeSkipped
+from rmaudit.probes.context import AuditContext
+from rmaudit.probes.registry import BrokenProbe, get_probe, select_probes
+from rmaudit.results import AuditResult, ProbeResult
+
+
+def prepare_probes(options: AuditOptions) -> list[Probe | BrokenProbe]:
+    """The selected probes, configured; bad names or override keys fail here, before any slow work."""
+    prepared: list[Probe | BrokenProbe] = []
+    for name in select_probes(options.probes):
+        cls = get_probe(name)
+        if isinstance(cls, BrokenProbe):
+            prepared.append(cls)
+            continue
+        prepared.append(cls(options.limits.get(name), options.settings.get(name)))
+    # Overrides for probes that are not selected are still checked: a typo must not hide.
+    for name in (set(options.limits) | set(options.settings)) - {p.name for p in prepared}:
+        cls = get_probe(name)
+        if not isinstance(cls, BrokenProbe):
+            cls(options.limits.get(name), options.settings.get(name))
+    return prepared
+
+
+def run_probe(probe: Probe | BrokenProbe, ctx: AuditContext) -> ProbeResult:
+    """Run one probe; a skip or a crash becomes its result instead of stopping the audit."""
+    if isinstance(probe, BrokenProbe):
+        return ProbeResult(probe.name, Status.ERROR, f"cannot import {probe.target}: {probe.error}",
+                           findings=[note(Status.ERROR, f"the probe's module failed to import: {probe.error}")])
+    start = time.perf_counter()
+    try:
+        ctx.require(*probe.inputs)
+        result = probe.run(ctx)
+    except ProbeSkipped as skip:
+        result = probe.result([note(Status.SKIP, str(skip))], f"skipped: {skip}", status=Status.SKIP)
+    except Exception as exc:  # noqa: BLE001 - one broken probe must not hide the others' findings
+        tail = traceback.format_exc(limit=-3).strip().splitlines()[-12:]
+        message = f"{type(exc).__name__}: {exc}"
+        result = probe.result([note(Status.ERROR, message)], message, status=Status.ERROR,
+                              evidence=[{"traceback": "\n".join(tail)}])
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+def run_probes(ctx: AuditContext, options: AuditOptions,
+               probes: list[Probe | BrokenProbe] | None = None) -> AuditResult:
+    """Run the selected probes on an already-built context."""
+    options = options.validated()
+    results = []
+    for probe in probes if probes is not None else prepare_probes(options):
+        if options.progress:
+            print(f"rmaudit: running {probe.name} ...", file=sys.stderr, flush=True)
+        results.append(run_probe(probe, ctx))
+    return AuditResult(
+        checkpoint=str(ctx.checkpoint),
+        probes=results,
+        fail_on=Status(options.fail_on.value),
+        rmaudit_version=__version__,
+        created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        context=context_facts(ctx),
+    )
+
+
+def context_facts(ctx: AuditContext) -> dict[str, Any]:
+    """What the report should say about the inputs: pooling, dtype, data sizes and sources."""
+    return {
+        "checkpoint": str(ctx.checkpoint),
+        "manifest_present": ctx.manifest is not None,
+        "dtype": str(ctx.dtype).replace("torch.", ""),
+        "max_length": ctx.max_length,
+        "n_eval_pairs": len(ctx.eval_pairs or []),
+        "n_train_pairs": len(ctx.train_pairs or []),
+        "n_canonical_pairs": len(ctx.canonical_pairs),
+        "policy_tokenizer": ctx.policy_tokenizer is not None,
+        **ctx.notes,
+    }

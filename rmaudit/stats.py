@@ -1,0 +1,54 @@
+"""Statistics every probe shares: the tie rule, intervals and the logistic link.
+
+One rule for ties, everywhere (probes, trainer logs, reports): a pair whose rewards are
+equal earns half a point. That is the expected accuracy of breaking the tie at random; it
+neither rewards a constant reward model (counting ties right) nor hides how many pairs it
+could not separate (counting them wrong). ``ties`` are reported beside every accuracy.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import special, stats
+
+
+def pair_credit(margins: np.ndarray) -> np.ndarray:
+    """1 for a pair ranked right (margin > 0), 0.5 for a tie, 0 for a pair ranked wrong."""
+    margins = np.asarray(margins, dtype=np.float64)
+    return np.where(margins > 0, 1.0, np.where(margins < 0, 0.0, 0.5))
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    """The logistic function (scipy's ``expit``: stable at +-1000)."""
+    return special.expit(np.asarray(x, dtype=np.float64))
+
+
+def wilson_interval(successes: float, n: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval for a proportion (sound for small n and extreme rates).
+
+    Half-credit ties make ``successes`` fractional; it is rounded to the nearest count."""
+    if n == 0:
+        return float("nan"), float("nan")
+    ci = stats.binomtest(int(round(successes)), n).proportion_ci(confidence, method="wilson")
+    return float(ci.low), float(ci.high)
+
+
+def cluster_bootstrap_interval(values: np.ndarray, clusters: np.ndarray, *, confidence: float = 0.95,
+                               n_boot: int = 2000, seed: int = 0) -> tuple[float, float]:
+    """Percentile interval of the mean of ``values``, resampling whole clusters.
+
+    Pairs that share a prompt are not independent evidence: resampling prompts, not pairs,
+    keeps a prompt with twenty pairs from counting as twenty observations."""
+    values = np.asarray(values, dtype=np.float64)
+    _, index = np.unique(np.asarray(clusters), return_inverse=True)
+    n_clusters = int(index.max()) + 1 if len(index) else 0
+    if n_clusters < 2:
+        return float("nan"), float("nan")
+    sums = np.bincount(index, weights=values, minlength=n_clusters)
+    counts = np.bincount(index, minlength=n_clusters).astype(np.float64)
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(0, n_clusters, size=(n_boot, n_clusters))
+    means = sums[draws].sum(axis=1) / counts[draws].sum(axis=1)
+    tail = (1 - confidence) / 2 * 100
+    low, high = np.percentile(means, [tail, 100 - tail])
+    return float(low), float(high)

@@ -1,0 +1,1 @@
+"""Text processing with no model stack: normalisation and near-duplicate search."""
