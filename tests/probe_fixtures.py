@@ -1,0 +1,98 @@
+"""A planted-defect context and its healthy twin for every registered probe.
+
+The contract test (tests/test_probe_contract.py) runs each registered probe on both and
+fails when a probe has no entry here: adding a probe means adding its two fixtures. Each
+factory builds a real AuditContext from a real tiny model; the defect is planted the way
+it happens in practice (a dropped head bias, a negated head, a leaked prompt...).
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+from pathlib import Path
+from typing import Callable
+
+from helpers_audit import CANONICAL_FILE, TOPICS, fitted_tiny_rm, scaled_head, topic_pairs
+from helpers_probe_heads import fitted_rm, synthetic_pairs
+from rmaudit.modeling.loading import load_reward_model
+from rmaudit.probes.canonical_pairs import load_canonical_pairs
+from rmaudit.probes.chat_template import known_templates
+from rmaudit.probes.context import AuditContext
+from tiny_models import make_tiny_rm, tiny_tokenizer
+
+Factory = Callable[[Path], AuditContext]
+
+
+@functools.lru_cache(maxsize=None)
+def _rm(rule: str):
+    return fitted_rm(rule)
+
+
+@functools.lru_cache(maxsize=None)
+def _topic_rm():
+    return fitted_tiny_rm(topic_pairs(TOPICS[:20]), shift=1.0)
+
+
+@functools.lru_cache(maxsize=None)
+def _canonical_rm():
+    return fitted_tiny_rm(load_canonical_pairs([CANONICAL_FILE]))
+
+
+def _ctx(model, tokenizer, **inputs) -> AuditContext:
+    return AuditContext(checkpoint=Path("."), model=model, tokenizer=tokenizer, pooling="mask", **inputs)
+
+
+def _from_folder(folder: Path, **inputs) -> AuditContext:
+    loaded = load_reward_model(folder)
+    return AuditContext(checkpoint=folder, model=loaded.model, tokenizer=loaded.tokenizer, manifest=loaded.manifest,
+                        **inputs)
+
+
+CONTENT_PAIRS = synthetic_pairs(seed=1000, n=40, rule="content")
+
+
+def _policy(template: str):
+    tokenizer = tiny_tokenizer()
+    tokenizer.chat_template = template
+    return tokenizer
+
+
+FIXTURES: dict[str, tuple[Factory, Factory]] = {
+    # (healthy, planted)
+    "length_bias": (
+        lambda tmp: _ctx(*_rm("content"), eval_pairs=CONTENT_PAIRS),
+        lambda tmp: _ctx(*_rm("length"), eval_pairs=CONTENT_PAIRS),
+    ),
+    "padding": (
+        lambda tmp: _from_folder(make_tiny_rm(tmp / "rm"), eval_pairs=CONTENT_PAIRS[:12]),
+        # config.pad_token_id names a real token that is not the tokenizer's pad
+        lambda tmp: _from_folder(make_tiny_rm(tmp / "rm", pad_token_id=0), eval_pairs=CONTENT_PAIRS[:12]),
+    ),
+    "chat_template": (
+        lambda tmp: _ctx(*_rm("content"), eval_pairs=CONTENT_PAIRS,
+                         policy_tokenizer=_policy(_rm("content")[1].chat_template)),
+        lambda tmp: _ctx(*_rm("content"), eval_pairs=CONTENT_PAIRS, policy_tokenizer=_policy(known_templates()["llama3"])),
+    ),
+    "bias_term": (
+        lambda tmp: _from_folder(make_tiny_rm(tmp / "rm"), eval_pairs=CONTENT_PAIRS[:12]),
+        # Llama's sequence classifier drops score.bias on load: served rewards lose it
+        lambda tmp: _from_folder(make_tiny_rm(tmp / "rm", head_bias=0.75), eval_pairs=CONTENT_PAIRS[:12]),
+    ),
+    "prompt_leakage": (
+        lambda tmp: AuditContext(checkpoint=Path("."), train_pairs=topic_pairs(TOPICS[:20]),
+                                 eval_pairs=topic_pairs(TOPICS[20:])),
+        lambda tmp: AuditContext(checkpoint=Path("."), train_pairs=topic_pairs(TOPICS[:20]),
+                                 eval_pairs=topic_pairs(TOPICS[15:])),
+    ),
+    "canonical_pairs": (
+        lambda tmp: _ctx(*_canonical_rm(), canonical_pairs=load_canonical_pairs([CANONICAL_FILE])),
+        lambda tmp: _ctx(scaled_head(_canonical_rm()[0], -1.0), _canonical_rm()[1],
+                         canonical_pairs=load_canonical_pairs([CANONICAL_FILE])),
+    ),
+    "accuracy": (
+        lambda tmp: _ctx(*_topic_rm(), eval_pairs=topic_pairs(TOPICS[20:])),
+        lambda tmp: _ctx(scaled_head(_topic_rm()[0], -1.0), copy.deepcopy(_topic_rm()[1]),
+                         eval_pairs=topic_pairs(TOPICS[20:])),
+    ),
+}
