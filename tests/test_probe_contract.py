@@ -82,3 +82,17 @@ def test_missing_declared_input_skips_with_a_reason_naming_the_flag(name, tmp_pa
     result = run_probe(PROBES[name](), ctx)
     assert result.status is Status.SKIP
     assert missing in result.summary and INPUT_FLAGS[missing] in result.summary
+
+
+def test_docs_probes_md_is_generated_from_the_registry_and_current():
+    """docs/probes.md is `rmaudit probes --markdown`: regenerate it after changing a probe."""
+    from pathlib import Path
+
+    from rmaudit.probes.catalogue import catalogue_markdown
+
+    committed = (Path(__file__).resolve().parents[1] / "docs" / "probes.md").read_text(encoding="utf-8")
+    assert committed == catalogue_markdown(), "docs/probes.md is stale: run `rmaudit probes --markdown > docs/probes.md`"
+    for name, cls in PROBES.items():
+        section = committed.split(f"## `{name}`", 1)[1].split("\n## ", 1)[0]
+        assert all(f"`{lim.metric}`" in section for lim in cls.limits)
+        assert all(f"`{s.name}`" in section for s in cls.settings)

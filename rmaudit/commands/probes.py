@@ -5,9 +5,16 @@ from __future__ import annotations
 import typer
 
 
-def probes_command() -> int:
+def probes_command(markdown: bool = typer.Option(False, "--markdown", help="Print docs/probes.md (the catalogue "
+                                                                          "generated from the registry).")) -> int:
     """List every registered probe with its one-line description, limits and settings."""
     from rmaudit.probes.registry import BrokenProbe, load_probes
+
+    if markdown:
+        from rmaudit.probes.catalogue import catalogue_markdown
+
+        typer.echo(catalogue_markdown(), nl=False)
+        return 0
 
     probes = load_probes()
     width = max((len(name) for name in probes), default=0)

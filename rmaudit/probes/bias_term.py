@@ -172,7 +172,7 @@ class BiasTerm(Probe):
         return self.result(findings, summary, metrics=metrics, evidence=evidence, chart=self._chart(metrics))
 
     @staticmethod
-    def _load_problems(bias: HeadBias, match: str | None, loaded: dict, loaded_dtype: str, thresholds: dict) -> list[Finding]:
+    def _load_problems(bias: HeadBias, match: str | None, loaded: dict, loaded_dtype: str, tolerances: dict) -> list[Finding]:
         served = -_one(bias.values) if len(bias.values) == 1 else None
         if match is None:
             shift = f" (served = trained {served:+.6g})" if served is not None else ""
@@ -182,19 +182,19 @@ class BiasTerm(Probe):
         diff = max(abs(a - b) for a, b in zip(bias.values, loaded[match]))
         largest = max(map(abs, bias.values))
         # A model loaded in bfloat16 holds the file's float32 bias rounded: not a difference.
-        tolerance = thresholds["load_tolerance"] + _rounding(bias.dtype, largest) + _rounding(loaded_dtype, largest)
+        tolerance = tolerances["load_tolerance"] + _rounding(bias.dtype, largest) + _rounding(loaded_dtype, largest)
         if diff > tolerance:
             return [Finding(Status.FAIL, f"{bias.key}: the loaded value {_fmt(loaded[match])} differs from the file's "
                             f"{_fmt(bias.values)}", "abs_load_difference", diff, tolerance, Comparison.ABOVE)]
         return []
 
     @staticmethod
-    def _drift_problems(bias: HeadBias, initial: float | None, thresholds: dict) -> list[Finding]:
+    def _drift_problems(bias: HeadBias, initial: float | None, tolerances: dict) -> list[Finding]:
         if initial is None:
             return [note(Status.FAIL, f"{bias.key} = {_fmt(bias.values)} but the manifest says the head was created "
                          "without a bias: something added it after training started", "file_bias", _one(bias.values))]
         drift = max(abs(v - float(initial)) for v in bias.values)
-        tolerance = thresholds["drift_tolerance"] + _rounding(bias.dtype, float(initial))
+        tolerance = tolerances["drift_tolerance"] + _rounding(bias.dtype, float(initial))
         if drift > tolerance:
             return [Finding(Status.FAIL, f"{bias.key} drifted from {float(initial):.6g} at init to {_fmt(bias.values)} "
                             "(its Bradley-Terry gradient is exactly zero: something else changed it)",
@@ -202,7 +202,7 @@ class BiasTerm(Probe):
         return []
 
     @staticmethod
-    def _created_on_load(file_biases: list[HeadBias], loaded: dict, have_files: bool, thresholds: dict,
+    def _created_on_load(file_biases: list[HeadBias], loaded: dict, have_files: bool, tolerances: dict,
                          evidence: list) -> list[Finding]:
         """Loaded head biases that the weight files never held: created and initialised at
         load time, never trained. Without weight files (a GGUF base) they are only listed."""
@@ -212,10 +212,10 @@ class BiasTerm(Probe):
             if _match_key(key, stored) is not None:
                 continue
             evidence.append({"key": key, "file": None, "loaded_value": _one(values), "reward_offset": len(values) == 1})
-            if have_files and max(map(abs, values)) > thresholds["warn_abs_bias"]:
+            if have_files and max(map(abs, values)) > tolerances["warn_abs_bias"]:
                 problems.append(Finding(Status.FAIL, f"{key} = {_fmt(values)} exists only in the loaded model (created "
                                         "at load time, never trained): served rewards are shifted by it",
-                                        "abs_bias", max(map(abs, values)), thresholds["warn_abs_bias"], Comparison.ABOVE))
+                                        "abs_bias", max(map(abs, values)), tolerances["warn_abs_bias"], Comparison.ABOVE))
         return problems
 
     @staticmethod

@@ -3,7 +3,7 @@
 Three views of the same held-out pairs, each controlling for more than the last:
 
 * pooled: reward of every response (chosen and rejected) regressed on its length in tokens
-  (R², slope per 100 tokens, Spearman) — the number the thresholds grade;
+  (R², slope per 100 tokens, Spearman), graded by the `r2` limit;
 * within pair: reward difference regressed on length difference. Both responses share a
   prompt, so this removes prompt effects; the intercept absorbs the chosen-vs-rejected
   quality gap, the slope is the length effect left over;
@@ -13,7 +13,7 @@ Three views of the same held-out pairs, each controlling for more than the last:
   agrees with the label (in either direction: hh-rlhf harmless teaches "shorter is better").
 
 Fewer than ``min_pairs`` pairs give no confident verdict: the probe then skips, or warns
-when the effect already crosses a threshold.
+when the effect already crosses a limit.
 """
 
 from __future__ import annotations
