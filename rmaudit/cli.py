@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     except (click.exceptions.Exit, typer.Exit) as exc:
         return exc.exit_code
     except (click.ClickException, typer.TyperException) as exc:  # typer >= 0.2x raises its vendored click's errors
-        exc.show()
+        exc.show()  # type: ignore[union-attr]  # both classes define show() at run time
         return EXIT_USAGE
     except click.exceptions.Abort:
         return 130

@@ -27,7 +27,7 @@ from transformers import TrainerCallback
 
 from rmaudit.data.pairs import PreferencePair
 from rmaudit.findings import Status
-from rmaudit.options import AuditOptions
+from rmaudit.options import AuditOptions, Pooling, choice
 from rmaudit.results import AuditResult
 
 STATUS_CODES = {Status.PASS: 0, Status.WARN: 1, Status.FAIL: 2, Status.ERROR: 2, Status.SKIP: -1}
@@ -44,8 +44,8 @@ class RmauditCallback(TrainerCallback):
 
         self.eval_pairs = _pairs(eval_pairs)
         self.train_pairs = _pairs(train_pairs) if train_pairs is not None else None
-        self.options = AuditOptions(probes=probes, max_pairs=max_pairs, batch_size=batch_size, pooling=pooling,
-                                    **options).validated()
+        self.options = AuditOptions(probes=probes, max_pairs=max_pairs, batch_size=batch_size,
+                                    pooling=choice(Pooling, pooling, "pooling"), **options).validated()
         self.probes = prepare_probes(self.options)  # a typo fails now, not at the first evaluation
         self.results: list[AuditResult] = []
 

@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tiny_models import tiny_config, tiny_tokenizer  # noqa: E402
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def tiny_base_dir(hidden: int = 32, layers: int = 2, seed: int = 0) -> Path:
     """A random tiny Llama *causal LM* saved with SmolLM2's real tokenizer: what `--base` points at."""
     from transformers import LlamaForCausalLM

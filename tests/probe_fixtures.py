@@ -24,17 +24,17 @@ from tiny_models import make_tiny_rm, tiny_tokenizer
 Factory = Callable[[Path], AuditContext]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _rm(rule: str):
     return fitted_rm(rule)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _topic_rm():
     return fitted_tiny_rm(topic_pairs(TOPICS[:20]), shift=1.0)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _canonical_rm():
     return fitted_tiny_rm(load_canonical_pairs([CANONICAL_FILE]))
 

@@ -24,7 +24,7 @@ def _pair(*contents: str, role: str = "user") -> PreferencePair:
 
 def test_prompt_hash_is_sha256_of_the_documented_normal_form():
     prompt = [{"role": "User", "content": "  Ｗhat is\n\t2+2?  "}, {"role": "assistant", "content": "Four."}]
-    expected = hashlib.sha256("user: what is 2+2?\nassistant: four.".encode("utf-8")).hexdigest()
+    expected = hashlib.sha256(b"user: what is 2+2?\nassistant: four.").hexdigest()
     assert prompt_hash(prompt) == expected
 
 

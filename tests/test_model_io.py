@@ -16,7 +16,7 @@ from rmaudit.modeling.checkpoint import save_checkpoint
 from rmaudit.modeling.head import init_head
 from rmaudit.modeling.loading import load_reward_model
 from rmaudit.modeling.manifest import read_manifest
-from rmaudit.scoring import render, score, score_texts
+from rmaudit.scoring import render, score
 from tiny_models import make_tiny_rm, tiny_rm
 
 CONVERSATIONS = [

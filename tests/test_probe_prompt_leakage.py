@@ -321,7 +321,6 @@ def test_accuracy_on_leaked_vs_clean_pairs_with_a_real_model(tmp_path, hh_pairs)
     # Leaked rows whose two answers are identical: a tie, which counts half (the one tie rule).
     leaked = [type(p)(prompt=_disguise(p.prompt, random.Random(k)), chosen="Same answer.", rejected="Same answer.")
               for k, p in enumerate(train[:6])]
-    probe = PromptLeakage()
     ctx = AuditContext(checkpoint=tmp_path / "rm", model=loaded.model, tokenizer=loaded.tokenizer,
                        train_pairs=train, eval_pairs=clean + leaked)
 
@@ -335,7 +334,6 @@ def test_accuracy_on_leaked_vs_clean_pairs_with_a_real_model(tmp_path, hh_pairs)
 
 
 def test_progress_bars_do_not_change_the_result(hh_pairs):
-    probe = PromptLeakage()
     results = []
     for progress in (False, True):
         ctx = AuditContext(checkpoint=Path("."), train_pairs=hh_pairs[:500], eval_pairs=[*hh_pairs[500:600], hh_pairs[3]],
@@ -351,7 +349,6 @@ def test_counts_cover_the_whole_eval_split_not_the_scored_sample(hh_pairs):
     leaked = [type(p)(prompt=_disguise(p.prompt, random.Random(k)), chosen=p.chosen, rejected=p.rejected)
               for k, p in enumerate(train[:3])]
     full_eval = list(hh_pairs[300:400]) + leaked
-    probe = PromptLeakage()
     ctx = AuditContext(checkpoint=Path("."), train_pairs=train, eval_pairs=full_eval[:20], all_eval_pairs=full_eval)
     m = run_configured(PromptLeakage, ctx).metrics
     assert m["eval_pairs"] == len(full_eval)

@@ -13,7 +13,7 @@ import pytest
 from junitparser import Error, Failure, JUnitXml, Skipped
 from rich.console import Console
 
-from helpers_report import HOSTILE, IMG, SCRIPT, sample_audit_result
+from helpers_report import IMG, SCRIPT, sample_audit_result
 from rmaudit.report.formatting import reason_text
 from rmaudit.errors import RmauditInputError
 from rmaudit.report import (

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers_report import HOSTILE, IMG, SCRIPT, sample_audit_result
+from helpers_report import HOSTILE, SCRIPT, sample_audit_result
 from rmaudit.report import validate_chart, write_html
 from rmaudit.report.charts import MAX_SCATTER_POINTS, plotly_figure
 from rmaudit.report.diff import side_by_side

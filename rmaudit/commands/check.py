@@ -53,7 +53,7 @@ def check_command(
     gate = load_gate_config(config, start=Path.cwd())
     options = AuditOptions(
         probes=probes or gate.probes or "all", data=data, train_data=train_data, policy=policy, pairs=pairs,
-        max_pairs=max_pairs, dtype=dtype, batch_size=batch_size, fail_on=fail_on or gate.fail_on,
+        max_pairs=max_pairs, dtype=dtype, batch_size=batch_size, fail_on=fail_on or FailOn(gate.fail_on),
         limits=gate.limits, settings=gate.settings, pooling=pooling, max_length=max_length, gguf_file=gguf_file,
         allow_hub=allow_hub, progress=progress, seed=seed,
     )

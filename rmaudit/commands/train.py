@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from enum import Enum
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 
@@ -20,7 +20,7 @@ from rmaudit.options import Dtype
 from rmaudit.train.config import HeadInit, ReportTo, Scheduler, Truncation, build_config, field_help, read_config_file
 
 
-def _o(name: str, *flags: str) -> typer.models.OptionInfo:
+def _o(name: str, *flags: str) -> Any:
     """A flag whose help (and default) comes from TrainConfig; None means 'not given'."""
     return typer.Option(None, *flags, help=field_help(name), show_default=False)
 

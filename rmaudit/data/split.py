@@ -41,7 +41,7 @@ def prompt_hash(prompt_messages: list[Message]) -> str:
 def split_position(hash_hex: str, salt: str = "") -> float:
     """Where a prompt hash falls in [0, 1); the eval side is everything below the eval fraction."""
     if salt:
-        hash_hex = hashlib.sha256(f"{salt}:{hash_hex}".encode("utf-8")).hexdigest()
+        hash_hex = hashlib.sha256(f"{salt}:{hash_hex}".encode()).hexdigest()
     return int(hash_hex[:16], 16) / 2**64
 
 

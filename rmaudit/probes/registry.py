@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from importlib import metadata
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Sequence
 
 from rmaudit.errors import RmauditInputError
 
@@ -97,7 +97,7 @@ def get_probe(name: str) -> "type[Probe] | BrokenProbe":
     return probes[name]
 
 
-def select_probes(selection: "str | list[str] | tuple[str, ...] | None") -> list[str]:
+def select_probes(selection: "str | Sequence[str] | None") -> list[str]:
     """Probe names to run, in report order for 'all'; unknown names are an input error."""
     if selection is None:
         selection = "all"

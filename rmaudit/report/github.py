@@ -24,7 +24,7 @@ def escape_data(text: str) -> str:
     return text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
 
 
-def annotations(result: AuditResult) -> list[str]:
+def annotation_lines(result: AuditResult) -> list[str]:
     """One ``::error``/``::warning`` line per finding that set a probe's warn/fail/error status."""
     lines = []
     for probe in result.probes:
@@ -33,9 +33,8 @@ def annotations(result: AuditResult) -> list[str]:
             continue
         if level == "warning" and result.fail_on is Status.WARN:
             level = "error"
-        for finding in probe.reasons or [None]:
-            detail = f"{finding.message} ({finding.crossed})" if finding and finding.crossed else (
-                finding.message if finding else probe.summary)
+        details = [f"{f.message} ({f.crossed})" if f.crossed else f.message for f in probe.reasons] or [probe.summary]
+        for detail in details:
             title = escape_data(f"rmaudit {probe.name}: {probe.status.value}").replace(",", "%2C").replace("::", "%3A%3A")
             lines.append(f"::{level} title={title}::{escape_data(truncate(one_line(detail), 900))}")
     return lines
@@ -46,7 +45,7 @@ def write_github_outputs(result: AuditResult, written: dict[str, Path], stream: 
     if os.environ.get("GITHUB_ACTIONS") != "true":
         return False
     out = stream or sys.stdout
-    for line in annotations(result):
+    for line in annotation_lines(result):
         print(line, file=out)
     summary_path = os.environ.get("GITHUB_STEP_SUMMARY")
     if summary_path:

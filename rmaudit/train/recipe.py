@@ -34,7 +34,6 @@ from safetensors.torch import load_file
 from torch import nn
 
 from rmaudit.data import builtin_demo_path, load_pairs, prompt_hash, split_by_prompt
-from rmaudit.data.pairs import PreferencePair
 from rmaudit.errors import RmauditInputError, input_error
 from rmaudit.modeling.builtin_models import SMOLLM2_GGUF, require_smollm2_dir
 from rmaudit.modeling.checkpoint import save_checkpoint
@@ -46,7 +45,7 @@ from rmaudit.modeling.pooling import pooled_rewards, reward_body, reward_head
 from rmaudit.train.batching import (LengthGroupedBatchSampler, PairDataset, collate_pairs, padded_fraction,
                                     stack_batch)
 from rmaudit.train.config import TrainConfig, write_config
-from rmaudit.train.encode import LengthReport, encode_pairs
+from rmaudit.train.encode import encode_pairs
 from rmaudit.train.loss import bradley_terry_loss, pair_statistics, split_stacked
 from rmaudit.train.metrics import MetricsLog
 from rmaudit.train.optim import build_optimizer, build_scheduler
@@ -262,7 +261,7 @@ class BradleyTerryRecipe:
         return grad_norm
 
     def train(self) -> None:
-        acc, cfg = self.accelerator, self.config
+        acc = self.accelerator
         micro: list[dict[str, Any]] = []
         started = time.perf_counter()
         while self.step < self.total_steps:
