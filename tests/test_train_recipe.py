@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 
+import yaml
+
 import pytest
 import torch
 
@@ -201,3 +203,23 @@ def test_freeze_layers_trains_only_the_top_of_the_model(tmp_path, data_file):
         assert torch.equal(after[name], value) == frozen, name
     manifest = json.loads((tmp_path / "frozen" / "rmaudit.json").read_text())
     assert 0 < manifest["run"]["trainable_parameters"] < sum(v.numel() for v in initial.values())
+
+
+def test_report_to_tensorboard_and_trainer_state_json(tmp_path, data_file):
+    """--report-to sends the logged metrics to accelerate's tracker; trainer_state.json holds the
+    log in the transformers Trainer's shape; a TRL config file's names map onto rmaudit's."""
+    out = tmp_path / "run"
+    recipe_file = tmp_path / "trl_recipe.yaml"
+    recipe_file.write_text("learning_rate: 1.0e-3\nper_device_train_batch_size: 2\nmax_steps: 2\nlogging_steps: 1\n"
+                           "report_to: [tensorboard]\nlr_scheduler_type: constant\n")
+    code = main(["train", "--base", str(tiny_base_dir()), "--data", str(data_file), "--out", str(out),
+                 "--config", str(recipe_file), "--dtype", "float32", "--no-progress"])
+    assert code == 0
+    events = list((out / "rmaudit").rglob("events.out.tfevents.*"))
+    assert events and events[0].stat().st_size > 0
+    state = json.loads((out / "trainer_state.json").read_text())
+    assert state["global_step"] == 2 and state["max_steps"] == 2
+    assert [r["step"] for r in state["log_history"] if r["kind"] == "train"] == [1, 2]
+    config = yaml.safe_load((out / "config.yaml").read_text())
+    assert (config["lr"], config["batch_size"], config["scheduler"], config["report_to"]) == (1e-3, 2, "constant",
+                                                                                             "tensorboard")

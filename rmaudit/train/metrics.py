@@ -1,4 +1,7 @@
-"""Training metrics: one JSON line per record in ``metrics.jsonl`` and a short console line."""
+"""Training metrics: one JSON line per record in ``metrics.jsonl``, a short console line, the
+trackers accelerate supports (``--report-to``), and a ``trainer_state.json`` shaped like the
+transformers Trainer's (``global_step``, ``max_steps``, ``log_history``) so tools that read
+TRL runs read rmaudit runs too."""
 
 from __future__ import annotations
 
@@ -11,6 +14,7 @@ from tqdm.auto import tqdm
 
 from rmaudit.atomic import atomic_write_text
 
+TRAINER_STATE = "trainer_state.json"
 CONSOLE_KEYS = ("loss", "accuracy", "margin", "reward_mean", "reward_std", "grad_norm", "lr", "tokens_per_s")
 
 
@@ -23,9 +27,12 @@ def _fmt(value: Any) -> str:
 class MetricsLog:
     """Append-only JSONL log plus console output; only the main process writes."""
 
-    def __init__(self, path: Path, enabled: bool, total_steps: int, progress: bool, start_step: int = 0):
+    def __init__(self, path: Path, enabled: bool, total_steps: int, progress: bool, start_step: int = 0,
+                 tracker: Any = None):
         self.path = path
         self.enabled = enabled
+        self.total_steps = total_steps
+        self.tracker = tracker  # an Accelerator with trackers initialised, or None
         self.bar = tqdm(total=total_steps, initial=start_step, desc="train", unit="step", file=sys.stderr,
                         disable=not (enabled and progress), dynamic_ncols=True)
 
@@ -43,6 +50,10 @@ class MetricsLog:
             return
         with self.path.open("a", encoding="utf-8") as handle:
             handle.write(json.dumps(record) + "\n")
+        if self.tracker is not None:
+            numbers = {f"{record['kind']}/{k}": v for k, v in record.items()
+                       if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "step"}
+            self.tracker.log(numbers, step=record["step"])
         shown = " ".join(f"{k}={_fmt(record[k])}" for k in CONSOLE_KEYS if k in record)
         tqdm.write(f"[{record['kind']} step {record['step']}] {shown}", file=sys.stderr)
 
@@ -54,5 +65,18 @@ class MetricsLog:
         self.bar.update(1)
         self.bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
 
-    def close(self) -> None:
+    def write_trainer_state(self, step: int) -> None:
+        """``trainer_state.json`` next to ``metrics.jsonl``: the whole log in the Trainer's shape."""
+        if not (self.enabled and self.path.is_file()):
+            return
+        history = [json.loads(line) for line in self.path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        state = {"global_step": step, "max_steps": self.total_steps, "log_history": history,
+                 "logging_source": "rmaudit train (metrics.jsonl)"}
+        atomic_write_text(self.path.with_name(TRAINER_STATE), json.dumps(state, indent=2) + "\n")
+
+    def close(self, step: int | None = None) -> None:
         self.bar.close()
+        if step is not None:
+            self.write_trainer_state(step)
+        if self.tracker is not None:
+            self.tracker.end_training()

@@ -114,11 +114,14 @@ class BradleyTerryRecipe:
     def setup_run(self) -> None:
         cfg = self.config
         self.out = Path(cfg.out)
+        _check_tracker(str(cfg.report_to))
         self.accelerator = Accelerator(
             gradient_accumulation_steps=cfg.grad_accum,
             # Every process gets its slice of ONE global batch, so the data a step sees does not depend
             # on the number of processes (1 process x batch 4 == 2 processes x batch 2).
             dataloader_config=DataLoaderConfiguration(split_batches=True),
+            log_with=None if cfg.report_to == "none" else str(cfg.report_to),
+            project_dir=str(cfg.out),
         )
         self.main = self.accelerator.is_main_process
         set_seed(cfg.seed)
@@ -209,7 +212,11 @@ class BradleyTerryRecipe:
             self.eval_loader = acc.prepare(torch.utils.data.DataLoader(
                 PairDataset(self.eval_encoded), batch_sampler=eval_sampler,
                 collate_fn=lambda b: collate_pairs(b, pad_id)))
-        self.log = MetricsLog(self.out / METRICS_FILE, self.main, self.total_steps, cfg.progress)
+        tracker = None
+        if cfg.report_to != "none":
+            self.accelerator.init_trackers("rmaudit", config=cfg.to_dict())
+            tracker = self.accelerator
+        self.log = MetricsLog(self.out / METRICS_FILE, self.main, self.total_steps, cfg.progress, tracker=tracker)
 
     def maybe_resume(self) -> None:
         if not self.config.resume:
@@ -375,7 +382,7 @@ class BradleyTerryRecipe:
                 os.replace(file, self.out / file.name)
             staging.rmdir()
         acc.wait_for_everyone()
-        self.log.close()
+        self.log.close(self.step)
         return self.out
 
     def manifest(self, final: bool = False) -> Manifest:
@@ -422,6 +429,18 @@ class BradleyTerryRecipe:
             f"{t.max_length} tokens, policy {t.policy}), {e.kept} held-out pairs ({e.truncated} truncated, "
             f"{e.dropped} dropped); {self.total_steps} steps of {self.config.batch_size * self.config.grad_accum * self.accelerator.num_processes} "
             f"pairs on {self.accelerator.num_processes} process(es), dtype {self.config.dtype}")
+
+
+def _check_tracker(name: str) -> None:
+    """--report-to names a tracker whose package is installed, or training would fail at step 1."""
+    if name == "none":
+        return
+    from accelerate.utils import is_mlflow_available, is_tensorboard_available, is_wandb_available
+
+    available = {"tensorboard": is_tensorboard_available, "wandb": is_wandb_available, "mlflow": is_mlflow_available}
+    if not available[name]():
+        package = {"tensorboard": "tensorboard (or tensorboardX)"}.get(name, name)
+        raise input_error("--report-to", None, None, f"{name} needs the {package} package: pip install it first")
 
 
 def _file_record(path: Path, builtin: bool = False) -> DataFile:
