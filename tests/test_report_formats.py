@@ -185,3 +185,24 @@ def test_gate_fails_when_every_probe_skipped_because_nothing_was_checked():
     assert AuditResult(checkpoint="ckpt", probes=skipped).gate == "fail"
     passed = skipped + [ProbeResult(name="accuracy", status=Status.PASS, summary="ok")]
     assert AuditResult(checkpoint="ckpt", probes=passed).gate == "pass"
+
+
+def test_github_annotations_and_step_summary(tmp_path, monkeypatch) -> None:
+    from rmaudit.report.github import annotation_lines, write_github_outputs
+
+    result = sample_audit_result()
+    result.probes[0].findings[0].message = "bad\n::error::injected %"
+    out = io.StringIO()
+    assert not write_github_outputs(result, {"html": tmp_path / "report.html"}, stream=out)  # not in Actions
+    monkeypatch.setenv("GITHUB_ACTIONS", "true")
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(tmp_path / "summary"))
+    assert write_github_outputs(result, {"html": tmp_path / "report.html"}, stream=out)
+    lines = out.getvalue().splitlines()
+    assert lines == annotation_lines(result)
+    length = next(line for line in lines if "rmaudit length_bias" in line)
+    assert length.startswith("::error title=rmaudit length_bias: fail::")
+    assert "bad ::error::injected %25 (r2 = " in length and ">= 0.3" in length  # one line: no second command
+    assert any(line.startswith("::warning title=rmaudit chat_template") for line in lines)
+    assert not any("rmaudit accuracy" in line for line in lines)  # a pass is not annotated
+    summary = (tmp_path / "summary").read_text(encoding="utf-8")
+    assert summary.startswith("## ❌ rmaudit") and "report.html" in summary
