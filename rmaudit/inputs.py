@@ -9,7 +9,9 @@ lost it) and the max length.
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -25,9 +27,14 @@ from rmaudit.probes.context import AuditContext
 def build_context(checkpoint: Path, options: AuditOptions) -> AuditContext:
     """Load the checkpoint and gather every probe input (flags first, manifest defaults second)."""
     options = options.validated()
+    dtype, dtype_reason = options.dtype.resolved()
+    options = dataclasses.replace(options, dtype=dtype)
+    if options.progress:
+        print(f"rmaudit: scoring in {dtype} ({dtype_reason})", file=sys.stderr, flush=True)
     loaded = _load_checkpoint(Path(checkpoint), options)
     manifest = loaded.manifest
-    notes: dict[str, Any] = {"pooling": loaded.pooling, "loader_notes": list(loaded.notes)}
+    notes: dict[str, Any] = {"pooling": loaded.pooling, "dtype_reason": dtype_reason,
+                             "loader_notes": list(loaded.notes)}
     _restore_chat_template(loaded.tokenizer, manifest, notes)
     all_eval_pairs = _side_pairs("eval", options.data, checkpoint, manifest, notes)
     eval_pairs = None

@@ -23,15 +23,24 @@ class Choice(str, enum.Enum):
 
 
 class Dtype(Choice):
-    """Scoring and training dtype."""
+    """Scoring and training dtype; ``auto`` is bfloat16 where the hardware runs it natively
+    (rmaudit/devices.py), float32 elsewhere."""
 
+    AUTO = "auto"
     FLOAT32 = "float32"
     BFLOAT16 = "bfloat16"
+
+    def resolved(self, device: str = "cpu") -> tuple["Dtype", str]:
+        """The concrete dtype and the reason it was chosen."""
+        from rmaudit.devices import resolve_dtype
+
+        name, why = resolve_dtype(self.value, device)
+        return Dtype(name), why
 
     def torch(self) -> Any:
         import torch
 
-        return {Dtype.FLOAT32: torch.float32, Dtype.BFLOAT16: torch.bfloat16}[self]
+        return {Dtype.FLOAT32: torch.float32, Dtype.BFLOAT16: torch.bfloat16}[self.resolved()[0]]
 
 
 class Pooling(Choice):
@@ -72,8 +81,8 @@ class AuditOptions:
     policy: Path | None = _opt(None, "Folder with the tokenizer (and chat template) the PPO policy will use.")
     pairs: Path | None = _opt(None, "Extra canonical pairs (prompt, chosen, rejected, category, required_margin).")
     max_pairs: int = _opt(500, "Score at most this many held-out pairs, sampled deterministically with --seed.")
-    dtype: Dtype = _opt(Dtype.FLOAT32, "Scoring dtype: 'float32' (exact) or 'bfloat16' (several times faster on CPUs "
-                                       "with AMX or AVX512-BF16).")
+    dtype: Dtype = _opt(Dtype.AUTO, "Scoring dtype: 'auto' (bfloat16 where the hardware runs it natively: CUDA, "
+                                    "CPUs with AMX or AVX512-BF16; float32 elsewhere), 'float32' or 'bfloat16'.")
     batch_size: int = _opt(16, "Texts per forward pass when scoring.")
     fail_on: FailOn = _opt(FailOn.FAIL, "Gate: 'fail' fails on fail/error only; 'warn' also fails on warnings.")
     limits: dict[str, dict[str, float]] = field(

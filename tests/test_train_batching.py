@@ -141,3 +141,21 @@ def test_config_errors_name_the_file_and_field(tmp_path):
         read_config_file(bad)
     with pytest.raises(RmauditInputError, match=r"field 'truncation': must be one of drop, truncate"):
         build_config({"truncation": "cut"}, source=str(bad))
+
+
+@pytest.mark.parametrize("flags, capability, expected", [
+    ({"fpu", "avx2", "fma"}, "AVX2", "float32"),                       # AMD EPYC without BF16: emulated, 50-80x slower
+    ({"avx512f", "avx512bw"}, "AVX512", "float32"),                    # AVX512 without the BF16 extension
+    ({"avx512f", "avx512_bf16"}, "AVX512", "bfloat16"),                # Zen 4/5, Cooper Lake
+    ({"avx512f", "amx_bf16", "amx_tile"}, "AVX512", "bfloat16"),       # Sapphire Rapids
+    (set(), "AMX", "bfloat16"),                                        # no /proc/cpuinfo, capability says AMX
+])
+def test_dtype_auto_follows_the_cpu_capability(monkeypatch, flags, capability, expected):
+    from rmaudit import devices
+    from rmaudit.options import Dtype
+
+    monkeypatch.setattr(devices, "cpu_flags", lambda: flags)
+    monkeypatch.setattr(devices, "cpu_capability", lambda: capability)
+    dtype, why = Dtype.AUTO.resolved("cpu")
+    assert dtype.value == expected and why.startswith("auto: CPU capability " + capability)
+    assert Dtype.FLOAT32.resolved("cpu") == (Dtype.FLOAT32, "requested")

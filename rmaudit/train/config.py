@@ -95,7 +95,9 @@ class TrainConfig:
     scheduler: Scheduler = _opt(Scheduler.LINEAR, "Learning-rate schedule after warmup: 'linear', 'cosine' or 'constant'.")
     warmup_ratio: float = _opt(0.03, "Fraction of the optimizer steps spent warming the learning rate up from 0.")
     max_grad_norm: float = _opt(1.0, "Clip the global gradient norm to this value (0 disables clipping).")
-    dtype: Dtype = _opt(Dtype.BFLOAT16, "Compute dtype: 'bfloat16' (autocast, float32 master weights) or 'float32'.")
+    dtype: Dtype = _opt(Dtype.AUTO, "Compute dtype: 'auto' (bfloat16 autocast with float32 master weights where the "
+                                    "hardware runs bf16 natively: CUDA, CPUs with AMX or AVX512-BF16; float32 "
+                                    "elsewhere), 'bfloat16' or 'float32'.")
     freeze_layers: int = _opt(0, "Freeze the input embeddings and the lowest N transformer layers (0: train "
                                  "everything). Cuts backward compute on CPUs and small budgets.")
     grad_checkpointing: bool = _opt(False, "Recompute activations in the backward pass to save memory.")

@@ -33,6 +33,7 @@ from accelerate.utils import DataLoaderConfiguration, set_seed
 from safetensors.torch import load_file
 from torch import nn
 
+from rmaudit.devices import resolve_dtype
 from rmaudit.data import builtin_demo_path, load_pairs, prompt_hash, split_by_prompt
 from rmaudit.errors import RmauditInputError, input_error
 from rmaudit.modeling.builtin_models import SMOLLM2_GGUF, require_smollm2_dir
@@ -124,6 +125,7 @@ class BradleyTerryRecipe:
             project_dir=str(cfg.out),
         )
         self.main = self.accelerator.is_main_process
+        self.dtype, self.dtype_reason = resolve_dtype(str(cfg.dtype), self.accelerator.device.type)
         set_seed(cfg.seed)
         if not cfg.resume and any((self.out / name).exists() for name in (METRICS_FILE, MANIFEST_NAME)):
             raise input_error(self.out, None, None, "already holds a training run; choose another --out, "
@@ -236,7 +238,7 @@ class BradleyTerryRecipe:
 
     # ---- 5. the loop ----------------------------------------------------------------------------
     def autocast(self) -> contextlib.AbstractContextManager:
-        if self.config.dtype != "bfloat16":
+        if self.dtype != "bfloat16":
             return contextlib.nullcontext()
         return torch.autocast(device_type=self.accelerator.device.type, dtype=torch.bfloat16)
 
@@ -406,7 +408,7 @@ class BradleyTerryRecipe:
                  "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
                  "global_batch_pairs": cfg.batch_size * cfg.grad_accum * self.accelerator.num_processes,
                  "steps": self.step, "total_steps": self.total_steps, "tokens_seen": self.tokens_seen,
-                 "complete": final},
+                 "complete": final, "dtype": self.dtype, "dtype_reason": self.dtype_reason},
             packages=package_versions(),
             metrics={"train": self.last_train, "eval": self.last_eval},
         )
@@ -428,7 +430,7 @@ class BradleyTerryRecipe:
             f"rmaudit train: {t.kept} train pairs ({t.truncated} truncated, {t.dropped} dropped over "
             f"{t.max_length} tokens, policy {t.policy}), {e.kept} held-out pairs ({e.truncated} truncated, "
             f"{e.dropped} dropped); {self.total_steps} steps of {self.config.batch_size * self.config.grad_accum * self.accelerator.num_processes} "
-            f"pairs on {self.accelerator.num_processes} process(es), dtype {self.config.dtype}")
+            f"pairs on {self.accelerator.num_processes} process(es), dtype {self.dtype} ({self.dtype_reason})")
 
 
 def _check_tracker(name: str) -> None:
