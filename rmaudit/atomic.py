@@ -1,10 +1,12 @@
 """Atomic file writes: a reader sees the old file or the complete new one, never half.
 
-Used for reports, manifests, split files and the training metrics log."""
+Used for reports, manifests, configs, split files and the training metrics log; ``replace_dir``
+puts whole checkpoint folders in place the same way."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -28,3 +30,19 @@ def atomic_write_text(path: Path, text: str) -> Path:
         Path(tmp_name).unlink(missing_ok=True)
         raise
     return path
+
+
+def replace_dir(new: Path, target: Path) -> Path:
+    """Put the complete folder ``new`` at ``target``. An existing ``target`` is renamed aside
+    first and removed only after ``new`` is in place, so a crash leaves the old folder (or its
+    aside copy, ``.<name>.old-*``) and never half of either."""
+    new, target = Path(new), Path(target)
+    if not target.exists():
+        new.rename(target)
+        return target
+    aside = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
+    aside.rmdir()
+    target.rename(aside)
+    new.rename(target)
+    shutil.rmtree(aside, ignore_errors=True)
+    return target

@@ -21,6 +21,8 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # Help texts quote config tables ("[tool.rmaudit]"); rich markup would eat them as tags.
+    rich_markup_mode=None,
 )
 
 

@@ -114,3 +114,19 @@ def test_every_probe_runs_on_the_real_smollm2_with_real_hh_rows(in_tmp):
     errors = {p["name"]: p["summary"] for p in data["probes"] if p["status"] == "error"}
     assert errors == {}
     assert data["context"]["n_eval_pairs"] == 12 and data["context"]["dtype"] == "bfloat16"
+
+
+def test_version_and_help_answer_without_loading_torch_or_probes(capsys):
+    import subprocess
+    import sys
+
+    from rmaudit import __version__
+
+    assert main(["--version"]) == 0 and capsys.readouterr().out.strip() == f"rmaudit {__version__}"
+    assert main(["check", "--help"]) == 0
+    assert "[tool.rmaudit]" in capsys.readouterr().out  # not eaten as rich markup
+    code = ("import sys; from rmaudit.cli import main; main(['--help']); "
+            "print('LOADED', sorted(m for m in ('torch', 'transformers', 'scipy', 'rmaudit.probes.length_bias') "
+            "if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert "LOADED []" in out

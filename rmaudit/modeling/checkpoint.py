@@ -15,6 +15,7 @@ from typing import Any
 
 from torch import nn
 
+from rmaudit.atomic import replace_dir
 from rmaudit.modeling.manifest import Manifest, write_manifest
 
 
@@ -40,19 +41,9 @@ def save_checkpoint(model: nn.Module, tokenizer: Any, out_dir: str | Path, manif
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
         write_manifest(tmp, manifest)
-        _swap_into_place(tmp, out_dir)
+        replace_dir(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out_dir
 
-
-def _swap_into_place(tmp: Path, out_dir: Path) -> None:
-    """Replace ``out_dir`` by ``tmp``; the old folder is removed only after the rename."""
-    if not out_dir.exists():
-        tmp.rename(out_dir)
-        return
-    old = out_dir.with_name(f".{out_dir.name}.old-{tmp.name.rsplit('-', 1)[-1]}")
-    out_dir.rename(old)
-    tmp.rename(out_dir)
-    shutil.rmtree(old, ignore_errors=True)

@@ -33,6 +33,7 @@ from accelerate.utils import DataLoaderConfiguration, set_seed
 from safetensors.torch import load_file
 from torch import nn
 
+from rmaudit.atomic import replace_dir
 from rmaudit.devices import resolve_dtype
 from rmaudit.data import builtin_demo_path, load_pairs, prompt_hash, split_by_prompt
 from rmaudit.errors import RmauditInputError, input_error
@@ -362,7 +363,7 @@ class BradleyTerryRecipe:
                             rank=acc.process_index, main=self.main)
         acc.wait_for_everyone()
         if self.main:
-            _replace_dir(partial, final)
+            replace_dir(partial, final)
             self.log.note(f"checkpoint: {final}")
         return final
 
@@ -447,18 +448,6 @@ def _check_tracker(name: str) -> None:
 
 def _file_record(path: Path, builtin: bool = False) -> DataFile:
     return DataFile(str(path), sha256_file(path) if path.is_file() else None, builtin)
-
-
-def _replace_dir(new: Path, target: Path) -> None:
-    """Put ``new`` at ``target``; an existing ``target`` is removed only after the rename succeeded."""
-    if target.exists():
-        old = target.with_name(target.name + ".old")
-        shutil.rmtree(old, ignore_errors=True)
-        target.rename(old)
-        new.rename(target)
-        shutil.rmtree(old)
-    else:
-        new.rename(target)
 
 
 def train(config: TrainConfig, loaded: LoadedRewardModel | None = None) -> TrainResult:
