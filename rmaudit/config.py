@@ -35,7 +35,7 @@ from rmaudit.results import Status
 CONFIG_FILE = "rmaudit.toml"
 PYPROJECT = "pyproject.toml"
 FAIL_ON_CHOICES = ("warn", "fail")
-KNOWN_KEYS = ("probes", "fail-on", "limits", "settings", "thresholds")
+KNOWN_KEYS = ("probes", "fail-on", "consumer", "limits", "settings", "thresholds")
 
 
 @dataclass
@@ -48,6 +48,7 @@ class GateConfig:
         default_factory=dict, metadata={"help": "per-probe limit overrides, e.g. {'length_bias': {'r2_fail': 0.2}}"})
     settings: dict[str, dict[str, Any]] = field(
         default_factory=dict, metadata={"help": "per-probe setting overrides, e.g. {'padding': {'sample_size': 16}}"})
+    consumer: str | None = field(default=None, metadata={"help": "the RL trainer that will read the reward (--consumer)"})
     source: Path | None = field(default=None, metadata={"help": "the file these settings came from"})
 
     @property
@@ -149,6 +150,7 @@ def _parse(path: Path, known_probes: Mapping[str, ProbeKeys] | None) -> GateConf
     return GateConfig(
         probes=_probes(path, prefix, table.get("probes"), known),
         fail_on=_fail_on(path, prefix, table.get("fail-on")),
+        consumer=_consumer(path, prefix, table.get("consumer")),
         limits=limits,
         settings=settings,
         source=path,
@@ -177,6 +179,18 @@ def _fail_on(path: Path, prefix: str, entry: tuple[str, Any] | None) -> str:
     key, value = entry
     if value not in FAIL_ON_CHOICES:
         raise input_error(path, None, prefix + key, f"expected 'warn' or 'fail', got {value!r}")
+    return value
+
+
+def _consumer(path: Path, prefix: str, entry: tuple[str, Any] | None) -> str | None:
+    if entry is None:
+        return None
+    from rmaudit.options import Consumer
+
+    key, value = entry
+    known = [c.value for c in Consumer]
+    if value not in known:
+        raise input_error(path, None, prefix + key, f"expected one of {', '.join(known)}, got {value!r}")
     return value
 
 

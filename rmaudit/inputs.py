@@ -56,6 +56,7 @@ def build_context(checkpoint: Path, options: AuditOptions) -> AuditContext:
         batch_size=options.batch_size,
         pooling=options.pooling.value,
         progress=options.progress,
+        consumer=options.consumer.value if options.consumer else None,
         notes=notes,
     )
 

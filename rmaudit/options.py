@@ -51,6 +51,16 @@ class Pooling(Choice):
     NATIVE = "native"
 
 
+class Consumer(Choice):
+    """The RL trainer that will read the reward (rmaudit/readouts.py)."""
+
+    RMAUDIT = "rmaudit"
+    TRANSFORMERS = "transformers"
+    TRL_GRPO = "trl-grpo"
+    TRL_PPO = "trl-ppo"
+    OPENRLHF = "openrlhf"
+
+
 class FailOn(Choice):
     """The lowest probe status that fails the gate."""
 
@@ -96,12 +106,16 @@ class AuditOptions:
     allow_hub: bool = _opt(False, "Allow loading the checkpoint and --policy from the Hugging Face hub.")
     progress: bool = _opt(False, "Show progress while scoring and name each probe as it runs (stderr).")
     seed: int = _opt(0, "Seed of the held-out sample when the eval set exceeds --max-pairs.")
+    consumer: Consumer | None = _opt(None, "The RL trainer that will read the reward (rmaudit, transformers, trl-grpo, "
+                                           "trl-ppo, openrlhf): consumer_readout fails when it reads the reward "
+                                           "differently from training; without it, any consumer that would only warns.")
 
     def validated(self) -> "AuditOptions":
         """A copy with choices as enums and every value checked; raises a one-line input error."""
         out = dataclasses.replace(
             self, dtype=choice(Dtype, self.dtype, "--dtype"), pooling=choice(Pooling, self.pooling, "--pooling"),
-            fail_on=choice(FailOn, self.fail_on, "--fail-on"))
+            fail_on=choice(FailOn, self.fail_on, "--fail-on"),
+            consumer=None if self.consumer is None else choice(Consumer, self.consumer, "--consumer"))
         for flag, value in (("--max-pairs", out.max_pairs), ("--batch-size", out.batch_size)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise RmauditInputError(f"{flag}: expected a positive integer, got {value!r}")

@@ -13,13 +13,14 @@ import functools
 from pathlib import Path
 from typing import Callable
 
-from helpers_audit import CANONICAL_FILE, TOPICS, fitted_tiny_rm, scaled_head, topic_pairs
+from helpers_audit import CANONICAL_FILE, TOPICS, fit_head_bt, fitted_tiny_rm, scaled_head, topic_pairs
 from helpers_probe_heads import fitted_rm, synthetic_pairs
 from rmaudit.modeling.loading import load_reward_model
+from rmaudit.modeling.manifest import Manifest
 from rmaudit.probes.canonical_pairs import load_canonical_pairs
 from rmaudit.probes.chat_template import known_templates
 from rmaudit.probes.context import AuditContext
-from tiny_models import make_tiny_rm, tiny_tokenizer
+from tiny_models import make_tiny_rm, tiny_rm, tiny_tokenizer
 
 Factory = Callable[[Path], AuditContext]
 
@@ -51,6 +52,40 @@ def _from_folder(folder: Path, **inputs) -> AuditContext:
 
 CONTENT_PAIRS = synthetic_pairs(seed=1000, n=40, rule="content")
 
+# ChatML whose last turn ends at <|im_end|>: the reward is read at the end-of-turn token.
+END_AT_EOS = ("{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + "
+              "'<|im_end|>' }}{% if not loop.last %}{{ '\\n' }}{% endif %}{% endfor %}"
+              "{% if add_generation_prompt %}{{ '\\n<|im_start|>assistant\\n' }}{% endif %}")
+
+
+def multi_turn(pairs):
+    """The same pairs behind an earlier exchange: end-of-turn tokens inside the prompt."""
+    earlier = [{"role": "user", "content": "Hello there."}, {"role": "assistant", "content": "Hi! How can I help?"}]
+    return [type(p)(prompt=earlier + list(p.prompt), chosen=p.chosen, rejected=p.rejected) for p in pairs]
+
+
+MULTI_TRAIN, MULTI_HELD_OUT = multi_turn(topic_pairs(TOPICS[:24])), multi_turn(topic_pairs(TOPICS[24:]))
+
+
+@functools.cache
+def consumer_rm(distinct_pad: bool):
+    """A head fitted at rmaudit's readout. ``distinct_pad=False``: SmolLM2's tokenizer as shipped
+    (pad == eos, a newline after each turn); True: a distinct pad and the turn ending at eos."""
+    tokenizer = tiny_tokenizer()
+    if distinct_pad:
+        tokenizer.pad_token = "<|endoftext|>"
+        tokenizer.chat_template = END_AT_EOS
+    model, _ = tiny_rm(tokenizer, hidden=64, seed=3, pad_token_id=tokenizer.pad_token_id)
+    fit_head_bt(model, tokenizer, MULTI_TRAIN, shift=1.0)
+    return model, tokenizer
+
+
+def consumer_ctx(distinct_pad: bool, consumer: str | None = "trl-ppo", policy=None) -> AuditContext:
+    model, tokenizer = consumer_rm(distinct_pad)
+    return AuditContext(checkpoint=Path("."), model=model, tokenizer=tokenizer, eval_pairs=MULTI_HELD_OUT,
+                        pooling="mask", consumer=consumer, policy_tokenizer=policy,
+                        manifest=Manifest(trainer="rmaudit train (Bradley-Terry)", pooling="mask"))
+
 
 def _policy(template: str):
     tokenizer = tiny_tokenizer()
@@ -68,6 +103,10 @@ FIXTURES: dict[str, tuple[Factory, Factory]] = {
         lambda tmp: _from_folder(make_tiny_rm(tmp / "rm"), eval_pairs=CONTENT_PAIRS[:12]),
         # config.pad_token_id names a real token that is not the tokenizer's pad
         lambda tmp: _from_folder(make_tiny_rm(tmp / "rm", pad_token_id=0), eval_pairs=CONTENT_PAIRS[:12]),
+    ),
+    "consumer_readout": (
+        lambda tmp: consumer_ctx(distinct_pad=True),
+        lambda tmp: consumer_ctx(distinct_pad=False),
     ),
     "chat_template": (
         lambda tmp: _ctx(*_rm("content"), eval_pairs=CONTENT_PAIRS,

@@ -11,7 +11,7 @@ from typing import Optional
 
 import typer
 
-from rmaudit.options import Dtype, FailOn, Pooling, option_defaults, options_help
+from rmaudit.options import Consumer, Dtype, FailOn, Pooling, option_defaults, options_help
 
 HELP = options_help()
 DEFAULT = option_defaults()
@@ -38,6 +38,7 @@ def check_command(
     allow_hub: bool = typer.Option(False, "--allow-hub", help=HELP["allow_hub"]),
     seed: int = typer.Option(DEFAULT["seed"], "--seed", help=HELP["seed"]),
     progress: bool = typer.Option(True, "--progress/--no-progress", help=HELP["progress"]),
+    consumer: Optional[Consumer] = typer.Option(None, "--consumer", help=HELP["consumer"] + " Default: config, else none."),
 ) -> int:
     """Audit a reward-model checkpoint and gate on the result (exit 0 pass, 1 fail, 2 input error)."""
     from rich.console import Console
@@ -55,7 +56,7 @@ def check_command(
         probes=probes or gate.probes or "all", data=data, train_data=train_data, policy=policy, pairs=pairs,
         max_pairs=max_pairs, dtype=dtype, batch_size=batch_size, fail_on=fail_on or FailOn(gate.fail_on),
         limits=gate.limits, settings=gate.settings, pooling=pooling, max_length=max_length, gguf_file=gguf_file,
-        allow_hub=allow_hub, progress=progress, seed=seed,
+        allow_hub=allow_hub, progress=progress, seed=seed, consumer=consumer or gate.consumer,
     )
     result = run_audit(checkpoint, options)
     out_dir = out or default_report_dir(checkpoint)

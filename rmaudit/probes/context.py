@@ -47,6 +47,7 @@ class AuditContext:
     batch_size: int = 16
     pooling: str = "auto"
     progress: bool = False
+    consumer: str | None = None            # --consumer: the RL trainer that will read the reward
     notes: dict[str, Any] = field(default_factory=dict)   # facts for the report context
     _cache: dict[tuple[str, str], float] = field(default_factory=dict, repr=False)
 

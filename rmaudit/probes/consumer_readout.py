@@ -1,0 +1,212 @@
+"""`consumer_readout`: does the RL trainer read the reward where the model was trained to put it?
+
+The same held-out responses are rewarded once per consumer (``rmaudit/readouts.py``: TRL PPO's
+``get_reward``, TRL GRPO, transformers' own forward, OpenRLHF, rmaudit) and compared with the
+readout the model was trained with (``rmaudit`` for checkpoints with an ``rmaudit.json``,
+``transformers`` otherwise): Pearson and Spearman correlation, the mean shift and the scale
+ratio in reward-stds of the trained readout, held-out accuracy and the pairs whose preference
+flips. A consumer that reads another position gets rewards that may be uncorrelated with the
+trained ones: PPO then optimises noise while every other probe, reading the trained position,
+passes.
+
+``--consumer NAME`` (``consumer = "trl-ppo"`` in ``[tool.rmaudit]``) declares the trainer that
+will consume the model: its readout fails on the limits. With no consumer declared, every
+consumer that would fail warns. With ``--policy``, TRL PPO hands the policy's token ids to the
+reward model unchanged, so differing vocabularies or special-token ids are checked too.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from scipy import stats
+
+from rmaudit.findings import Comparison, Finding, Limit, Setting, Status, note
+from rmaudit.probes.base import Probe, ProbeSkipped, clip_evidence, metric, with_reasons
+from rmaudit.readouts import CONSUMERS, Sample, read_rewards
+from rmaudit.results import ProbeResult
+from rmaudit.scoring import render
+from rmaudit.stats import pair_credit
+
+EVIDENCE_ROWS = 10
+
+
+class ConsumerReadout(Probe):
+    """Reward held-out responses as each RL trainer reads them and compare with the trained
+    readout; fail the declared consumer (warn on any, when none is declared) on a shifted
+    mean, a low correlation or lost accuracy, naming the fix."""
+
+    name = "consumer_readout"
+    order = 25
+    description = "Reads the reward as TRL PPO/GRPO, transformers and OpenRLHF will, against the trained readout."
+    why = ("PPO reads the reward its own way; if that is not where the model was trained to put it, PPO optimises noise.\n"
+           "Each consumer's readout re-implemented from its source, compared on held-out pairs with the trained one.")
+    inputs = ("model", "tokenizer")
+    limits = (
+        Limit("abs_mean_shift_std", Comparison.AT_LEAST, fail=0.5, help="|mean shift| of the consumer's rewards, in trained reward-stds"),
+        Limit("pearson", Comparison.BELOW, fail=0.9, help="Pearson correlation of the consumer's rewards with the trained readout"),
+        Limit("accuracy_drop", Comparison.AT_LEAST, fail=0.03, help="held-out accuracy lost under the consumer's readout"),
+    )
+    settings = (Setting("max_pairs", 48, "held-out pairs rewarded by every consumer (two responses each)"),
+                Setting("batch_size", 8, "responses per forward pass"))
+
+    def run(self, ctx) -> ProbeResult:
+        pairs = list(ctx.eval_pairs or ctx.canonical_pairs)[: int(self.setting("max_pairs"))]
+        if not pairs:
+            raise ProbeSkipped("no held-out pairs to reward: give --data or keep the canonical pairs")
+        samples = [Sample(p.prompt, p.chosen) for p in pairs] + [Sample(p.prompt, p.rejected) for p in pairs]
+        trained = "rmaudit" if ctx.manifest is not None and ctx.manifest.pooling == "mask" else "transformers"
+        declared = getattr(ctx, "consumer", None)
+        read = {name: self._read(ctx, name, samples) for name in CONSUMERS}
+        if isinstance(read[trained], str):
+            raise ProbeSkipped(f"the trained readout ({trained}) cannot be computed: {read[trained]}")
+        reference = read[trained]
+        std = float(reference.std())
+        if not std > 0:
+            raise ProbeSkipped("the trained readout gives every response the same reward: nothing to compare")
+        n = len(pairs)
+        base_accuracy = float(pair_credit(reference[:n] - reference[n:]).mean())
+        metrics: dict[str, Any] = {"trained_readout": trained, "declared_consumer": declared or None, "n_pairs": n,
+                                   "reward_std": metric(std, 6), "accuracy_trained": metric(base_accuracy)}
+        findings: list[Finding] = []
+        rows: list[dict[str, Any]] = []
+        for name in CONSUMERS:
+            if name == trained:
+                continue
+            if isinstance(read[name], str):
+                metrics[f"{name}:error"] = read[name]
+                findings.append(note(Status.WARN, f"{name}: cannot read the reward this way ({read[name]})"))
+                continue
+            compared = compare(reference, read[name], n, std, base_accuracy)
+            metrics.update({f"{name}:{k}": v for k, v in compared.items() if k != "flips"})
+            rows.append({"consumer": name, **{k: v for k, v in compared.items() if k != "flips"}})
+            if declared in (None, name):
+                findings += self._grade(ctx, name, compared, strict=declared == name)
+        findings += self._tokenizer_handoff(ctx, declared)
+        if not findings:
+            findings.append(note(Status.PASS, f"consumer {declared} is the trained readout ({trained})"))
+        return self.result(findings, with_reasons(self._summary(trained, declared, rows), findings), metrics=metrics,
+                           evidence=self._flips(pairs, reference, read, n, trained, declared),
+                           chart=self._chart(rows))
+
+    @staticmethod
+    def _read(ctx, consumer: str, samples: list[Sample]) -> np.ndarray | str:
+        try:
+            return read_rewards(consumer, ctx.model, ctx.tokenizer, samples, policy_tokenizer=ctx.policy_tokenizer)
+        except Exception as exc:  # noqa: BLE001 - a consumer that cannot read this model is a finding, not a crash
+            return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+
+    def _grade(self, ctx, name: str, c: dict[str, Any], strict: bool) -> list[Finding]:
+        checks = [
+            self.limit("abs_mean_shift_std").check(c["abs_mean_shift_std"], f"{name}: the mean reward moves by "
+                                                   f"{c['mean_shift_std']:+.2f} trained reward-stds", metric=f"{name}:abs_mean_shift_std"),
+            self.limit("pearson").check(c["pearson"], f"{name}: rewards correlate at {c['pearson']:.2f} with the "
+                                        "trained readout", metric=f"{name}:pearson"),
+            self.limit("accuracy_drop").check(c["accuracy_drop"], f"{name}: held-out accuracy {c['accuracy']:.3f} "
+                                              f"({c['flipped_pairs']} of {c['n_pairs']} pairs flip)", metric=f"{name}:accuracy_drop"),
+        ]
+        hint = fix_hint(ctx, name)
+        for finding in checks:
+            if finding.status is Status.FAIL:
+                if not strict:
+                    finding.status = Status.WARN
+                    finding.message += " (if it will be the consumer; declare it with --consumer)"
+                if hint:
+                    finding.message += f"; fix: {hint}"
+        return checks
+
+    @staticmethod
+    def _tokenizer_handoff(ctx, declared: str | None) -> list[Finding]:
+        """TRL PPO passes the policy's ids straight to the reward model: the vocabularies must agree."""
+        policy, rm = ctx.policy_tokenizer, ctx.tokenizer
+        if policy is None:
+            return []
+        status = Status.FAIL if declared == "trl-ppo" else Status.WARN
+        same_vocab = policy.get_vocab() == rm.get_vocab()
+        findings = [Finding(Status.PASS if same_vocab else status,
+                            "policy and reward-model vocabularies are identical" if same_vocab else
+                            "the policy's vocabulary differs from the reward model's: TRL PPO feeds policy token ids to "
+                            "the reward model unchanged, so it reads other words (re-tokenize, or use one tokenizer)",
+                            "vocab_identical", same_vocab, True, Comparison.NOT_EQUAL)]
+        for special in ("eos_token_id", "pad_token_id", "bos_token_id"):
+            theirs, ours = getattr(policy, special), getattr(rm, special)
+            if theirs != ours:
+                findings.append(Finding(status, f"policy {special} {theirs} differs from the reward model's {ours}",
+                                        f"policy_{special}", theirs, ours, Comparison.NOT_EQUAL))
+        return findings
+
+    @staticmethod
+    def _summary(trained: str, declared: str | None, rows: list[dict[str, Any]]) -> str:
+        parts = [f"{r['consumer']} r={r['pearson']:.2f}, shift {r['mean_shift_std']:+.2f} std, acc {r['accuracy']:.2f}"
+                 for r in rows]
+        who = f"declared consumer {declared}" if declared else "no consumer declared"
+        return f"trained readout {trained}; {who}; " + "; ".join(parts)
+
+    @staticmethod
+    def _flips(pairs, reference, read, n, trained, declared) -> list[dict[str, Any]]:
+        """Pairs under the declared (else the least correlated) consumer: those whose preference
+        flips first, then those whose margin moves most."""
+        usable = {k: v for k, v in read.items() if not isinstance(v, str) and k != trained}
+        if not usable:
+            return []
+        name = declared if declared in usable else min(usable, key=lambda k: _pearson(reference, usable[k]))
+        theirs = usable[name]
+        ours_margin, their_margin = reference[:n] - reference[n:], theirs[:n] - theirs[n:]
+        flipped = np.sign(ours_margin) != np.sign(their_margin)
+        order = sorted(range(n), key=lambda i: (not flipped[i], -abs(their_margin[i] - ours_margin[i])))[:EVIDENCE_ROWS]
+        return [{"consumer": name, "flipped": bool(flipped[i]), "prompt": clip_evidence(pairs[i].prompt_text()),
+                 "chosen": clip_evidence(pairs[i].chosen), "rejected": clip_evidence(pairs[i].rejected),
+                 "margin_trained": metric(ours_margin[i]), f"margin_{name}": metric(their_margin[i])} for i in order]
+
+    @staticmethod
+    def _chart(rows: list[dict[str, Any]]) -> dict[str, Any]:
+        if not rows:
+            return {}
+        names = [r["consumer"] for r in rows]
+        return {"charts": [
+            {"kind": "table", "title": "Each consumer's readout against the trained one", "rows": rows},
+            {"kind": "bar", "title": "Correlation with the trained readout", "categories": names, "y_label": "Pearson r",
+             "series": [{"name": "Pearson", "values": [r["pearson"] for r in rows]}],
+             "hlines": [{"y": 0.9, "label": "fail below 0.9 (declared consumer)"}]},
+        ]}
+
+
+def _pearson(a: np.ndarray, b: np.ndarray) -> float:
+    if np.ptp(a) == 0 or np.ptp(b) == 0:
+        return 0.0
+    return float(stats.pearsonr(a, b)[0])
+
+
+def compare(reference: np.ndarray, theirs: np.ndarray, n: int, std: float, base_accuracy: float) -> dict[str, Any]:
+    """How a consumer's rewards relate to the trained readout's on the same 2n responses."""
+    accuracy = float(pair_credit(theirs[:n] - theirs[n:]).mean())
+    flips = np.sign(reference[:n] - reference[n:]) != np.sign(theirs[:n] - theirs[n:])
+    shift = float(theirs.mean() - reference.mean()) / std
+    rho = float(stats.spearmanr(reference, theirs)[0]) if np.ptp(theirs) > 0 else 0.0
+    return {
+        "pearson": metric(_pearson(reference, theirs)), "spearman": metric(rho),
+        "mean_shift_std": metric(shift), "abs_mean_shift_std": metric(abs(shift)),
+        "scale_ratio": metric(float(theirs.std()) / std), "accuracy": metric(accuracy),
+        "accuracy_drop": metric(base_accuracy - accuracy), "flipped_pairs": int(flips.sum()), "n_pairs": n,
+        "flips": flips,
+    }
+
+
+def fix_hint(ctx, consumer: str) -> str:
+    """The training or config change that makes ``consumer`` read where the model was trained."""
+    tok = ctx.tokenizer
+    hints = []
+    if consumer == "trl-ppo" and tok.pad_token_id is not None and tok.pad_token_id == tok.eos_token_id:
+        hints.append("set a pad token distinct from eos (TRL's get_reward masks every pad id, eos included, and reads "
+                     "the token before the response's eos)")
+    probe_text = render(tok, [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}])
+    eos = tok.eos_token or ""
+    if eos and eos in probe_text and not probe_text.endswith(eos) and consumer in ("trl-ppo", "openrlhf"):
+        tail = probe_text[probe_text.rindex(eos) + len(eos):]
+        hints.append(f"train with the trailing {tail!r} after the end-of-turn token removed from the chat template, "
+                     "so the reward is read at the end-of-turn token as this consumer reads it")
+    if consumer in ("transformers", "trl-grpo") and getattr(ctx.model.config, "pad_token_id", None) == tok.eos_token_id:
+        hints.append("set config.pad_token_id to a token other than eos: the model's own forward skips every trailing "
+                     "pad id")
+    return "; ".join(hints)

@@ -1,0 +1,105 @@
+"""consumer_readout: each consumer's readout equals that consumer's own code on the same inputs
+(TRL's get_reward, TRL's chat-template helper + the model's forward, transformers' forward);
+a model trained with pad == eos and a trailing newline after the end-of-turn token fails
+under TRL PPO with the fix named; its twin (distinct pad, reward at the end-of-turn token)
+passes; a policy with another vocabulary fails the handoff."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from helpers_probe import run_configured
+from probe_fixtures import END_AT_EOS, MULTI_HELD_OUT, consumer_ctx, consumer_rm
+from rmaudit.probes.consumer_readout import ConsumerReadout
+from rmaudit.readouts import Sample, openrlhf_ids, read_rewards, trl_ppo_ids
+from rmaudit.results import Status
+from tiny_models import llama3_tokenizer_dir, require_smollm2
+
+HELD_OUT = MULTI_HELD_OUT
+
+
+@pytest.fixture(scope="module")
+def pad_is_eos_rm():
+    require_smollm2()
+    return consumer_rm(distinct_pad=False)
+
+
+def _audit(distinct_pad: bool, consumer=None, policy=None):
+    return run_configured(ConsumerReadout, consumer_ctx(distinct_pad, consumer, policy))
+
+
+def _samples():
+    return [Sample(p.prompt, p.chosen) for p in HELD_OUT[:6]] + [Sample(p.prompt, p.rejected) for p in HELD_OUT[:6]]
+
+
+def test_trl_ppo_readout_equals_trls_own_get_reward(pad_is_eos_rm):
+    utils = pytest.importorskip("trl.experimental.utils")
+    model, tokenizer = pad_is_eos_rm
+    samples = _samples()
+    ours = read_rewards("trl-ppo", model, tokenizer, samples, batch_size=len(samples))
+    pairs = [trl_ppo_ids(tokenizer, s) for s in samples]
+    width_q, width_r = max(len(q) for q, _ in pairs), max(len(r) for _, r in pairs)
+    pad = tokenizer.pad_token_id
+    rows = [[pad] * (width_q - len(q)) + q + r + [pad] * (width_r - len(r)) for q, r in pairs]
+    with torch.no_grad():
+        _, theirs, _ = utils.get_reward(model, torch.tensor(rows), pad, width_q)
+    np.testing.assert_allclose(ours, theirs.float().numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_trl_grpo_and_transformers_readouts_equal_the_models_own_forward(pad_is_eos_rm):
+    data_utils = pytest.importorskip("trl.data_utils")
+    model, tokenizer = pad_is_eos_rm
+    samples = _samples()
+    texts = [data_utils.apply_chat_template({"messages": s.messages()}, tokenizer)["text"] for s in samples]
+    grpo = tokenizer(text=texts, return_tensors="pt", padding=True, padding_side="right", add_special_tokens=False)
+    plain = tokenizer(texts, return_tensors="pt", padding=True)
+    with torch.no_grad():
+        theirs_grpo = model(**grpo).logits[:, 0].numpy()
+        theirs_plain = model(**plain).logits[:, 0].numpy()
+    np.testing.assert_allclose(read_rewards("trl-grpo", model, tokenizer, samples), theirs_grpo, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(read_rewards("transformers", model, tokenizer, samples), theirs_plain, rtol=1e-4, atol=1e-5)
+
+
+def test_openrlhf_readout_reads_at_the_appended_eos(pad_is_eos_rm):
+    """OpenRLHF is not installable here (it needs DeepSpeed and Ray); its documented rule is
+    checked on the ids: trailing newline stripped, the text ends with eos, no BOS added."""
+    _, tokenizer = pad_is_eos_rm
+    sample = _samples()[0]
+    ids = openrlhf_ids(tokenizer, sample)
+    assert ids[-1] == tokenizer.eos_token_id and ids[-2] != tokenizer.eos_token_id
+    assert tokenizer.decode(ids).endswith("Thank you!<|im_end|>")
+
+
+def test_pad_is_eos_with_trailing_newline_fails_under_declared_trl_ppo_and_names_the_fix(pad_is_eos_rm):
+    result = _audit(False, consumer="trl-ppo")
+    assert result.status is Status.FAIL, result.summary
+    failing = [f for f in result.reasons if f.metric.startswith("trl-ppo:")]
+    assert failing and all("fix:" in f.message for f in failing)
+    assert "pad token distinct from eos" in failing[0].message and "'\\n'" in failing[0].message
+    assert result.metrics["trl-ppo:pearson"] < 0.9 or result.metrics["trl-ppo:abs_mean_shift_std"] >= 0.5
+    assert result.evidence and result.evidence[0]["consumer"] == "trl-ppo"  # the flipped pairs, with text
+    undeclared = _audit(False, consumer=None)
+    assert undeclared.status is Status.WARN and any("declare it with --consumer" in f.message for f in undeclared.reasons)
+
+
+def test_distinct_pad_and_reward_at_end_of_turn_passes_under_trl_ppo():
+    require_smollm2()
+    result = _audit(True, consumer="trl-ppo")
+    assert result.status is Status.PASS, result.summary
+    assert result.metrics["trl-ppo:pearson"] > 0.999 and result.metrics["trl-ppo:abs_mean_shift_std"] < 0.01
+    assert result.metrics["trl-ppo:accuracy"] == result.metrics["accuracy_trained"]
+
+
+def test_policy_with_another_vocabulary_fails_the_handoff_to_trl_ppo():
+    from transformers import AutoTokenizer
+
+    require_smollm2()
+    policy = AutoTokenizer.from_pretrained(llama3_tokenizer_dir())
+    policy.pad_token = policy.eos_token
+    policy.chat_template = END_AT_EOS
+    result = _audit(True, consumer="trl-ppo", policy=policy)
+    vocab = next(f for f in result.findings if f.metric == "vocab_identical")
+    assert vocab.status is Status.FAIL and "vocabulary differs" in vocab.message
+    assert result.status is Status.FAIL
