@@ -56,7 +56,7 @@ def check_command(
         probes=probes or gate.probes or "all", data=data, train_data=train_data, policy=policy, pairs=pairs,
         max_pairs=max_pairs, dtype=dtype, batch_size=batch_size, fail_on=fail_on or FailOn(gate.fail_on),
         limits=gate.limits, settings=gate.settings, pooling=pooling, max_length=max_length, gguf_file=gguf_file,
-        allow_hub=allow_hub, progress=progress, seed=seed, consumer=consumer or gate.consumer,
+        allow_hub=allow_hub, progress=progress, seed=seed, consumer=consumer or (Consumer(gate.consumer) if gate.consumer else None),
     )
     result = run_audit(checkpoint, options)
     out_dir = out or default_report_dir(checkpoint)

@@ -59,9 +59,9 @@ class ConsumerReadout(Probe):
         trained = "rmaudit" if ctx.manifest is not None and ctx.manifest.pooling == "mask" else "transformers"
         declared = getattr(ctx, "consumer", None)
         read = {name: self._read(ctx, name, samples) for name in CONSUMERS}
-        if isinstance(read[trained], str):
-            raise ProbeSkipped(f"the trained readout ({trained}) cannot be computed: {read[trained]}")
         reference = read[trained]
+        if isinstance(reference, str):
+            raise ProbeSkipped(f"the trained readout ({trained}) cannot be computed: {reference}")
         std = float(reference.std())
         if not std > 0:
             raise ProbeSkipped("the trained readout gives every response the same reward: nothing to compare")
@@ -74,11 +74,12 @@ class ConsumerReadout(Probe):
         for name in CONSUMERS:
             if name == trained:
                 continue
-            if isinstance(read[name], str):
-                metrics[f"{name}:error"] = read[name]
-                findings.append(note(Status.WARN, f"{name}: cannot read the reward this way ({read[name]})"))
+            theirs = read[name]
+            if isinstance(theirs, str):
+                metrics[f"{name}:error"] = theirs
+                findings.append(note(Status.WARN, f"{name}: cannot read the reward this way ({theirs})"))
                 continue
-            compared = compare(reference, read[name], n, std, base_accuracy)
+            compared = compare(reference, theirs, n, std, base_accuracy)
             metrics.update({f"{name}:{k}": v for k, v in compared.items() if k != "flips"})
             rows.append({"consumer": name, **{k: v for k, v in compared.items() if k != "flips"}})
             if declared in (None, name):
