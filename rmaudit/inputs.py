@@ -57,6 +57,7 @@ def build_context(checkpoint: Path, options: AuditOptions) -> AuditContext:
         pooling=options.pooling.value,
         progress=options.progress,
         consumer=options.consumer.value if options.consumer else None,
+        head_origin=loaded.head_origin,
         notes=notes,
     )
 

@@ -13,8 +13,9 @@ import functools
 from pathlib import Path
 from typing import Callable
 
-from helpers_audit import CANONICAL_FILE, TOPICS, fit_head_bt, fitted_tiny_rm, scaled_head, topic_pairs
+from helpers_audit import CANONICAL_FILE, TOPICS, fit_head_bt, fitted_tiny_rm, save_rm, scaled_head, topic_pairs
 from helpers_probe_heads import fitted_rm, synthetic_pairs
+from helpers_train import tiny_base_dir
 from rmaudit.modeling.loading import load_reward_model
 from rmaudit.modeling.manifest import Manifest
 from rmaudit.probes.canonical_pairs import load_canonical_pairs
@@ -47,7 +48,7 @@ def _ctx(model, tokenizer, **inputs) -> AuditContext:
 def _from_folder(folder: Path, **inputs) -> AuditContext:
     loaded = load_reward_model(folder)
     return AuditContext(checkpoint=folder, model=loaded.model, tokenizer=loaded.tokenizer, manifest=loaded.manifest,
-                        **inputs)
+                        head_origin=loaded.head_origin, **inputs)
 
 
 CONTENT_PAIRS = synthetic_pairs(seed=1000, n=40, rule="content")
@@ -103,6 +104,11 @@ FIXTURES: dict[str, tuple[Factory, Factory]] = {
         lambda tmp: _from_folder(make_tiny_rm(tmp / "rm"), eval_pairs=CONTENT_PAIRS[:12]),
         # config.pad_token_id names a real token that is not the tokenizer's pad
         lambda tmp: _from_folder(make_tiny_rm(tmp / "rm", pad_token_id=0), eval_pairs=CONTENT_PAIRS[:12]),
+    ),
+    "head_integrity": (
+        lambda tmp: _from_folder(save_rm(*_topic_rm(), tmp / "rm"), eval_pairs=topic_pairs(TOPICS[20:])),
+        # a causal-LM checkpoint: no reward head in its weights
+        lambda tmp: _from_folder(tiny_base_dir(), eval_pairs=topic_pairs(TOPICS[20:])),
     ),
     "consumer_readout": (
         lambda tmp: consumer_ctx(distinct_pad=True),

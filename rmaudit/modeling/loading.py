@@ -43,6 +43,9 @@ class LoadedRewardModel:
     base_info: dict = field(default_factory=dict)
     head_init: dict | None = None  # init statistics when the head was created here
     notes: list[str] = field(default_factory=list)
+    # Where the head's weights came from: {"source": "checkpoint" | "created at load",
+    # "architecture": ..., "missing_keys": [...]}; the head_integrity probe reads it.
+    head_origin: dict = field(default_factory=dict)
 
 
 def parse_dtype(name: str | torch.dtype) -> torch.dtype:
@@ -114,9 +117,9 @@ def load_reward_model(
     # A base model has no head yet; transformers' "score.weight MISSING" report is then
     # expected noise (init_head creates it below), so it is silenced for that case only.
     with contextlib.nullcontext() if existing_rm else _transformers_errors_only():
-        model = AutoModelForSequenceClassification.from_pretrained(
+        model, info = AutoModelForSequenceClassification.from_pretrained(
             source, gguf_file=gguf_file, num_labels=1, dtype=torch.float32,
-            local_files_only=local_only, trust_remote_code=trust_remote_code,
+            local_files_only=local_only, trust_remote_code=trust_remote_code, output_loading_info=True,
         )
     _drop_quantization_config(model)
     manifest = read_manifest(source) if is_local else None
@@ -129,9 +132,12 @@ def load_reward_model(
     pooling = "mask" if (manifest is not None or not existing_rm) else "native"
     # Not saved with the model: tells the scorer's "auto" pooling what this checkpoint is.
     model.rmaudit_pooling = pooling
+    origin = {"source": "checkpoint" if existing_rm else "created at load",
+              "architecture": ", ".join(getattr(config, "architectures", None) or []) or type(model).__name__,
+              "missing_keys": sorted(info.get("missing_keys") or [])}
     return LoadedRewardModel(
         model=model, tokenizer=tokenizer, manifest=manifest, pooling=pooling,
-        base_info=_base_info(source, gguf_file, is_local), head_init=head, notes=notes,
+        base_info=_base_info(source, gguf_file, is_local), head_init=head, notes=notes, head_origin=origin,
     )
 
 

@@ -48,6 +48,7 @@ class AuditContext:
     pooling: str = "auto"
     progress: bool = False
     consumer: str | None = None            # --consumer: the RL trainer that will read the reward
+    head_origin: dict | None = None        # the loader's account of where the head came from
     notes: dict[str, Any] = field(default_factory=dict)   # facts for the report context
     _cache: dict[tuple[str, str], float] = field(default_factory=dict, repr=False)
 

@@ -1,0 +1,165 @@
+"""`head_integrity`: was the reward head ever trained, and does it output a usable reward?
+
+Four checks, each a finding:
+
+* origin: the loader reports where the head's weights came from. A checkpoint with no
+  reward head (a ``*ForCausalLM`` base) gets a head created at load time, and a reward
+  checkpoint whose head keys are missing or renamed gets one initialised at random by
+  transformers: both fail, naming the architecture or the missing keys;
+* unchanged since init (rmaudit checkpoints): the manifest records the head's statistics at
+  init; a head whose weights still have exactly those statistics was never updated;
+* untrained by the evidence: the head's weights are tested (Kolmogorov-Smirnov) against the
+  usual initialisations - transformers' N(0, 0.02), OpenRLHF's N(0, 1/(d+1)), rmaudit's
+  N(0, 1/d) and PyTorch's kaiming-uniform U(-1/sqrt(d), 1/sqrt(d)) - and the held-out (else
+  canonical) accuracy against 0.5 (one-sided binomial test). It fails only when both agree:
+  the weights are indistinguishable from an initialisation AND the accuracy is not
+  significantly above chance (a random head often ranks systematically different pairs
+  consistently wrong). A weak but trained head is the ``accuracy`` probe's business;
+* output: NaN/Inf rewards, a constant reward, and pairs the head cannot separate
+  (|margin| < 1e-6) fail.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+from scipy import stats
+
+from rmaudit.findings import Comparison, Finding, Limit, Setting, Status, note
+from rmaudit.modeling.pooling import HEAD_NAMES, reward_head
+from rmaudit.probes.base import Probe, metric, with_reasons
+from rmaudit.results import ProbeResult
+from rmaudit.stats import pair_credit
+
+TIE = 1e-6
+
+
+def initialisations(d: int) -> dict[str, tuple[str, tuple[float, ...]]]:
+    """Name -> (scipy distribution, args) of the head initialisations in common use."""
+    bound = 1 / math.sqrt(d)
+    return {
+        "transformers N(0, 0.02)": ("norm", (0.0, 0.02)),
+        "OpenRLHF N(0, 1/(d+1))": ("norm", (0.0, 1 / math.sqrt(d + 1))),
+        "rmaudit N(0, 1/d)": ("norm", (0.0, 1 / math.sqrt(d))),
+        "PyTorch kaiming-uniform": ("uniform", (-bound, 2 * bound)),
+    }
+
+
+def best_init_match(weights: np.ndarray) -> tuple[str, float]:
+    """The initialisation the weights fit best and its Kolmogorov-Smirnov p-value."""
+    fits = {name: float(stats.kstest(weights, dist, args=args).pvalue)
+            for name, (dist, args) in initialisations(len(weights)).items()}
+    name = max(fits, key=fits.__getitem__)
+    return name, fits[name]
+
+
+class HeadIntegrity(Probe):
+    """Fail a reward head that was never loaded from the checkpoint, never updated since
+    init, indistinguishable from a fresh initialisation with chance accuracy, or that
+    outputs NaN, a constant, or ties."""
+
+    name = "head_integrity"
+    order = 15
+    description = "Was the reward head loaded from the checkpoint and trained? Missing keys, init-like weights, constant or NaN output."
+    why = ("A checkpoint without a trained head still loads: transformers fills the head with random numbers and PPO optimises them.\n"
+           "Checks where the head came from, tests its weights against the usual inits and its accuracy against chance.")
+    inputs = ("model",)
+    limits = (
+        Limit("nonfinite_rewards", Comparison.AT_LEAST, fail=1, help="NaN or Inf rewards on the reference set"),
+        Limit("relative_reward_std", Comparison.BELOW, fail=1e-6, help="reward std / (|mean| + 1): a constant reward below it"),
+        Limit("tie_share", Comparison.AT_LEAST, fail=0.5, help="share of pairs with |margin| < 1e-6"),
+    )
+    settings = (
+        Setting("alpha_init", 0.01, "the weights count as an initialisation when its KS test does not reject at this level"),
+        Setting("alpha_chance", 0.05, "the accuracy counts as chance when the one-sided binomial test (above 0.5) does "
+                                      "not reject at this level"),
+    )
+
+    def run(self, ctx) -> ProbeResult:
+        head = reward_head(ctx.model)
+        weights = head.weight.detach().float().cpu().numpy().ravel()
+        metrics: dict[str, Any] = {"head_features": int(weights.size), "weight_std": metric(float(weights.std()), 6)}
+        findings = self._origin(ctx, metrics) + self._since_init(ctx, weights, metrics)
+        pairs = list(ctx.eval_pairs or ctx.canonical_pairs)
+        if pairs:
+            chosen, rejected = ctx.pair_rewards(pairs)
+            findings += self._output(np.concatenate([chosen, rejected]), chosen - rejected, metrics)
+            findings += self._untrained(weights, chosen - rejected, metrics)
+        return self.result(findings, with_reasons(self._summary(metrics), findings), metrics=metrics)
+
+    @staticmethod
+    def _origin(ctx, metrics: dict[str, Any]) -> list[Finding]:
+        origin = ctx.head_origin or {}
+        metrics["head_source"] = origin.get("source", "unknown (model given in memory)")
+        if origin.get("source") == "created at load":
+            return [note(Status.FAIL, f"the checkpoint has no reward head ({origin.get('architecture')}): the head was "
+                         "created at load time with random weights; train one (rmaudit train --base ...) before PPO",
+                         "head_source", origin["source"])]
+        missing = [k for k in origin.get("missing_keys", []) if k.split(".")[0] in HEAD_NAMES or ".score." in k]
+        metrics["missing_head_keys"] = missing
+        if missing:
+            return [note(Status.FAIL, f"the checkpoint's weights lack {', '.join(missing)}: transformers initialised "
+                         "the head at random (a renamed or dropped head key)", "missing_head_keys", missing)]
+        if origin:
+            return [note(Status.PASS, "the head was loaded from the checkpoint's weights", "head_source", origin["source"])]
+        return []
+
+    @staticmethod
+    def _since_init(ctx, weights: np.ndarray, metrics: dict[str, Any]) -> list[Finding]:
+        at_init = ((ctx.manifest.head if ctx.manifest else {}) or {}).get("at_init") or {}
+        if not {"weight_mean", "weight_std", "weight_norm"} <= set(at_init):
+            return []
+        now = {"weight_mean": float(weights.mean()), "weight_std": float(weights.std(ddof=1)),
+               "weight_norm": float(np.linalg.norm(weights))}
+        change = max(abs(now[k] - float(at_init[k])) / (abs(float(at_init[k])) + 1e-12) for k in now)
+        metrics["relative_change_since_init"] = metric(change, 8)
+        unchanged = change < 1e-6
+        return [Finding(Status.FAIL if unchanged else Status.PASS,
+                        "the head's weights are exactly as initialised (manifest head.at_init): training never updated it"
+                        if unchanged else "the head changed since its initialisation (manifest head.at_init)",
+                        "relative_change_since_init", metric(change, 8), 1e-6, Comparison.BELOW)]
+
+    def _output(self, rewards: np.ndarray, margins: np.ndarray, metrics: dict[str, Any]) -> list[Finding]:
+        finite = np.isfinite(rewards)
+        metrics["nonfinite_rewards"] = int((~finite).sum())
+        relative = float(rewards[finite].std() / (abs(rewards[finite].mean()) + 1)) if finite.any() else 0.0
+        ties = float(np.mean(np.abs(margins) < TIE)) if len(margins) else 0.0
+        metrics.update({"relative_reward_std": metric(relative, 10), "tie_share": metric(ties)})
+        return [
+            self.limit("nonfinite_rewards").check(metrics["nonfinite_rewards"], f"{metrics['nonfinite_rewards']} of "
+                                                  f"{len(rewards)} rewards are NaN or Inf"),
+            self.limit("relative_reward_std").check(metrics["relative_reward_std"], "the reward varies across responses"
+                                                    if relative >= 1e-6 else "the reward is constant: PPO gets no signal"),
+            self.limit("tie_share").check(metrics["tie_share"], f"{ties:.0%} of pairs get (almost) equal rewards"),
+        ]
+
+    def _untrained(self, weights: np.ndarray, margins: np.ndarray, metrics: dict[str, Any]) -> list[Finding]:
+        if weights.size < 8 or not np.isfinite(margins).all():
+            return []
+        init, init_p = best_init_match(weights)
+        credit = pair_credit(margins)
+        accuracy = float(credit.mean())
+        # One-sided: a random head on pairs that differ systematically (length, tone) often ranks
+        # them consistently wrong; only accuracy significantly ABOVE chance is evidence of training.
+        chance_p = float(stats.binomtest(int(round(credit.sum())), len(credit), 0.5, alternative="greater").pvalue)
+        metrics.update({"closest_init": init, "init_ks_p": metric(init_p, 6), "accuracy": metric(accuracy),
+                        "chance_binomial_p": metric(chance_p, 6)})
+        looks_init = init_p >= self.setting("alpha_init")
+        at_chance = chance_p >= self.setting("alpha_chance")
+        untrained = looks_init and at_chance
+        message = (f"weights {'indistinguishable from' if looks_init else 'unlike'} {init} (KS p={init_p:.3g}) and "
+                   f"accuracy {accuracy:.3f} on {len(credit)} pairs {'indistinguishable from' if at_chance else 'unlike'} "
+                   f"chance (binomial p={chance_p:.3g})")
+        return [Finding(Status.FAIL if untrained else Status.PASS,
+                        message + (": the head looks untrained" if untrained else ""),
+                        "init_ks_p", metric(init_p, 6), self.setting("alpha_init"), Comparison.AT_LEAST)]
+
+    @staticmethod
+    def _summary(m: dict[str, Any]) -> str:
+        text = f"head from {m['head_source']}, {m['head_features']} weights"
+        if "closest_init" in m:
+            text += (f"; closest init {m['closest_init']} (KS p={m['init_ks_p']:.3g}); accuracy {m['accuracy']:.3f} "
+                     f"(vs chance p={m['chance_binomial_p']:.3g})")
+        return text
