@@ -64,8 +64,12 @@ def read_rewards(consumer: str, model: Any, tokenizer: Any, samples: Sequence[Sa
     if consumer not in READERS:
         raise ValueError(f"unknown consumer {consumer!r} (known: {', '.join(CONSUMERS)})")
     reader = READERS[consumer]
-    out = [reader(model, tokenizer, list(chunk), policy_tokenizer) for chunk in _batches(samples, batch_size)]
-    return np.concatenate(out).astype(np.float64) if out else np.zeros(0)
+    # Length-sorted batches waste little compute on padding; rewards go back in input order.
+    order = sorted(range(len(samples)), key=lambda i: len(samples[i].response) + sum(len(m["content"]) for m in samples[i].prompt))
+    rewards = np.zeros(len(samples), dtype=np.float64)
+    for chunk in _batches(order, batch_size):
+        rewards[chunk] = reader(model, tokenizer, [samples[i] for i in chunk], policy_tokenizer)
+    return rewards
 
 
 def _device(model: Any) -> torch.device:

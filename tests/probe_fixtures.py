@@ -114,6 +114,11 @@ FIXTURES: dict[str, tuple[Factory, Factory]] = {
         lambda tmp: consumer_ctx(distinct_pad=True),
         lambda tmp: consumer_ctx(distinct_pad=False),
     ),
+    "inference_invariance": (
+        lambda tmp: _from_folder(make_tiny_rm(tmp / "rm"), eval_pairs=CONTENT_PAIRS[:12]),
+        # config.pad_token_id is a real token: the checkpoint's forward reads a pad position in a batch
+        lambda tmp: _from_folder(make_tiny_rm(tmp / "rm", pad_token_id=0), eval_pairs=CONTENT_PAIRS[:12]),
+    ),
     "chat_template": (
         lambda tmp: _ctx(*_rm("content"), eval_pairs=CONTENT_PAIRS,
                          policy_tokenizer=_policy(_rm("content")[1].chat_template)),

@@ -1,0 +1,207 @@
+"""`inference_invariance`: does a reward change with how it is computed, or with small input edits?
+
+A sample of held-out conversations (chosen and rejected) is rewarded once as the reference
+(float32, batch of one, right padding) and again along each axis:
+
+* computation axes, where nothing should change but rounding: batch of one vs one full batch,
+  right vs left padding, ``attn_implementation`` eager vs sdpa. A change past the float32
+  rounding bound (``padding.tolerance_std``: eps x sqrt(2 x layers) x reward rms, times a
+  safety factor) fails: the reward depends on how PPO batches it;
+* precision: bfloat16 autocast vs float32, graded against the bfloat16 rounding bound (warns:
+  a consumer that scores in bf16 reads other numbers);
+* input axes, which consumers really do differ on: the tokenizer's own special tokens added
+  or not (a BOS, for tokenizers that add one: transformers adds them, TRL GRPO does not), and
+  the text with and without what follows the final end-of-turn token (a trailing newline
+  that OpenRLHF strips; the eos itself when the text ends at it). Reading another position
+  moves rewards by design, so these are graded on what PPO would feel: the held-out
+  accuracy lost under the edit warns (``consumer_readout`` says which trainers do edit).
+
+Every axis reports its max and median |delta| in reward-stds of the reference and the
+held-out accuracy under it; the tolerances are stated per axis in the report.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import numpy as np
+
+from rmaudit.findings import Comparison, Finding, Limit, Setting, Status, note
+from rmaudit.probes.base import Probe, ProbeSkipped, metric, with_reasons
+from rmaudit.probes.padding import end_of_turn_variants, n_layers, score_batch, scored_in_float32, tolerance_std
+from rmaudit.results import ProbeResult
+from rmaudit.scoring import resolve_pooling
+from rmaudit.stats import pair_credit
+
+COMPUTATION_AXES = ("batch", "padding_side", "attention")
+INPUT_AXES = ("bos", "end_of_turn")
+
+
+class InferenceInvariance(Probe):
+    """Reward a sample along computation, precision and input axes against a float32
+    batch-of-one reference; fail when batching, padding or attention changes a reward past
+    rounding, warn on precision or input edits that move it."""
+
+    name = "inference_invariance"
+    order = 22
+    description = "Rewards under batch size, padding side, attention kernel, bf16 vs fp32, BOS and end-of-turn edits."
+    why = ("PPO scores in batches, in its own dtype, with its own tokenisation; a reward that moves with any of these is noise to PPO.\n"
+           "Each axis' max and median change in reward-stds against a float32 batch-of-one reference, with dtype-aware tolerances.")
+    inputs = ("model",)
+    limits = (Limit("input_accuracy_drop", Comparison.AT_LEAST, warn=0.05,
+                    help="held-out accuracy lost when special tokens are added or the end-of-turn tail is edited"),)
+    settings = (
+        Setting("sample_pairs", 12, "held-out pairs rewarded along every axis"),
+        Setting("tolerance_ulps", 16.0, "safety factor on the rounding bound"),
+        Setting("tolerance_floor_std", 1e-3, "never flag a change smaller than this many reward-stds"),
+    )
+
+    def run(self, ctx) -> ProbeResult:
+        pairs = list(ctx.eval_pairs or ctx.canonical_pairs)[: int(self.setting("sample_pairs"))]
+        if len(pairs) < 2:
+            raise ProbeSkipped("fewer than two pairs to reward: give --data or keep the canonical pairs")
+        texts = [ctx.render(p.chosen_messages()) for p in pairs] + [ctx.render(p.rejected_messages()) for p in pairs]
+        pooling = resolve_pooling(ctx.model, ctx.pooling)
+        axes: dict[str, np.ndarray | str] = {}
+        with scored_in_float32(ctx):
+            def score(items, side="right", batch_size=1, dtype=None):
+                saved, ctx.dtype = ctx.dtype, dtype
+                try:
+                    return score_batch(ctx, items, side=side, pooling=pooling, batch_size=batch_size)
+                finally:
+                    ctx.dtype = saved
+
+            reference = score(texts)
+            std = float(reference.std())
+            if not std > 0:
+                raise ProbeSkipped("every sampled text gets the same reward: no spread to measure changes against")
+            full = len(texts)  # one batch of all texts: every shorter row is padded
+            axes["batch"] = _attempt(lambda: score(texts, batch_size=full))
+            axes["padding_side"] = _attempt(lambda: score(texts, side="left", batch_size=full))
+            axes["attention"] = _attempt(lambda: self._other_attention(ctx, lambda: score(texts, batch_size=full)))
+            axes["dtype"] = _attempt(lambda: score(texts, dtype=_bfloat16()))
+            if _adds_bos(ctx.tokenizer):
+                axes["bos"] = _attempt(lambda: score([_toggle_bos(ctx.tokenizer, t) for t in texts]))
+            axes["end_of_turn"] = _attempt(lambda: score([_toggle_end_of_turn(ctx.tokenizer, t) for t in texts]))
+            rms = float(np.sqrt(np.mean(reference ** 2)))
+            layers = n_layers(ctx.model)
+        tol32 = tolerance_std(_float32(), layers, rms, std, self.setting("tolerance_ulps"), self.setting("tolerance_floor_std"))
+        tol16 = tolerance_std(_bfloat16(), layers, rms, std, self.setting("tolerance_ulps"), self.setting("tolerance_floor_std"))
+        n = len(pairs)
+        metrics: dict[str, Any] = {"n_texts": full, "reward_std": metric(std, 6), "tolerance_float32_std": metric(tol32, 6),
+                                   "tolerance_bfloat16_std": metric(tol16, 6),
+                                   "accuracy_reference": metric(float(pair_credit(reference[:n] - reference[n:]).mean()))}
+        findings: list[Finding] = []
+        for axis, rewards in axes.items():
+            if isinstance(rewards, str):
+                metrics[f"{axis}:error"] = rewards
+                findings.append(note(Status.WARN, f"{axis}: cannot score this variant ({rewards})"))
+                continue
+            delta = np.abs(rewards - reference) / std
+            metrics.update({f"{axis}:max_delta_std": metric(float(delta.max()), 6),
+                            f"{axis}:median_delta_std": metric(float(np.median(delta)), 6),
+                            f"{axis}:accuracy": metric(float(pair_credit(rewards[:n] - rewards[n:]).mean()))})
+            findings.append(self._grade(axis, delta, tol32, tol16, metrics))
+        return self.result(findings, with_reasons(self._summary(metrics), findings), metrics=metrics,
+                           chart=self._chart(metrics, tol32, tol16))
+
+    def _grade(self, axis: str, delta: np.ndarray, tol32: float, tol16: float, m: dict[str, Any]) -> Finding:
+        worst, median = m[f"{axis}:max_delta_std"], m[f"{axis}:median_delta_std"]
+        accuracy = f"accuracy {m['accuracy_reference']:.3f} -> {m[f'{axis}:accuracy']:.3f}"
+        if axis in COMPUTATION_AXES:
+            moved = worst > tol32
+            return Finding(Status.FAIL if moved else Status.PASS,
+                           f"{axis}: rewards move by up to {worst:.3g} reward-std ({accuracy})"
+                           + (": the reward depends on how the batch is computed" if moved else ""),
+                           f"{axis}:max_delta_std", worst, metric(tol32, 6), Comparison.ABOVE)
+        if axis == "dtype":
+            moved = worst > tol16
+            return Finding(Status.WARN if moved else Status.PASS,
+                           f"bfloat16 vs float32: rewards move by up to {worst:.3g} reward-std ({accuracy})"
+                           + (", past bfloat16 rounding" if moved else ""),
+                           "dtype:max_delta_std", worst, metric(tol16, 6), Comparison.ABOVE)
+        what = {"bos": "adding or removing the tokenizer's BOS",
+                "end_of_turn": "editing what follows the final end-of-turn token"}[axis]
+        drop = metric(m["accuracy_reference"] - m[f"{axis}:accuracy"])
+        m[f"{axis}:accuracy_drop"] = drop
+        finding = self.limit("input_accuracy_drop").check(
+            drop, f"{what} moves rewards by {median:.3g} reward-std (median; max {worst:.3g}; {accuracy})",
+            metric=f"{axis}:accuracy_drop")
+        if finding.status is not Status.PASS:
+            finding.message += ": a consumer that tokenises this way reads a worse reward"
+        return finding
+
+    @staticmethod
+    def _other_attention(ctx, score: Callable[[], np.ndarray]) -> np.ndarray:
+        """Rewards under the other of eager/sdpa; the model's own implementation is restored."""
+        model = ctx.model
+        current = getattr(model.config, "_attn_implementation", None) or "eager"
+        other = "eager" if current != "eager" else "sdpa"
+        model.set_attn_implementation(other)
+        try:
+            return score()
+        finally:
+            model.set_attn_implementation(current)
+
+    @staticmethod
+    def _summary(m: dict[str, Any]) -> str:
+        parts = [f"{axis} {m[f'{axis}:max_delta_std']:.2g}" for axis in (*COMPUTATION_AXES, "dtype", *INPUT_AXES)
+                 if f"{axis}:max_delta_std" in m]
+        return "max reward change in reward-stds: " + ", ".join(parts)
+
+    @staticmethod
+    def _chart(m: dict[str, Any], tol32: float, tol16: float) -> dict[str, Any]:
+        axes = [a for a in (*COMPUTATION_AXES, "dtype", *INPUT_AXES) if f"{a}:max_delta_std" in m]
+        return {"kind": "bar", "title": "Reward change per axis, in reward-stds (log scale would hide zeros)",
+                "x_label": "axis", "y_label": "|reward change| / reward std", "categories": axes,
+                "series": [{"name": "max", "values": [m[f"{a}:max_delta_std"] for a in axes]},
+                           {"name": "median", "values": [m[f"{a}:median_delta_std"] for a in axes]}],
+                "hlines": [{"y": tol32, "label": "float32 tolerance"}, {"y": tol16, "label": "bfloat16 tolerance"}]}
+
+
+def _attempt(compute: Callable[[], np.ndarray]) -> np.ndarray | str:
+    try:
+        return compute()
+    except Exception as exc:  # noqa: BLE001 - a variant the model cannot run is reported, not raised
+        return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+
+
+def _float32() -> Any:
+    import torch
+
+    return torch.float32
+
+
+def _bfloat16() -> Any:
+    import torch
+
+    return torch.bfloat16
+
+
+def _adds_bos(tokenizer: Any) -> bool:
+    """Does the tokenizer add a BOS of its own when asked for special tokens?"""
+    bos_id = getattr(tokenizer, "bos_token_id", None)
+    if bos_id is None:
+        return False
+    ids = tokenizer("x", add_special_tokens=True)["input_ids"]
+    return bool(ids) and ids[0] == bos_id and tokenizer("x", add_special_tokens=False)["input_ids"][:1] != [bos_id]
+
+
+def _toggle_bos(tokenizer: Any, text: str) -> str:
+    bos = getattr(tokenizer, "bos_token", None)
+    if not bos:
+        raise ValueError("the tokenizer has no BOS token")
+    return text[len(bos):] if text.startswith(bos) else bos + text
+
+
+def _toggle_end_of_turn(tokenizer: Any, text: str) -> str:
+    """The text without what follows its final eos (a trailing newline); a text that ends at
+    its eos loses the eos; one without an eos at the end gets one."""
+    eos = tokenizer.eos_token
+    if not eos:
+        raise ValueError("the tokenizer has no eos token")
+    stripped = text.rstrip()
+    if stripped.endswith(eos) and stripped != text:
+        return stripped
+    without, with_eos = end_of_turn_variants(text, eos)
+    return without if text == with_eos else with_eos

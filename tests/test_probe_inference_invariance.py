@@ -1,0 +1,64 @@
+"""inference_invariance: a checkpoint whose forward reads a pad position fails the batch and
+attention axes (its twin passes all of them, attention implementation restored); precision
+is graded against the bf16 bound; end-of-turn edits report their accuracy effect."""
+
+from __future__ import annotations
+
+import pytest
+
+from helpers_probe import run_configured
+from helpers_probe_heads import synthetic_pairs
+from rmaudit.modeling.loading import load_reward_model
+from rmaudit.probes.context import AuditContext
+from rmaudit.probes.inference_invariance import InferenceInvariance, _toggle_end_of_turn
+from rmaudit.results import Status
+from tiny_models import make_tiny_rm, require_smollm2, tiny_tokenizer
+
+PAIRS = synthetic_pairs(seed=1000, n=12, rule="content")
+
+
+def _audit(folder, **settings):
+    loaded = load_reward_model(folder)
+    ctx = AuditContext(checkpoint=folder, model=loaded.model, tokenizer=loaded.tokenizer, manifest=loaded.manifest,
+                       eval_pairs=PAIRS)
+    return run_configured(InferenceInvariance, ctx, **settings), loaded.model
+
+
+def test_forward_reading_a_pad_position_fails_batch_and_attention_axes(tmp_path):
+    require_smollm2()
+    result, _ = _audit(make_tiny_rm(tmp_path / "rm", pad_token_id=0))
+    failed = {f.metric for f in result.reasons}
+    assert result.status is Status.FAIL and {"batch:max_delta_std", "attention:max_delta_std"} <= failed
+    batch = next(f for f in result.findings if f.metric == "batch:max_delta_std")
+    assert batch.value > 1.0 and batch.limit == result.metrics["tolerance_float32_std"]
+
+
+def test_healthy_checkpoint_passes_every_axis_and_keeps_its_attention_implementation(tmp_path):
+    require_smollm2()
+    result, model = _audit(make_tiny_rm(tmp_path / "rm"))
+    assert result.status is Status.PASS, result.summary
+    for axis in ("batch", "padding_side", "attention", "dtype", "end_of_turn"):
+        assert f"{axis}:max_delta_std" in result.metrics and f"{axis}:median_delta_std" in result.metrics
+    assert result.metrics["dtype:max_delta_std"] > result.metrics["batch:max_delta_std"]  # bf16 rounds, fp32 batching does not
+    assert result.metrics["tolerance_bfloat16_std"] > result.metrics["tolerance_float32_std"]
+    assert model.config._attn_implementation == load_reward_model(tmp_path / "rm").model.config._attn_implementation
+
+
+def test_end_of_turn_edit_strips_the_trailing_newline_or_the_final_eos():
+    require_smollm2()
+    tokenizer = tiny_tokenizer()
+    assert _toggle_end_of_turn(tokenizer, "a<|im_end|>\n") == "a<|im_end|>"
+    assert _toggle_end_of_turn(tokenizer, "a<|im_end|>") == "a"
+    assert _toggle_end_of_turn(tokenizer, "a") == "a<|im_end|>"
+
+
+@pytest.mark.parametrize("limit", [0.0])
+def test_input_axes_warn_on_the_accuracy_they_cost(tmp_path, limit):
+    """With the limit at 0, any accuracy lost under the end-of-turn edit warns, naming the consumer effect."""
+    require_smollm2()
+    loaded = load_reward_model(make_tiny_rm(tmp_path / "rm"))
+    ctx = AuditContext(checkpoint=tmp_path / "rm", model=loaded.model, tokenizer=loaded.tokenizer, eval_pairs=PAIRS)
+    result = run_configured(InferenceInvariance, ctx, input_accuracy_drop_warn=limit)
+    finding = next(f for f in result.findings if f.metric == "end_of_turn:accuracy_drop")
+    if finding.value >= limit:
+        assert finding.status is Status.WARN and "reads a worse reward" in finding.message
