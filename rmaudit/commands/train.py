@@ -62,6 +62,8 @@ def train_command(
     allow_hub: Optional[bool] = typer.Option(None, "--allow-hub/--no-allow-hub", help=field_help("allow_hub"),
                                              show_default=False),
     adapter: Optional[str] = _o("adapter", "--adapter"),
+    pad_token: Optional[str] = _o("pad_token", "--pad-token"),
+    chat_template: Optional[str] = _o("chat_template", "--chat-template"),
     limit: Optional[int] = _o("limit", "--limit"),
     progress: Optional[bool] = typer.Option(None, "--progress/--no-progress", help=field_help("progress"),
                                             show_default=False),

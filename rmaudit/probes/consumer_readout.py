@@ -48,11 +48,12 @@ class ConsumerReadout(Probe):
         Limit("pearson", Comparison.BELOW, fail=0.9, help="Pearson correlation of the consumer's rewards with the trained readout"),
         Limit("accuracy_drop", Comparison.AT_LEAST, fail=0.03, help="held-out accuracy lost under the consumer's readout"),
     )
-    settings = (Setting("max_pairs", 48, "held-out pairs rewarded by every consumer (two responses each)"),
+    settings = (Setting("max_pairs", 48, "pairs rewarded by every consumer (held-out first, then the canonical "
+                                         "battery; two responses each)"),
                 Setting("batch_size", 8, "responses per forward pass"))
 
     def run(self, ctx) -> ProbeResult:
-        pairs = list(ctx.eval_pairs or ctx.canonical_pairs)[: int(self.setting("max_pairs"))]
+        pairs = ctx.labelled_pairs(int(self.setting("max_pairs")))
         if not pairs:
             raise ProbeSkipped("no held-out pairs to reward: give --data or keep the canonical pairs")
         samples = [Sample(p.prompt, p.chosen) for p in pairs] + [Sample(p.prompt, p.rejected) for p in pairs]

@@ -91,6 +91,12 @@ class AuditContext:
         rejected = self.score([p.rejected_messages() for p in pairs])
         return chosen, rejected
 
+    def labelled_pairs(self, limit: int | None = None) -> list[PreferencePair]:
+        """Held-out pairs first, then the canonical battery, at most ``limit``: the most labelled
+        evidence available (a demo split of 8 pairs alone proves nothing)."""
+        pairs = list(self.eval_pairs or []) + list(self.canonical_pairs or [])
+        return pairs[:limit] if limit is not None else pairs
+
     def reference_rewards(self) -> np.ndarray:
         """Rewards of every response in the eval pairs (else the canonical pairs): the
         reference set whose spread is the unit for 'shift in reward-std'."""

@@ -10,8 +10,8 @@ Four checks, each a finding:
   init; a head whose weights still have exactly those statistics was never updated;
 * untrained by the evidence: the head's weights are tested (Kolmogorov-Smirnov) against the
   usual initialisations - transformers' N(0, 0.02), OpenRLHF's N(0, 1/(d+1)), rmaudit's
-  N(0, 1/d) and PyTorch's kaiming-uniform U(-1/sqrt(d), 1/sqrt(d)) - and the held-out (else
-  canonical) accuracy against 0.5 (one-sided binomial test). It fails only when both agree:
+  N(0, 1/d) and PyTorch's kaiming-uniform U(-1/sqrt(d), 1/sqrt(d)) - and the accuracy on the
+  held-out pairs and the canonical battery against 0.5 (one-sided binomial test). It fails only when both agree:
   the weights are indistinguishable from an initialisation AND the accuracy is not
   significantly above chance (a random head often ranks systematically different pairs
   consistently wrong). A weak but trained head is the ``accuracy`` probe's business;
@@ -82,7 +82,7 @@ class HeadIntegrity(Probe):
         weights = head.weight.detach().float().cpu().numpy().ravel()
         metrics: dict[str, Any] = {"head_features": int(weights.size), "weight_std": metric(float(weights.std()), 6)}
         findings = self._origin(ctx, metrics) + self._since_init(ctx, weights, metrics)
-        pairs = list(ctx.eval_pairs or ctx.canonical_pairs)
+        pairs = ctx.labelled_pairs()
         if pairs:
             chosen, rejected = ctx.pair_rewards(pairs)
             findings += self._output(np.concatenate([chosen, rejected]), chosen - rejected, metrics)
@@ -150,8 +150,8 @@ class HeadIntegrity(Probe):
         at_chance = chance_p >= self.setting("alpha_chance")
         untrained = looks_init and at_chance
         message = (f"weights {'indistinguishable from' if looks_init else 'unlike'} {init} (KS p={init_p:.3g}) and "
-                   f"accuracy {accuracy:.3f} on {len(credit)} pairs {'indistinguishable from' if at_chance else 'unlike'} "
-                   f"chance (binomial p={chance_p:.3g})")
+                   f"accuracy {accuracy:.3f} on {len(credit)} pairs {'not above' if at_chance else 'above'} "
+                   f"chance (one-sided binomial p={chance_p:.3g})")
         return [Finding(Status.FAIL if untrained else Status.PASS,
                         message + (": the head looks untrained" if untrained else ""),
                         "init_ks_p", metric(init_p, 6), self.setting("alpha_init"), Comparison.AT_LEAST)]

@@ -1,6 +1,6 @@
 """`inference_invariance`: does a reward change with how it is computed, or with small input edits?
 
-A sample of held-out conversations (chosen and rejected) is rewarded once as the reference
+A sample of labelled pairs (held-out first, then the canonical battery; chosen and rejected) is rewarded once as the reference
 (float32, batch of one, right padding) and again along each axis:
 
 * computation axes, where nothing should change but rounding: batch of one vs one full batch,
@@ -51,13 +51,13 @@ class InferenceInvariance(Probe):
     limits = (Limit("input_accuracy_drop", Comparison.AT_LEAST, warn=0.05,
                     help="held-out accuracy lost when special tokens are added or the end-of-turn tail is edited"),)
     settings = (
-        Setting("sample_pairs", 12, "held-out pairs rewarded along every axis"),
+        Setting("sample_pairs", 24, "pairs rewarded along every axis (held-out first, then the canonical battery)"),
         Setting("tolerance_ulps", 16.0, "safety factor on the rounding bound"),
         Setting("tolerance_floor_std", 1e-3, "never flag a change smaller than this many reward-stds"),
     )
 
     def run(self, ctx) -> ProbeResult:
-        pairs = list(ctx.eval_pairs or ctx.canonical_pairs)[: int(self.setting("sample_pairs"))]
+        pairs = ctx.labelled_pairs(int(self.setting("sample_pairs")))
         if len(pairs) < 2:
             raise ProbeSkipped("fewer than two pairs to reward: give --data or keep the canonical pairs")
         texts = [ctx.render(p.chosen_messages()) for p in pairs] + [ctx.render(p.rejected_messages()) for p in pairs]

@@ -98,6 +98,25 @@ def disable_dropout(model: nn.Module) -> None:
             module.p = 0.0
 
 
+def set_readout_tokens(model: nn.Module, tokenizer: Any, pad_token: str | None, chat_template: str | None) -> None:
+    """--pad-token and --chat-template: they decide where consumers read the reward, so they
+    are set before encoding and saved with the tokenizer (a pad distinct from eos keeps TRL
+    PPO from hiding end-of-turn tokens; a template that ends the turn at eos puts the reward
+    where TRL PPO and OpenRLHF read it)."""
+    if pad_token is not None:
+        pad_id = tokenizer.convert_tokens_to_ids(pad_token)
+        if pad_id is None or tokenizer.convert_ids_to_tokens(pad_id) != pad_token:  # unknown tokens map to unk
+            raise input_error("--pad-token", None, None, f"{pad_token!r} is not a token of the base model's vocabulary")
+        tokenizer.pad_token = pad_token
+        model.config.pad_token_id = pad_id
+    if chat_template is not None:
+        path = Path(chat_template)
+        try:
+            tokenizer.chat_template = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise input_error(path, None, None, f"cannot read the --chat-template file: {exc}") from None
+
+
 class BradleyTerryRecipe:
     """One training run. ``loaded`` lets Python callers train a model they already hold in memory."""
 
@@ -174,6 +193,7 @@ class BradleyTerryRecipe:
             self.loaded = load_reward_model(base, gguf_file=gguf, allow_hub=cfg.allow_hub, dtype=torch.float32,
                                             head_init=cfg.head_init, head_bias=cfg.head_bias, seed=cfg.seed)
         model, tokenizer = self.loaded.model, self.loaded.tokenizer
+        set_readout_tokens(model, tokenizer, cfg.pad_token, cfg.chat_template)
         model.float()  # float32 master weights; bf16 only inside autocast
         self.head_at_init = head_stats(reward_head(model))
         disable_dropout(model)
