@@ -41,6 +41,7 @@ class ProbeResult:
     chart: dict[str, Any] = field(default_factory=dict)
     description: str = ""
     seconds: float = 0.0
+    section: str = ""  # report heading this probe is grouped under
 
     @property
     def reasons(self) -> list[Finding]:
@@ -60,6 +61,7 @@ class ProbeResult:
             "evidence": self.evidence,
             "chart": self.chart,
             "seconds": round(self.seconds, 3),
+            "section": self.section,
         }
 
     @classmethod
@@ -84,6 +86,7 @@ class ProbeResult:
             chart=dict(data.get("chart") or {}),
             description=data.get("description", ""),
             seconds=float(data.get("seconds", 0.0)),
+            section=str(data.get("section") or ""),
         )
 
 

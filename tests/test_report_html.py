@@ -184,3 +184,14 @@ def test_numpy_charts_render_and_match_the_json_rerender(tmp_path) -> None:
     result = AuditResult("ckpt", [probe, *sample_audit_result().probes])
     again = read_json(write_json(result, tmp_path / "r.json"))
     assert _without_nonce(render_html(result)) == _without_nonce(render_html(again))
+
+
+def test_handoff_probes_are_grouped_under_one_heading() -> None:
+    handoff = "Handoff: how PPO will read the reward"
+    probes = [ProbeResult("accuracy", Status.PASS, "ok"),
+              ProbeResult("consumer_readout", Status.FAIL, "trl-ppo", section=handoff),
+              ProbeResult("inference_invariance", Status.PASS, "ok", section=handoff)]
+    page = render_html(AuditResult("ckpt", probes))
+    assert page.count('class="section-heading"') == 1
+    assert page.index(handoff) < page.index('id="probe-1-consumer_readout"') < page.index('id="probe-2-inference_invariance"')
+    assert page.index('id="probe-0-accuracy"') < page.index(handoff)

@@ -34,6 +34,7 @@ class Probe:
     description: ClassVar[str]
     why: ClassVar[str]
     order: ClassVar[int] = 1000                 # position in `rmaudit probes` and in reports
+    section: ClassVar[str] = ""                 # report heading the probe is grouped under ("" = none)
     inputs: ClassVar[tuple[str, ...]] = ()      # AuditContext fields that must be present
     limits: ClassVar[tuple[Limit, ...]] = ()
     settings: ClassVar[tuple[Setting, ...]] = ()
@@ -82,6 +83,7 @@ class Probe:
             evidence=evidence or [],
             chart=chart or {},
             description=self.why,
+            section=self.section,
         )
 
 

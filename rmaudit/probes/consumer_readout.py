@@ -38,7 +38,8 @@ class ConsumerReadout(Probe):
     mean, a low correlation or lost accuracy, naming the fix."""
 
     name = "consumer_readout"
-    order = 25
+    order = 80
+    section = "Handoff: how PPO will read the reward"
     description = "Reads the reward as TRL PPO/GRPO, transformers and OpenRLHF will, against the trained readout."
     why = ("PPO reads the reward its own way; if that is not where the model was trained to put it, PPO optimises noise.\n"
            "Each consumer's readout re-implemented from its source, compared on held-out pairs with the trained one.")

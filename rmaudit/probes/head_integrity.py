@@ -61,7 +61,8 @@ class HeadIntegrity(Probe):
     outputs NaN, a constant, or ties."""
 
     name = "head_integrity"
-    order = 15
+    order = 75
+    section = "Handoff: how PPO will read the reward"
     description = "Was the reward head loaded from the checkpoint and trained? Missing keys, init-like weights, constant or NaN output."
     why = ("A checkpoint without a trained head still loads: transformers fills the head with random numbers and PPO optimises them.\n"
            "Checks where the head came from, tests its weights against the usual inits and its accuracy against chance.")

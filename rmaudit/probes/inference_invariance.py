@@ -43,7 +43,8 @@ class InferenceInvariance(Probe):
     rounding, warn on precision or input edits that move it."""
 
     name = "inference_invariance"
-    order = 22
+    order = 85
+    section = "Handoff: how PPO will read the reward"
     description = "Rewards under batch size, padding side, attention kernel, bf16 vs fp32, BOS and end-of-turn edits."
     why = ("PPO scores in batches, in its own dtype, with its own tokenisation; a reward that moves with any of these is noise to PPO.\n"
            "Each axis' max and median change in reward-stds against a float32 batch-of-one reference, with dtype-aware tolerances.")

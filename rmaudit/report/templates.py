@@ -24,6 +24,7 @@ header.top h1 .brand { color:var(--muted); font-weight:500; }
 .verdict h2 { margin:0; font-size:20px; } .verdict p { margin:2px 0 0; color:#374151; }
 .chips { margin-left:auto; display:flex; gap:6px; flex-wrap:wrap; }
 .card { background:var(--card); border:1px solid var(--line); border-radius:12px; padding:18px 22px; margin-bottom:20px; box-shadow:0 1px 2px rgba(0,0,0,.04); }
+.section-heading { margin:28px 0 10px; font-size:20px; border-bottom:2px solid #d1d5db; padding-bottom:4px; }
 .card h2 { margin:0 0 4px; font-size:18px; display:flex; align-items:center; gap:10px; flex-wrap:wrap; }
 .card h3 { margin:18px 0 8px; font-size:13px; text-transform:uppercase; letter-spacing:.05em; color:var(--muted); }
 .badge { display:inline-block; padding:1px 9px; border-radius:999px; font-size:12px; font-weight:650; text-transform:uppercase; letter-spacing:.03em; white-space:nowrap; }
@@ -145,6 +146,9 @@ TEMPLATE = r"""<!DOCTYPE html>
 {%- endmacro %}
 
 {% for p in probes %}
+{% if p.r.section and (loop.first or probes[loop.index0 - 1].r.section != p.r.section) %}
+<h2 class="section-heading" id="section-{{ loop.index0 }}">{{ p.r.section }}</h2>
+{% endif %}
 <section class="card probe" id="{{ p.anchor }}">
   <h2><span class="name">{{ p.r.name }}</span> <span class="badge {{ p.r.status.value }}">{{ p.r.status.value }}</span></h2>
   {% if p.r.description %}<p class="why">{{ p.r.description }}</p>{% endif %}
