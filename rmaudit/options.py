@@ -91,8 +91,9 @@ class AuditOptions:
     policy: Path | None = _opt(None, "Folder with the tokenizer (and chat template) the PPO policy will use.")
     pairs: Path | None = _opt(None, "Extra canonical pairs (prompt, chosen, rejected, category, required_margin).")
     max_pairs: int = _opt(500, "Score at most this many held-out pairs, sampled deterministically with --seed.")
-    dtype: Dtype = _opt(Dtype.AUTO, "Scoring dtype: 'auto' (bfloat16 where the hardware runs it natively: CUDA, "
-                                    "CPUs with AMX or AVX512-BF16; float32 elsewhere), 'float32' or 'bfloat16'.")
+    dtype: Dtype = _opt(Dtype.FLOAT32, "Scoring dtype: 'float32' (exact: the gate's default), 'auto' (bfloat16 where "
+                                       "the hardware runs it natively: CUDA, CPUs with AMX or AVX512-BF16; float32 "
+                                       "elsewhere) or 'bfloat16'. bf16 rounding can flip pairs with small margins.")
     batch_size: int = _opt(16, "Texts per forward pass when scoring.")
     fail_on: FailOn = _opt(FailOn.FAIL, "Gate: 'fail' fails on fail/error only; 'warn' also fails on warnings.")
     limits: dict[str, dict[str, float]] = field(

@@ -20,7 +20,9 @@ from tiny_models import require_smollm2, tiny_rm
 
 def test_select_probes_all_names_and_unknown():
     assert select_probes("all") == probe_names()
-    assert probe_names()[:2] == ["length_bias", "padding"] and probe_names()[-1] == "accuracy"
+    names = probe_names()
+    assert names[:2] == ["length_bias", "padding"] and names.index("accuracy") < names.index("consumer_readout")
+    assert names[-3:] == ["head_integrity", "consumer_readout", "inference_invariance"]  # the handoff section
     assert select_probes("accuracy, canonical_pairs,accuracy") == ["accuracy", "canonical_pairs"]
     assert select_probes(["accuracy"]) == ["accuracy"]
     with pytest.raises(RmauditInputError) as err:

@@ -113,6 +113,10 @@ def test_every_probe_runs_on_the_real_smollm2_with_real_hh_rows(in_tmp):
     assert [p["name"] for p in data["probes"]] == list(load_probes())
     errors = {p["name"]: p["summary"] for p in data["probes"] if p["status"] == "error"}
     assert errors == {}
+    # A fresh head on the real SmolLM2 body is not a reward model: head_integrity says so.
+    head = next(p for p in data["probes"] if p["name"] == "head_integrity")
+    assert head["status"] == "fail" and any(f["metric"] == "head_source" and f["status"] == "fail" for f in head["findings"])
+    assert code == 1
     assert data["context"]["n_eval_pairs"] == 12 and data["context"]["dtype"] == "bfloat16"
 
 

@@ -19,6 +19,16 @@ def _conversational(pairs):
              "rejected": [{"role": "assistant", "content": p.rejected}]} for p in pairs]
 
 
+@pytest.fixture(autouse=True)
+def fresh_accelerate_state():
+    """The Trainer's Accelerator state is a process-wide singleton; later tests must not inherit it."""
+    yield
+    from accelerate.state import AcceleratorState, PartialState
+
+    AcceleratorState._reset_state(True)
+    PartialState._reset_state()
+
+
 def test_callback_runs_probes_at_each_evaluation_of_a_trl_reward_trainer(tmp_path):
     require_smollm2()
     datasets = pytest.importorskip("datasets")
@@ -30,7 +40,7 @@ def test_callback_runs_probes_at_each_evaluation_of_a_trl_reward_trainer(tmp_pat
     args = trl.RewardConfig(
         output_dir=str(tmp_path / "trl"), per_device_train_batch_size=8, max_steps=24, learning_rate=3e-3,
         eval_strategy="steps", eval_steps=12, per_device_eval_batch_size=8, logging_steps=4, report_to="none",
-        save_strategy="no", use_cpu=True, seed=0, disable_dropout=True, max_length=None,
+        save_strategy="no", use_cpu=True, seed=0, disable_dropout=True, max_length=None, bf16=False,
     )
     trainer = trl.RewardTrainer(model=loaded.model, args=args, processing_class=loaded.tokenizer,
                                 train_dataset=datasets.Dataset.from_list(_conversational(train)),

@@ -73,10 +73,10 @@ class TrainConfig:
     head_init: HeadInit = _opt(HeadInit.NORMAL, "Reward head init: 'normal' (N(0, 1/d)) or 'zeros'.")
     head_bias: bool = _opt(False, "Ablation: give the reward head a bias term (it gets zero gradient under "
                                   "Bradley-Terry; the manifest records its initial value).")
-    pad_token: str | None = _opt(None, "Pad token for training and the saved tokenizer (default: the base's, else "
-                                       "eos). Use one distinct from eos when TRL PPO will read the reward.")
-    chat_template: str | None = _opt(None, "Jinja chat template file for training and the saved tokenizer (default: "
-                                           "the base's). examples/chatml-end-at-eos.jinja ends the turn at eos.")
+    pad_token: str | None = _opt(None, "Pad token for training and the saved tokenizer; without it the base's, else "
+                                       "eos. Use one distinct from eos when TRL PPO will read the reward.")
+    chat_template: str | None = _opt(None, "Jinja chat template file for training and the saved tokenizer; without it "
+                                           "the base's. examples/chatml-end-at-eos.jinja ends the turn at eos.")
     # Data
     data: str | None = _opt(None, "Training preference file (JSONL/JSON/Parquet/CSV/datasets folder). "
                                   "Default: rmaudit's built-in demo preference set.")
