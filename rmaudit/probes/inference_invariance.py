@@ -52,7 +52,7 @@ class InferenceInvariance(Probe):
     limits = (Limit("input_accuracy_drop", Comparison.AT_LEAST, warn=0.05,
                     help="held-out accuracy lost when special tokens are added or the end-of-turn tail is edited"),)
     settings = (
-        Setting("sample_pairs", 24, "pairs rewarded along every axis (held-out first, then the canonical battery)"),
+        Setting("sample_pairs", 12, "pairs rewarded along every axis (held-out first, then the canonical battery)"),
         Setting("tolerance_ulps", 16.0, "safety factor on the rounding bound"),
         Setting("tolerance_floor_std", 1e-3, "never flag a change smaller than this many reward-stds"),
     )
