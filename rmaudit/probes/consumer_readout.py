@@ -109,14 +109,14 @@ class ConsumerReadout(Probe):
             self.limit("accuracy_drop").check(c["accuracy_drop"], f"{name}: held-out accuracy {c['accuracy']:.3f} "
                                               f"({c['flipped_pairs']} of {c['n_pairs']} pairs flip)", metric=f"{name}:accuracy_drop"),
         ]
-        hint = fix_hint(ctx, name)
-        for finding in checks:
-            if finding.status is Status.FAIL:
-                if not strict:
-                    finding.status = Status.WARN
-                    finding.message += " (if it will be the consumer; declare it with --consumer)"
-                if hint:
-                    finding.message += f"; fix: {hint}"
+        failed = [f for f in checks if f.status is Status.FAIL]
+        for finding in failed:
+            if not strict:
+                finding.status = Status.WARN
+        if failed:  # the advice once per consumer, on its first crossed limit
+            hint = fix_hint(ctx, name)
+            failed[0].message += "" if strict else " (if it will be the consumer; declare it with --consumer)"
+            failed[0].message += f"; fix: {hint}" if hint else ""
         return checks
 
     @staticmethod
