@@ -128,3 +128,11 @@ def test_default_validates_against_the_probe_registry(tmp_path: Path) -> None:
     bad = _write(tmp_path / "bad" / "rmaudit.toml", f"[limits.{name}]\n{key}_typo = 0.5\n")
     with pytest.raises(RmauditInputError, match="unknown limit"):
         load_gate_config(bad, tmp_path)
+
+
+def test_consumer_is_read_and_checked(tmp_path: Path) -> None:
+    good = _write(tmp_path / "ok" / "rmaudit.toml", 'consumer = "trl-ppo"\n')
+    assert load_gate_config(good, tmp_path, known_probes=KNOWN).consumer == "trl-ppo"
+    bad = _write(tmp_path / "bad" / "rmaudit.toml", 'consumer = "ppo"\n')
+    with pytest.raises(RmauditInputError, match="field 'consumer': expected one of rmaudit, transformers, trl-grpo"):
+        load_gate_config(bad, tmp_path, known_probes=KNOWN)

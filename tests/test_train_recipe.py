@@ -146,7 +146,8 @@ def test_cli_run_folder_manifest_and_reload(tmp_path, data_file):
     truncation = manifest["truncation"]
     assert manifest["max_length"] == 48 and truncation["policy"] == "truncate"
     assert truncation["train"]["truncated"] + truncation["eval"]["truncated"] > 0
-    assert manifest["head"]["bias"] is True and manifest["head"]["initial_bias"] != 0.0
+    assert manifest["head"]["bias"] is True and manifest["head"]["at_init"]["bias"] != 0.0
+    assert "initial_bias" not in manifest["head"]  # stated once
     assert manifest["hyperparameters"]["head_lr_mult"] == 10 and manifest["hyperparameters"]["seed"] == 7
     assert manifest["packages"]["torch"] and manifest["metrics"]["eval"]["accuracy"] is not None
     # The effective config replays the run.
@@ -168,7 +169,7 @@ def test_cli_run_folder_manifest_and_reload(tmp_path, data_file):
     # The ablation bias is saved (transformers' Llama head has none, so plain loading ignores it). Its gradient
     # is zero up to float rounding of sum(g) - sum(g) over a batch (~1e-9), which Adam's normalisation turns
     # into drift of ~1e-6; the head weights meanwhile move by ~lr * 10 per step.
-    bias_drift = abs(float(load_weights(out)["score.bias"]) - manifest["head"]["initial_bias"])
+    bias_drift = abs(float(load_weights(out)["score.bias"]) - manifest["head"]["at_init"]["bias"])
     assert bias_drift < 1e-4 < abs(manifest["head"]["now"]["weight_norm"] - manifest["head"]["at_init"]["weight_norm"])
 
 

@@ -46,7 +46,7 @@ def test_head_bias_ablation_is_caught_by_bias_term(runs):
     bias = probes["bias_term"]
     assert bias["status"] == "fail"
     assert "score.bias" in bias["summary"]
-    assert manifest["head"]["initial_bias"] != 0.0
+    assert manifest["head"]["at_init"]["bias"] != 0.0
 
 
 def test_plain_run_passes_bias_term_and_has_no_leaks_across_its_own_split(runs):

@@ -99,7 +99,7 @@ class Manifest:
     tokenizer: dict[str, Any] = field(default_factory=dict)   # tokenizer_facts(), chat template included
     max_length: int | None = None
     truncation: dict[str, Any] = field(default_factory=dict)
-    head: dict[str, Any] = field(default_factory=dict)        # init, bias, initial_bias, at_init, now
+    head: dict[str, Any] = field(default_factory=dict)        # init, bias, at_init (with its bias), now
     hyperparameters: dict[str, Any] = field(default_factory=dict)  # the TrainConfig, seed and adapter included
     run: dict[str, Any] = field(default_factory=dict)         # world size, steps, tokens, complete, dtype
     packages: dict[str, Any] = field(default_factory=dict)
@@ -114,7 +114,11 @@ class Manifest:
 
     @property
     def head_initial_bias(self) -> tuple[bool, float | None]:
-        """(recorded, bias at init); recorded is False when the manifest says nothing about the head."""
+        """(recorded, bias at init); recorded is False when the manifest says nothing about the head.
+        The trainer records it once, in ``head.at_init.bias``; ``head.initial_bias`` is read too."""
+        at_init = self.head.get("at_init")
+        if isinstance(at_init, dict) and "bias" in at_init:
+            return True, at_init["bias"]
         if "initial_bias" in self.head:
             return True, self.head["initial_bias"]
         return False, None
@@ -153,9 +157,6 @@ def _upgrade_v1(raw: dict[str, Any], values: dict[str, Any]) -> None:
     tokenizer = values.setdefault("tokenizer", {})
     if "chat_template" in raw and not tokenizer.get("chat_template"):
         tokenizer["chat_template"] = raw["chat_template"]
-    head = values.get("head") or {}
-    if "initial_bias" not in head and isinstance(head.get("at_init"), dict) and "bias" in head["at_init"]:
-        head["initial_bias"] = head["at_init"]["bias"]
 
 
 _FIELD_TYPES: dict[str, Any] = {

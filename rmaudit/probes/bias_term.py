@@ -9,7 +9,7 @@ only shifts every reward by a constant. Three ways it still hurts:
   without a word and the served rewards differ from the trained ones by that constant.
   The reverse, a bias the architecture creates at load time that the file never had, is
   just as wrong.
-* **Drift.** The trainer records the bias at init in ``rmaudit.json`` (``head.initial_bias``).
+* **Drift.** The trainer records the bias at init in ``rmaudit.json`` (``head.at_init.bias``).
   With zero gradient it cannot move in training; any drift means something else touched
   it (weight decay, a merge, a hand edit).
 * **Size.** A large constant offset makes raw rewards look positive or negative when they
