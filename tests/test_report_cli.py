@@ -51,3 +51,26 @@ def test_report_usage_and_input_errors_exit_2(tmp_path: Path, capsys) -> None:
     assert main(["report", str(foreign)]) == 2  # no output asked for
     assert main(["report", str(foreign), "--no-such-flag"]) == 2
     assert not (tmp_path / "x.html").exists()
+
+
+def test_a_schema_1_report_is_migrated_on_rerender(tmp_path):
+    """Schema 1 had no findings: each warn/fail summary becomes one finding, thresholds are kept."""
+    import json
+
+    from rmaudit.cli import main
+
+    old = {"schema_version": "1.0", "checkpoint": "runs/rm", "fail_on": "fail", "probes": [
+        {"name": "length_bias", "status": "fail", "summary": "R² 0.41 (fail at 0.3)", "metrics": {"r2": 0.41},
+         "thresholds": {"r2_warn": 0.1, "r2_fail": 0.3, "min_pairs": 20}},
+        {"name": "accuracy", "status": "pass", "summary": "accuracy 0.7", "metrics": {"accuracy": 0.7}}]}
+    source = tmp_path / "old.json"
+    source.write_text(json.dumps(old))
+    assert main(["report", str(source), "--out", str(tmp_path / "new"), "--quiet"]) == 0
+    new = json.loads((tmp_path / "new" / "report.json").read_text())
+    length, accuracy = new["probes"]
+    assert new["schema_version"] == "2.0" and new["gate"] == "fail"
+    assert length["findings"] == [{"status": "fail", "message": "R² 0.41 (fail at 0.3)", "metric": None, "value": None,
+                                   "limit": None, "comparison": None}]
+    assert length["settings"] == {"thresholds (schema 1.x)": {"r2_warn": 0.1, "r2_fail": 0.3, "min_pairs": 20}}
+    assert accuracy["findings"] == []
+    assert "R² 0.41 (fail at 0.3)" in (tmp_path / "new" / "report.html").read_text(encoding="utf-8")
