@@ -52,13 +52,14 @@ def test_end_of_turn_edit_strips_the_trailing_newline_or_the_final_eos():
     assert _toggle_end_of_turn(tokenizer, "a") == "a<|im_end|>"
 
 
-@pytest.mark.parametrize("limit", [0.0])
-def test_input_axes_warn_on_the_accuracy_they_cost(tmp_path, limit):
-    """With the limit at 0, any accuracy lost under the end-of-turn edit warns, naming the consumer effect."""
+def test_input_axes_are_graded_on_the_accuracy_they_cost_with_a_configurable_limit(tmp_path):
+    """The end-of-turn edit moves a tiny model's rewards a lot; whether that warns is decided by
+    the accuracy it costs against the configured limit (here set so low that any change warns)."""
     require_smollm2()
     loaded = load_reward_model(make_tiny_rm(tmp_path / "rm"))
     ctx = AuditContext(checkpoint=tmp_path / "rm", model=loaded.model, tokenizer=loaded.tokenizer, eval_pairs=PAIRS)
-    result = run_configured(InferenceInvariance, ctx, input_accuracy_drop_warn=limit)
-    finding = next(f for f in result.findings if f.metric == "end_of_turn:accuracy_drop")
-    if finding.value >= limit:
-        assert finding.status is Status.WARN and "reads a worse reward" in finding.message
+    strict = run_configured(InferenceInvariance, ctx, input_accuracy_drop_warn=-1.0)
+    finding = next(f for f in strict.findings if f.metric == "end_of_turn:accuracy_drop")
+    assert finding.status is Status.WARN and finding.limit == -1.0 and "reads a worse reward" in finding.message
+    assert finding.value == pytest.approx(strict.metrics["accuracy_reference"] - strict.metrics["end_of_turn:accuracy"])
+    assert strict.metrics["end_of_turn:median_delta_std"] > 0
