@@ -35,7 +35,7 @@ from rmaudit.results import Status
 CONFIG_FILE = "rmaudit.toml"
 PYPROJECT = "pyproject.toml"
 FAIL_ON_CHOICES = ("warn", "fail")
-KNOWN_KEYS = ("probes", "fail-on", "consumer", "limits", "settings", "thresholds")
+KNOWN_KEYS = ("probes", "require", "fail-on", "consumer", "limits", "settings", "thresholds")
 
 
 @dataclass
@@ -49,6 +49,7 @@ class GateConfig:
     settings: dict[str, dict[str, Any]] = field(
         default_factory=dict, metadata={"help": "per-probe setting overrides, e.g. {'padding': {'sample_size': 16}}"})
     consumer: str | None = field(default=None, metadata={"help": "the RL trainer that will read the reward (--consumer)"})
+    require: list[str] | None = field(default=None, metadata={"help": "probes that must reach a verdict (--require)"})
     source: Path | None = field(default=None, metadata={"help": "the file these settings came from"})
 
     @property
@@ -151,18 +152,20 @@ def _parse(path: Path, known_probes: Mapping[str, ProbeKeys] | None) -> GateConf
         probes=_probes(path, prefix, table.get("probes"), known),
         fail_on=_fail_on(path, prefix, table.get("fail-on")),
         consumer=_consumer(path, prefix, table.get("consumer")),
+        require=_probes(path, prefix, table.get("require"), known, keep_all=True),
         limits=limits,
         settings=settings,
         source=path,
     )
 
 
-def _probes(path: Path, prefix: str, entry: tuple[str, Any] | None, known: dict[str, ProbeKeys] | None) -> list[str] | None:
+def _probes(path: Path, prefix: str, entry: tuple[str, Any] | None, known: dict[str, ProbeKeys] | None,
+            keep_all: bool = False) -> list[str] | None:
     if entry is None:
         return None
     key, value = entry
     if value == "all":
-        return None
+        return ["all"] if keep_all else None
     if isinstance(value, str):
         value = [v.strip() for v in value.split(",") if v.strip()]
     if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):

@@ -107,6 +107,8 @@ class AuditOptions:
     allow_hub: bool = _opt(False, "Allow loading the checkpoint and --policy from the Hugging Face hub.")
     progress: bool = _opt(False, "Show progress while scoring and name each probe as it runs (stderr).")
     seed: int = _opt(0, "Seed of the held-out sample when the eval set exceeds --max-pairs.")
+    require: str | Sequence[str] = _opt((), "Probes that must reach a verdict ('a,b', a list, or 'all'): a required "
+                                             "probe that skips or errors fails the gate (a skip is not a pass).")
     consumer: Consumer | None = _opt(None, "The RL trainer that will read the reward (rmaudit, transformers, trl-grpo, "
                                            "trl-ppo, openrlhf): consumer_readout fails when it reads the reward "
                                            "differently from training; without it, any consumer that would only warns.")

@@ -100,18 +100,32 @@ class AuditResult:
     rmaudit_version: str = ""
     created_at: str = ""
     context: dict[str, Any] = field(default_factory=dict)
+    required: list[str] = field(default_factory=list)  # probes that must reach a verdict (--require)
 
     @property
     def gate(self) -> str:
-        """"fail" when any probe is at or above ``fail_on`` severity, any probe errored, or
-        no probe reached a verdict at all (everything skipped: nothing was checked)."""
+        """"fail" when any probe is at or above ``fail_on`` severity, any probe errored, no probe
+        reached a verdict at all (everything skipped: nothing was checked), or a required probe
+        skipped or did not run."""
         limit = SEVERITY[self.fail_on]
         if not any(p.status in (Status.PASS, Status.WARN, Status.FAIL) for p in self.probes):
+            return "fail"
+        if self.unmet_requirements:
             return "fail"
         for probe in self.probes:
             if probe.status is Status.ERROR or SEVERITY[probe.status] >= limit:
                 return "fail"
         return "pass"
+
+    @property
+    def skipped(self) -> list[str]:
+        return [p.name for p in self.probes if p.status is Status.SKIP]
+
+    @property
+    def unmet_requirements(self) -> list[str]:
+        """Required probes that skipped, errored or are missing from the result."""
+        verdicts = {p.name for p in self.probes if p.status in (Status.PASS, Status.WARN, Status.FAIL)}
+        return [name for name in self.required if name not in verdicts]
 
     @property
     def passed(self) -> bool:
@@ -137,6 +151,7 @@ class AuditResult:
             "checkpoint": self.checkpoint,
             "created_at": self.created_at,
             "fail_on": self.fail_on.value,
+            "required": self.required,
             "gate": self.gate,
             "counts": self.counts(),
             "context": self.context,
@@ -152,4 +167,5 @@ class AuditResult:
             rmaudit_version=data.get("rmaudit_version", ""),
             created_at=data.get("created_at", ""),
             context=dict(data.get("context") or {}),
+            required=[str(n) for n in data.get("required") or []],
         )

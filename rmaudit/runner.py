@@ -26,7 +26,9 @@ from rmaudit.results import AuditResult, ProbeResult
 def prepare_probes(options: AuditOptions) -> list[Probe | BrokenProbe]:
     """The selected probes, configured; bad names or override keys fail here, before any slow work."""
     prepared: list[Probe | BrokenProbe] = []
-    for name in select_probes(options.probes):
+    selected = select_probes(options.probes)
+    names = selected + [n for n in required_probes(options) if n not in selected]  # required ones always run
+    for name in names:
         cls = get_probe(name)
         if isinstance(cls, BrokenProbe):
             prepared.append(cls)
@@ -38,6 +40,13 @@ def prepare_probes(options: AuditOptions) -> list[Probe | BrokenProbe]:
         if not isinstance(cls, BrokenProbe):
             cls(options.limits.get(name), options.settings.get(name))
     return prepared
+
+
+def required_probes(options: AuditOptions) -> list[str]:
+    """The probes that must reach a verdict (``--require``); unknown names are input errors."""
+    if not options.require:
+        return []
+    return select_probes(options.require, flag="--require")
 
 
 def run_probe(probe: Probe | BrokenProbe, ctx: AuditContext) -> ProbeResult:
@@ -73,6 +82,7 @@ def run_probes(ctx: AuditContext, options: AuditOptions,
         checkpoint=str(ctx.checkpoint),
         probes=results,
         fail_on=Status(options.fail_on.value),
+        required=required_probes(options),
         rmaudit_version=__version__,
         created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         context=context_facts(ctx),

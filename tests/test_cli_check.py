@@ -134,3 +134,19 @@ def test_version_and_help_answer_without_loading_torch_or_probes(capsys):
             "if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert "LOADED []" in out
+
+
+def test_a_required_probe_that_skips_fails_the_gate(checkpoints, in_tmp, capsys):
+    """A skip is not a pass: without --data, accuracy skips; required, it fails the gate and says so."""
+    assert check(checkpoints["healthy"], "--probes", "canonical_pairs,accuracy", "--out", in_tmp / "a") == 0
+    assert "skipped (not checked): accuracy" in capsys.readouterr().out
+    assert check(checkpoints["healthy"], "--probes", "canonical_pairs", "--require", "accuracy",
+                 "--out", in_tmp / "b") == 1
+    assert "required but not checked: accuracy" in capsys.readouterr().out
+    data = json.loads((in_tmp / "b" / "report.json").read_text())
+    assert data["required"] == ["accuracy"] and data["gate"] == "fail"
+    assert [p["name"] for p in data["probes"]] == ["canonical_pairs", "accuracy"]  # a required probe always runs
+    (in_tmp / "rmaudit.toml").write_text('require = ["accuracy"]\n')
+    assert check(checkpoints["healthy"], "--probes", "canonical_pairs", "--out", in_tmp / "c") == 1
+    assert check(checkpoints["healthy"], "--require", "acuracy", "--out", in_tmp / "d") == 2
+    assert "--require: unknown probe 'acuracy'" in capsys.readouterr().err

@@ -39,6 +39,7 @@ def check_command(
     seed: int = typer.Option(DEFAULT["seed"], "--seed", help=HELP["seed"]),
     progress: bool = typer.Option(True, "--progress/--no-progress", help=HELP["progress"]),
     consumer: Optional[Consumer] = typer.Option(None, "--consumer", help=HELP["consumer"] + " Default: config, else none."),
+    require: Optional[str] = typer.Option(None, "--require", help=HELP["require"] + " Default: config, else none."),
 ) -> int:
     """Audit a reward-model checkpoint and gate on the result (exit 0 pass, 1 fail, 2 input error)."""
     from rich.console import Console
@@ -57,6 +58,7 @@ def check_command(
         max_pairs=max_pairs, dtype=dtype, batch_size=batch_size, fail_on=fail_on or FailOn(gate.fail_on),
         limits=gate.limits, settings=gate.settings, pooling=pooling, max_length=max_length, gguf_file=gguf_file,
         allow_hub=allow_hub, progress=progress, seed=seed, consumer=consumer or (Consumer(gate.consumer) if gate.consumer else None),
+        require=require or gate.require or (),
     )
     result = run_audit(checkpoint, options)
     out_dir = out or default_report_dir(checkpoint)

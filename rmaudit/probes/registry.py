@@ -97,7 +97,7 @@ def get_probe(name: str) -> "type[Probe] | BrokenProbe":
     return probes[name]
 
 
-def select_probes(selection: "str | Sequence[str] | None") -> list[str]:
+def select_probes(selection: "str | Sequence[str] | None", flag: str = "--probes") -> list[str]:
     """Probe names to run, in report order for 'all'; unknown names are an input error."""
     if selection is None:
         selection = "all"
@@ -111,5 +111,5 @@ def select_probes(selection: "str | Sequence[str] | None") -> list[str]:
     unknown = [n for n in names if n not in known]
     if unknown:
         raise RmauditInputError(
-            f"--probes: unknown probe {', '.join(map(repr, unknown))} (valid: all, {', '.join(known)})")
+            f"{flag}: unknown probe {', '.join(map(repr, unknown))} (valid: all, {', '.join(known)})")
     return list(dict.fromkeys(names))

@@ -41,4 +41,8 @@ def render_console_summary(result: AuditResult, console: Console) -> None:
     verdict = Text()
     verdict.append(f" {verdict_text(result)} ", style=style)
     verdict.append(f"  fail-on={result.fail_on.value} · {counts_line(result)}")
+    if result.skipped:
+        verdict.append(f" · skipped (not checked): {', '.join(result.skipped)}")
+    if result.unmet_requirements:
+        verdict.append(f" · required but not checked: {', '.join(result.unmet_requirements)}", style="bold red")
     console.print(verdict)

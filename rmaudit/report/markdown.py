@@ -37,7 +37,10 @@ def markdown_summary(result: AuditResult) -> str:
     lines = [
         f"## {icon} rmaudit: {verdict_text(result).lower()} — {md_cell(result.checkpoint, 120)}",
         "",
-        f"fail-on: **{result.fail_on.value}** · {counts_line(result)}",
+        f"fail-on: **{result.fail_on.value}** · {counts_line(result)}"
+        + (f" · skipped (not checked): {md_cell(', '.join(result.skipped), 200)}" if result.skipped else "")
+        + (f" · **required but not checked: {md_cell(', '.join(result.unmet_requirements), 200)}**"
+           if result.unmet_requirements else ""),
         "",
         "| Probe | Status | Finding | Time |",
         "|---|---|---|---:|",
