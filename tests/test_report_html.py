@@ -195,3 +195,11 @@ def test_handoff_probes_are_grouped_under_one_heading() -> None:
     assert page.count('class="section-heading"') == 1
     assert page.index(handoff) < page.index('id="probe-1-consumer_readout"') < page.index('id="probe-2-inference_invariance"')
     assert page.index('id="probe-0-accuracy"') < page.index(handoff)
+
+
+def test_verdict_names_skipped_and_unmet_required_probes() -> None:
+    probes = [ProbeResult("accuracy", Status.PASS, "ok"), ProbeResult("prompt_leakage", Status.SKIP, "no train split")]
+    page = render_html(AuditResult("ckpt", probes, required=["prompt_leakage"]))
+    assert "Skipped (not checked): prompt_leakage" in page and "Required but not checked: prompt_leakage" in page
+    assert AuditResult("ckpt", probes, required=["prompt_leakage"]).gate == "fail"
+    assert AuditResult("ckpt", probes).gate == "pass"

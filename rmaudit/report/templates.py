@@ -94,6 +94,8 @@ TEMPLATE = r"""<!DOCTYPE html>
   <div>
     <h2>{{ verdict }}</h2>
     <p>Gate fails on <b>{{ r.fail_on.value }}</b>{{ " or worse" if r.fail_on.value == "warn" }}; a probe error always fails it.</p>
+    {% if r.skipped %}<p>Skipped (not checked): {{ r.skipped|join(", ") }}</p>{% endif %}
+    {% if r.unmet_requirements %}<p><b>Required but not checked: {{ r.unmet_requirements|join(", ") }}</b></p>{% endif %}
   </div>
   <div class="chips">
     {% for status, n in counts %}<span class="badge {{ status }}">{{ n }} {{ status }}</span>{% endfor %}
