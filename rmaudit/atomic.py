@@ -37,6 +37,7 @@ def replace_dir(new: Path, target: Path) -> Path:
     first and removed only after ``new`` is in place, so a crash leaves the old folder (or its
     aside copy, ``.<name>.old-*``) and never half of either."""
     new, target = Path(new), Path(target)
+    share_tree(new)
     if not target.exists():
         new.rename(target)
         return target
@@ -46,3 +47,16 @@ def replace_dir(new: Path, target: Path) -> Path:
     new.rename(target)
     shutil.rmtree(aside, ignore_errors=True)
     return target
+
+
+def share_tree(folder: Path) -> None:
+    """Give a folder built under mkdtemp/mkstemp (0700/0600) the modes a plain ``mkdir`` and
+    ``open`` would have had (0777/0666 less the umask): checkpoints and reports are shared."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(folder, 0o777 & ~umask)
+    for root, dirs, files in os.walk(folder):
+        for name in dirs:
+            os.chmod(os.path.join(root, name), 0o777 & ~umask)
+        for name in files:
+            os.chmod(os.path.join(root, name), 0o666 & ~umask)

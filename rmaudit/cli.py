@@ -7,6 +7,7 @@ Each sub-command lives in ``rmaudit/commands/<name>.py`` and returns an exit cod
 
 from __future__ import annotations
 
+import errno
 import sys
 import traceback
 
@@ -79,13 +80,48 @@ def main(argv: list[str] | None = None) -> int:
     except click.exceptions.Abort:
         return 130
     except RmauditInputError as exc:
-        print(f"rmaudit: error: {exc}", file=sys.stderr)
+        print(f"rmaudit: error: {one_line(str(exc))}", file=sys.stderr)
         return EXIT_USAGE
-    except Exception:  # noqa: BLE001 - the documented contract is exit code 3
-        traceback.print_exc()
-        print("rmaudit: internal error (see the traceback above)", file=sys.stderr)
-        return EXIT_INTERNAL
+    except OSError as exc:
+        if exc.errno not in USER_OS_ERRORS:
+            return internal_error(exc)
+        # Disk full, read-only or permission denied: the user's environment, not a bug.
+        where = exc.filename or "a file"
+        print(f"rmaudit: error: {where}: {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except Exception as exc:  # noqa: BLE001 - the documented contract is exit code 3
+        return internal_error(exc)
     return int(code or 0)
+
+
+USER_OS_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOTDIR,
+                  errno.EISDIR, errno.ENAMETOOLONG, errno.ENOENT}
+
+
+def one_line(text: str, limit: int = 600) -> str:
+    """Error text as one line (a library's multi-line message is joined), bounded, with
+    terminal control characters from data shown, not obeyed."""
+    from rmaudit.report.formatting import neutralise
+
+    line = neutralise(" ".join(part.strip() for part in text.splitlines() if part.strip()))
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+def internal_error(exc: BaseException) -> int:
+    """A genuine bug: one line asking for a report, the traceback saved to a file to attach
+    (printed as well when RMAUDIT_DEBUG=1)."""
+    import os
+    import tempfile
+
+    text = "".join(traceback.format_exception(exc))
+    fd, path = tempfile.mkstemp(prefix="rmaudit-crash-", suffix=".txt")
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(text)
+    if os.environ.get("RMAUDIT_DEBUG"):
+        print(text, file=sys.stderr)
+    print(f"rmaudit: internal error: {type(exc).__name__}: {one_line(str(exc), 300)}. This is a bug in rmaudit; "
+          f"please file a bug report with the traceback saved in {path}", file=sys.stderr)
+    return EXIT_INTERNAL
 
 
 def entry_point() -> None:

@@ -27,20 +27,25 @@ from rmaudit.probes.context import AuditContext
 def build_context(checkpoint: Path, options: AuditOptions) -> AuditContext:
     """Load the checkpoint and gather every probe input (flags first, manifest defaults second)."""
     options = options.validated()
-    dtype, dtype_reason = options.dtype.resolved()
-    options = dataclasses.replace(options, dtype=dtype)
-    if options.progress:
-        print(f"rmaudit: scoring in {dtype} ({dtype_reason})", file=sys.stderr, flush=True)
-    loaded = _load_checkpoint(Path(checkpoint), options)
-    manifest = loaded.manifest
-    notes: dict[str, Any] = {"pooling": loaded.pooling, "dtype_reason": dtype_reason,
-                             "loader_notes": list(loaded.notes)}
-    _restore_chat_template(loaded.tokenizer, manifest, notes)
-    all_eval_pairs = _side_pairs("eval", options.data, checkpoint, manifest, notes)
+    checkpoint = Path(checkpoint)
+    # Everything cheap and checkable comes first, so bad input ends the run before a model loads.
+    _preflight(checkpoint, options)
+    manifest = _read_manifest(checkpoint)
+    notes: dict[str, Any] = {}
+    all_eval_pairs = _side_pairs("eval", options.data, checkpoint, manifest, notes, options.skip_bad_rows)
+    train_pairs = _side_pairs("train", options.train_data, checkpoint, manifest, notes, options.skip_bad_rows)
+    extra_pairs = canonical_pairs(options.pairs)
     eval_pairs = None
     if all_eval_pairs is not None:
         notes["n_eval_pairs_available"] = len(all_eval_pairs)
         eval_pairs = sample_pairs(all_eval_pairs, options.max_pairs, options.seed)
+    dtype, dtype_reason = options.dtype.resolved()
+    options = dataclasses.replace(options, dtype=dtype)
+    if options.progress:
+        print(f"rmaudit: scoring in {dtype} ({dtype_reason})", file=sys.stderr, flush=True)
+    loaded = _load_checkpoint(checkpoint, options)
+    notes.update({"pooling": loaded.pooling, "dtype_reason": dtype_reason, "loader_notes": list(loaded.notes)})
+    _restore_chat_template(loaded.tokenizer, manifest, notes)
     return AuditContext(
         checkpoint=Path(checkpoint),
         model=loaded.model,
@@ -48,11 +53,11 @@ def build_context(checkpoint: Path, options: AuditOptions) -> AuditContext:
         manifest=manifest,
         eval_pairs=eval_pairs,
         all_eval_pairs=all_eval_pairs,
-        train_pairs=_side_pairs("train", options.train_data, checkpoint, manifest, notes),
+        train_pairs=train_pairs,
         policy_tokenizer=_load_policy_tokenizer(options.policy, options.allow_hub),
-        canonical_pairs=canonical_pairs(options.pairs),
+        canonical_pairs=extra_pairs,
         dtype=options.dtype.torch(),
-        max_length=options.max_length or (manifest.max_length if manifest else None),
+        max_length=_max_length(options, manifest, loaded, notes),
         batch_size=options.batch_size,
         pooling=options.pooling.value,
         progress=options.progress,
@@ -62,21 +67,53 @@ def build_context(checkpoint: Path, options: AuditOptions) -> AuditContext:
     )
 
 
+def _preflight(checkpoint: Path, options: AuditOptions) -> None:
+    """Refuse what must not be loaded (pickle, custom code) or not audited (a random head)."""
+    from rmaudit.modeling.preflight import inspect_checkpoint, require_reward_model
+
+    if not checkpoint.is_dir():
+        if checkpoint.exists():
+            raise input_error(checkpoint, None, None, "expected a checkpoint folder, got a file")
+        if not options.allow_hub:
+            raise input_error(checkpoint, None, None, "no such local folder; pass --allow-hub to download it from the hub")
+        return
+    facts = inspect_checkpoint(checkpoint, gguf_file=options.gguf_file, allow_pickle=options.allow_pickle,
+                               trust_remote_code=options.trust_remote_code)
+    require_reward_model(facts, checkpoint, options.allow_fresh_head)
+
+
+def _read_manifest(checkpoint: Path) -> Manifest | None:
+    from rmaudit.modeling.manifest import read_manifest
+
+    return read_manifest(checkpoint) if checkpoint.is_dir() else None
+
+
+# Used when neither --max-length, the manifest nor the model's config bounds a text.
+FALLBACK_MAX_LENGTH = 4096
+
+
+def _max_length(options: AuditOptions, manifest: Manifest | None, loaded: Any, notes: dict[str, Any]) -> int:
+    """A bound always applies: the flag, else the manifest, else the model's position limit."""
+    if options.max_length:
+        return options.max_length
+    if manifest is not None and manifest.max_length:
+        return manifest.max_length
+    positions = getattr(loaded.model.config, "max_position_embeddings", None)
+    if isinstance(positions, int) and positions > 0:
+        notes["max_length_source"] = "the model's max_position_embeddings"
+        return positions
+    notes["max_length_source"] = f"fallback {FALLBACK_MAX_LENGTH} (no flag, manifest or position limit)"
+    return FALLBACK_MAX_LENGTH
+
+
 def _load_checkpoint(checkpoint: Path, options: AuditOptions) -> Any:
-    """The loaded model; a checkpoint that cannot be loaded at all is an input error."""
+    """The loaded model (a checkpoint that cannot be loaded at all is an input error)."""
     from rmaudit.modeling.loading import load_reward_model
 
-    if checkpoint.is_dir() and not options.gguf_file and not (checkpoint / "config.json").is_file():
-        raise input_error(checkpoint, None, None, "no config.json: not a transformers checkpoint folder")
-    try:
-        # Weights in the scoring dtype: on CPU, bf16 weights run about 2x faster than bf16 autocast.
-        return load_reward_model(checkpoint, gguf_file=options.gguf_file, allow_hub=options.allow_hub,
-                                 dtype=options.dtype.value)
-    except RmauditInputError:
-        raise
-    except (OSError, ValueError, KeyError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise input_error(checkpoint, None, None, f"cannot load the checkpoint: {first}") from exc
+    # Weights in the scoring dtype: on CPU, bf16 weights run about 2x faster than bf16 autocast.
+    return load_reward_model(checkpoint, gguf_file=options.gguf_file, allow_hub=options.allow_hub,
+                             dtype=options.dtype.value, allow_pickle=options.allow_pickle,
+                             trust_remote_code=options.trust_remote_code)
 
 
 def _restore_chat_template(tokenizer: Any, manifest: Manifest | None, notes: dict[str, Any]) -> None:
@@ -98,14 +135,35 @@ def sample_pairs(pairs: list[PreferencePair], max_pairs: int, seed: int) -> list
 # ----------------------------------------------------------------------------- data sides
 
 def _side_pairs(side: str, flag_path: Path | None, checkpoint: Path, manifest: Manifest | None,
-                notes: dict[str, Any]) -> list[PreferencePair] | None:
-    """Pairs of one side ("eval" or "train"): the flag's file, else the manifest's split, else None."""
-    from rmaudit.data import load_pairs
+                notes: dict[str, Any], skip_bad_rows: bool) -> list[PreferencePair] | None:
+    """Pairs of one side ("eval" or "train"): the flag's file, else the manifest's split, else
+    None. Exact duplicate pairs are kept once: a copy is not independent evidence."""
+    from rmaudit.data import read_pairs
 
     if flag_path is not None:
         notes[f"{side}_source"] = str(flag_path)
-        return load_pairs(flag_path)
-    return _manifest_side(side, checkpoint, manifest, notes) if manifest else None
+        loaded = read_pairs(flag_path, skip_bad_rows=skip_bad_rows)
+        if loaded.bad_rows:
+            notes[f"{side}_bad_rows_skipped"] = (f"{len(loaded.bad_rows)}; first: "
+                                                 + " | ".join(m for _, m in loaded.bad_rows[:5]))
+        pairs = loaded.pairs
+    else:
+        pairs = _manifest_side(side, checkpoint, manifest, notes) if manifest else None
+    return None if pairs is None else drop_duplicate_pairs(pairs, side, notes)
+
+
+def drop_duplicate_pairs(pairs: list[PreferencePair], side: str, notes: dict[str, Any]) -> list[PreferencePair]:
+    """The first of each identical (prompt, chosen, rejected); the count goes in the notes."""
+    seen: set[tuple] = set()
+    kept = []
+    for pair in pairs:
+        key = (tuple((m["role"], m["content"]) for m in pair.prompt), pair.chosen, pair.rejected)
+        if key not in seen:
+            seen.add(key)
+            kept.append(pair)
+    if len(kept) < len(pairs):
+        notes[f"{side}_duplicate_pairs_dropped"] = len(pairs) - len(kept)
+    return kept
 
 
 def _manifest_side(side: str, checkpoint: Path, manifest: Manifest, notes: dict[str, Any]) -> list[PreferencePair] | None:

@@ -105,6 +105,14 @@ class AuditOptions:
     max_length: int | None = _opt(None, "Truncate rendered texts to this many tokens (from the left); default: manifest.")
     gguf_file: str | None = _opt(None, "GGUF file inside the checkpoint folder (audits a base model's fresh head).")
     allow_hub: bool = _opt(False, "Allow loading the checkpoint and --policy from the Hugging Face hub.")
+    allow_pickle: bool = _opt(False, "Load pickle weights (pytorch_model.bin) when a checkpoint has no safetensors, "
+                                     "with torch.load(weights_only=True). Off: such a checkpoint is refused.")
+    trust_remote_code: bool = _opt(False, "Run the checkpoint's own Python code (auto_map in config.json). Off: "
+                                          "a checkpoint that needs it is refused.")
+    allow_fresh_head: bool = _opt(False, "Audit a base model (or GGUF file) under a freshly created random head. "
+                                         "Off: a checkpoint that is not a reward model is refused.")
+    skip_bad_rows: bool = _opt(False, "Skip malformed data rows (counted, first ones listed in the report) "
+                                      "instead of stopping at the first with its file, row and field.")
     progress: bool = _opt(False, "Show progress while scoring and name each probe as it runs (stderr).")
     seed: int = _opt(0, "Seed of the held-out sample when the eval set exceeds --max-pairs.")
     require: str | Sequence[str] = _opt((), "Probes that must reach a verdict ('a,b', a list, or 'all'): a required "
@@ -122,6 +130,8 @@ class AuditOptions:
         for flag, value in (("--max-pairs", out.max_pairs), ("--batch-size", out.batch_size)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise RmauditInputError(f"{flag}: expected a positive integer, got {value!r}")
+        if isinstance(out.seed, bool) or not isinstance(out.seed, int) or not 0 <= out.seed < 2**32:
+            raise RmauditInputError(f"--seed: expected an integer from 0 to 2**32-1, got {out.seed!r}")
         if out.max_length is not None and (not isinstance(out.max_length, int) or out.max_length < 1):
             raise RmauditInputError(f"--max-length: expected a positive integer, got {out.max_length!r}")
         for flag, path in (("--data", out.data), ("--train-data", out.train_data), ("--pairs", out.pairs)):

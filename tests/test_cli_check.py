@@ -106,7 +106,7 @@ def test_every_probe_runs_on_the_real_smollm2_with_real_hh_rows(in_tmp):
     from tiny_models import SMOLLM2_GGUF, require_shared_hh
 
     folder, hh = require_smollm2(), require_shared_hh()
-    code = check(folder, "--gguf-file", SMOLLM2_GGUF, "--probes", "all", "--data", hh, "--train-data", hh,
+    code = check(folder, "--gguf-file", SMOLLM2_GGUF, "--allow-fresh-head", "--probes", "all", "--data", hh, "--train-data", hh,
                  "--max-pairs", "12", "--max-length", "384", "--dtype", "bfloat16", "--out", in_tmp / "out")
     assert code in (0, 1)
     data = json.loads((in_tmp / "out" / "report.json").read_text())

@@ -66,7 +66,7 @@ def test_missing_file_and_unknown_extension(tmp_path: Path):
 def test_corrupt_gzip(tmp_path: Path):
     path = tmp_path / "broken.jsonl.gz"
     path.write_bytes(b"plain text, not gzip")
-    assert "cannot read file" in _error(path)
+    assert "corrupt or truncated gzip file" in _error(path)
 
 
 def test_bad_margin_in_csv_names_row_and_column(tmp_path: Path):

@@ -6,6 +6,7 @@ input error, 3 = internal error.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Optional
 
@@ -40,6 +41,10 @@ def check_command(
     progress: bool = typer.Option(True, "--progress/--no-progress", help=HELP["progress"]),
     consumer: Optional[Consumer] = typer.Option(None, "--consumer", help=HELP["consumer"] + " Default: config, else none."),
     require: Optional[str] = typer.Option(None, "--require", help=HELP["require"] + " Default: config, else none."),
+    allow_pickle: bool = typer.Option(False, "--allow-pickle", help=HELP["allow_pickle"]),
+    trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help=HELP["trust_remote_code"]),
+    allow_fresh_head: bool = typer.Option(False, "--allow-fresh-head", help=HELP["allow_fresh_head"]),
+    skip_bad_rows: bool = typer.Option(False, "--skip-bad-rows", help=HELP["skip_bad_rows"]),
 ) -> int:
     """Audit a reward-model checkpoint and gate on the result (exit 0 pass, 1 fail, 2 input error)."""
     from rich.console import Console
@@ -48,7 +53,8 @@ def check_command(
 
     from rmaudit.audit import AuditOptions, run_audit
     from rmaudit.config import load_gate_config
-    from rmaudit.report import default_report_dir, render_console_summary, write_json, write_reports
+    from rmaudit.report import REPORT_FILES, default_report_dir, render_console_summary, write_json, write_reports
+    from rmaudit.report.destination import check_json_path, check_report_dir, move_aside, report_lock, staging_dir, swap_in
     from rmaudit.report.github import write_github_outputs
 
     quiet_libraries()
@@ -58,11 +64,25 @@ def check_command(
         max_pairs=max_pairs, dtype=dtype, batch_size=batch_size, fail_on=fail_on or FailOn(gate.fail_on),
         limits=gate.limits, settings=gate.settings, pooling=pooling, max_length=max_length, gguf_file=gguf_file,
         allow_hub=allow_hub, progress=progress, seed=seed, consumer=consumer or (Consumer(gate.consumer) if gate.consumer else None),
-        require=require or gate.require or (),
-    )
-    result = run_audit(checkpoint, options)
+        require=require or gate.require or (), allow_pickle=allow_pickle, trust_remote_code=trust_remote_code,
+        allow_fresh_head=allow_fresh_head, skip_bad_rows=skip_bad_rows,
+    ).validated()
     out_dir = out or default_report_dir(checkpoint)
-    written = write_reports(result, out_dir)
+    check_report_dir(out_dir)
+    if json_path is not None:
+        check_json_path(json_path)
+    with report_lock(out_dir):
+        try:
+            result = run_audit(checkpoint, options)
+            staged = staging_dir(out_dir)
+            write_reports(result, staged)
+            swap_in(staged, out_dir)
+        except BaseException:
+            aside = move_aside(out_dir)
+            if aside is not None:
+                print(f"rmaudit: the run failed; the previous report is now in {aside}", file=sys.stderr)
+            raise
+    written = {kind: out_dir / name for kind, name in REPORT_FILES.items()}
     if json_path is not None:
         write_json(result, json_path)
     write_github_outputs(result, written)

@@ -18,11 +18,12 @@ import csv
 import gzip
 import io
 import json
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
-from rmaudit.errors import input_error
+from rmaudit.errors import RmauditInputError, input_error
 
 JSON_LIST_KEYS = ("data", "rows", "train", "examples")
 
@@ -32,20 +33,48 @@ def read_rows(path: str | Path) -> list[dict]:
     return [row for _, row in iter_rows(path)]
 
 
-def iter_rows(path: str | Path) -> Iterator[tuple[int, dict]]:
-    """Yield ``(row_number, row)`` pairs; row numbers are 1-based and match error messages."""
+def iter_rows(path: str | Path, *, bad_rows: list | None = None) -> Iterator[tuple[int, dict]]:
+    """Yield ``(row_number, row)`` pairs; row numbers are 1-based and match error messages.
+
+    A row that cannot be parsed raises its one-line error, or, when ``bad_rows`` is a list,
+    is appended to it as ``(row_number, message)`` and skipped (``--skip-bad-rows``).
+    """
     path = Path(path)
     if not path.exists():
         raise input_error(path, None, None, "file not found")
     reader = _reader_for(path)
     empty = True
-    for number, row in reader(path):
-        if not isinstance(row, dict):
-            raise input_error(path, number, None, f"expected an object per row, got {type(row).__name__}")
-        empty = False
-        yield number, row
+    try:
+        for number, row in reader(path):
+            if not isinstance(row, (dict, RmauditInputError)):
+                row = input_error(path, number, None, f"expected an object per row, got {type(row).__name__}")
+            if isinstance(row, RmauditInputError):
+                if bad_rows is None:
+                    raise row
+                bad_rows.append((number, str(row)))
+                continue
+            empty = False
+            yield number, row
+    except UnicodeDecodeError as exc:
+        raise _not_utf8(path) from exc
+    except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
+        raise input_error(path, None, None, f"corrupt or truncated gzip file: {exc}") from exc
     if empty:
         raise input_error(path, None, None, "file holds no rows")
+
+
+def _not_utf8(path: Path) -> Exception:
+    """Name the line and byte of the first invalid UTF-8 sequence (the streaming decoder's
+    offsets are relative to a buffer, so the raw bytes are decoded once more to find it)."""
+    raw = gzip.open(path, "rb").read() if path.suffix.lower() == ".gz" else path.read_bytes()
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        column = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
+        return input_error(path, None, None, f"line {line}, column {column}: not UTF-8 text (byte "
+                           f"0x{raw[exc.start]:02x}); re-save the file as UTF-8")
+    return input_error(path, None, None, "not UTF-8 text; re-save the file as UTF-8")
 
 
 def _reader_for(path: Path):
@@ -72,27 +101,22 @@ def _open_text(path: Path) -> IO[str]:
 
 def _read_jsonl(path: Path) -> Iterator[tuple[int, object]]:
     with _open_text(path) as handle:
-        try:
-            for number, line in enumerate(handle, start=1):
-                if line.strip():
-                    yield number, _parse_json_line(path, number, line)
-        except (UnicodeDecodeError, gzip.BadGzipFile, EOFError) as exc:
-            raise input_error(path, None, None, f"cannot read file: {exc}") from exc
+        for number, line in enumerate(handle, start=1):
+            if line.strip():
+                yield number, _parse_json_line(path, number, line)
 
 
 def _parse_json_line(path: Path, number: int, line: str) -> object:
+    """The parsed line, or its error as a value (so one bad line need not end the file)."""
     try:
         return json.loads(line)
     except json.JSONDecodeError as exc:
-        raise input_error(path, number, None, f"invalid JSON: {exc.msg} at column {exc.colno}") from exc
+        return input_error(path, number, None, f"invalid JSON: {exc.msg} at column {exc.colno}")
 
 
 def _read_json(path: Path) -> Iterator[tuple[int, object]]:
-    try:
-        with _open_text(path) as handle:
-            text = handle.read()
-    except (UnicodeDecodeError, gzip.BadGzipFile, EOFError) as exc:
-        raise input_error(path, None, None, f"cannot read file: {exc}") from exc
+    with _open_text(path) as handle:
+        text = handle.read()
     try:
         document = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -133,8 +157,11 @@ def _read_csv(path: Path) -> Iterator[tuple[int, object]]:
         try:
             for number, record in enumerate(reader, start=1):
                 if None in record:
-                    raise input_error(path, number, None, "more cells than header columns")
-                yield number, record
+                    yield number, input_error(path, number, None, "more cells than header columns")
+                    continue
+                # CSV cannot tell an empty cell from empty text; read it as a missing value
+                # so a required column reports "missing" instead of scoring "".
+                yield number, {key: (None if value == "" else value) for key, value in record.items()}
         except csv.Error as exc:
             raise input_error(path, reader.line_num, None, f"invalid CSV: {exc}") from exc
 

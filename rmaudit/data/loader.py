@@ -10,7 +10,7 @@ from rmaudit.data.adapters import ADAPTERS, detect_adapter
 from rmaudit.data.formats import iter_rows
 from rmaudit.data.pairs import PreferencePair
 from rmaudit.data.shapes import ColumnMap, SkipRow, detect_shape, row_to_pair
-from rmaudit.errors import input_error
+from rmaudit.errors import RmauditInputError, input_error
 
 log = logging.getLogger(__name__)
 
@@ -26,21 +26,24 @@ class LoadedPairs:
     """Reason -> 1-based rows of well-formed rows that could not become a pair."""
     identical: list[int] = field(default_factory=list)
     """Rows whose chosen equals rejected; kept, but they carry no preference signal."""
+    bad_rows: list[tuple[int, str]] = field(default_factory=list)
+    """(row, one-line error) of malformed rows skipped under ``skip_bad_rows``."""
 
 
 def load_pairs(path: str | Path, *, columns: ColumnMap | None = None, adapter: str | None = None,
-               limit: int | None = None) -> list[PreferencePair]:
+               limit: int | None = None, skip_bad_rows: bool = False) -> list[PreferencePair]:
     """Read preference pairs from a file or `save_to_disk` folder.
 
     ``columns`` renames the generic columns; ``adapter`` forces "llmbar" or "pandalm" (they
-    are auto-detected from the fields otherwise); ``limit`` keeps the first N pairs.
+    are auto-detected from the fields otherwise); ``limit`` keeps the first N pairs;
+    ``skip_bad_rows`` skips malformed rows (counted and logged) instead of stopping at the first.
     Skipped rows and identical chosen/rejected pairs are logged as warnings with counts.
     """
-    return read_pairs(path, columns=columns, adapter=adapter, limit=limit).pairs
+    return read_pairs(path, columns=columns, adapter=adapter, limit=limit, skip_bad_rows=skip_bad_rows).pairs
 
 
 def read_pairs(path: str | Path, *, columns: ColumnMap | None = None, adapter: str | None = None,
-               limit: int | None = None) -> LoadedPairs:
+               limit: int | None = None, skip_bad_rows: bool = False) -> LoadedPairs:
     """Like `load_pairs`, but also report the skipped rows and identical pairs."""
     path = Path(path)
     if adapter is not None and adapter not in ADAPTERS:
@@ -51,13 +54,21 @@ def read_pairs(path: str | Path, *, columns: ColumnMap | None = None, adapter: s
         raise input_error(path, None, None, f"limit must be at least 1, got {limit}")
     columns = columns or ColumnMap()
     loaded: LoadedPairs | None = None
-    for number, row in iter_rows(path):
+    bad_rows: list[tuple[int, str]] | None = [] if skip_bad_rows else None
+    for number, row in iter_rows(path, bad_rows=bad_rows):
         if loaded is None:
             loaded = LoadedPairs([], _pick_shape(row, path, number, columns, adapter))
-        _add_row(loaded, row, path, number, columns)
+        try:
+            _add_row(loaded, row, path, number, columns)
+        except RmauditInputError as exc:
+            if bad_rows is None:
+                raise
+            bad_rows.append((number, str(exc)))
         if limit is not None and len(loaded.pairs) >= limit:
             break  # before reading further: a huge file need not be read to the end
-    assert loaded is not None  # iter_rows raises on a file without rows
+    if loaded is None:
+        raise input_error(path, None, None, f"no readable rows ({len(bad_rows or [])} malformed)")
+    loaded.bad_rows = sorted(bad_rows or [])
     _report(loaded, path)
     if not loaded.pairs:
         raise input_error(path, None, None, "no usable pairs (every row was skipped)")
@@ -89,6 +100,9 @@ def _add_row(loaded: LoadedPairs, row: dict, path: Path, number: int, columns: C
 
 
 def _report(loaded: LoadedPairs, path: Path) -> None:
+    if loaded.bad_rows:
+        log.warning("%s: skipped %d malformed row(s) (--skip-bad-rows); first: %s", path,
+                    len(loaded.bad_rows), loaded.bad_rows[0][1])
     for reason, rows in loaded.skipped.items():
         log.warning("%s: skipped %d row(s): %s (rows %s)", path, len(rows), reason, _few(rows))
     if loaded.identical:

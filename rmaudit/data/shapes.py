@@ -29,6 +29,7 @@ from rmaudit.data.pairs import Message, PreferencePair
 from rmaudit.errors import input_error
 
 EXPLICIT, CONVERSATIONAL, HH = "explicit", "conversational", "hh"
+ROLES = ("system", "user", "assistant")
 
 
 @dataclass
@@ -88,6 +89,7 @@ def row_to_pair(row: dict, shape: str, columns: ColumnMap, path: Path, number: i
     """Convert one row of a file of the given shape; raises SkipRow or RmauditInputError."""
     convert = {EXPLICIT: _explicit, CONVERSATIONAL: _conversational, HH: _hh}[shape]
     prompt, chosen, rejected = convert(row, columns, path, number)
+    check_turn_order(prompt, path, number, columns.name("prompt"))
     used = {columns.name(f) for f in ("prompt", "chosen", "rejected", "margin", "category")}
     return PreferencePair(
         prompt=prompt, chosen=chosen, rejected=rejected,
@@ -184,10 +186,31 @@ def validate_messages(value: list, path: Path, number: int, field: str) -> list[
         role, content = message.get("role"), message.get("content")
         if not isinstance(role, str) or not role:
             raise input_error(path, number, field, f"{where}: 'role' must be a non-empty string")
+        if role not in ROLES:
+            raise input_error(path, number, field, f"{where}: role {role[:40]!r} is not one of {', '.join(ROLES)}")
         if not isinstance(content, str):
             raise input_error(path, number, field, f"{where}: 'content' must be a string, got {_describe(content)}")
         messages.append({"role": role, "content": content})
     return messages
+
+
+def check_turn_order(prompt: list[Message], path: Path, number: int, field: str) -> None:
+    """A prompt the chat template can render as the model saw it in training: an optional
+    leading system message, then user and assistant turns alternating, ending with the user
+    (the response that follows is the assistant's)."""
+    turns = prompt[1:] if prompt and prompt[0]["role"] == "system" else prompt
+    if not turns:
+        raise input_error(path, number, field, "the prompt has no user message")
+    for index, message in enumerate(turns):
+        expected = "user" if index % 2 == 0 else "assistant"
+        if message["role"] != expected:
+            position = index + 1 + (len(prompt) - len(turns))
+            raise input_error(path, number, field, f"message {position}: role {message['role']!r} where "
+                              f"{expected!r} was expected (turns must alternate user/assistant after "
+                              "an optional first system message)")
+    if turns[-1]["role"] != "user":
+        raise input_error(path, number, field, "the prompt ends with an assistant message; "
+                          "its last message must be the user's")
 
 
 def _decode_messages(value) -> list | None:
@@ -206,7 +229,8 @@ def _decode_messages(value) -> list | None:
 def require(row: dict, field: str, path: Path, number: int):
     """The value of a required column, or a one-line error naming it."""
     if field not in row or row[field] is None:
-        raise input_error(path, number, field, "missing")
+        empty_cell = field in row and Path(path).suffixes[:1] in ([".csv"], [".tsv"])
+        raise input_error(path, number, field, "missing (empty cell)" if empty_cell else "missing")
     return row[field]
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
@@ -26,6 +27,7 @@ from transformers.utils import logging as hf_logging
 from rmaudit.errors import RmauditInputError, input_error
 from rmaudit.modeling.head import init_head
 from rmaudit.modeling.manifest import Manifest, read_manifest, sha256_file
+from rmaudit.modeling.preflight import inspect_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +96,22 @@ def load_tokenizer(source: str, *, gguf_file: str | None = None, local_only: boo
     return tokenizer, notes
 
 
-def load_reward_model(
+def load_reward_model(path_or_id: str | Path, **kwargs: Any) -> LoadedRewardModel:
+    """Load a reward model for scoring or training (the cases: the module docstring).
+
+    A local folder is inspected first (:mod:`rmaudit.modeling.preflight`): pickle weights
+    load only with ``allow_pickle`` (and then with ``weights_only=True``), custom code only
+    with ``trust_remote_code``. A folder transformers cannot load is a one-line input error."""
+    try:
+        return _load_reward_model(path_or_id, **kwargs)
+    except RmauditInputError:
+        raise
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+        raise input_error(path_or_id, None, None, f"cannot load the model: {first}") from exc
+
+
+def _load_reward_model(
     path_or_id: str | Path,
     *,
     gguf_file: str | None = None,
@@ -104,9 +121,13 @@ def load_reward_model(
     head_bias: bool = False,
     seed: int = 0,
     trust_remote_code: bool = False,
+    allow_pickle: bool = False,
 ) -> LoadedRewardModel:
-    """Load a reward model for scoring or training; see the module docstring for the cases."""
     source, is_local = _resolve_source(path_or_id, gguf_file, allow_hub)
+    weights = "safetensors"
+    if is_local:
+        weights = inspect_checkpoint(Path(source), gguf_file=gguf_file, allow_pickle=allow_pickle,
+                                     trust_remote_code=trust_remote_code).weights
     torch_dtype = parse_dtype(dtype)
     local_only = not allow_hub
     tokenizer, notes = load_tokenizer(source, gguf_file=gguf_file, local_only=local_only,
@@ -116,11 +137,17 @@ def load_reward_model(
     existing_rm = _is_reward_checkpoint(config) and gguf_file is None
     # A base model has no head yet; transformers' "score.weight MISSING" report is then
     # expected noise (init_head creates it below), so it is silenced for that case only.
+    pickle_kwargs = {"use_safetensors": False, "weights_only": True} if weights == "pickle" else {}
     with contextlib.nullcontext() if existing_rm else _transformers_errors_only():
-        model, info = AutoModelForSequenceClassification.from_pretrained(
-            source, gguf_file=gguf_file, num_labels=1, dtype=torch.float32,
-            local_files_only=local_only, trust_remote_code=trust_remote_code, output_loading_info=True,
-        )
+        try:
+            model, info = AutoModelForSequenceClassification.from_pretrained(
+                source, gguf_file=gguf_file, num_labels=1, dtype=torch.float32,
+                local_files_only=local_only, trust_remote_code=trust_remote_code, output_loading_info=True,
+                **pickle_kwargs,
+            )
+        except pickle.UnpicklingError as exc:
+            raise input_error(source, None, None, "torch.load(weights_only=True) refused the pickle weights "
+                              f"(they hold more than tensors): {str(exc).splitlines()[0][:200]}") from None
     _drop_quantization_config(model)
     manifest = read_manifest(source) if is_local else None
     head = None

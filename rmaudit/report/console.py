@@ -22,8 +22,13 @@ def render_console_summary(result: AuditResult, console: Console) -> None:
     """Print one row per probe (status coloured, with the findings that set it) and the gate verdict.
 
     Every string is passed as :class:`rich.text.Text`, never as markup, so a summary
-    quoting dataset text such as ``[red]`` prints literally.
+    quoting dataset text such as ``[red]`` prints literally, and strings are neutralised
+    (:func:`~rmaudit.report.json_report.normalized`), so an ANSI escape from a dataset
+    cannot recolour or rewrite the terminal.
     """
+    from rmaudit.report.json_report import normalized
+
+    result = normalized(result)
     table = Table(title=Text(f"rmaudit: {result.checkpoint}"), title_justify="left", expand=False)
     table.add_column("probe", style="bold", no_wrap=True)
     table.add_column("status", no_wrap=True)

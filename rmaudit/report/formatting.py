@@ -36,6 +36,30 @@ def format_value(value: Any) -> str:
     return str(value)
 
 
+# Characters that change how the text around them displays rather than being seen: C0/C1
+# controls (ANSI escapes start with ESC), DEL, bidi overrides and isolates (the "Trojan
+# Source" trick), zero-width and line-separator characters, lone surrogates. \t \n \r stay.
+_INVISIBLE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u061c\u200b-\u200f\u2028-\u202e"
+                        "\u2060-\u2069\ufeff\ud800-\udfff]")
+
+
+def neutralise(text: str) -> str:
+    """``text`` with every invisible or display-changing character shown as ``⟨U+XXXX⟩``;
+    every writer (HTML, Markdown, JUnit, terminal) renders strings from data through it."""
+    return _INVISIBLE.sub(lambda m: f"⟨U+{ord(m.group()):04X}⟩", text)
+
+
+def neutralise_tree(value: Any) -> Any:
+    """:func:`neutralise` applied to every string (keys too) in nested dicts and lists."""
+    if isinstance(value, str):
+        return neutralise(value)
+    if isinstance(value, dict):
+        return {neutralise_tree(k): neutralise_tree(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [neutralise_tree(v) for v in value]
+    return value
+
+
 def truncate(text: str, limit: int) -> str:
     """``text`` cut to ``limit`` characters, with an ellipsis when something was cut."""
     return text if len(text) <= limit else text[: max(limit - 1, 0)] + "…"

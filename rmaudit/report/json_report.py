@@ -40,11 +40,15 @@ def to_jsonable(value: Any) -> Any:
 
 
 def normalized(result: AuditResult) -> AuditResult:
-    """``result`` as it reads back from report.json (plain numbers and lists, NaN as None).
+    """``result`` as it reads back from report.json (plain numbers and lists, NaN as None),
+    with every string neutralised for display (:func:`~rmaudit.report.formatting.neutralise`).
 
-    Every writer renders this, so a report re-rendered from its JSON is the same report.
+    Every writer but JSON renders this, so a report re-rendered from its JSON is the same
+    report; report.json keeps the raw strings (JSON escapes what it must).
     """
-    return AuditResult.from_dict(to_jsonable(result.to_dict()))
+    from rmaudit.report.formatting import neutralise_tree
+
+    return AuditResult.from_dict(neutralise_tree(to_jsonable(result.to_dict())))
 
 
 def dumps_result(result: AuditResult) -> str:

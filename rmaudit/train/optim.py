@@ -45,9 +45,10 @@ def build_scheduler(optimizer: torch.optim.Optimizer, total_steps: int, warmup_r
                     kind: str) -> LambdaLR:
     """transformers' schedule over ``total_steps`` optimizer steps, warming up for
     ``ceil(warmup_ratio * total)`` (``constant`` warms up, then holds: transformers'
-    ``constant_with_warmup``)."""
+    ``constant_with_warmup``). The warmup stops one step short of the end: transformers'
+    warmup runs step 0 at learning rate 0, so a 1-step run would otherwise not train at all."""
     from transformers import get_scheduler
 
     name = {"constant": "constant_with_warmup"}.get(str(kind), str(kind))
-    return get_scheduler(name, optimizer, num_warmup_steps=math.ceil(warmup_ratio * total_steps),
-                         num_training_steps=total_steps)
+    warmup = min(math.ceil(warmup_ratio * total_steps), max(total_steps - 1, 0))
+    return get_scheduler(name, optimizer, num_warmup_steps=warmup, num_training_steps=total_steps)

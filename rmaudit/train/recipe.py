@@ -191,7 +191,8 @@ class BradleyTerryRecipe:
             if base is None:
                 base, gguf = str(require_smollm2_dir()), gguf or SMOLLM2_GGUF
             self.loaded = load_reward_model(base, gguf_file=gguf, allow_hub=cfg.allow_hub, dtype=torch.float32,
-                                            head_init=cfg.head_init, head_bias=cfg.head_bias, seed=cfg.seed)
+                                            head_init=cfg.head_init, head_bias=cfg.head_bias, seed=cfg.seed,
+                                            allow_pickle=cfg.allow_pickle, trust_remote_code=cfg.trust_remote_code)
         model, tokenizer = self.loaded.model, self.loaded.tokenizer
         set_readout_tokens(model, tokenizer, cfg.pad_token, cfg.chat_template)
         model.float()  # float32 master weights; bf16 only inside autocast

@@ -1,0 +1,130 @@
+"""Checks on a checkpoint folder before anything in it is loaded, unpickled or executed.
+
+A CI gate runs on other people's checkpoints, so three things are refused up front, each
+with a one-line error (exit 2) that names the file, the field and the flag that allows it:
+
+* pickle weights (``pytorch_model.bin``, ``*.pt``...): unpickling runs arbitrary code. Only
+  safetensors load, unless ``--allow-pickle``; even then ``torch.load(weights_only=True)``
+  (transformers' loader) refuses anything but tensors;
+* custom code (``auto_map`` in ``config.json``): only with ``--trust-remote-code``;
+* for ``rmaudit check``: a folder that is not a reward model (no ``*ForSequenceClassification``
+  with ``num_labels=1``), because auditing it would audit a random head, unless
+  ``--allow-fresh-head`` says that is what the user wants.
+
+Safetensors headers are read (not the tensors) so a truncated file is named here, not in a
+traceback from deep inside transformers.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rmaudit.errors import RmauditInputError, input_error
+
+PICKLE_PATTERNS = ("pytorch_model*.bin", "pytorch_model.bin.index.json", "*.pt", "*.pth", "*.ckpt", "*.pkl")
+
+
+@dataclass
+class CheckpointFacts:
+    """What the folder holds, read without loading a tensor."""
+
+    config: dict
+    weights: str  # "safetensors", "pickle" or "gguf"
+    files: list[Path] = field(default_factory=list)
+
+    @property
+    def is_reward_model(self) -> bool:
+        archs = self.config.get("architectures") or []
+        return any(str(a).endswith("ForSequenceClassification") for a in archs) and num_labels(self.config) == 1
+
+
+def num_labels(config: dict) -> int:
+    """transformers' rule: ``num_labels`` when set, else the size of ``id2label``, else 2."""
+    if isinstance(config.get("num_labels"), int):
+        return int(config["num_labels"])
+    return len(config["id2label"]) if isinstance(config.get("id2label"), dict) else 2
+
+
+def inspect_checkpoint(folder: Path, *, gguf_file: str | None = None, allow_pickle: bool = False,
+                       trust_remote_code: bool = False) -> CheckpointFacts:
+    """Read the config and the weights' headers; raise a one-line input error on anything unsafe or broken."""
+    folder = Path(folder)
+    config = read_config(folder / "config.json") if (folder / "config.json").exists() or not gguf_file else {}
+    if config.get("auto_map") and not trust_remote_code:
+        raise input_error(folder / "config.json", None, "auto_map",
+                          f"the checkpoint asks to run its own Python code ({', '.join(map(str, config['auto_map']))}); "
+                          "rmaudit never runs it unless you pass --trust-remote-code")
+    if gguf_file:
+        return CheckpointFacts(config, "gguf", [folder / gguf_file])
+    safetensors = safetensor_files(folder)
+    if safetensors:
+        for path in safetensors:
+            check_safetensors_header(path)
+        return CheckpointFacts(config, "safetensors", safetensors)
+    pickles = sorted({p for pattern in PICKLE_PATTERNS for p in folder.glob(pattern)})
+    if not pickles:
+        raise input_error(folder, None, None, "no weight files (expected model.safetensors or a sharded index)")
+    if not allow_pickle:
+        raise input_error(pickles[0], None, None,
+                          "weights are only in pickle format, which can run code when loaded; rmaudit loads "
+                          "safetensors only. Convert them, or pass --allow-pickle to load them with "
+                          "torch.load(weights_only=True)")
+    return CheckpointFacts(config, "pickle", pickles)
+
+
+def read_config(path: Path) -> dict:
+    if not path.is_file():
+        raise input_error(path.parent, None, None, "no config.json: not a transformers checkpoint folder")
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise input_error(path, None, None, f"not valid JSON: {exc}") from None
+    if not isinstance(config, dict):
+        raise input_error(path, None, None, f"expected a JSON object, got {type(config).__name__}")
+    if not isinstance(config.get("model_type"), str):
+        raise input_error(path, None, "model_type", "missing: not a transformers model config")
+    return config
+
+
+def safetensor_files(folder: Path) -> list[Path]:
+    """The single file, or every shard the index names (each must exist)."""
+    index = folder / "model.safetensors.index.json"
+    if index.is_file():
+        try:
+            shards = sorted(set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values()))
+        except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, AttributeError):
+            raise input_error(index, None, "weight_map", "expected a safetensors index with a weight_map") from None
+        for shard in shards:
+            if not (folder / shard).is_file():
+                raise input_error(index, None, "weight_map", f"names shard {shard!r}, which is missing")
+        return [folder / s for s in shards]
+    return sorted(folder.glob("*.safetensors"))
+
+
+def check_safetensors_header(path: Path) -> None:
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            handle.keys()
+    except (SafetensorError, OSError) as exc:
+        raise input_error(path, None, None, f"unreadable safetensors file (truncated or corrupt?): {exc}") from None
+
+
+def require_reward_model(facts: CheckpointFacts, folder: Path, allow_fresh_head: bool) -> None:
+    """Refuse to audit a random head unless asked to: it would be graded as if it were trained."""
+    if facts.is_reward_model or allow_fresh_head:
+        return
+    config_path = Path(folder) / "config.json"
+    if facts.weights == "gguf":
+        raise RmauditInputError(f"{folder}: a GGUF file holds a base model, not a reward model; auditing it "
+                                "audits a random head (pass --allow-fresh-head to do that on purpose)")
+    archs = ", ".join(map(str, facts.config.get("architectures") or [])) or facts.config.get("model_type")
+    if any(str(a).endswith("ForSequenceClassification") for a in facts.config.get("architectures") or []):
+        raise input_error(config_path, None, "num_labels",
+                          f"{num_labels(facts.config)}: a reward model has num_labels=1 (one score per text)")
+    raise input_error(config_path, None, "architectures",
+                      f"{archs} is not a reward model (no trained score head; rmaudit would audit a random "
+                      "one). Train one with `rmaudit train --base`, or pass --allow-fresh-head to audit a fresh head")
