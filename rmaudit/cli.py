@@ -77,7 +77,8 @@ def main(argv: list[str] | None = None) -> int:
     except (click.ClickException, typer.TyperException) as exc:  # typer >= 0.2x raises its vendored click's errors
         exc.show()  # type: ignore[union-attr]  # both classes define show() at run time
         return EXIT_USAGE
-    except click.exceptions.Abort:
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        print("rmaudit: interrupted", file=sys.stderr)
         return 130
     except RmauditInputError as exc:
         print(f"rmaudit: error: {one_line(str(exc))}", file=sys.stderr)

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from rmaudit.data.pairs import PreferencePair
-from rmaudit.errors import RmauditInputError, input_error
+from rmaudit.errors import input_error
 from rmaudit.modeling.manifest import Manifest
 from rmaudit.options import AuditOptions
 from rmaudit.probes.context import AuditContext

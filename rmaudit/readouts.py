@@ -36,7 +36,7 @@ import torch
 
 from rmaudit.data.pairs import Message
 from rmaudit.modeling.pooling import last_token_index, reward_body, reward_head
-from rmaudit.scoring import pad_batch, render, tokenize_rendered
+from rmaudit.scoring import TEMPLATE_SECONDS, pad_batch, render, template_time_limit, tokenize_rendered
 
 CONSUMERS = ("rmaudit", "transformers", "trl-grpo", "trl-ppo", "openrlhf")
 
@@ -103,14 +103,16 @@ def _transformers(model, tokenizer, samples, _policy) -> np.ndarray:
 
 
 def _trl_grpo(model, tokenizer, samples, _policy) -> np.ndarray:
-    texts = [tokenizer.apply_chat_template(s.messages(), tokenize=False) for s in samples]
+    with template_time_limit(TEMPLATE_SECONDS):
+        texts = [tokenizer.apply_chat_template(s.messages(), tokenize=False) for s in samples]
     return _native_forward(model, tokenizer, texts, padding_side="right", add_special_tokens=False)
 
 
 def trl_ppo_ids(tokenizer: Any, sample: Sample) -> tuple[list[int], list[int]]:
     """(query ids, response ids) as TRL's PPO loop holds them: the query rendered with the
     generation prompt, the response as the policy generates it, ending with its eos."""
-    query = tokenizer.apply_chat_template(list(sample.prompt), add_generation_prompt=True, tokenize=True)
+    with template_time_limit(TEMPLATE_SECONDS):
+        query = tokenizer.apply_chat_template(list(sample.prompt), add_generation_prompt=True, tokenize=True)
     if isinstance(query, dict) or hasattr(query, "input_ids"):  # newer transformers return a BatchEncoding
         query = query["input_ids"]
     response = tokenizer(sample.response, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]

@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import signal
+import threading
 from dataclasses import dataclass
 from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
 
+from rmaudit.errors import RmauditInputError
 from rmaudit.modeling.pooling import pooled_rewards, position_ids_from_mask
 
 log = logging.getLogger(__name__)
@@ -38,12 +41,44 @@ class ScoreResult:
     n_truncated: int = 0
 
 
+# A chat template comes from the checkpoint, i.e. from whoever wrote it. transformers renders
+# it in jinja2's immutable sandbox (no file or attribute access); these bound the rest.
+TEMPLATE_SECONDS = 5.0
+TEMPLATE_MAX_CHARS = 10_000_000
+
+
 def render(tokenizer: Any, messages: Sequence[dict], chat_template: str | None = None) -> str:
-    """The full conversation as the model sees it (a complete turn: no generation prompt)."""
+    """The full conversation as the model sees it (a complete turn: no generation prompt),
+    rendered within :data:`TEMPLATE_SECONDS` and :data:`TEMPLATE_MAX_CHARS`."""
     template = chat_template or getattr(tokenizer, "chat_template", None) or FALLBACK_TEMPLATE
-    return tokenizer.apply_chat_template(
-        list(messages), tokenize=False, add_generation_prompt=False, chat_template=template
-    )
+    with template_time_limit(TEMPLATE_SECONDS):
+        text = tokenizer.apply_chat_template(
+            list(messages), tokenize=False, add_generation_prompt=False, chat_template=template
+        )
+    if len(text) > TEMPLATE_MAX_CHARS:
+        raise RmauditInputError(f"chat template: rendered {len(text):,} characters for one conversation "
+                                f"(limit {TEMPLATE_MAX_CHARS:,}); the template expands its input")
+    return text
+
+
+@contextlib.contextmanager
+def template_time_limit(seconds: float) -> Iterator[None]:
+    """Interrupt a template that loops (SIGALRM; only in the main thread, where signals land)."""
+    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "setitimer"):
+        yield
+        return
+
+    def expired(signum: int, frame: Any) -> None:
+        raise RmauditInputError(f"chat template: rendering one conversation took over {seconds:g} s "
+                                "(nested loops?); the template was stopped")
+
+    previous = signal.signal(signal.SIGALRM, expired)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 def starts_with_bos(tokenizer: Any, text: str) -> bool:

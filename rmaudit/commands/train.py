@@ -45,6 +45,8 @@ def train_command(
     config: Optional[Path] = typer.Option(None, "--config", help="YAML or TOML file of options (keys as the "
                                           "flags without '--'); flags given on the command line win."),
     resume: Optional[str] = _o("resume", "--resume"),
+    resume_force: Optional[bool] = typer.Option(None, "--resume-force", help=field_help("resume_force"),
+                                                show_default=False),
     log_every: Optional[int] = _o("log_every", "--log-every"),
     eval_every: Optional[int] = _o("eval_every", "--eval-every"),
     eval_batch_size: Optional[int] = _o("eval_batch_size", "--eval-batch-size"),
@@ -80,7 +82,13 @@ def train_command(
     from rmaudit.train.recipe import train  # torch and transformers load only when training
 
     quiet_libraries()
-    result = train(cfg)
+    try:
+        result = train(cfg)
+    except KeyboardInterrupt:
+        from rmaudit.train.recipe import restart_command
+
+        typer.echo(f"rmaudit train: interrupted; continue with: {restart_command(Path(cfg.out))}", err=True)
+        return 130
     if not result.main_process:
         return 0
     accuracy = (result.eval_metrics or {}).get("accuracy")

@@ -159,8 +159,12 @@ class LengthBiasProbe(Probe):
 
     def run(self, ctx) -> ProbeResult:
         pairs = list(ctx.eval_pairs)
-        len_c = response_lengths(ctx.tokenizer, [p.chosen for p in pairs])
-        len_r = response_lengths(ctx.tokenizer, [p.rejected for p in pairs])
+        raw_c = response_lengths(ctx.tokenizer, [p.chosen for p in pairs])
+        raw_r = response_lengths(ctx.tokenizer, [p.rejected for p in pairs])
+        # The lengths the model saw: one huge response must not drive the fit with tokens
+        # that were cut off before scoring (texts keep their end, so the response is cut last).
+        bound = float(ctx.max_length) if ctx.max_length else np.inf
+        len_c, len_r = np.minimum(raw_c, bound), np.minimum(raw_r, bound)
         r_c, r_r = ctx.pair_rewards(pairs)
         lengths, rewards = np.concatenate([len_c, len_r]), np.concatenate([r_c, r_r])
         pooled = fit_length(lengths, rewards)
@@ -176,6 +180,9 @@ class LengthBiasProbe(Probe):
         if n_pairs < self.setting("min_pairs"):
             status, findings = self._few_pairs(status, findings, n_pairs)
         metrics = self._metrics(pooled, within, split, std, n_pairs)
+        raw = np.concatenate([raw_c, raw_r])
+        metrics.update({"max_length": ctx.max_length, "n_responses_truncated": int((raw > bound).sum()),
+                        "max_untruncated_response_tokens": int(raw.max())})
         summary = with_reasons(self._summary(pooled, within, split), findings)
         if status is Status.SKIP:
             summary += ". " + findings[-1].message

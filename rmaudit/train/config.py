@@ -118,7 +118,10 @@ class TrainConfig:
     eval_batch_size: int = _opt(16, "Pairs per process per evaluation batch.")
     save_every: int = _opt(0, "Write a resumable checkpoint every K optimizer steps (0: only the final model).")
     resume: str | None = _opt(None, "Resume from a checkpoint folder (out/checkpoints/step-N) or from a run folder "
-                                    "(its latest checkpoint).")
+                                    "(its latest checkpoint). The data, hyperparameters and seed must match the "
+                                    "checkpoint's; a run folder interrupted before its first checkpoint restarts.")
+    resume_force: bool = _opt(False, "Resume even when data, hyperparameters or seed differ from the checkpoint's "
+                                     "(the differences are recorded in the manifest).")
     progress: bool = _opt(True, "Show a progress bar on the console.")
     report_to: ReportTo = _opt(ReportTo.NONE, "Also log training metrics to this tracker through accelerate "
                                               "(tensorboard, wandb or mlflow; its package must be installed).")

@@ -13,6 +13,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from rmaudit.atomic import atomic_write_text
+from rmaudit.errors import input_error
 
 TRAINER_STATE = "trainer_state.json"
 CONSOLE_KEYS = ("loss", "accuracy", "margin", "reward_mean", "reward_std", "grad_norm", "lr", "tokens_per_s")
@@ -22,6 +23,21 @@ def _fmt(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.3g}" if abs(value) < 1e-2 and value != 0 else f"{value:.4f}"
     return str(value)
+
+
+def read_records(path: Path) -> list[dict[str, Any]]:
+    """The log's records. A torn LAST line (the run was killed mid-write) is dropped; a broken
+    line before it means the file was edited or corrupted, and is an input error."""
+    lines = [line for line in path.read_text(encoding="utf-8", errors="replace").splitlines() if line.strip()]
+    records = []
+    for number, line in enumerate(lines, start=1):
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            if number == len(lines):
+                break
+            raise input_error(path, number, None, "not a JSON record (the metrics log is corrupt)") from None
+    return records
 
 
 class MetricsLog:
@@ -40,9 +56,8 @@ class MetricsLog:
         """Forget records past ``step`` (a resumed run rewrites what the interrupted run logged after it)."""
         if not (self.enabled and self.path.is_file()):
             return
-        keep = [line for line in self.path.read_text(encoding="utf-8").splitlines()
-                if line.strip() and json.loads(line).get("step", 0) <= step]
-        atomic_write_text(self.path, "".join(line + "\n" for line in keep))
+        keep = [record for record in read_records(self.path) if record.get("step", 0) <= step]
+        atomic_write_text(self.path, "".join(json.dumps(record) + "\n" for record in keep))
 
     def write(self, record: dict[str, Any]) -> None:
         """Append ``record`` and print its headline numbers."""
@@ -69,7 +84,7 @@ class MetricsLog:
         """``trainer_state.json`` next to ``metrics.jsonl``: the whole log in the Trainer's shape."""
         if not (self.enabled and self.path.is_file()):
             return
-        history = [json.loads(line) for line in self.path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        history = read_records(self.path)
         state = {"global_step": step, "max_steps": self.total_steps, "log_history": history,
                  "logging_source": "rmaudit train (metrics.jsonl)"}
         atomic_write_text(self.path.with_name(TRAINER_STATE), json.dumps(state, indent=2) + "\n")

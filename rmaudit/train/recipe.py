@@ -22,6 +22,8 @@ import contextlib
 import math
 import os
 import shutil
+import shlex
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,8 +43,8 @@ from rmaudit.modeling.builtin_models import SMOLLM2_GGUF, require_smollm2_dir
 from rmaudit.modeling.checkpoint import save_checkpoint
 from rmaudit.modeling.head import head_stats
 from rmaudit.modeling.loading import LoadedRewardModel, load_reward_model
-from rmaudit.modeling.manifest import (MANIFEST_NAME, DataFile, Manifest, package_versions, sha256_file,
-                                       tokenizer_facts, write_json_atomic)
+from rmaudit.modeling.manifest import (MANIFEST_NAME, DataFile, Manifest, package_versions, read_manifest,
+                                       sha256_file, tokenizer_facts, write_json_atomic)
 from rmaudit.modeling.pooling import pooled_rewards, reward_body, reward_head
 from rmaudit.train.batching import (LengthGroupedBatchSampler, PairDataset, collate_pairs, padded_fraction,
                                     stack_batch)
@@ -120,6 +122,8 @@ def set_readout_tokens(model: nn.Module, tokenizer: Any, pad_token: str | None, 
 class BradleyTerryRecipe:
     """One training run. ``loaded`` lets Python callers train a model they already hold in memory."""
 
+    resume_differences: dict[str, Any] = {}
+
     def __init__(self, config: TrainConfig, loaded: LoadedRewardModel | None = None):
         self.config = config
         self.loaded = loaded
@@ -148,8 +152,8 @@ class BradleyTerryRecipe:
         self.dtype, self.dtype_reason = resolve_dtype(str(cfg.dtype), self.accelerator.device.type)
         set_seed(cfg.seed)
         if not cfg.resume and any((self.out / name).exists() for name in (METRICS_FILE, MANIFEST_NAME)):
-            raise input_error(self.out, None, None, "already holds a training run; choose another --out, "
-                              "or --resume it")
+            raise input_error(self.out, None, None, "already holds a training run; choose another --out, or "
+                              f"continue it with: {restart_command(self.out)}")
         if self.main:
             self.out.mkdir(parents=True, exist_ok=True)
             write_config(cfg, self.out / CONFIG_FILE)
@@ -245,7 +249,13 @@ class BradleyTerryRecipe:
     def maybe_resume(self) -> None:
         if not self.config.resume:
             return
+        if not has_checkpoint(self.config.resume) and not (Path(self.config.resume) / MANIFEST_NAME).exists():
+            # Interrupted before its first checkpoint: nothing to continue, so start over in place.
+            self.log.note(f"{self.config.resume}: no checkpoint yet; starting from step 0")
+            self.log.truncate_after(0)
+            return
         folder = find_checkpoint(self.config.resume)
+        self.resume_differences = check_resume_matches(folder, self.config, self.data_files)
         weights = {}
         for file in sorted(folder.glob("*.safetensors")):
             weights.update(load_file(str(file)))
@@ -430,7 +440,8 @@ class BradleyTerryRecipe:
                  "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
                  "global_batch_pairs": cfg.batch_size * cfg.grad_accum * self.accelerator.num_processes,
                  "steps": self.step, "total_steps": self.total_steps, "tokens_seen": self.tokens_seen,
-                 "complete": final, "dtype": self.dtype, "dtype_reason": self.dtype_reason},
+                 "complete": final, "dtype": self.dtype, "dtype_reason": self.dtype_reason,
+                 **({"resume_forced_over": self.resume_differences} if self.resume_differences else {})},
             packages=package_versions(),
             metrics={"train": self.last_train, "eval": self.last_eval},
         )
@@ -453,6 +464,47 @@ class BradleyTerryRecipe:
             f"{t.max_length} tokens, policy {t.policy}), {e.kept} held-out pairs ({e.truncated} truncated, "
             f"{e.dropped} dropped); {self.total_steps} steps of {self.config.batch_size * self.config.grad_accum * self.accelerator.num_processes} "
             f"pairs on {self.accelerator.num_processes} process(es), dtype {self.dtype} ({self.dtype_reason})")
+
+
+# Settings that change neither the data nor the arithmetic of a step may differ on resume.
+RESUME_FREE = {"resume", "resume_force", "out", "progress", "report_to", "allow_hub", "allow_pickle",
+               "trust_remote_code", "grad_checkpointing", "log_every", "eval_every", "eval_batch_size", "save_every"}
+
+
+def has_checkpoint(path: str | Path) -> bool:
+    try:
+        find_checkpoint(path)
+    except RmauditInputError:
+        return False
+    return True
+
+
+def check_resume_matches(folder: Path, cfg: TrainConfig, data_files: dict[str, DataFile]) -> dict[str, Any]:
+    """{field: [checkpoint's, now]} for every difference; refused unless ``--resume-force``.
+
+    A resumed run that silently changed its data or learning rate would record settings it
+    did not train with; the manifest of a forced resume lists what changed."""
+    recorded = read_manifest(folder)
+    if recorded is None:
+        raise input_error(folder, None, None, f"no {MANIFEST_NAME}: cannot check that the run resumes as it started")
+    now = cfg.to_dict()
+    differences = {k: [v, now.get(k)] for k, v in recorded.hyperparameters.items()
+                   if k not in RESUME_FREE and now.get(k) != v}
+    for side, record in recorded.data.items():
+        current = data_files.get(side)
+        if current is None or current.sha256 != record.sha256:
+            differences[f"data.{side}"] = [record.path, current.path if current else None]
+    if differences and not cfg.resume_force:
+        listed = "; ".join(f"{k}: {old!r} then, {new!r} now" for k, (old, new) in sorted(differences.items()))
+        raise input_error(folder, None, None, f"--resume with different settings ({listed}); resume with the "
+                          "original ones, or pass --resume-force to continue anyway (recorded in the manifest)")
+    return differences
+
+
+def restart_command(out: Path) -> str:
+    """The command line that was run, with ``--resume OUT``: what to type to continue it."""
+    args = [a for a in sys.argv[1:] if a != "--resume"]
+    return " ".join(["rmaudit", *map(shlex.quote, args), "--resume", shlex.quote(str(out))])
 
 
 def _check_tracker(name: str) -> None:
