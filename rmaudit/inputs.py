@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from rmaudit.data.pairs import PreferencePair
-from rmaudit.errors import input_error
+from rmaudit.errors import RmauditInputError, input_error
 from rmaudit.modeling.manifest import Manifest
 from rmaudit.options import AuditOptions
 from rmaudit.probes.context import AuditContext
@@ -46,6 +46,7 @@ def build_context(checkpoint: Path, options: AuditOptions) -> AuditContext:
     loaded = _load_checkpoint(checkpoint, options)
     notes.update({"pooling": loaded.pooling, "dtype_reason": dtype_reason, "loader_notes": list(loaded.notes)})
     _restore_chat_template(loaded.tokenizer, manifest, notes)
+    _try_template(loaded.tokenizer)
     return AuditContext(
         checkpoint=Path(checkpoint),
         model=loaded.model,
@@ -122,6 +123,19 @@ def _restore_chat_template(tokenizer: Any, manifest: Manifest | None, notes: dic
     if recorded and not getattr(tokenizer, "chat_template", None):
         tokenizer.chat_template = recorded
         notes["chat_template_source"] = "manifest"
+
+
+def _try_template(tokenizer: Any) -> None:
+    """Render one short conversation before any scoring: a template that loops or fails is a
+    one-line input error here (:func:`rmaudit.scoring.render` bounds its time and size)."""
+    from rmaudit.scoring import render
+
+    try:
+        render(tokenizer, [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello."}])
+    except RmauditInputError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - jinja raises many types; the template is the user's input
+        raise RmauditInputError(f"chat template: cannot render a conversation: {type(exc).__name__}: {exc}") from None
 
 
 def sample_pairs(pairs: list[PreferencePair], max_pairs: int, seed: int) -> list[PreferencePair]:

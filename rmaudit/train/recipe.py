@@ -306,6 +306,11 @@ class BradleyTerryRecipe:
         micro: list[dict[str, Any]] = []
         started = time.perf_counter()
         while self.step < self.total_steps:
+            # accelerate's loader re-seeds the sampler with its own iteration count on every
+            # __iter__ (accelerate/data_loader.py, DataLoaderShard.__iter__), which restarts at 0
+            # in a resumed process; set both, or a run resumed after epoch 0 reshuffles as epoch 0.
+            if hasattr(self.train_loader, "set_epoch"):
+                self.train_loader.set_epoch(self.epoch)
             self.sampler.set_epoch(self.epoch)
             self.sampler.skip(self.batches_done)
             for batch in self.train_loader:
