@@ -154,6 +154,7 @@ def _side_pairs(side: str, flag_path: Path | None, checkpoint: Path, manifest: M
     None. Exact duplicate pairs are kept once: a copy is not independent evidence."""
     from rmaudit.data import read_pairs
 
+    pairs: list[PreferencePair] | None
     if flag_path is not None:
         notes[f"{side}_source"] = str(flag_path)
         loaded = read_pairs(flag_path, skip_bad_rows=skip_bad_rows)
