@@ -102,10 +102,9 @@ USER_OS_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.E
 def one_line(text: str, limit: int = 600) -> str:
     """Error text as one line (a library's multi-line message is joined), bounded, with
     terminal control characters from data shown, not obeyed."""
-    from rmaudit.report.formatting import neutralise
+    from rmaudit.report.formatting import neutralise, one_line as collapse, truncate
 
-    line = neutralise(" ".join(part.strip() for part in text.splitlines() if part.strip()))
-    return line if len(line) <= limit else line[: limit - 3] + "..."
+    return truncate(collapse(neutralise(text)), limit)
 
 
 def internal_error(exc: BaseException) -> int:

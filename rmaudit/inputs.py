@@ -70,13 +70,10 @@ def build_context(checkpoint: Path, options: AuditOptions) -> AuditContext:
 
 def _preflight(checkpoint: Path, options: AuditOptions) -> None:
     """Refuse what must not be loaded (pickle, custom code) or not audited (a random head)."""
-    from rmaudit.modeling.preflight import inspect_checkpoint, require_reward_model
+    from rmaudit.modeling.preflight import inspect_checkpoint, require_reward_model, resolve_source
 
-    if not checkpoint.is_dir():
-        if checkpoint.exists():
-            raise input_error(checkpoint, None, None, "expected a checkpoint folder, got a file")
-        if not options.allow_hub:
-            raise input_error(checkpoint, None, None, "no such local folder; pass --allow-hub to download it from the hub")
+    _, is_local = resolve_source(checkpoint, options.gguf_file, options.allow_hub)
+    if not is_local:
         return
     facts = inspect_checkpoint(checkpoint, gguf_file=options.gguf_file, allow_pickle=options.allow_pickle,
                                trust_remote_code=options.trust_remote_code)

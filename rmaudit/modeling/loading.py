@@ -27,7 +27,7 @@ from transformers.utils import logging as hf_logging
 from rmaudit.errors import RmauditInputError, input_error
 from rmaudit.modeling.head import init_head
 from rmaudit.modeling.manifest import Manifest, read_manifest, sha256_file
-from rmaudit.modeling.preflight import inspect_checkpoint
+from rmaudit.modeling.preflight import inspect_checkpoint, is_sequence_classifier, resolve_source
 
 log = logging.getLogger(__name__)
 
@@ -59,23 +59,8 @@ def parse_dtype(name: str | torch.dtype) -> torch.dtype:
         raise RmauditInputError(f"--dtype: expected one of {', '.join(DTYPES)}, got {name!r}") from None
 
 
-def _resolve_source(path_or_id: str | Path, gguf_file: str | None, allow_hub: bool) -> tuple[str, bool]:
-    """(source, is_local). Local folders always win over hub ids of the same name."""
-    path = Path(path_or_id)
-    if path.is_dir():
-        if gguf_file and not (path / gguf_file).is_file():
-            raise input_error(path / gguf_file, None, None, "GGUF file not found in the model folder")
-        return str(path), True
-    if path.exists():
-        raise input_error(path, None, None, "expected a model folder (config + weights), got a file")
-    if not allow_hub:
-        raise input_error(path, None, None, "no such local folder; pass --allow-hub to download it from the hub")
-    return str(path_or_id), False
-
-
 def _is_reward_checkpoint(config: Any) -> bool:
-    archs = getattr(config, "architectures", None) or []
-    return any(a.endswith("ForSequenceClassification") for a in archs) and getattr(config, "num_labels", 0) == 1
+    return is_sequence_classifier(getattr(config, "architectures", None)) and getattr(config, "num_labels", 0) == 1
 
 
 def load_tokenizer(source: str, *, gguf_file: str | None = None, local_only: bool = True,
@@ -96,22 +81,7 @@ def load_tokenizer(source: str, *, gguf_file: str | None = None, local_only: boo
     return tokenizer, notes
 
 
-def load_reward_model(path_or_id: str | Path, **kwargs: Any) -> LoadedRewardModel:
-    """Load a reward model for scoring or training (the cases: the module docstring).
-
-    A local folder is inspected first (:mod:`rmaudit.modeling.preflight`): pickle weights
-    load only with ``allow_pickle`` (and then with ``weights_only=True``), custom code only
-    with ``trust_remote_code``. A folder transformers cannot load is a one-line input error."""
-    try:
-        return _load_reward_model(path_or_id, **kwargs)
-    except RmauditInputError:
-        raise
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
-        raise input_error(path_or_id, None, None, f"cannot load the model: {first}") from exc
-
-
-def _load_reward_model(
+def load_reward_model(
     path_or_id: str | Path,
     *,
     gguf_file: str | None = None,
@@ -123,22 +93,29 @@ def _load_reward_model(
     trust_remote_code: bool = False,
     allow_pickle: bool = False,
 ) -> LoadedRewardModel:
-    source, is_local = _resolve_source(path_or_id, gguf_file, allow_hub)
+    """Load a reward model for scoring or training (the cases: the module docstring).
+
+    A local folder is inspected first (:mod:`rmaudit.modeling.preflight`): pickle weights
+    load only with ``allow_pickle`` (and then with ``weights_only=True``), custom code only
+    with ``trust_remote_code``. A folder transformers cannot load is a one-line input error."""
+    source, is_local = resolve_source(path_or_id, gguf_file, allow_hub)
     weights = "safetensors"
     if is_local:
         weights = inspect_checkpoint(Path(source), gguf_file=gguf_file, allow_pickle=allow_pickle,
                                      trust_remote_code=trust_remote_code).weights
     torch_dtype = parse_dtype(dtype)
     local_only = not allow_hub
-    tokenizer, notes = load_tokenizer(source, gguf_file=gguf_file, local_only=local_only,
-                                      trust_remote_code=trust_remote_code)
-    config = AutoConfig.from_pretrained(source, gguf_file=gguf_file, local_files_only=local_only,
-                                        trust_remote_code=trust_remote_code)
+    with _load_errors_as_input_errors(source):
+        tokenizer, notes = load_tokenizer(source, gguf_file=gguf_file, local_only=local_only,
+                                          trust_remote_code=trust_remote_code)
+        config = AutoConfig.from_pretrained(source, gguf_file=gguf_file, local_files_only=local_only,
+                                            trust_remote_code=trust_remote_code)
     existing_rm = _is_reward_checkpoint(config) and gguf_file is None
     # A base model has no head yet; transformers' "score.weight MISSING" report is then
     # expected noise (init_head creates it below), so it is silenced for that case only.
     pickle_kwargs = {"use_safetensors": False, "weights_only": True} if weights == "pickle" else {}
-    with contextlib.nullcontext() if existing_rm else _transformers_errors_only():
+    with _load_errors_as_input_errors(source), \
+            contextlib.nullcontext() if existing_rm else _transformers_errors_only():
         try:
             model, info = AutoModelForSequenceClassification.from_pretrained(
                 source, gguf_file=gguf_file, num_labels=1, dtype=torch.float32,
@@ -166,6 +143,18 @@ def _load_reward_model(
         model=model, tokenizer=tokenizer, manifest=manifest, pooling=pooling,
         base_info=_base_info(source, gguf_file, is_local), head_init=head, notes=notes, head_origin=origin,
     )
+
+
+@contextlib.contextmanager
+def _load_errors_as_input_errors(path_or_id: str | Path) -> Iterator[None]:
+    """transformers' own complaint about a folder it cannot load, as a one-line input error."""
+    try:
+        yield
+    except RmauditInputError:
+        raise
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+        raise input_error(path_or_id, None, None, f"cannot load the model: {first}") from exc
 
 
 @contextlib.contextmanager

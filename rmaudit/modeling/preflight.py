@@ -35,9 +35,31 @@ class CheckpointFacts:
     files: list[Path] = field(default_factory=list)
 
     @property
+    def is_sequence_classifier(self) -> bool:
+        return is_sequence_classifier(self.config.get("architectures"))
+
+    @property
     def is_reward_model(self) -> bool:
-        archs = self.config.get("architectures") or []
-        return any(str(a).endswith("ForSequenceClassification") for a in archs) and num_labels(self.config) == 1
+        return self.is_sequence_classifier and num_labels(self.config) == 1
+
+
+def is_sequence_classifier(architectures: list | None) -> bool:
+    """The config names a ``*ForSequenceClassification`` class; with ``num_labels=1`` it is a reward model."""
+    return any(str(a).endswith("ForSequenceClassification") for a in architectures or [])
+
+
+def resolve_source(path_or_id: str | Path, gguf_file: str | None, allow_hub: bool) -> tuple[str, bool]:
+    """(source, is_local). Local folders always win over hub ids of the same name."""
+    path = Path(path_or_id)
+    if path.is_dir():
+        if gguf_file and not (path / gguf_file).is_file():
+            raise input_error(path / gguf_file, None, None, "GGUF file not found in the model folder")
+        return str(path), True
+    if path.exists():
+        raise input_error(path, None, None, "expected a model folder (config + weights), got a file")
+    if not allow_hub:
+        raise input_error(path, None, None, "no such local folder; pass --allow-hub to download it from the hub")
+    return str(path_or_id), False
 
 
 def num_labels(config: dict) -> int:
@@ -122,7 +144,7 @@ def require_reward_model(facts: CheckpointFacts, folder: Path, allow_fresh_head:
         raise RmauditInputError(f"{folder}: a GGUF file holds a base model, not a reward model; auditing it "
                                 "audits a random head (pass --allow-fresh-head to do that on purpose)")
     archs = ", ".join(map(str, facts.config.get("architectures") or [])) or facts.config.get("model_type")
-    if any(str(a).endswith("ForSequenceClassification") for a in facts.config.get("architectures") or []):
+    if facts.is_sequence_classifier:
         raise input_error(config_path, None, "num_labels",
                           f"{num_labels(facts.config)}: a reward model has num_labels=1 (one score per text)")
     raise input_error(config_path, None, "architectures",

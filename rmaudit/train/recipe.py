@@ -122,11 +122,10 @@ def set_readout_tokens(model: nn.Module, tokenizer: Any, pad_token: str | None, 
 class BradleyTerryRecipe:
     """One training run. ``loaded`` lets Python callers train a model they already hold in memory."""
 
-    resume_differences: dict[str, Any] = {}
-
     def __init__(self, config: TrainConfig, loaded: LoadedRewardModel | None = None):
         self.config = config
         self.loaded = loaded
+        self.resume_differences: dict[str, Any] = {}  # what --resume-force continued over
         self.step = 0
         self.epoch = 0
         self.batches_done = 0  # global batches consumed in the current epoch
@@ -249,12 +248,15 @@ class BradleyTerryRecipe:
     def maybe_resume(self) -> None:
         if not self.config.resume:
             return
-        if not has_checkpoint(self.config.resume) and not (Path(self.config.resume) / MANIFEST_NAME).exists():
+        try:
+            folder = find_checkpoint(self.config.resume)
+        except RmauditInputError:
+            if (Path(self.config.resume) / MANIFEST_NAME).exists():
+                raise  # a finished run without checkpoints: nothing to resume
             # Interrupted before its first checkpoint: nothing to continue, so start over in place.
             self.log.note(f"{self.config.resume}: no checkpoint yet; starting from step 0")
             self.log.truncate_after(0)
             return
-        folder = find_checkpoint(self.config.resume)
         self.resume_differences = check_resume_matches(folder, self.config, self.data_files)
         weights = {}
         for file in sorted(folder.glob("*.safetensors")):
@@ -474,14 +476,6 @@ class BradleyTerryRecipe:
 # Settings that change neither the data nor the arithmetic of a step may differ on resume.
 RESUME_FREE = {"resume", "resume_force", "out", "progress", "report_to", "allow_hub", "allow_pickle",
                "trust_remote_code", "grad_checkpointing", "log_every", "eval_every", "eval_batch_size", "save_every"}
-
-
-def has_checkpoint(path: str | Path) -> bool:
-    try:
-        find_checkpoint(path)
-    except RmauditInputError:
-        return False
-    return True
 
 
 def check_resume_matches(folder: Path, cfg: TrainConfig, data_files: dict[str, DataFile]) -> dict[str, Any]:
