@@ -56,3 +56,85 @@ def resolve_dtype(requested: str, device: str = "cpu") -> tuple[str, str]:
         return requested, "requested"
     native, why = bf16_support(device)
     return ("bfloat16" if native else "float32"), f"auto: {why}"
+
+
+# ----------------------------------------------------------------------------- device
+
+def check_device_name(requested: str) -> str:
+    """``requested`` if it names a device rmaudit can use ("auto", "cpu", "cuda", "cuda:N"),
+    else a one-line input error (a spelling check only: nothing is imported)."""
+    from rmaudit.errors import RmauditInputError
+
+    name = str(requested).strip().lower()
+    kind, _, index = name.partition(":")
+    if (kind in ("auto", "cpu") and not index) or (kind == "cuda" and (not index or index.isdigit())):
+        return name
+    raise RmauditInputError(f"--device: expected auto, cpu, cuda or cuda:N, got {requested!r}")
+
+
+def resolve_device(requested: str) -> tuple[str, str]:
+    """(device, why) for ``--device``: "auto" is the first CUDA device when one is present,
+    else the CPU; a CUDA device that is not there is a one-line input error."""
+    import torch
+
+    from rmaudit.errors import RmauditInputError
+
+    name = check_device_name(requested)
+    if name == "auto":
+        if torch.cuda.is_available():
+            return "cuda", f"auto: CUDA device {torch.cuda.get_device_name(0)}"
+        return "cpu", "auto: no CUDA device"
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise RmauditInputError(f"--device {name}: no CUDA device is available to this torch "
+                                    f"({torch.__version__}); use --device cpu")
+        index = int(name.partition(":")[2] or 0)
+        if index >= torch.cuda.device_count():
+            raise RmauditInputError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) present")
+        return name, f"requested: {torch.cuda.get_device_name(index)}"
+    return "cpu", "requested"
+
+
+# ----------------------------------------------------------------------------- CPU threads
+
+CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
+
+
+def usable_cores() -> int:
+    """Cores this process may run on: its CPU affinity, capped by a cgroup CPU quota (a
+    container limited to 2 CPUs on a 64-core host would otherwise start 64 threads)."""
+    import os
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    try:
+        quota, period = CGROUP_CPU_MAX.read_text(encoding="utf-8").split()[:2]
+        if quota != "max":
+            cores = min(cores, max(1, int(int(quota) // int(period))))
+    except (OSError, ValueError):
+        pass
+    return max(1, cores)
+
+
+def configure_cpu_threads(threads: int | None = None) -> dict:
+    """Set torch's CPU threads (``threads``, else the usable cores) and report how busy the
+    CPU already is. Two torch processes with a thread per core each slow each other down
+    several times over on a small machine, so a busy CPU is said, not silently suffered.
+
+    Returns facts for the report: ``cpu_threads``, ``cpu_load_at_start`` and, when the
+    1-minute load average shows at least one core busy with other work, ``cpu_busy``."""
+    import os
+
+    import torch
+
+    cores = usable_cores()
+    chosen = threads or cores
+    torch.set_num_threads(chosen)
+    facts: dict = {"cpu_threads": chosen, "cpu_cores_usable": cores}
+    if hasattr(os, "getloadavg"):
+        load = os.getloadavg()[0]
+        facts["cpu_load_at_start"] = round(load, 2)
+        if load >= 1.0 and load + chosen > cores + 0.5:
+            facts["cpu_busy"] = (f"the CPU was already busy before this run (1-minute load {load:.1f} on {cores} "
+                                 f"cores) and rmaudit uses {chosen} thread(s): another process competes, so this "
+                                 "run will be slower; run torch jobs one at a time or pass --threads")
+    return facts

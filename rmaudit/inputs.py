@@ -26,12 +26,20 @@ from rmaudit.probes.context import AuditContext
 
 def build_context(checkpoint: Path, options: AuditOptions) -> AuditContext:
     """Load the checkpoint and gather every probe input (flags first, manifest defaults second)."""
+    from rmaudit.devices import configure_cpu_threads, resolve_device
+
     options = options.validated()
     checkpoint = Path(checkpoint)
     # Everything cheap and checkable comes first, so bad input ends the run before a model loads.
+    device, device_reason = resolve_device(options.device)
+    options = dataclasses.replace(options, device=device)
     _preflight(checkpoint, options)
     manifest = _read_manifest(checkpoint)
-    notes: dict[str, Any] = {}
+    notes: dict[str, Any] = {"device": device, "device_reason": device_reason}
+    if device == "cpu":
+        notes.update(configure_cpu_threads(options.threads))
+        if "cpu_busy" in notes and options.progress:
+            print(f"rmaudit: warning: {notes['cpu_busy']}", file=sys.stderr, flush=True)
     all_eval_pairs = _side_pairs("eval", options.data, checkpoint, manifest, notes, options.skip_bad_rows)
     train_pairs = _side_pairs("train", options.train_data, checkpoint, manifest, notes, options.skip_bad_rows)
     extra_pairs = canonical_pairs(options.pairs)
@@ -39,10 +47,10 @@ def build_context(checkpoint: Path, options: AuditOptions) -> AuditContext:
     if all_eval_pairs is not None:
         notes["n_eval_pairs_available"] = len(all_eval_pairs)
         eval_pairs = sample_pairs(all_eval_pairs, options.max_pairs, options.seed)
-    dtype, dtype_reason = options.dtype.resolved()
+    dtype, dtype_reason = options.dtype.resolved(device)
     options = dataclasses.replace(options, dtype=dtype)
     if options.progress:
-        print(f"rmaudit: scoring in {dtype} ({dtype_reason})", file=sys.stderr, flush=True)
+        print(f"rmaudit: scoring on {device} ({device_reason}) in {dtype} ({dtype_reason})", file=sys.stderr, flush=True)
     loaded = _load_checkpoint(checkpoint, options)
     notes.update({"pooling": loaded.pooling, "dtype_reason": dtype_reason, "loader_notes": list(loaded.notes)})
     _restore_chat_template(loaded.tokenizer, manifest, notes)
@@ -111,7 +119,8 @@ def _load_checkpoint(checkpoint: Path, options: AuditOptions) -> Any:
     # Weights in the scoring dtype: on CPU, bf16 weights run about 2x faster than bf16 autocast.
     return load_reward_model(checkpoint, gguf_file=options.gguf_file, allow_hub=options.allow_hub,
                              dtype=options.dtype.value, allow_pickle=options.allow_pickle,
-                             trust_remote_code=options.trust_remote_code)
+                             trust_remote_code=options.trust_remote_code, device=options.device,
+                             attn_implementation=options.attn_implementation)
 
 
 def _restore_chat_template(tokenizer: Any, manifest: Manifest | None, notes: dict[str, Any]) -> None:

@@ -94,7 +94,14 @@ class AuditOptions:
     dtype: Dtype = _opt(Dtype.FLOAT32, "Scoring dtype: 'float32' (exact: the gate's default), 'auto' (bfloat16 where "
                                        "the hardware runs it natively: CUDA, CPUs with AMX or AVX512-BF16; float32 "
                                        "elsewhere) or 'bfloat16'. bf16 rounding can flip pairs with small margins.")
-    batch_size: int = _opt(16, "Texts per forward pass when scoring.")
+    batch_size: int = _opt(16, "Texts per forward pass when scoring (at most; a batch also holds at most "
+                               "16,384 padded tokens, so long texts run in smaller batches).")
+    device: str = _opt("auto", "Where to score: 'auto' (the first CUDA device when present, else the CPU), 'cpu', "
+                               "'cuda' or 'cuda:N'. The model loads straight onto it in the scoring dtype.")
+    attn_implementation: str | None = _opt(None, "Attention kernel passed to transformers ('eager', 'sdpa', "
+                                                 "'flash_attention_2', ...); default: transformers' choice.")
+    threads: int | None = _opt(None, "CPU threads for torch; default: the cores this process may use (CPU "
+                                     "affinity and cgroup quota). A CPU already busy is reported.")
     fail_on: FailOn = _opt(FailOn.FAIL, "Gate: 'fail' fails on fail/error only; 'warn' also fails on warnings.")
     limits: dict[str, dict[str, float]] = field(
         default_factory=dict, metadata={"help": "Per-probe limit overrides: {probe: {'<metric>_warn'|'<metric>_fail': value}}."})
@@ -127,7 +134,15 @@ class AuditOptions:
             self, dtype=choice(Dtype, self.dtype, "--dtype"), pooling=choice(Pooling, self.pooling, "--pooling"),
             fail_on=choice(FailOn, self.fail_on, "--fail-on"),
             consumer=None if self.consumer is None else choice(Consumer, self.consumer, "--consumer"))
-        for flag, value in (("--max-pairs", out.max_pairs), ("--batch-size", out.batch_size)):
+        from rmaudit.devices import check_device_name
+
+        out = dataclasses.replace(out, device=check_device_name(out.device))
+        if out.attn_implementation is not None and not str(out.attn_implementation).strip():
+            raise RmauditInputError("--attn-implementation: expected a name such as 'sdpa' or 'eager', got ''")
+        positive = [("--max-pairs", out.max_pairs), ("--batch-size", out.batch_size)]
+        if out.threads is not None:
+            positive.append(("--threads", out.threads))
+        for flag, value in positive:
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise RmauditInputError(f"{flag}: expected a positive integer, got {value!r}")
         if isinstance(out.seed, bool) or not isinstance(out.seed, int) or not 0 <= out.seed < 2**32:

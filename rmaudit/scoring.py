@@ -4,6 +4,11 @@ Texts are rendered with the chat template, tokenized without a second BOS, sorte
 length into batches (little padding), run under ``inference_mode`` and returned in input
 order. A text's reward does not depend on its batch companions or on the padding side:
 position ids come from the attention mask, and pooling reads the last real token.
+
+Scoring streams: :data:`CHUNK_TEXTS` texts at a time are tokenized, batched and scored, so
+memory holds one chunk's token ids whatever the size of the eval set, and a batch holds at
+most :data:`BATCH_TOKENS` padded tokens, so activations stay bounded whatever the text
+lengths (issue 11; measured in benchmarks/results/memory.md).
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ import logging
 import signal
 import threading
 from dataclasses import dataclass
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -24,6 +29,13 @@ from rmaudit.modeling.pooling import pooled_rewards, position_ids_from_mask
 log = logging.getLogger(__name__)
 
 POOLINGS = ("auto", "mask", "native")
+
+# Texts tokenized and scored at a time. Length-sorting within a chunk of this size pads
+# about as little as sorting the whole set, and the chunk's token ids are all we hold.
+CHUNK_TEXTS = 2048
+# Padded tokens (rows x longest row) per forward pass, besides the batch-size row cap: short
+# texts batch wide, a 4k-token text runs with few companions.
+BATCH_TOKENS = 16384
 
 # Used only when a tokenizer has no chat template (base models, encoders); recorded in notes.
 FALLBACK_TEMPLATE = (
@@ -160,11 +172,18 @@ def _autocast(model: Any, dtype: torch.dtype | None) -> contextlib.AbstractConte
     return torch.autocast(device_type=param.device.type, dtype=dtype)
 
 
-def length_sorted_batches(lengths: Sequence[int], batch_size: int) -> Iterator[list[int]]:
-    """Indices grouped into batches of similar length (longest first), to minimise padding."""
+def length_sorted_batches(lengths: Sequence[int], batch_size: int, batch_tokens: int | None = None) -> Iterator[list[int]]:
+    """Indices grouped into batches of similar length (longest first), to minimise padding.
+
+    A batch holds at most ``batch_size`` rows and, when ``batch_tokens`` is set, at most that
+    many padded tokens (a text longer than the budget runs alone)."""
     order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
-    for start in range(0, len(order), batch_size):
-        yield order[start:start + batch_size]
+    start = 0
+    while start < len(order):
+        width = max(1, lengths[order[start]])  # the longest row of the batch: sorted first
+        rows = batch_size if batch_tokens is None else max(1, min(batch_size, batch_tokens // width))
+        yield order[start:start + rows]
+        start += rows
 
 
 def score_texts(
@@ -173,24 +192,31 @@ def score_texts(
     texts: Sequence[str],
     *,
     batch_size: int = 16,
+    batch_tokens: int | None = BATCH_TOKENS,
     dtype: torch.dtype | None = None,
     pooling: str = "auto",
     padding_side: str = "right",
     max_length: int | None = None,
-    progress: bool = False,
+    progress: bool | Callable[[int], None] = False,
 ) -> ScoreResult:
-    """Rewards for already-rendered texts, in input order."""
+    """Rewards for already-rendered texts, in input order, streamed :data:`CHUNK_TEXTS` at a time.
+
+    ``progress``: True shows a bar; a callable is called with the number of texts after each batch."""
     pooling = resolve_pooling(model, pooling)
-    ids, truncated = tokenize_rendered(tokenizer, texts, max_length)
-    lengths = [len(r) for r in ids]
     rewards = np.zeros(len(texts), dtype=np.float64)
-    batches = list(length_sorted_batches(lengths, batch_size))
+    lengths = np.zeros(len(texts), dtype=np.int64)
+    truncated = 0
     with torch.inference_mode(), _autocast(model, dtype), _progress(progress, len(texts)) as advance:
-        for batch in batches:
-            input_ids, mask = pad_batch([ids[i] for i in batch], tokenizer.pad_token_id, padding_side)
-            rewards[batch] = forward_rewards(model, input_ids, mask, pooling).double().numpy()
-            advance(len(batch))
-    return ScoreResult(rewards=rewards, pooling=pooling, n_tokens=np.array(lengths), n_truncated=truncated)
+        for start in range(0, len(texts), CHUNK_TEXTS):
+            ids, n_truncated = tokenize_rendered(tokenizer, texts[start:start + CHUNK_TEXTS], max_length)
+            truncated += n_truncated
+            chunk_lengths = [len(r) for r in ids]
+            lengths[start:start + len(ids)] = chunk_lengths
+            for batch in length_sorted_batches(chunk_lengths, batch_size, batch_tokens):
+                input_ids, mask = pad_batch([ids[i] for i in batch], tokenizer.pad_token_id, padding_side)
+                rewards[[start + i for i in batch]] = forward_rewards(model, input_ids, mask, pooling).double().numpy()
+                advance(len(batch))
+    return ScoreResult(rewards=rewards, pooling=pooling, n_tokens=lengths, n_truncated=truncated)
 
 
 def score(
@@ -207,12 +233,25 @@ def score(
 
 
 @contextlib.contextmanager
-def _progress(enabled: bool, total: int) -> Iterator[Any]:
-    if not enabled:
+def _progress(progress: bool | Callable[[int], None], total: int) -> Iterator[Callable[[int], None]]:
+    if callable(progress):
+        yield progress
+        return
+    if not progress:
         yield lambda n: None
         return
-    from rich.progress import Progress
+    with scoring_progress(total) as advance:
+        yield advance
 
-    with Progress(transient=True) as bar:
-        task = bar.add_task("scoring", total=total)
+
+@contextlib.contextmanager
+def scoring_progress(total: int, description: str = "scoring") -> Iterator[Callable[[int], None]]:
+    """A bar with the time left (stderr, removed when done); yields ``advance(n_texts)``."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+               TextColumn("left"), TimeRemainingColumn())
+    with Progress(*columns, transient=True, console=Console(stderr=True)) as bar:
+        task = bar.add_task(description, total=total)
         yield lambda n: bar.advance(task, n)

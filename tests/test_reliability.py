@@ -213,10 +213,37 @@ def test_duplicate_pairs_count_once(rm, in_tmp, capsys):
     ("--batch-size", "-3", "--batch-size: expected a positive integer, got -3"),
     ("--max-length", "-5", "--max-length: expected a positive integer, got -5"),
     ("--max-pairs", "0", "--max-pairs: expected a positive integer, got 0"),
+    ("--threads", "0", "--threads: expected a positive integer, got 0"),
+    ("--device", "gpu", "--device: expected auto, cpu, cuda or cuda:N, got 'gpu'"),
+    ("--device", "cuda:x", "--device: expected auto, cpu, cuda or cuda:N, got 'cuda:x'"),
 ])
 def test_check_flags_out_of_range(rm, data, in_tmp, capsys, flag, value, message):
     code, err = check(capsys, rm, data, in_tmp / "o", flag, value)
     assert code == 2 and message in err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA device")
+def test_check_on_a_cuda_device_that_is_absent_is_an_input_error(rm, data, in_tmp, capsys, monkeypatch):
+    import rmaudit.modeling.loading as loading
+
+    monkeypatch.setattr(loading, "load_reward_model", lambda *a, **k: pytest.fail("loaded a model"))
+    code, err = check(capsys, rm, data, in_tmp / "o", "--device", "cuda")
+    assert code == 2 and "--device cuda: no CUDA device is available" in err
+
+
+def test_check_reports_the_device_threads_and_a_busy_cpu(rm, data, in_tmp, capsys, monkeypatch):
+    """A CPU already loaded by another job is said in the report (two torch jobs on two cores
+    slow each other down several times over); the thread count is the one asked for."""
+    monkeypatch.setattr(os, "getloadavg", lambda: (5.0, 5.0, 5.0))
+    code, _ = check(capsys, rm, data, in_tmp / "o", "--device", "cpu", "--threads", "1", "--json", in_tmp / "r.json")
+    context = json.loads((in_tmp / "r.json").read_text())["context"]
+    assert code in (0, 1)
+    assert context["device"] == "cpu" and context["cpu_threads"] == 1 == torch.get_num_threads()
+    assert "already busy" in context["cpu_busy"] and context["cpu_load_at_start"] == 5.0
+    monkeypatch.setattr(os, "getloadavg", lambda: (0.1, 0.1, 0.1))
+    check(capsys, rm, data, in_tmp / "o", "--json", in_tmp / "r.json")
+    context = json.loads((in_tmp / "r.json").read_text())["context"]
+    assert "cpu_busy" not in context and context["cpu_threads"] == context["cpu_cores_usable"]
 
 
 @pytest.mark.parametrize("flag, value, message", [

@@ -121,3 +121,71 @@ def test_native_pooling_without_config_pad_id_falls_back_to_mask(caplog):
         result = score(model, tokenizer, CONVERSATIONS, pooling="native")
     assert result.pooling == "mask"
     assert "pad_token_id" in caplog.text
+
+
+def test_streamed_scoring_matches_scoring_each_text_alone(monkeypatch):
+    """Chunks smaller than the input (the 100k-pair path) give the same rewards, in input
+    order, with lengths and truncation counts summed over the chunks."""
+    import rmaudit.scoring as scoring
+
+    model, tokenizer = tiny_rm()
+    texts = [render(tokenizer, c) for c in CONVERSATIONS] * 3
+    texts = [t + " x" * i for i, t in enumerate(texts)]  # all distinct, lengths interleaved
+    alone = [score_texts(model, tokenizer, [t], max_length=40) for t in texts]
+    monkeypatch.setattr(scoring, "CHUNK_TEXTS", 5)
+    ticks: list[int] = []
+    streamed = score_texts(model, tokenizer, texts, batch_size=3, max_length=40, progress=ticks.append)
+    np.testing.assert_allclose(streamed.rewards, [r.rewards[0] for r in alone], atol=1e-5)
+    assert streamed.n_tokens.tolist() == [int(r.n_tokens[0]) for r in alone]
+    assert streamed.n_truncated == sum(r.n_truncated for r in alone) > 0
+    assert sum(ticks) == len(texts)
+
+
+def test_batches_respect_the_row_cap_and_the_padded_token_budget():
+    from rmaudit.scoring import length_sorted_batches
+
+    lengths = [5, 300, 40, 40, 1000, 7, 7, 7, 120, 2000]
+    batches = list(length_sorted_batches(lengths, batch_size=4, batch_tokens=400))
+    assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
+    for batch in batches:
+        width = max(lengths[i] for i in batch)
+        assert len(batch) <= 4
+        assert len(batch) == 1 or len(batch) * width <= 400   # an over-budget text runs alone
+    assert [lengths[b[0]] for b in batches] == sorted((lengths[b[0]] for b in batches), reverse=True)
+
+
+def test_context_cache_scores_each_text_once_across_chunks(monkeypatch):
+    import rmaudit.scoring as scoring
+    from rmaudit.data.pairs import PreferencePair
+    from rmaudit.probes.context import AuditContext
+
+    model, tokenizer = tiny_rm()
+    calls: list[int] = []
+    real = scoring.forward_rewards
+    monkeypatch.setattr(scoring, "forward_rewards", lambda m, ids, *a: calls.append(len(ids)) or real(m, ids, *a))
+    monkeypatch.setattr(scoring, "CHUNK_TEXTS", 4)
+    pairs = [PreferencePair([{"role": "user", "content": f"q{i % 3}"}], f"yes {i}", f"no {i % 2}") for i in range(9)]
+    ctx = AuditContext(checkpoint=REPO_ROOT, model=model, tokenizer=tokenizer, pooling="mask")
+    chosen, rejected = ctx.pair_rewards(pairs)
+    distinct = {tuple(map(str, p.chosen_messages())) for p in pairs} | {tuple(map(str, p.rejected_messages())) for p in pairs}
+    assert sum(calls) == len(distinct)
+    again, _ = ctx.pair_rewards(pairs[::-1])
+    assert sum(calls) == len(distinct)                      # all cached
+    np.testing.assert_allclose(again, chosen[::-1])
+    np.testing.assert_allclose(ctx.score([p.rejected_messages() for p in pairs]), rejected)
+
+
+def test_usable_cores_honours_a_cgroup_cpu_quota(tmp_path, monkeypatch):
+    import os
+
+    import rmaudit.devices as devices
+
+    quota = tmp_path / "cpu.max"
+    monkeypatch.setattr(devices, "CGROUP_CPU_MAX", quota)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(64)))
+    quota.write_text("max 100000\n")
+    assert devices.usable_cores() == 64
+    quota.write_text("200000 100000\n")
+    assert devices.usable_cores() == 2
+    quota.write_text("50000 100000\n")
+    assert devices.usable_cores() == 1

@@ -29,6 +29,9 @@ def check_command(
     dtype: Dtype = typer.Option(DEFAULT["dtype"], "--dtype", help=HELP["dtype"]),
     batch_size: int = typer.Option(DEFAULT["batch_size"], "--batch-size", help=HELP["batch_size"]),
     max_length: Optional[int] = typer.Option(None, "--max-length", help=HELP["max_length"]),
+    device: str = typer.Option(DEFAULT["device"], "--device", help=HELP["device"]),
+    attn_implementation: Optional[str] = typer.Option(None, "--attn-implementation", help=HELP["attn_implementation"]),
+    threads: Optional[int] = typer.Option(None, "--threads", help=HELP["threads"]),
     pooling: Pooling = typer.Option(DEFAULT["pooling"], "--pooling", help=HELP["pooling"]),
     gguf_file: Optional[str] = typer.Option(None, "--gguf-file", help=HELP["gguf_file"]),
     out: Optional[Path] = typer.Option(None, "--out", help="Report folder. Default: reports/<checkpoint>/<timestamp>/."),
@@ -65,7 +68,8 @@ def check_command(
         limits=gate.limits, settings=gate.settings, pooling=pooling, max_length=max_length, gguf_file=gguf_file,
         allow_hub=allow_hub, progress=progress, seed=seed, consumer=consumer or (Consumer(gate.consumer) if gate.consumer else None),
         require=require or gate.require or (), allow_pickle=allow_pickle, trust_remote_code=trust_remote_code,
-        allow_fresh_head=allow_fresh_head, skip_bad_rows=skip_bad_rows,
+        allow_fresh_head=allow_fresh_head, skip_bad_rows=skip_bad_rows, device=device,
+        attn_implementation=attn_implementation, threads=threads,
     ).validated()
     out_dir = out or default_report_dir(checkpoint)
     check_report_dir(out_dir)

@@ -92,6 +92,8 @@ def load_reward_model(
     seed: int = 0,
     trust_remote_code: bool = False,
     allow_pickle: bool = False,
+    device: str = "cpu",
+    attn_implementation: str | None = None,
 ) -> LoadedRewardModel:
     """Load a reward model for scoring or training (the cases: the module docstring).
 
@@ -113,14 +115,20 @@ def load_reward_model(
     existing_rm = _is_reward_checkpoint(config) and gguf_file is None
     # A base model has no head yet; transformers' "score.weight MISSING" report is then
     # expected noise (init_head creates it below), so it is silenced for that case only.
-    pickle_kwargs = {"use_safetensors": False, "weights_only": True} if weights == "pickle" else {}
+    load_kwargs: dict[str, Any] = {"use_safetensors": False, "weights_only": True} if weights == "pickle" else {}
+    if attn_implementation:
+        load_kwargs["attn_implementation"] = attn_implementation
+    if device != "cpu":
+        load_kwargs["device_map"] = {"": device}   # straight onto the GPU: no full copy in host memory
+    # An existing RM loads in the target dtype directly (a 7B model need not exist in float32
+    # first); a fresh head is created in float32 (its seeded init) and the whole model cast after.
     with _load_errors_as_input_errors(source), \
             contextlib.nullcontext() if existing_rm else _transformers_errors_only():
         try:
             model, info = AutoModelForSequenceClassification.from_pretrained(
-                source, gguf_file=gguf_file, num_labels=1, dtype=torch.float32,
+                source, gguf_file=gguf_file, num_labels=1, dtype=torch_dtype if existing_rm else torch.float32,
                 local_files_only=local_only, trust_remote_code=trust_remote_code, output_loading_info=True,
-                **pickle_kwargs,
+                **load_kwargs,
             )
         except pickle.UnpicklingError as exc:
             raise input_error(source, None, None, "torch.load(weights_only=True) refused the pickle weights "
@@ -131,7 +139,7 @@ def load_reward_model(
     if not existing_rm:
         model.config.pad_token_id = tokenizer.pad_token_id
         head = init_head(model, init=head_init, bias=head_bias, seed=seed)
-    model = model.to(torch_dtype)
+    model = model.to(device=device, dtype=torch_dtype)
     model.eval()
     pooling = "mask" if (manifest is not None or not existing_rm) else "native"
     # Not saved with the model: tells the scorer's "auto" pooling what this checkpoint is.

@@ -2,14 +2,18 @@
 
 The context owns the score cache: every distinct rendered text is scored once per audit,
 whichever probes ask for it. Probes call :meth:`AuditContext.score` with conversations
-(lists of messages) and get rewards back in input order.
+(lists of messages) and get rewards back in input order. Conversations are rendered and
+scored a chunk at a time and the cache keeps a 16-byte digest per text, not the text, so
+an audit of 100k pairs holds rewards, not rendered conversations.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -50,7 +54,8 @@ class AuditContext:
     consumer: str | None = None            # --consumer: the RL trainer that will read the reward
     head_origin: dict | None = None        # the loader's account of where the head came from
     notes: dict[str, Any] = field(default_factory=dict)   # facts for the report context
-    _cache: dict[tuple[str, str], float] = field(default_factory=dict, repr=False)
+    _cache: dict[bytes, float] = field(default_factory=dict, repr=False)  # digest(pooling, text) -> reward
+    _advance: Callable[[int], None] | None = field(default=None, repr=False)  # the open progress bar
 
     def require(self, *names: str) -> None:
         """Raise ProbeSkipped naming every missing input, e.g. ``require("eval_pairs", "model")``."""
@@ -65,31 +70,69 @@ class AuditContext:
         return render(self.tokenizer, messages, chat_template=chat_template)
 
     def score(self, conversations: Sequence[Sequence[Message]], chat_template: str | None = None) -> np.ndarray:
-        """Rewards for conversations rendered with the RM's template (or ``chat_template``)."""
-        texts = [self.render(c, chat_template) for c in conversations]
-        return self.score_texts(texts)
+        """Rewards for conversations rendered with the RM's template (or ``chat_template``),
+        rendered and scored a chunk at a time."""
+        from rmaudit.scoring import CHUNK_TEXTS
+
+        rewards = np.empty(len(conversations), dtype=np.float64)
+        with self._progress_bar(len(conversations)):
+            for start in range(0, len(conversations), CHUNK_TEXTS):
+                texts = [self.render(c, chat_template) for c in conversations[start:start + CHUNK_TEXTS]]
+                rewards[start:start + len(texts)] = self.score_texts(texts)
+        return rewards
 
     def score_texts(self, texts: Sequence[str]) -> np.ndarray:
         """Rewards for already-rendered texts; each distinct text is scored once per audit."""
         from rmaudit.scoring import score_texts
 
-        key = self.pooling
-        todo = sorted({t for t in texts if (key, t) not in self._cache})
-        if todo:
-            result = score_texts(
-                self.model, self.tokenizer, todo, batch_size=self.batch_size, dtype=self.dtype,
-                pooling=self.pooling, max_length=self.max_length, progress=self.progress,
-            )
-            self.notes["pooling"] = result.pooling
-            for text, reward in zip(todo, result.rewards):
-                self._cache[(key, text)] = float(reward)
-        return np.array([self._cache[(key, t)] for t in texts], dtype=np.float64)
+        salt = self.pooling.encode()
+        keys = [hashlib.blake2b(t.encode("utf-8", "surrogatepass"), digest_size=16, key=salt).digest() for t in texts]
+        todo: dict[bytes, int] = {}   # key -> index of its first text, in input order
+        for i, key in enumerate(keys):
+            if key not in self._cache and key not in todo:
+                todo[key] = i
+        with self._progress_bar(len(texts)) as advance:
+            advance(len(texts) - len(todo))
+            if todo:
+                result = score_texts(
+                    self.model, self.tokenizer, [texts[i] for i in todo.values()], batch_size=self.batch_size,
+                    dtype=self.dtype, pooling=self.pooling, max_length=self.max_length, progress=advance,
+                )
+                self.notes["pooling"] = result.pooling
+                self._cache.update(zip(todo, result.rewards.tolist()))
+        return np.array([self._cache[k] for k in keys], dtype=np.float64)
 
     def pair_rewards(self, pairs: Sequence[PreferencePair]) -> tuple[np.ndarray, np.ndarray]:
         """(chosen rewards, rejected rewards) for pairs, through the shared cache."""
-        chosen = self.score([p.chosen_messages() for p in pairs])
-        rejected = self.score([p.rejected_messages() for p in pairs])
+        from rmaudit.scoring import CHUNK_TEXTS
+
+        chosen = np.empty(len(pairs), dtype=np.float64)
+        rejected = np.empty(len(pairs), dtype=np.float64)
+        step = max(1, CHUNK_TEXTS // 2)
+        with self._progress_bar(2 * len(pairs)):
+            for start in range(0, len(pairs), step):
+                part = pairs[start:start + step]
+                both = self.score([p.chosen_messages() for p in part] + [p.rejected_messages() for p in part])
+                chosen[start:start + len(part)], rejected[start:start + len(part)] = both[:len(part)], both[len(part):]
         return chosen, rejected
+
+    @contextlib.contextmanager
+    def _progress_bar(self, total: int) -> Iterator[Callable[[int], None]]:
+        """One bar per outermost scoring call (nested calls advance it); none without --progress."""
+        if self._advance is not None:
+            yield self._advance
+            return
+        if not self.progress:
+            yield lambda n: None
+            return
+        from rmaudit.scoring import scoring_progress
+
+        with scoring_progress(total) as advance:
+            self._advance = advance
+            try:
+                yield advance
+            finally:
+                self._advance = None
 
     def labelled_pairs(self, limit: int | None = None) -> list[PreferencePair]:
         """Held-out pairs first, then the canonical battery, at most ``limit``: the most labelled
