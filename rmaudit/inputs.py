@@ -43,6 +43,10 @@ def build_context(checkpoint: Path, options: AuditOptions) -> AuditContext:
     all_eval_pairs = _side_pairs("eval", options.data, checkpoint, manifest, notes, options.skip_bad_rows)
     train_pairs = _side_pairs("train", options.train_data, checkpoint, manifest, notes, options.skip_bad_rows)
     extra_pairs = canonical_pairs(options.pairs)
+    if options.training_log is not None:
+        from rmaudit.probes.training_log import read_curves
+
+        read_curves(Path(options.training_log))  # a log that cannot be read is named now, not after scoring
     eval_pairs = None
     if all_eval_pairs is not None:
         notes["n_eval_pairs_available"] = len(all_eval_pairs)
@@ -65,6 +69,7 @@ def build_context(checkpoint: Path, options: AuditOptions) -> AuditContext:
         train_pairs=train_pairs,
         policy_tokenizer=_load_policy_tokenizer(options.policy, options.allow_hub),
         canonical_pairs=extra_pairs,
+        training_log=Path(options.training_log) if options.training_log else None,
         dtype=options.dtype.torch(),
         max_length=_max_length(options, manifest, loaded, notes),
         batch_size=options.batch_size,

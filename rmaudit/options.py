@@ -89,6 +89,8 @@ class AuditOptions:
     data: Path | None = _opt(None, "Held-out preference file; default: the eval split recorded in the manifest.")
     train_data: Path | None = _opt(None, "Training preference file (for leakage); default: the manifest's train split.")
     policy: Path | None = _opt(None, "Folder with the tokenizer (and chat template) the PPO policy will use.")
+    training_log: Path | None = _opt(None, "The run's training log (rmaudit's metrics.jsonl or a transformers/TRL "
+                                           "trainer_state.json); default: found in the checkpoint folder.")
     pairs: Path | None = _opt(None, "Extra canonical pairs (prompt, chosen, rejected, category, required_margin).")
     max_pairs: int = _opt(500, "Score at most this many held-out pairs, sampled deterministically with --seed.")
     dtype: Dtype = _opt(Dtype.FLOAT32, "Scoring dtype: 'float32' (exact: the gate's default), 'auto' (bfloat16 where "
@@ -149,7 +151,8 @@ class AuditOptions:
             raise RmauditInputError(f"--seed: expected an integer from 0 to 2**32-1, got {out.seed!r}")
         if out.max_length is not None and (not isinstance(out.max_length, int) or out.max_length < 1):
             raise RmauditInputError(f"--max-length: expected a positive integer, got {out.max_length!r}")
-        for flag, path in (("--data", out.data), ("--train-data", out.train_data), ("--pairs", out.pairs)):
+        for flag, path in (("--data", out.data), ("--train-data", out.train_data), ("--pairs", out.pairs),
+                           ("--training-log", out.training_log)):
             if path is not None and not Path(path).exists():
                 raise input_error(path, None, None, f"{flag} file not found")
         return out

@@ -15,7 +15,7 @@ from typing import Callable
 
 from helpers_audit import CANONICAL_FILE, TOPICS, fit_head_bt, fitted_tiny_rm, save_rm, scaled_head, topic_pairs
 from helpers_probe_heads import fitted_rm, synthetic_pairs
-from helpers_train import tiny_base_dir
+from helpers_train import small_pairs, tiny_base_dir, write_pairs
 from rmaudit.modeling.loading import load_reward_model
 from rmaudit.modeling.manifest import Manifest
 from rmaudit.probes.canonical_pairs import load_canonical_pairs
@@ -94,6 +94,22 @@ def _policy(template: str):
     return tokenizer
 
 
+@functools.cache
+def trained_run(lr: float, steps: int = 24) -> Path:
+    """A real `rmaudit train` run folder (tiny base, real metrics.jsonl); a tiny lr never learns."""
+    import tempfile
+
+    from rmaudit.train import train
+    from rmaudit.train.config import build_config
+
+    root = Path(tempfile.mkdtemp(prefix=f"rmaudit-run-lr{lr:g}-"))
+    data = write_pairs(root / "pairs.jsonl", small_pairs(32))
+    train(build_config(overrides=dict(
+        base=str(tiny_base_dir()), data=str(data), out=str(root / "run"), dtype="float32", progress=False,
+        batch_size=4, lr=lr, head_lr_mult=10.0, log_every=1, warmup_ratio=0.0, eval_fraction=0.25, max_steps=steps)))
+    return root / "run"
+
+
 FIXTURES: dict[str, tuple[Factory, Factory]] = {
     # (healthy, planted)
     "length_bias": (
@@ -139,6 +155,16 @@ FIXTURES: dict[str, tuple[Factory, Factory]] = {
         lambda tmp: _ctx(*_canonical_rm(), canonical_pairs=load_canonical_pairs([CANONICAL_FILE])),
         lambda tmp: _ctx(scaled_head(_canonical_rm()[0], -1.0), _canonical_rm()[1],
                          canonical_pairs=load_canonical_pairs([CANONICAL_FILE])),
+    ),
+    "reward_scale": (
+        lambda tmp: _ctx(*_rm("content"), eval_pairs=CONTENT_PAIRS),
+        # the head's scale ran away: margins of tens of units, past the loss's slope
+        lambda tmp: _ctx(scaled_head(_rm("content")[0], 10.0), _rm("content")[1], eval_pairs=CONTENT_PAIRS),
+    ),
+    "training_log": (
+        lambda tmp: _from_folder(trained_run(3e-3)),
+        # a run whose learning rate was a typo (1e-12): the loss never left log 2
+        lambda tmp: _from_folder(trained_run(1e-12)),
     ),
     "accuracy": (
         lambda tmp: _ctx(*_topic_rm(), eval_pairs=topic_pairs(TOPICS[20:])),

@@ -25,6 +25,7 @@ def check_command(
     train_data: Optional[Path] = typer.Option(None, "--train-data", help=HELP["train_data"]),
     policy: Optional[Path] = typer.Option(None, "--policy", help=HELP["policy"]),
     pairs: Optional[Path] = typer.Option(None, "--pairs", help=HELP["pairs"]),
+    training_log: Optional[Path] = typer.Option(None, "--training-log", help=HELP["training_log"]),
     max_pairs: int = typer.Option(DEFAULT["max_pairs"], "--max-pairs", help=HELP["max_pairs"]),
     dtype: Dtype = typer.Option(DEFAULT["dtype"], "--dtype", help=HELP["dtype"]),
     batch_size: int = typer.Option(DEFAULT["batch_size"], "--batch-size", help=HELP["batch_size"]),
@@ -69,7 +70,7 @@ def check_command(
         allow_hub=allow_hub, progress=progress, seed=seed, consumer=consumer or (Consumer(gate.consumer) if gate.consumer else None),
         require=require or gate.require or (), allow_pickle=allow_pickle, trust_remote_code=trust_remote_code,
         allow_fresh_head=allow_fresh_head, skip_bad_rows=skip_bad_rows, device=device,
-        attn_implementation=attn_implementation, threads=threads,
+        attn_implementation=attn_implementation, threads=threads, training_log=training_log,
     ).validated()
     out_dir = out or default_report_dir(checkpoint)
     check_report_dir(out_dir)

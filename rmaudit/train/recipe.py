@@ -448,6 +448,8 @@ class BradleyTerryRecipe:
                  "global_batch_pairs": cfg.batch_size * cfg.grad_accum * self.accelerator.num_processes,
                  "steps": self.step, "total_steps": self.total_steps, "tokens_seen": self.tokens_seen,
                  "complete": final, "dtype": self.dtype, "dtype_reason": self.dtype_reason,
+                 # read by the training_log probe: the two-tower bug is a separate forward or dropout on
+                 "forward": "stacked", "dropout": "disabled",
                  **({"resume_forced_over": self.resume_differences} if self.resume_differences else {})},
             packages=package_versions(),
             metrics={"train": self.last_train, "eval": self.last_eval},
