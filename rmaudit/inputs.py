@@ -40,8 +40,10 @@ def build_context(checkpoint: Path, options: AuditOptions) -> AuditContext:
         notes.update(configure_cpu_threads(options.threads))
         if "cpu_busy" in notes and options.progress:
             print(f"rmaudit: warning: {notes['cpu_busy']}", file=sys.stderr, flush=True)
-    all_eval_pairs = _side_pairs("eval", options.data, checkpoint, manifest, notes, options.skip_bad_rows)
+    all_eval_pairs = _side_pairs("eval", options.data, checkpoint, manifest, notes, options.skip_bad_rows,
+                                 options.annotator_field)
     train_pairs = _side_pairs("train", options.train_data, checkpoint, manifest, notes, options.skip_bad_rows)
+    _check_annotator_field(options.annotator_field, all_eval_pairs, options.data)
     extra_pairs = canonical_pairs(options.pairs)
     if options.training_log is not None:
         from rmaudit.probes.training_log import read_curves
@@ -70,6 +72,7 @@ def build_context(checkpoint: Path, options: AuditOptions) -> AuditContext:
         policy_tokenizer=_load_policy_tokenizer(options.policy, options.allow_hub),
         canonical_pairs=extra_pairs,
         training_log=Path(options.training_log) if options.training_log else None,
+        annotator_field=options.annotator_field,
         dtype=options.dtype.torch(),
         max_length=_max_length(options, manifest, loaded, notes),
         batch_size=options.batch_size,
@@ -159,8 +162,21 @@ def sample_pairs(pairs: list[PreferencePair], max_pairs: int, seed: int) -> list
 
 # ----------------------------------------------------------------------------- data sides
 
+def _check_annotator_field(field: str | None, pairs: list[PreferencePair] | None, data: Path | None) -> None:
+    """--annotator-field must name a column the eval data has (checked before the model loads)."""
+    if field is None:
+        return
+    if not pairs:
+        raise RmauditInputError(f"--annotator-field {field}: there are no eval pairs to read it from (give --data)")
+    if not any(p.meta.get(field) not in (None, "") for p in pairs):
+        columns = sorted({k for p in pairs[:50] for k in p.meta})
+        raise input_error(data or pairs[0].source, None, field, "--annotator-field: no row has this column "
+                          f"(extra columns seen: {', '.join(columns) or 'none'})")
+
+
 def _side_pairs(side: str, flag_path: Path | None, checkpoint: Path, manifest: Manifest | None,
-                notes: dict[str, Any], skip_bad_rows: bool) -> list[PreferencePair] | None:
+                notes: dict[str, Any], skip_bad_rows: bool,
+                annotator_field: str | None = None) -> list[PreferencePair] | None:
     """Pairs of one side ("eval" or "train"): the flag's file, else the manifest's split, else
     None. Exact duplicate pairs are kept once: a copy is not independent evidence."""
     from rmaudit.data import read_pairs
@@ -175,15 +191,18 @@ def _side_pairs(side: str, flag_path: Path | None, checkpoint: Path, manifest: M
         pairs = loaded.pairs
     else:
         pairs = _manifest_side(side, checkpoint, manifest, notes) if manifest else None
-    return None if pairs is None else drop_duplicate_pairs(pairs, side, notes)
+    return None if pairs is None else drop_duplicate_pairs(pairs, side, notes, annotator_field)
 
 
-def drop_duplicate_pairs(pairs: list[PreferencePair], side: str, notes: dict[str, Any]) -> list[PreferencePair]:
-    """The first of each identical (prompt, chosen, rejected); the count goes in the notes."""
+def drop_duplicate_pairs(pairs: list[PreferencePair], side: str, notes: dict[str, Any],
+                         annotator_field: str | None = None) -> list[PreferencePair]:
+    """The first of each identical (prompt, chosen, rejected); the count goes in the notes. With
+    ``annotator_field``, the same pair labelled by two annotators is two labels and stays."""
     seen: set[tuple] = set()
     kept = []
     for pair in pairs:
-        key = (tuple((m["role"], m["content"]) for m in pair.prompt), pair.chosen, pair.rejected)
+        key = (tuple((m["role"], m["content"]) for m in pair.prompt), pair.chosen, pair.rejected,
+               pair.meta.get(annotator_field) if annotator_field else None)
         if key not in seen:
             seen.add(key)
             kept.append(pair)

@@ -91,6 +91,8 @@ class AuditOptions:
     policy: Path | None = _opt(None, "Folder with the tokenizer (and chat template) the PPO policy will use.")
     training_log: Path | None = _opt(None, "The run's training log (rmaudit's metrics.jsonl or a transformers/TRL "
                                            "trainer_state.json); default: found in the checkpoint folder.")
+    annotator_field: str | None = _opt(None, "Column of --data that names each row's annotator (for the annotator "
+                                             "probe); PandaLM's annotator1..3 are recognised without it.")
     pairs: Path | None = _opt(None, "Extra canonical pairs (prompt, chosen, rejected, category, required_margin).")
     max_pairs: int = _opt(500, "Score at most this many held-out pairs, sampled deterministically with --seed.")
     dtype: Dtype = _opt(Dtype.FLOAT32, "Scoring dtype: 'float32' (exact: the gate's default), 'auto' (bfloat16 where "

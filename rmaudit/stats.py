@@ -52,3 +52,29 @@ def cluster_bootstrap_interval(values: np.ndarray, clusters: np.ndarray, *, conf
     tail = (1 - confidence) / 2 * 100
     low, high = np.percentile(means, [tail, 100 - tail])
     return float(low), float(high)
+
+
+def cluster_bootstrap_statistic(statistic, clusters: np.ndarray, *, confidence: float = 0.95, n_boot: int = 1000,
+                                seed: int = 0) -> tuple[float, float]:
+    """Percentile interval of ``statistic(indices)`` resampling whole clusters (prompts).
+
+    ``statistic`` takes the row indices of one resample (rows repeat when their cluster is
+    drawn twice) and returns a float; NaN draws are dropped. For statistics that are not a
+    plain mean (a gap between two groups' rates), where :func:`cluster_bootstrap_interval`
+    does not apply."""
+    _, index = np.unique(np.asarray(clusters), return_inverse=True)
+    members = [np.flatnonzero(index == c) for c in range(int(index.max()) + 1)] if len(index) else []
+    if len(members) < 2:
+        return float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    draws = []
+    for _ in range(n_boot):
+        chosen = rng.integers(0, len(members), size=len(members))
+        value = statistic(np.concatenate([members[c] for c in chosen]))
+        if np.isfinite(value):
+            draws.append(value)
+    if not draws:
+        return float("nan"), float("nan")
+    tail = (1 - confidence) / 2 * 100
+    low, high = np.percentile(draws, [tail, 100 - tail])
+    return float(low), float(high)

@@ -53,6 +53,17 @@ def _from_folder(folder: Path, **inputs) -> AuditContext:
 
 CONTENT_PAIRS = synthetic_pairs(seed=1000, n=40, rule="content")
 
+
+def two_annotators(rule_b: str, n: int = 40):
+    """Annotator A labels by content (polite beats rude); B by ``rule_b``, on other prompts."""
+    import dataclasses
+
+    def labelled(pairs, name):
+        return [dataclasses.replace(p, meta={**p.meta, "annotator": name}) for p in pairs]
+
+    return (labelled(synthetic_pairs(seed=2000, n=n, rule="content"), "A")
+            + labelled(synthetic_pairs(seed=3000, n=n, rule=rule_b), "B"))
+
 # ChatML whose last turn ends at <|im_end|>: the reward is read at the end-of-turn token.
 END_AT_EOS = ("{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + "
               "'<|im_end|>' }}{% if not loop.last %}{{ '\\n' }}{% endif %}{% endfor %}"
@@ -165,6 +176,11 @@ FIXTURES: dict[str, tuple[Factory, Factory]] = {
         lambda tmp: _from_folder(trained_run(3e-3)),
         # a run whose learning rate was a typo (1e-12): the loss never left log 2
         lambda tmp: _from_folder(trained_run(1e-12)),
+    ),
+    "annotator": (
+        lambda tmp: _ctx(*_rm("content"), eval_pairs=two_annotators("content"), annotator_field="annotator"),
+        # B labels by length, the RM learned A's rule (content): it fits one annotator's taste
+        lambda tmp: _ctx(*_rm("content"), eval_pairs=two_annotators("length"), annotator_field="annotator"),
     ),
     "accuracy": (
         lambda tmp: _ctx(*_topic_rm(), eval_pairs=topic_pairs(TOPICS[20:])),

@@ -168,7 +168,8 @@ def test_an_unreadable_training_log_is_exit_2_before_the_model_loads(tmp_path, c
 
     bad = tmp_path / "trainer_state.json"
     bad.write_text("{not json")
+    checkpoint = trained_run(3e-3)
     monkeypatch.setattr(loading, "load_reward_model", lambda *a, **k: pytest.fail("loaded a model"))
-    code = main(["check", str(trained_run(3e-3)), "--no-progress", "--training-log", str(bad), "--out", str(tmp_path / "o")])
+    code = main(["check", str(checkpoint), "--no-progress", "--training-log", str(bad), "--out", str(tmp_path / "o")])
     err = capsys.readouterr().err
     assert code == 2 and "trainer_state.json" in err and "log_history" in err

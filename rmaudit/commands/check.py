@@ -26,6 +26,7 @@ def check_command(
     policy: Optional[Path] = typer.Option(None, "--policy", help=HELP["policy"]),
     pairs: Optional[Path] = typer.Option(None, "--pairs", help=HELP["pairs"]),
     training_log: Optional[Path] = typer.Option(None, "--training-log", help=HELP["training_log"]),
+    annotator_field: Optional[str] = typer.Option(None, "--annotator-field", help=HELP["annotator_field"]),
     max_pairs: int = typer.Option(DEFAULT["max_pairs"], "--max-pairs", help=HELP["max_pairs"]),
     dtype: Dtype = typer.Option(DEFAULT["dtype"], "--dtype", help=HELP["dtype"]),
     batch_size: int = typer.Option(DEFAULT["batch_size"], "--batch-size", help=HELP["batch_size"]),
@@ -71,6 +72,7 @@ def check_command(
         require=require or gate.require or (), allow_pickle=allow_pickle, trust_remote_code=trust_remote_code,
         allow_fresh_head=allow_fresh_head, skip_bad_rows=skip_bad_rows, device=device,
         attn_implementation=attn_implementation, threads=threads, training_log=training_log,
+        annotator_field=annotator_field,
     ).validated()
     out_dir = out or default_report_dir(checkpoint)
     check_report_dir(out_dir)

@@ -46,6 +46,7 @@ class AuditContext:
     train_pairs: list[PreferencePair] | None = None
     policy_tokenizer: Any = None           # --policy: tokenizer (and chat template) PPO will use
     canonical_pairs: list[PreferencePair] = field(default_factory=list)
+    annotator_field: str | None = None     # --annotator-field: the column naming each row's annotator
     training_log: Path | None = None       # --training-log; else the training_log probe looks in the checkpoint
     dtype: Any = None                      # torch dtype used for scoring
     max_length: int | None = None

@@ -1,8 +1,8 @@
 """Probe `training_log`: what the run's own log says about how the reward model was trained.
 
-Read from ``--training-log FILE``, else from the checkpoint folder, first found: rmaudit's ``metrics.jsonl``; a
-``trainer_state.json`` (``log_history``, as transformers and TRL write it); the newest
-``checkpoint-*/trainer_state.json`` under it (a TRL ``output_dir``). Keys are normalised
+Read from ``--training-log FILE``, else from the checkpoint folder, first found: rmaudit's
+``metrics.jsonl``; a ``trainer_state.json`` (``log_history``, as transformers and TRL write
+it); the newest ``checkpoint-*/trainer_state.json`` under it (a TRL ``output_dir``). Keys are normalised
 (TRL's ``learning_rate``, ``eval_loss``, ``eval_accuracy``; rmaudit's ``lr`` and ``kind``).
 Graded:
 
