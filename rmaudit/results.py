@@ -42,6 +42,8 @@ class ProbeResult:
     description: str = ""
     seconds: float = 0.0
     section: str = ""  # report heading this probe is grouped under
+    # Files written beside the report (name -> text), e.g. rollouts.jsonl; report.json lists their names.
+    files: dict[str, str] = field(default_factory=dict)
 
     @property
     def reasons(self) -> list[Finding]:
@@ -62,6 +64,7 @@ class ProbeResult:
             "chart": self.chart,
             "seconds": round(self.seconds, 3),
             "section": self.section,
+            **({"files": sorted(self.files)} if self.files else {}),
         }
 
     @classmethod

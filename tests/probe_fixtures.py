@@ -15,6 +15,7 @@ from typing import Callable
 
 from helpers_audit import CANONICAL_FILE, TOPICS, fit_head_bt, fitted_tiny_rm, save_rm, scaled_head, topic_pairs
 from helpers_probe_heads import fitted_rm, synthetic_pairs
+from helpers_rollouts import write_rollouts
 from helpers_train import small_pairs, tiny_base_dir, write_pairs
 from rmaudit.modeling.loading import load_reward_model
 from rmaudit.modeling.manifest import Manifest
@@ -181,6 +182,18 @@ FIXTURES: dict[str, tuple[Factory, Factory]] = {
         lambda tmp: _ctx(*_rm("content"), eval_pairs=two_annotators("content"), annotator_field="annotator"),
         # B labels by length, the RM learned A's rule (content): it fits one annotator's taste
         lambda tmp: _ctx(*_rm("content"), eval_pairs=two_annotators("length"), annotator_field="annotator"),
+    ),
+    "policy_rollouts": (
+        lambda tmp: _ctx(*_rm("content"), rollouts_file=write_rollouts(tmp / "rollouts.jsonl", style="mixed")),
+        # a length-rewarding RM on samples whose lengths vary within each prompt
+        lambda tmp: _ctx(*_rm("length"), rollouts_file=write_rollouts(tmp / "rollouts.jsonl", style="neutral")),
+    ),
+    "policy_shift": (
+        lambda tmp: _ctx(*_rm("content"), eval_pairs=CONTENT_PAIRS, train_pairs=synthetic_pairs(seed=4000, n=60, rule="content"),
+                         rollouts_file=write_rollouts(tmp / "rollouts.jsonl", style="mixed")),
+        # the policy drifted to text no training response resembles
+        lambda tmp: _ctx(*_rm("content"), eval_pairs=CONTENT_PAIRS, train_pairs=synthetic_pairs(seed=4000, n=60, rule="content"),
+                         rollouts_file=write_rollouts(tmp / "rollouts.jsonl", style="drifted")),
     ),
     "accuracy": (
         lambda tmp: _ctx(*_topic_rm(), eval_pairs=topic_pairs(TOPICS[20:])),

@@ -24,6 +24,10 @@ def check_command(
     data: Optional[Path] = typer.Option(None, "--data", help=HELP["data"]),
     train_data: Optional[Path] = typer.Option(None, "--train-data", help=HELP["train_data"]),
     policy: Optional[Path] = typer.Option(None, "--policy", help=HELP["policy"]),
+    rollouts_file: Optional[Path] = typer.Option(None, "--rollouts-file", help=HELP["rollouts_file"]),
+    rollouts: int = typer.Option(DEFAULT["rollouts"], "--rollouts", help=HELP["rollouts"]),
+    rollout_prompts: int = typer.Option(DEFAULT["rollout_prompts"], "--rollout-prompts", help=HELP["rollout_prompts"]),
+    max_new_tokens: int = typer.Option(DEFAULT["max_new_tokens"], "--max-new-tokens", help=HELP["max_new_tokens"]),
     pairs: Optional[Path] = typer.Option(None, "--pairs", help=HELP["pairs"]),
     training_log: Optional[Path] = typer.Option(None, "--training-log", help=HELP["training_log"]),
     annotator_field: Optional[str] = typer.Option(None, "--annotator-field", help=HELP["annotator_field"]),
@@ -72,7 +76,8 @@ def check_command(
         require=require or gate.require or (), allow_pickle=allow_pickle, trust_remote_code=trust_remote_code,
         allow_fresh_head=allow_fresh_head, skip_bad_rows=skip_bad_rows, device=device,
         attn_implementation=attn_implementation, threads=threads, training_log=training_log,
-        annotator_field=annotator_field,
+        annotator_field=annotator_field, rollouts_file=rollouts_file, rollouts=rollouts,
+        rollout_prompts=rollout_prompts, max_new_tokens=max_new_tokens,
     ).validated()
     out_dir = out or default_report_dir(checkpoint)
     check_report_dir(out_dir)

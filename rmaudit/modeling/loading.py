@@ -14,6 +14,7 @@ Three cases, one function:
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import pickle
 from dataclasses import dataclass, field
@@ -107,7 +108,7 @@ def load_reward_model(
                                      trust_remote_code=trust_remote_code).weights
     torch_dtype = parse_dtype(dtype)
     local_only = not allow_hub
-    with _load_errors_as_input_errors(source):
+    with load_errors_as_input_errors(source):
         tokenizer, notes = load_tokenizer(source, gguf_file=gguf_file, local_only=local_only,
                                           trust_remote_code=trust_remote_code)
         config = AutoConfig.from_pretrained(source, gguf_file=gguf_file, local_files_only=local_only,
@@ -122,7 +123,7 @@ def load_reward_model(
         load_kwargs["device_map"] = {"": device}   # straight onto the GPU: no full copy in host memory
     # An existing RM loads in the target dtype directly (a 7B model need not exist in float32
     # first); a fresh head is created in float32 (its seeded init) and the whole model cast after.
-    with _load_errors_as_input_errors(source), \
+    with load_errors_as_input_errors(source), quiet_gguf_progress(), \
             contextlib.nullcontext() if existing_rm else _transformers_errors_only():
         try:
             model, info = AutoModelForSequenceClassification.from_pretrained(
@@ -133,7 +134,7 @@ def load_reward_model(
         except pickle.UnpicklingError as exc:
             raise input_error(source, None, None, "torch.load(weights_only=True) refused the pickle weights "
                               f"(they hold more than tensors): {str(exc).splitlines()[0][:200]}") from None
-    _drop_quantization_config(model)
+    drop_quantization_config(model)
     manifest = read_manifest(source) if is_local else None
     head = None
     if not existing_rm:
@@ -154,7 +155,7 @@ def load_reward_model(
 
 
 @contextlib.contextmanager
-def _load_errors_as_input_errors(path_or_id: str | Path) -> Iterator[None]:
+def load_errors_as_input_errors(path_or_id: str | Path) -> Iterator[None]:
     """transformers' own complaint about a folder it cannot load, as a one-line input error."""
     try:
         yield
@@ -163,6 +164,27 @@ def _load_errors_as_input_errors(path_or_id: str | Path) -> Iterator[None]:
     except (OSError, ValueError, KeyError, TypeError) as exc:
         first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
         raise input_error(path_or_id, None, None, f"cannot load the model: {first}") from exc
+
+
+@contextlib.contextmanager
+def quiet_gguf_progress() -> Iterator[None]:
+    """No progress bar while transformers dequantises a GGUF file: its loader calls a plain
+    ``tqdm`` (transformers/modeling_gguf_pytorch_utils.py), which hf_logging's progress
+    switch does not reach, and it would print 17 bar updates into every audit's output."""
+    try:
+        from transformers import modeling_gguf_pytorch_utils as gguf
+    except ImportError:
+        yield
+        return
+    original = getattr(gguf, "tqdm", None)
+    if original is None:
+        yield
+        return
+    gguf.tqdm = functools.partial(original, disable=True)
+    try:
+        yield
+    finally:
+        gguf.tqdm = original
 
 
 @contextlib.contextmanager
@@ -175,7 +197,7 @@ def _transformers_errors_only() -> Iterator[None]:
         hf_logging.set_verbosity(previous)
 
 
-def _drop_quantization_config(model: Any) -> None:
+def drop_quantization_config(model: Any) -> None:
     """GGUF weights arrive dequantised; transformers still marks the model as quantised
     and then refuses to train it. Remove the marker."""
     quantizer = getattr(model, "hf_quantizer", None)

@@ -69,6 +69,7 @@ class Probe:
         evidence: list[dict[str, Any]] | None = None,
         chart: dict[str, Any] | None = None,
         status: Status | None = None,
+        files: dict[str, str] | None = None,
     ) -> ProbeResult:
         """This probe's result; the status is the worst finding's unless ``status`` is given."""
         return ProbeResult(
@@ -84,6 +85,7 @@ class Probe:
             chart=chart or {},
             description=self.why,
             section=self.section,
+            files=files or {},
         )
 
 

@@ -24,7 +24,7 @@ from rmaudit.probes.base import ProbeSkipped
 
 # How a user supplies each input, for the skip reason.
 INPUT_FLAGS = {"eval_pairs": "--data", "all_eval_pairs": "--data", "train_pairs": "--train-data",
-               "policy_tokenizer": "--policy", "model": "a loadable checkpoint", "canonical_pairs": "--pairs",
+               "policy_tokenizer": "--policy", "policy": "--policy", "rollouts_file": "--rollouts-file", "model": "a loadable checkpoint", "canonical_pairs": "--pairs",
                "tokenizer": "a checkpoint with a tokenizer", "manifest": "an rmaudit checkpoint (rmaudit.json)"}
 
 
@@ -45,6 +45,13 @@ class AuditContext:
     all_eval_pairs: list[PreferencePair] | None = None  # the whole eval split, for model-free counts
     train_pairs: list[PreferencePair] | None = None
     policy_tokenizer: Any = None           # --policy: tokenizer (and chat template) PPO will use
+    policy: str | None = None              # --policy as given: a causal-LM folder or "builtin"
+    rollouts_file: Path | None = None      # --rollouts-file: samples from any policy (JSONL prompt/response)
+    rollouts: int = 4                      # --rollouts: samples per prompt
+    rollout_prompts: int = 32              # --rollout-prompts: eval prompts sampled
+    max_new_tokens: int = 128              # --max-new-tokens
+    device: str = "cpu"
+    seed: int = 0
     canonical_pairs: list[PreferencePair] = field(default_factory=list)
     annotator_field: str | None = None     # --annotator-field: the column naming each row's annotator
     training_log: Path | None = None       # --training-log; else the training_log probe looks in the checkpoint
@@ -58,6 +65,7 @@ class AuditContext:
     notes: dict[str, Any] = field(default_factory=dict)   # facts for the report context
     _cache: dict[bytes, float] = field(default_factory=dict, repr=False)  # digest(pooling, text) -> reward
     _advance: Callable[[int], None] | None = field(default=None, repr=False)  # the open progress bar
+    _rollouts: list | None = field(default=None, repr=False)
 
     def require(self, *names: str) -> None:
         """Raise ProbeSkipped naming every missing input, e.g. ``require("eval_pairs", "model")``."""
@@ -135,6 +143,60 @@ class AuditContext:
                 yield advance
             finally:
                 self._advance = None
+
+    def pooled_hidden(self, conversations: Sequence[Sequence[Message]]) -> np.ndarray:
+        """(N, d) float64 hidden states at each conversation's last real token (where the head
+        reads), rendered with the RM's template and truncated as scoring does; not cached."""
+        import torch
+
+        from rmaudit.modeling.pooling import pooled_hidden
+        from rmaudit.scoring import length_sorted_batches, pad_batch, tokenize_rendered
+
+        ids, _ = tokenize_rendered(self.tokenizer, [self.render(c) for c in conversations], self.max_length)
+        device = next(self.model.parameters()).device
+        out: np.ndarray | None = None
+        with torch.inference_mode():
+            for batch in length_sorted_batches([len(r) for r in ids], self.batch_size):
+                input_ids, mask = pad_batch([ids[i] for i in batch], self.tokenizer.pad_token_id)
+                hidden = pooled_hidden(self.model, input_ids.to(device), mask.to(device)).double().cpu().numpy()
+                if out is None:
+                    out = np.zeros((len(ids), hidden.shape[1]))
+                out[batch] = hidden
+        return out if out is not None else np.zeros((0, 0))
+
+    def policy_samples(self) -> tuple[list, str]:
+        """(rollouts, where they came from): read from --rollouts-file, else sampled once per
+        audit from --policy (every probe that needs them shares the one draw)."""
+        if self._rollouts is not None:
+            return self._rollouts, self.notes["rollouts_source"]
+        from rmaudit import rollouts as policy_io
+
+        if self.rollouts_file is not None:
+            samples, source = policy_io.read_rollouts(self.rollouts_file), str(self.rollouts_file)
+        elif self.policy is not None:
+            samples, source = self._sample_policy(policy_io), f"sampled from --policy {self.policy}"
+        else:
+            raise ProbeSkipped("no policy samples: give --policy POLICY (a causal-LM folder, or 'builtin') "
+                               "or --rollouts-file FILE")
+        self._rollouts = samples
+        self.notes["rollouts_source"] = source
+        return samples, source
+
+    def _sample_policy(self, policy_io: Any) -> list:
+        if not self.eval_pairs:
+            raise ProbeSkipped("missing input: eval_pairs (--data): the policy is sampled on the eval prompts")
+        prompts, seen = [], set()
+        for pair in self.eval_pairs:
+            key = tuple((m["role"], m["content"]) for m in pair.prompt)
+            if key not in seen:
+                seen.add(key)
+                prompts.append(list(pair.prompt))
+        prompts = prompts[: self.rollout_prompts]
+        model, tokenizer, dtype = policy_io.load_policy(self.policy, device=self.device)
+        self.notes["rollouts_dtype"] = dtype
+        with self._progress_bar(len(prompts) * self.rollouts) as advance:
+            return policy_io.sample_rollouts(model, tokenizer, prompts, n=self.rollouts, max_new_tokens=self.max_new_tokens,
+                                             seed=self.seed, batch_size=max(self.batch_size, self.rollouts), advance=advance)
 
     def labelled_pairs(self, limit: int | None = None) -> list[PreferencePair]:
         """Held-out pairs first, then the canonical battery, at most ``limit``: the most labelled

@@ -27,7 +27,6 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-import torch
 
 from rmaudit.data.split import prompt_hash
 from rmaudit.findings import Comparison, Finding, Limit, Setting
@@ -137,8 +136,7 @@ def _saturation(margins: np.ndarray, prompts: np.ndarray, limit: float) -> dict[
 def _head_reach(ctx, pairs, sample: int, reward_std: float) -> dict[str, Any]:
     """||w||, the mean pooled hidden norm on a sample of responses, their product and the
     share of it the reward spread uses."""
-    from rmaudit.modeling.pooling import pooled_hidden, reward_head
-    from rmaudit.scoring import pad_batch, tokenize_rendered
+    from rmaudit.modeling.pooling import reward_head
 
     try:
         head = reward_head(ctx.model)
@@ -146,14 +144,8 @@ def _head_reach(ctx, pairs, sample: int, reward_std: float) -> dict[str, Any]:
         return {"head_weight_norm": None}
     weight_norm = float(head.weight.detach().float().norm())
     conversations = [p.chosen_messages() for p in pairs[: (sample + 1) // 2]] + [p.rejected_messages() for p in pairs[: sample // 2]]
-    ids, _ = tokenize_rendered(ctx.tokenizer, [ctx.render(c) for c in conversations], ctx.max_length)
-    norms = []
-    with torch.inference_mode():
-        for start in range(0, len(ids), ctx.batch_size):
-            input_ids, mask = pad_batch(ids[start:start + ctx.batch_size], ctx.tokenizer.pad_token_id)
-            device = head.weight.device
-            norms.append(pooled_hidden(ctx.model, input_ids.to(device), mask.to(device)).float().norm(dim=-1).cpu())
-    hidden_norm = float(torch.cat(norms).mean()) if norms else float("nan")
+    hidden = ctx.pooled_hidden(conversations)
+    hidden_norm = float(np.linalg.norm(hidden, axis=1).mean()) if len(hidden) else float("nan")
     reach = weight_norm * hidden_norm
     return {"head_weight_norm": metric(weight_norm), "hidden_norm_mean": metric(hidden_norm),
             "head_reach": metric(reach), "reward_std_over_reach": metric(reward_std / reach if reach > 0 else float("nan"))}

@@ -38,7 +38,20 @@ def write_reports(result: AuditResult, out_dir: Path) -> dict[str, Path]:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     writers = {"json": write_json, "html": write_html, "junit": write_junit, "markdown": write_markdown}
-    return {kind: writer(result, out_dir / REPORT_FILES[kind]) for kind, writer in writers.items()}
+    written = {kind: writer(result, out_dir / REPORT_FILES[kind]) for kind, writer in writers.items()}
+    write_probe_files(result, out_dir)
+    return written
+
+
+def write_probe_files(result: AuditResult, out_dir: Path) -> None:
+    """The files probes hand back (``ProbeResult.files``: rollouts.jsonl, reward_normalization.json)."""
+    from rmaudit.atomic import atomic_write_text
+
+    for probe in result.probes:
+        for name, text in probe.files.items():
+            if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name) or name in REPORT_FILES.values():
+                raise ValueError(f"probe {probe.name!r} returned a file name that is not a plain name: {name!r}")
+            atomic_write_text(out_dir / name, text)
 
 
 def default_report_dir(checkpoint: Path | str, now: datetime | None = None, root: Path = Path("reports")) -> Path:

@@ -1,0 +1,83 @@
+"""policy_shift: policy samples from the training distribution (healthy) against samples that
+drifted to text no training response resembles (planted); the Ledoit-Wolf estimate matches
+scikit-learn's; a reward that grows with distance is graded; without train data the
+held-out responses are split and the report says so."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from helpers_probe import run_configured
+from helpers_probe_heads import fitted_rm, synthetic_pairs
+from helpers_rollouts import write_rollouts
+from rmaudit.probes.context import AuditContext
+from rmaudit.probes.policy_shift import PolicyShift, ledoit_wolf, mahalanobis
+from rmaudit.report.charts import validate_chart
+from rmaudit.results import Status
+
+EVAL = synthetic_pairs(seed=1000, n=40, rule="content")
+TRAIN = synthetic_pairs(seed=4000, n=60, rule="content")
+
+
+@pytest.fixture(scope="module")
+def content_rm():
+    return fitted_rm("content")
+
+
+def _run(rm, rollouts_file, train=TRAIN, **overrides):
+    model, tokenizer = rm
+    ctx = AuditContext(checkpoint=None, model=model, tokenizer=tokenizer, pooling="mask", eval_pairs=EVAL,
+                       train_pairs=train, rollouts_file=rollouts_file)
+    return run_configured(PolicyShift, ctx, **overrides)
+
+
+def _finding(result, metric):
+    return next(f for f in result.findings if f.metric == metric)
+
+
+def test_ledoit_wolf_matches_scikit_learn():
+    covariance = pytest.importorskip("sklearn.covariance")
+    x = np.random.default_rng(0).normal(size=(40, 64)) @ np.diag(np.linspace(0.1, 3, 64))
+    mean, ours, shrinkage = ledoit_wolf(x)
+    theirs = covariance.LedoitWolf().fit(x)
+    assert shrinkage == pytest.approx(theirs.shrinkage_, rel=1e-9)
+    np.testing.assert_allclose(ours, theirs.covariance_, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(mahalanobis(x[:3], mean, ours) ** 2, theirs.mahalanobis(x[:3]), rtol=1e-8)
+
+
+def test_samples_like_the_training_responses_pass(content_rm, tmp_path):
+    result = _run(content_rm, write_rollouts(tmp_path / "r.jsonl", style="mixed"))
+    assert result.status is Status.PASS, result.summary
+    assert result.metrics["beyond_p99_share"] < 0.2 and result.metrics["reference"] == "training responses"
+    assert not validate_chart(result.chart)
+
+
+def test_drifted_samples_fail_with_an_interval_and_the_farthest_as_evidence(content_rm, tmp_path):
+    result = _run(content_rm, write_rollouts(tmp_path / "r.jsonl", style="drifted"))
+    finding = _finding(result, "beyond_p99_share")
+    assert result.status is Status.FAIL and finding.status is Status.FAIL, result.summary
+    assert result.metrics["beyond_p99_share_ci_low"] > 0.5 and result.metrics["distance_ratio"] > 1.5
+    assert "95% CI" in finding.message and "1% expected" in finding.message
+    assert result.evidence[0]["over_held_out_p99"] > 1
+
+
+def test_a_reward_that_grows_with_distance_warns(tmp_path):
+    """A length RM on samples whose length drifts: the longest are the farthest and score highest."""
+    rm = fitted_rm("length")
+    rows = write_rollouts(tmp_path / "r.jsonl", style="neutral", prompts=24)
+    result = _run(rm, rows, train=synthetic_pairs(seed=4000, n=60, rule="content"))
+    rho = result.metrics["reward_distance_spearman"]
+    assert rho is not None and result.metrics["reward_distance_spearman_ci_low"] is not None
+    finding = _finding(result, "reward_distance_spearman")
+    if result.metrics["reward_distance_spearman_ci_low"] > 0 and rho >= 0.3:
+        assert finding.status is Status.WARN and "leave the RM's training distribution" in finding.message
+    else:  # the planted relation must exist; if it does not, the fixture is wrong, not the probe
+        pytest.fail(f"expected a positive reward-distance trend, got {rho} ({result.summary})")
+
+
+def test_without_train_data_half_the_held_out_responses_are_the_reference(content_rm, tmp_path):
+    result = _run(content_rm, write_rollouts(tmp_path / "r.jsonl"), train=None)
+    assert result.metrics["reference"].startswith("half of the held-out")
+    assert result.metrics["n_reference"] == result.metrics["n_held_out"] == 40
+    assert any("train-split data would" in f.message for f in result.findings)
