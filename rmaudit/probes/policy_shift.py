@@ -109,6 +109,9 @@ class PolicyShift(Probe):
             f"{m['beyond_p99_share']:.1%} of {m['n_samples']} policy samples lie beyond the 99th percentile of held-out "
             f"human responses (95% CI {m['beyond_p99_share_ci_low']:.1%}–{m['beyond_p99_share_ci_high']:.1%}; 1% "
             f"expected); median distance {m['distance_ratio']:.2f}x the held-out median"))]
+        if m["n_held_out"] < 100:
+            findings.append(note(Status.PASS, f"only {m['n_held_out']} held-out responses calibrate the 99th percentile "
+                                              "(with fewer than 100 it is close to their maximum): give a larger --data"))
         if m["reference"] != "training responses":
             findings.append(note(Status.PASS, f"the reference distribution is {m['reference']}: train-split data would "
                                               "measure the shift from what the RM was actually trained on"))
