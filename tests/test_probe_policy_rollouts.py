@@ -90,6 +90,8 @@ def test_sampling_a_real_policy_through_check_writes_rollouts_that_read_back(con
               "--rollouts", "3", "--max-new-tokens", "12"]
     main(["check", str(checkpoint), *common, "--policy", str(tiny_base_dir()), "--out", str(tmp_path / "a"),
           "--json", str(tmp_path / "a.json")])
+    printed = capsys.readouterr().out
+    assert "--normalize_reward" in printed and "wrote " in printed and "rollouts.jsonl" in printed
     main(["check", str(checkpoint), *common, "--policy", str(tiny_base_dir()), "--out", str(tmp_path / "b")])
     capsys.readouterr()
     samples = read_rollouts(tmp_path / "a" / "rollouts.jsonl")

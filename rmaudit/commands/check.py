@@ -100,5 +100,10 @@ def check_command(
     write_github_outputs(result, written)
     console = Console(stderr=False)
     render_console_summary(result, console)
+    for probe in result.probes:   # what the policy's samples say PPO should be set to, and where they are
+        if probe.metrics.get("ppo_settings"):
+            console.print(f"{probe.name}: {probe.metrics['ppo_settings']}", highlight=False, markup=False)
+        for name in probe.files:
+            console.print(f"{probe.name}: wrote {out_dir / name}", highlight=False, markup=False)
     console.print(f"reports: {written['html'].parent}", highlight=False, markup=False)
     return 0 if result.passed else 1

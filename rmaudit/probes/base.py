@@ -112,6 +112,11 @@ def metric(value: float | None, digits: int = 4) -> float | None:
     return None if value is None or not math.isfinite(value) else round(float(value), digits)
 
 
+def percent(value: float | None) -> str:
+    """A rate for a message ("12.5%"), "n/a" when it could not be measured."""
+    return "n/a" if value is None else f"{value:.1%}"
+
+
 def with_reasons(summary: str, findings: Sequence[Finding]) -> str:
     """The probe's summary line followed by the reasons for its status, if any."""
     reasons = reasons_text(findings)

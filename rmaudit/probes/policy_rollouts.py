@@ -36,7 +36,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from rmaudit.findings import Comparison, Finding, Limit, Status, note
-from rmaudit.probes.base import Probe, ProbeSkipped, clip_evidence, metric, with_reasons
+from rmaudit.probes.base import Probe, ProbeSkipped, clip_evidence, metric, percent, with_reasons
 from rmaudit.stats import cluster_bootstrap_statistic
 
 REFUSAL = re.compile(r"\b(I can(?:no|')t|I cannot|I'm sorry|I am sorry|I apologi[sz]e|As an AI|I'm not able|"
@@ -96,7 +96,8 @@ class PolicyRollouts(Probe):
                                    **_distribution(rewards), **_within(rewards, groups),
                                    **_length(rewards, lengths, groups), **_best_of_n(rollouts, rewards, lengths, groups)}
         normalization = _normalization(metrics)
-        findings = self._findings(metrics) + [note(Status.PASS, _settings_line(normalization))]
+        metrics["ppo_settings"] = _settings_line(normalization)   # `rmaudit check` prints it after the summary
+        findings = self._findings(metrics) + [note(Status.PASS, metrics["ppo_settings"])]
         from rmaudit.rollouts import ROLLOUTS_FILE, rollouts_jsonl
 
         files = {ROLLOUTS_FILE: rollouts_jsonl(rollouts), NORMALIZATION_FILE: json.dumps(normalization, indent=2) + "\n"}
@@ -109,7 +110,7 @@ class PolicyRollouts(Probe):
         if m["within_prompt_share"] is not None:
             findings.append(self.limit("within_prompt_share").check(m["within_prompt_share"], (
                 f"{m['within_prompt_share']:.1%} of the reward variance on policy samples is within prompts (95% CI "
-                f"{_pct(m['within_prompt_share_ci_low'])}–{_pct(m['within_prompt_share_ci_high'])}); within-prompt std "
+                f"{percent(m['within_prompt_share_ci_low'])}–{percent(m['within_prompt_share_ci_high'])}); within-prompt std "
                 f"{m['within_prompt_std']:.3f} vs between-prompt {m['between_prompt_std']:.3f}")))
         if m["within_prompt_length_r2"] is not None and m["length_slope_std_per_100_tokens"] is None:
             findings.append(note(Status.PASS, "every sample of a prompt has the same length: no within-prompt "
@@ -129,10 +130,6 @@ class PolicyRollouts(Probe):
                 finding.message += ": best-of-n, then PPO, will drift to longer answers"
             findings.append(finding)
         return findings
-
-
-def _pct(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.1%}"
 
 
 def _groups(rollouts: Sequence[Any]) -> list[np.ndarray]:

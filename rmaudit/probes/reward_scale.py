@@ -30,7 +30,7 @@ import numpy as np
 
 from rmaudit.data.split import prompt_hash
 from rmaudit.findings import Comparison, Finding, Limit, Setting
-from rmaudit.probes.base import Probe, ProbeSkipped, clip_evidence, metric, with_reasons
+from rmaudit.probes.base import Probe, ProbeSkipped, clip_evidence, metric, percent, with_reasons
 from rmaudit.stats import cluster_bootstrap_interval
 
 EVIDENCE_ROWS = 10
@@ -87,16 +87,12 @@ class RewardScale(Probe):
         if m["saturated_share"] is not None:
             findings.append(self.limit("saturated_share").check(m["saturated_share"], (
                 f"{m['saturated_share']:.1%} of {m['n_scored_pairs']} pairs have |margin| > {m['saturation_margin']:g} "
-                f"(95% CI {_pct(m['saturated_share_ci_low'])}–{_pct(m['saturated_share_ci_high'])}, "
+                f"(95% CI {percent(m['saturated_share_ci_low'])}–{percent(m['saturated_share_ci_high'])}, "
                 f"{m['saturated_share_ci_method']}): past the loss's slope")))
         if m["max_abs_z"] is not None:
             findings.append(self.limit("max_abs_z").check(m["max_abs_z"], (
                 f"the most extreme reward is {m['max_abs_z']:.1f} robust std from the median (p99 {m['p99_abs_z']:.1f})")))
         return findings
-
-
-def _pct(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.1%}"
 
 
 def _distribution(rewards: np.ndarray) -> dict[str, Any]:

@@ -51,3 +51,36 @@ def render_console_summary(result: AuditResult, console: Console) -> None:
     if result.unmet_requirements:
         verdict.append(f" · required but not checked: {', '.join(result.unmet_requirements)}", style="bold red")
     console.print(verdict)
+
+
+CHANGE_STYLES = {"worse": "bold red", "better": "bold green", "same": "", "added": "dim", "removed": "dim"}
+
+
+def render_diff(diff, console: Console) -> None:
+    """One row per probe (status before -> after, the change) and one per graded metric
+    (value before -> after, its change, the limit); a line naming the regressions."""
+    from rmaudit.report.formatting import format_value, neutralise
+
+    table = Table(title=Text(f"rmaudit diff: {neutralise(diff.before.checkpoint)} -> {neutralise(diff.after.checkpoint)}"),
+                  title_justify="left", expand=False)
+    table.add_column("probe / metric", no_wrap=True)
+    for name in ("before", "after", "change", "limit"):
+        table.add_column(name)
+    for probe in diff.probes:
+        styles = [STATUS_STYLES.get(s, "") if s else "dim" for s in (probe.before, probe.after)]
+        table.add_row(Text(probe.name, style="bold"),
+                      *(Text(s.value.upper() if s else "-", style=st) for s, st in zip((probe.before, probe.after), styles)),
+                      Text(probe.change, style=CHANGE_STYLES[probe.change]), Text(""))
+        for m in probe.metrics:
+            delta = "" if m.delta is None else f"{m.delta:+.4g}"
+            if m.before_status and m.after_status and m.before_status is not m.after_status:
+                delta += f" ({m.before_status.value} -> {m.after_status.value})"
+            limit = "" if m.limit is None else f"{m.comparison} {format_value(m.limit)} trips"
+            table.add_row(Text(f"  {neutralise(m.metric)}"), Text(format_value(m.before)), Text(format_value(m.after)),
+                          Text(delta), Text(limit))
+    console.print(table)
+    gates = f"gate {diff.before.gate} -> {diff.after.gate}"
+    if diff.regressed:
+        console.print(Text(f"REGRESSED: {', '.join(diff.regressed)} ({gates})", style="bold red"))
+    else:
+        console.print(Text(f"no probe got worse ({gates})", style="bold green"))
