@@ -96,6 +96,7 @@ def _preflight(checkpoint: Path, options: AuditOptions) -> None:
     """Refuse what must not be loaded (pickle, custom code) or not audited (a random head)."""
     from rmaudit.modeling.preflight import inspect_checkpoint, require_reward_model, resolve_source
 
+    _preflight_policy(options.policy)
     _, is_local = resolve_source(checkpoint, options.gguf_file, options.allow_hub)
     if not is_local:
         return
@@ -169,6 +170,22 @@ def sample_pairs(pairs: list[PreferencePair], max_pairs: int, seed: int) -> list
 
 
 # ----------------------------------------------------------------------------- data sides
+
+def _preflight_policy(policy: Path | None) -> None:
+    """A --policy with weights is sampled later, by policy_rollouts: refuse pickle weights and
+    custom code now, before any model loads, not halfway through the audit."""
+    from rmaudit.modeling.preflight import inspect_checkpoint
+    from rmaudit.rollouts import has_weights, policy_source
+
+    if policy is None or not Path(policy).is_dir() or not has_weights(policy):
+        return
+    folder, gguf_file = policy_source(policy)
+    try:
+        inspect_checkpoint(folder, gguf_file=gguf_file, allow_pickle=False, trust_remote_code=False)
+    except RmauditInputError as exc:
+        raise RmauditInputError(f"--policy: {exc} (a policy loads from safetensors or GGUF only, without custom "
+                                "code; --allow-pickle and --trust-remote-code apply to the reward model)") from None
+
 
 def _check_annotator_field(field: str | None, pairs: list[PreferencePair] | None, data: Path | None) -> None:
     """--annotator-field must name a column the eval data has (checked before the model loads)."""

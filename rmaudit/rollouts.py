@@ -48,6 +48,16 @@ def policy_source(policy: str | Path) -> tuple[Path, str | None]:
     return Path(policy), None
 
 
+def has_weights(policy: str | Path) -> bool:
+    """Whether ``--policy`` has a model to sample (a folder may hold only a tokenizer, which
+    the chat_template probe is content with)."""
+    folder, gguf_file = policy_source(policy)
+    if gguf_file:
+        return (folder / gguf_file).is_file()
+    weights = [*folder.glob("*.safetensors"), *folder.glob("*.gguf"), *folder.glob("pytorch_model*.bin")]
+    return (folder / "config.json").is_file() and bool(weights)
+
+
 def load_policy(policy: str | Path, *, device: str = "cpu", dtype: str = "auto") -> tuple[Any, Any, str]:
     """(causal LM in eval mode, its tokenizer, the dtype used); safetensors or GGUF only, no
     remote code (the checks of :mod:`rmaudit.modeling.preflight`)."""

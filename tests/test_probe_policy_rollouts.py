@@ -150,3 +150,13 @@ def read_rollouts_text(text: str, tmp_path):
     path = tmp_path / "rollouts.jsonl"
     path.write_text(text)
     return read_rollouts(path)
+
+
+def test_a_policy_folder_with_only_a_tokenizer_skips_rather_than_errors(content_rm, tmp_path):
+    """--policy may name a tokenizer folder for chat_template; sampling needs weights."""
+    model, tokenizer = content_rm
+    tokenizer.save_pretrained(tmp_path / "tok")
+    ctx = AuditContext(checkpoint=None, model=model, tokenizer=tokenizer, pooling="mask", policy=str(tmp_path / "tok"),
+                       eval_pairs=synthetic_pairs(seed=5, n=3, rule="content"))
+    result = run_configured(PolicyRollouts, ctx)
+    assert result.status is Status.SKIP and "no model weights" in result.summary and "--rollouts-file" in result.summary

@@ -173,3 +173,13 @@ def test_an_unreadable_training_log_is_exit_2_before_the_model_loads(tmp_path, c
     code = main(["check", str(checkpoint), "--no-progress", "--training-log", str(bad), "--out", str(tmp_path / "o")])
     err = capsys.readouterr().err
     assert code == 2 and "trainer_state.json" in err and "log_history" in err
+
+
+def test_rmaudit_trainer_state_reads_like_its_metrics_log(tmp_path):
+    """rmaudit writes trainer_state.json in the Trainer's shape with eval records marked by
+    ``kind``: read either file, the curves (and the verdict) are the same."""
+    run = trained_run(3e-3)
+    from_jsonl, from_state = read_curves(run / "metrics.jsonl"), read_curves(run / "trainer_state.json")
+    assert from_state.train == from_jsonl.train and from_state.eval == from_jsonl.eval and from_state.eval
+    folder = shutil.copytree(run, tmp_path / "copy", ignore=shutil.ignore_patterns("metrics.jsonl"))
+    assert _audit(folder).metrics["loss_drop"] == _audit(run).metrics["loss_drop"]

@@ -107,6 +107,15 @@ def test_plain_pickle_weights_load_only_with_allow_pickle(rm, data, in_tmp, caps
     assert code in (0, 1) and (in_tmp / "o2" / "report.json").is_file()
 
 
+def test_a_pickle_only_policy_is_refused_before_any_model_loads(rm, data, in_tmp, capsys, monkeypatch):
+    import rmaudit.modeling.loading as loading
+
+    policy = _pickle_only(tiny_base_dir(), in_tmp / "policy")
+    monkeypatch.setattr(loading, "load_reward_model", lambda *a, **k: pytest.fail("loaded a model"))
+    code, err = check(capsys, rm, data, in_tmp / "o", "--policy", policy)
+    assert code == 2 and "--policy:" in err and "pytorch_model.bin" in err and "safetensors or GGUF only" in err
+
+
 def test_auto_map_needs_trust_remote_code(rm, data, in_tmp, capsys):
     folder = copy_rm(rm, in_tmp / "remote")
     edit_config(folder, auto_map={"AutoModelForSequenceClassification": "modeling_evil.EvilRM"})

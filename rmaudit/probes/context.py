@@ -192,6 +192,9 @@ class AuditContext:
                 seen.add(key)
                 prompts.append(list(pair.prompt))
         prompts = prompts[: self.rollout_prompts]
+        if not policy_io.has_weights(self.policy):
+            raise ProbeSkipped(f"--policy {self.policy} holds a tokenizer but no model weights: sampling needs a "
+                               "causal-LM checkpoint (or pass its samples with --rollouts-file)")
         model, tokenizer, dtype = policy_io.load_policy(self.policy, device=self.device)
         self.notes["rollouts_dtype"] = dtype
         with self._progress_bar(len(prompts) * self.rollouts) as advance:

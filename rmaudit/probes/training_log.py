@@ -23,7 +23,8 @@ Graded:
   loss falls by more than ``overconfidence_loss_fall`` while train accuracy gains less
   than ``accuracy_gain``: the model is growing margins on pairs it already ranks right
   (overconfidence), not learning new ones. Not graded when the first quarter's accuracy is
-  already 0.9 or more (no headroom; ``reward_scale`` grades the margins themselves).
+  already 0.9 or more (no headroom; ``reward_scale`` grades the margins themselves), nor
+  with fewer than 4 train records.
 * **Recorded settings**, when the run recorded them (rmaudit's manifest): clipping disabled
   (``max_grad_norm`` 0), chosen and rejected not run in one stacked forward, dropout left on
   (the two-tower bug: the two sides of a pair see different dropout masks, and the loss
@@ -48,6 +49,7 @@ from rmaudit.probes.base import Probe, ProbeSkipped, metric, with_reasons
 LN2 = math.log(2.0)
 NEAR_CHANCE = 0.1       # a last-quarter loss within this of log 2 has the loss_fall rule graded
 SPIKE_WINDOW = 10       # gradient norms a spike is compared with
+MIN_TREND_RECORDS = 4   # fewer train records make no first-vs-last-quarter trend
 ACCURACY_HEADROOM = 0.9  # a run that starts above this cannot gain accuracy; its margins are reward_scale's
 METRICS_FILE = "metrics.jsonl"
 TRAINER_STATE = "trainer_state.json"
@@ -101,7 +103,7 @@ def read_curves(path: Path) -> TrainingCurves:
     for record in history if isinstance(history, list) else []:
         if not isinstance(record, dict):
             continue
-        if any(k.startswith("eval_") for k in record):
+        if record.get("kind") == "eval" or any(k.startswith("eval_") for k in record):  # rmaudit's, the Trainer's
             curves.eval.append(_numbers({k.removeprefix("eval_"): v for k, v in record.items()}))
         elif "loss" in record:
             curves.train.append(_numbers({("lr" if k == "learning_rate" else k): v for k, v in record.items()}))
@@ -169,7 +171,8 @@ class TrainingLog(Probe):
             findings.append(self.limit("loss_drop").check(m["loss_drop"], (
                 f"the last quarter's mean train loss is {m['final_loss']:.4f}, {m['loss_drop']:+.4f} below log 2 = 0.6931"
                 + (": it never left chance" if m["loss_drop"] < 0.01 else ""))))
-        if m["loss_fall"] is not None and m["final_loss"] > LN2 - NEAR_CHANCE and m["n_train_records"] >= 4:
+        if (m["loss_fall"] is not None and m["final_loss"] > LN2 - NEAR_CHANCE
+                and m["n_train_records"] >= MIN_TREND_RECORDS):
             finding = self.limit("loss_fall").check(m["loss_fall"], (
                 f"the train loss moved {m['loss_fall']:+.4f} from the first to the last quarter and sits at "
                 f"{m['final_loss']:.4f}, near log 2"))
@@ -181,7 +184,8 @@ class TrainingLog(Probe):
                 f"the largest jump in gradient norm ({m['grad_norm_max']:.3g} at step {m['grad_norm_max_step']:g}) is "
                 f"{m['grad_norm_spike']:.1f}x the median before it ({m['grad_norm_baseline']:.3g})")))
         if (m["loss_fall"] is not None and m["loss_fall"] > self.setting("overconfidence_loss_fall")
-                and m["accuracy_gain"] is not None and m["first_accuracy"] < ACCURACY_HEADROOM):
+                and m["accuracy_gain"] is not None and m["first_accuracy"] < ACCURACY_HEADROOM
+                and m["n_train_records"] >= MIN_TREND_RECORDS):
             finding = self.limit("accuracy_gain").check(m["accuracy_gain"], (
                 f"the train loss fell by {m['loss_fall']:.3f} while train accuracy moved {m['accuracy_gain']:+.3f} "
                 "(first to last quarter)"))
