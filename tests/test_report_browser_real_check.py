@@ -14,6 +14,7 @@ import pytest
 from browser_helpers import open_report_in_chromium, requires_chromium
 from helpers_report import IMG, SCRIPT
 from rmaudit.cli import main
+from probe_fixtures import trained_run
 from tiny_models import make_tiny_rm
 
 pytestmark = [pytest.mark.browser, requires_chromium]
@@ -41,11 +42,19 @@ def real_report(tmp_path_factory: pytest.TempPathFactory) -> Path:
     eval_rows[0] = {"prompt": f"Explain {SCRIPT} please", "chosen": f"Sure: {IMG} is markup.", "rejected": SCRIPT}
     eval_rows[1]["chosen"] = f"{IMG} " * 3
     train_rows = _pairs(100, 40) + [dict(eval_rows[0])]  # one hostile prompt leaks into train
+    for i, row in enumerate(eval_rows):
+        row["annotator"] = "ann-A" if i % 2 else "ann-B"
+    # Policy samples (any policy's JSONL), one of them hostile too, so the on-policy tables render markup.
+    rollouts = [{"prompt": row["prompt"], "response": (SCRIPT if (i, k) == (0, 0) else f"Answer {k}: " + row["chosen"][: 20 * (k + 1)])}
+                for i, row in enumerate(eval_rows[:8]) for k in range(3)]
+    (root / "rollouts.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rollouts))
     for name, rows in (("eval.jsonl", eval_rows), ("train.jsonl", train_rows)):
         (root / name).write_text("".join(json.dumps(r) + "\n" for r in rows))
     out = root / "report"
     code = main(["check", str(ckpt), "--probes", "all", "--data", str(root / "eval.jsonl"),
-                 "--train-data", str(root / "train.jsonl"), "--out", str(out), "--no-progress"])
+                 "--train-data", str(root / "train.jsonl"), "--out", str(out), "--no-progress",
+                 "--annotator-field", "annotator", "--rollouts-file", str(root / "rollouts.jsonl"),
+                 "--training-log", str(trained_run(3e-3) / "metrics.jsonl")])
     assert code in (0, 1), "the check itself must run (0 pass / 1 gate failed)"
     data = json.loads((out / "report.json").read_text())
     assert {p["status"] for p in data["probes"]} <= {"pass", "warn", "fail"}, [
