@@ -125,12 +125,14 @@ class AnnotatorProbe(Probe):
         margins = chosen - rejected
         agreement = rm_agreement(labels.agree, margins)
         prompts = np.array([prompt_hash(p.prompt) for p in pairs])
+        # Rows about the same two responses to one prompt, whichever order they list them in.
+        same_pair = [(h, frozenset((p.chosen, p.rejected))) for h, p in zip(prompts, pairs)]
         per_annotator = _per_annotator(labels, agreement)
         metrics: dict[str, Any] = {"annotator_kind": labels.kind, "n_pairs": len(pairs),
                                    "n_annotators": len(labels.names), "unlabelled_rows": labels.unlabelled_rows}
         metrics.update(_shares(labels))
         metrics.update(_gap(agreement, per_annotator, prompts, int(self.setting("min_pairs"))))
-        inter, split = _inter_annotator(labels, pairs)
+        inter, split = _inter_annotator(labels, pairs, same_pair)
         metrics.update(inter)
         metrics.update(_split_accuracy(split, margins))
         for name, row in per_annotator.items():
@@ -138,7 +140,7 @@ class AnnotatorProbe(Probe):
             metrics[f"n_labels[{name}]"] = row["n"]
         findings = self._findings(metrics, labels)
         return self.result(findings, with_reasons(_summary(metrics), findings), metrics=metrics,
-                           evidence=_evidence(pairs, labels, split, margins), chart=_chart(per_annotator))
+                           evidence=_evidence(pairs, labels, split, margins, same_pair), chart=_chart(per_annotator))
 
     def _labels(self, ctx, pairs: Sequence[PreferencePair]) -> AnnotatorLabels:
         field = getattr(ctx, "annotator_field", None)
@@ -224,8 +226,10 @@ def _gap(agreement: np.ndarray, per_annotator: dict[str, dict[str, Any]], prompt
     return out
 
 
-def _inter_annotator(labels: AnnotatorLabels, pairs: Sequence[PreferencePair]) -> tuple[dict[str, Any], list[int]]:
-    """(agreement metrics, indices of pairs the annotators split on)."""
+def _inter_annotator(labels: AnnotatorLabels, pairs: Sequence[PreferencePair],
+                     same_pair: Sequence[tuple]) -> tuple[dict[str, Any], list[int]]:
+    """(agreement metrics, indices of pairs the annotators split on); ``same_pair[i]`` keys the
+    rows that label the same two responses to one prompt."""
     if labels.kind == "panel":
         agreed = total = 0
         split = []
@@ -242,7 +246,7 @@ def _inter_annotator(labels: AnnotatorLabels, pairs: Sequence[PreferencePair]) -
     for i, pair in enumerate(pairs):
         k = np.flatnonzero(~np.isnan(labels.agree[i]))
         if len(k):
-            groups[(prompt_hash(pair.prompt), frozenset((pair.chosen, pair.rejected)))].append((labels.names[k[0]], pair.chosen))
+            groups[same_pair[i]].append((labels.names[k[0]], pair.chosen))
     agreed = total = 0
     split_keys = set()
     for key, votes in groups.items():
@@ -251,7 +255,7 @@ def _inter_annotator(labels: AnnotatorLabels, pairs: Sequence[PreferencePair]) -
                 total, agreed = total + 1, agreed + int(choice_a == choice_b)
                 if choice_a != choice_b:
                     split_keys.add(key)
-    split = [i for i, p in enumerate(pairs) if (prompt_hash(p.prompt), frozenset((p.chosen, p.rejected))) in split_keys]
+    split = [i for i, key in enumerate(same_pair) if key in split_keys]
     return ({"inter_annotator_agreement": metric(agreed / total) if total else None,
              "n_multiply_labelled": sum(len({a for a, _ in v}) > 1 for v in groups.values()),
              "n_split_pairs": len(split)}, split)
@@ -278,13 +282,14 @@ def _summary(m: dict[str, Any]) -> str:
     return "; ".join(parts)
 
 
-def _evidence(pairs, labels: AnnotatorLabels, split: list[int], margins: np.ndarray) -> list[dict[str, Any]]:
+def _evidence(pairs, labels: AnnotatorLabels, split: list[int], margins: np.ndarray,
+              same_pair: Sequence[tuple]) -> list[dict[str, Any]]:
     """Pairs the annotators split on (one row per pair of responses), the RM's most confident
     first; ``votes`` says which response each annotator preferred."""
     shown: dict[tuple, dict[str, Any]] = {}
     for i in sorted(split, key=lambda i: -abs(margins[i])):
         pair = pairs[i]
-        key = (prompt_hash(pair.prompt), frozenset((pair.chosen, pair.rejected)))
+        key = same_pair[i]
         row = shown.get(key)
         if row is None:
             if len(shown) == EVIDENCE_ROWS:

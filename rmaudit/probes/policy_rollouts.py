@@ -89,12 +89,14 @@ class PolicyRollouts(Probe):
             raise ProbeSkipped("fewer than 2 policy samples with a finite reward")
         rollouts = [r for r, k in zip(rollouts, keep) if k]
         rewards = rewards[keep]
-        lengths = np.array([len(ctx.tokenizer(r.response, add_special_tokens=False)["input_ids"]) for r in rollouts],
-                           dtype=np.float64)
+        encoded = ctx.tokenizer([r.response for r in rollouts], add_special_tokens=False)["input_ids"]
+        lengths = np.array([len(ids) for ids in encoded], dtype=np.float64)
         groups = _groups(rollouts)
+        multi = [g for g in groups if len(g) >= 2]     # prompts with a within-prompt comparison
+        picks = [_best_and_median(g, rewards) for g in multi]
         metrics: dict[str, Any] = {"rollouts_source": source, "n_samples": len(rollouts), "n_prompts": len(groups),
-                                   **_distribution(rewards), **_within(rewards, groups),
-                                   **_length(rewards, lengths, groups), **_best_of_n(rollouts, rewards, lengths, groups)}
+                                   **_distribution(rewards), **_within(rewards, multi),
+                                   **_length(rewards, lengths, multi), **_best_of_n(rollouts, lengths, picks)}
         normalization = _normalization(metrics)
         metrics["ppo_settings"] = _settings_line(normalization)   # `rmaudit check` prints it after the summary
         findings = self._findings(metrics) + [note(Status.PASS, metrics["ppo_settings"])]
@@ -102,8 +104,8 @@ class PolicyRollouts(Probe):
 
         files = {ROLLOUTS_FILE: rollouts_jsonl(rollouts), NORMALIZATION_FILE: json.dumps(normalization, indent=2) + "\n"}
         return self.result(findings, with_reasons(_summary(metrics), findings), metrics=metrics,
-                           evidence=_examples(rollouts, rewards, lengths, groups, metrics["reward_std"]),
-                           chart=_chart(rewards, lengths, groups), files=files)
+                           evidence=_examples(rollouts, rewards, lengths, picks, metrics["reward_std"]),
+                           chart=_chart(rewards, lengths), files=files)
 
     def _findings(self, m: dict[str, Any]) -> list[Finding]:
         findings = []
@@ -147,13 +149,17 @@ def _distribution(rewards: np.ndarray) -> dict[str, Any]:
             "reward_p75": metric(q[3]), "reward_p95": metric(q[4])}
 
 
-def _within(rewards: np.ndarray, groups: list[np.ndarray]) -> dict[str, Any]:
-    multi = [g for g in groups if len(g) >= 2]
+def _owner(multi: list[np.ndarray]) -> np.ndarray:
+    """For each sample of the concatenated groups, the index of its prompt (the bootstrap cluster)."""
+    return np.concatenate([np.full(len(g), k) for k, g in enumerate(multi)])
+
+
+def _within(rewards: np.ndarray, multi: list[np.ndarray]) -> dict[str, Any]:
     out: dict[str, Any] = {"within_prompt_share": None, "within_prompt_share_ci_low": None,
                            "within_prompt_share_ci_high": None, "within_prompt_std": None, "between_prompt_std": None}
     if len(multi) < 2:
         return out
-    owner = np.concatenate([np.full(len(g), k) for k, g in enumerate(multi)])
+    owner = _owner(multi)
     values = np.concatenate([rewards[g] for g in multi])
 
     def share(rows: np.ndarray) -> float:
@@ -170,15 +176,14 @@ def _within(rewards: np.ndarray, groups: list[np.ndarray]) -> dict[str, Any]:
             "between_prompt_std": metric(float(np.std([rewards[g].mean() for g in multi])))}
 
 
-def _length(rewards: np.ndarray, lengths: np.ndarray, groups: list[np.ndarray]) -> dict[str, Any]:
+def _length(rewards: np.ndarray, lengths: np.ndarray, multi: list[np.ndarray]) -> dict[str, Any]:
     """Reward on length with both demeaned per prompt (only the differences PPO can exploit)."""
-    multi = [g for g in groups if len(g) >= 2]
     out: dict[str, Any] = {"within_prompt_length_r2": None, "length_slope_std_per_100_tokens": None,
                            "length_slope_ci_low": None, "length_slope_ci_high": None,
                            "mean_response_tokens": metric(lengths.mean(), 1)}
     if len(multi) < 2:
         return out
-    owner = np.concatenate([np.full(len(g), k) for k, g in enumerate(multi)])
+    owner = _owner(multi)
     r = np.concatenate([rewards[g] - rewards[g].mean() for g in multi])
     x = np.concatenate([lengths[g] - lengths[g].mean() for g in multi])
     scale = float(rewards.std()) or 1.0
@@ -200,8 +205,8 @@ def _best_and_median(group: np.ndarray, rewards: np.ndarray) -> tuple[int, int]:
     return int(order[-1]), int(order[(len(order) - 1) // 2])
 
 
-def _best_of_n(rollouts, rewards: np.ndarray, lengths: np.ndarray, groups: list[np.ndarray]) -> dict[str, Any]:
-    picks = [_best_and_median(g, rewards) for g in groups if len(g) >= 2]
+def _best_of_n(rollouts, lengths: np.ndarray, picks: list[tuple[int, int]]) -> dict[str, Any]:
+    """The favourite of each prompt's samples against its median sample (``picks``)."""
     keys = ("bon_length_ratio", "bon_refusal_best", "bon_refusal_median", "bon_markdown_best", "bon_markdown_median",
             "bon_repetition_best", "bon_repetition_median")
     if not picks:
@@ -257,12 +262,10 @@ def _summary(m: dict[str, Any]) -> str:
     return "; ".join(parts)
 
 
-def _examples(rollouts, rewards, lengths, groups, std) -> list[dict[str, Any]]:
+def _examples(rollouts, rewards, lengths, picks, std) -> list[dict[str, Any]]:
     """The prompts where the RM's favourite beats the median sample by the most."""
-    picks = [_best_and_median(g, rewards) for g in groups if len(g) >= 2]
-    picks.sort(key=lambda bm: -(rewards[bm[0]] - rewards[bm[1]]))
     rows = []
-    for best, median in picks[:EXAMPLES]:
+    for best, median in sorted(picks, key=lambda bm: -(rewards[bm[0]] - rewards[bm[1]]))[:EXAMPLES]:
         rows.append({"prompt": clip_evidence(rollouts[best].prompt[-1]["content"]),
                      "favourite": clip_evidence(rollouts[best].response), "median_sample": clip_evidence(rollouts[median].response),
                      "reward_gap_std": metric((rewards[best] - rewards[median]) / std if std else None, 2),
@@ -270,7 +273,7 @@ def _examples(rollouts, rewards, lengths, groups, std) -> list[dict[str, Any]]:
     return rows
 
 
-def _chart(rewards: np.ndarray, lengths: np.ndarray, groups: list[np.ndarray]) -> dict[str, Any]:
+def _chart(rewards: np.ndarray, lengths: np.ndarray) -> dict[str, Any]:
     return {"charts": [
         {"kind": "scatter", "title": "Reward vs length on policy samples", "x_label": "response tokens",
          "y_label": "reward", "series": [{"name": "sample", "x": [float(v) for v in lengths],

@@ -42,7 +42,9 @@ def ledoit_wolf(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
     sample = centred.T @ centred / n
     target = np.trace(sample) / d
     delta = float(((sample - target * np.eye(d)) ** 2).sum()) / d
-    beta = float(sum((((row[:, None] * row[None, :]) - sample) ** 2).sum() for row in centred)) / (n * n * d)
+    # sum_i ||x_i x_i^T - S||_F^2 = sum_i ||x_i||^4 - n ||S||_F^2 (as S is the mean of x_i x_i^T):
+    # no d x d outer product per row.
+    beta = float((np.einsum("ij,ij->i", centred, centred) ** 2).sum() - n * (sample ** 2).sum()) / (n * n * d)
     shrinkage = min(beta, delta) / delta if delta > 0 else 1.0
     return mean, (1 - shrinkage) * sample + shrinkage * target * np.eye(d), shrinkage
 

@@ -69,16 +69,19 @@ class RewardScale(Probe):
         pair_finite = np.isfinite(chosen) & np.isfinite(rejected)
         margins = (chosen - rejected)[pair_finite]
         prompts = np.array([prompt_hash(p.prompt) for p, ok in zip(pairs, pair_finite) if ok])
+        z = np.full(len(rewards), np.inf)     # signed robust z; a non-finite reward is the most extreme
+        if finite.any():
+            z[finite] = robust_z(rewards[finite]) * np.sign(rewards[finite] - np.median(rewards[finite]))
         metrics = {
             "n_pairs": len(pairs), "n_responses": len(rewards), "nonfinite_rewards": int((~finite).sum()),
-            **_distribution(rewards[finite]),
+            **_distribution(rewards[finite], np.abs(z[finite])),
             **_saturation(margins, prompts, float(self.setting("saturation_margin"))),
             **_head_reach(ctx, pairs, int(self.setting("hidden_sample")), float(np.std(rewards[finite]))),
         }
         findings = self._findings(metrics)
         texts = [(p, p.chosen) for p in pairs] + [(p, p.rejected) for p in pairs]
         return self.result(findings, with_reasons(_summary(metrics), findings), metrics=metrics,
-                           evidence=_evidence(texts, rewards, metrics),
+                           evidence=_evidence(texts, rewards, z) if metrics["reward_mean"] is not None else [],
                            chart=_chart(rewards[finite], margins, float(self.setting("saturation_margin"))))
 
     def _findings(self, m: dict[str, Any]) -> list[Finding]:
@@ -95,11 +98,11 @@ class RewardScale(Probe):
         return findings
 
 
-def _distribution(rewards: np.ndarray) -> dict[str, Any]:
+def _distribution(rewards: np.ndarray, z: np.ndarray) -> dict[str, Any]:
+    """Statistics of the finite rewards; ``z`` their robust |z|."""
     if len(rewards) < 2:
         return {"reward_mean": None, "reward_std": None, "max_abs_z": None, "p99_abs_z": None}
     mean, std = float(rewards.mean()), float(rewards.std())
-    z = robust_z(rewards)
     q = np.quantile(rewards, [0.01, 0.05, 0.5, 0.95, 0.99])
     return {"reward_mean": metric(mean), "reward_std": metric(std), "reward_min": metric(rewards.min()),
             "reward_max": metric(rewards.max()), "reward_p01": metric(q[0]), "reward_p05": metric(q[1]),
@@ -158,13 +161,9 @@ def _summary(m: dict[str, Any]) -> str:
     return "; ".join(parts)
 
 
-def _evidence(texts, rewards: np.ndarray, m: dict[str, Any]) -> list[dict[str, Any]]:
-    """The responses furthest from the mean (non-finite first): the tail PPO would climb."""
-    if m["reward_mean"] is None:
-        return []
+def _evidence(texts, rewards: np.ndarray, z: np.ndarray) -> list[dict[str, Any]]:
+    """The responses furthest from the median (non-finite first): the tail PPO would climb."""
     finite = np.isfinite(rewards)
-    z = np.full(len(rewards), np.inf)
-    z[finite] = robust_z(rewards[finite]) * np.sign(rewards[finite] - np.median(rewards[finite]))
     rows = []
     for i in np.argsort(-np.abs(z), kind="stable")[:EVIDENCE_ROWS]:
         pair, response = texts[i]

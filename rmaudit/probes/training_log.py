@@ -203,7 +203,6 @@ def _quarters(values: np.ndarray) -> tuple[float, float]:
 
 def _loss_metrics(curves: TrainingCurves) -> dict[str, Any]:
     steps, losses = curves.series("loss")
-    _, grads = curves.series("grad_norm")
     bad_steps = [s for s, v in zip(steps, losses) if not math.isfinite(v)]
     bad_steps += [s for s, v in zip(*curves.series("grad_norm")) if not math.isfinite(v)]
     finite = losses[np.isfinite(losses)]
