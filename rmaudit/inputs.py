@@ -65,6 +65,7 @@ def build_context(checkpoint: Path, options: AuditOptions) -> AuditContext:
     notes.update({"pooling": loaded.pooling, "dtype_reason": dtype_reason, "loader_notes": list(loaded.notes)})
     _restore_chat_template(loaded.tokenizer, manifest, notes)
     _try_template(loaded.tokenizer)
+    record = _audit_record(checkpoint, options, loaded.tokenizer)
     return AuditContext(
         checkpoint=Path(checkpoint),
         model=loaded.model,
@@ -89,7 +90,18 @@ def build_context(checkpoint: Path, options: AuditOptions) -> AuditContext:
         consumer=options.consumer.value if options.consumer else None,
         head_origin=loaded.head_origin,
         notes=notes,
+        record=record,
     )
+
+
+def _audit_record(checkpoint: Path, options: AuditOptions, tokenizer: Any) -> dict[str, Any]:
+    """The content-addressed identity of what this audit reads (``rmaudit verify`` checks it)."""
+    from rmaudit import __version__
+    from rmaudit.record import audit_record
+
+    data = {"eval": options.data, "train": options.train_data, "pairs": options.pairs,
+            "rollouts": options.rollouts_file, "training_log": options.training_log}
+    return audit_record(checkpoint, data, getattr(tokenizer, "chat_template", None), __version__)
 
 
 def _preflight(checkpoint: Path, options: AuditOptions) -> None:

@@ -17,7 +17,7 @@ from rmaudit.findings import SEVERITY, Finding, Status, worst
 
 __all__ = ["SCHEMA_VERSION", "SEVERITY", "AuditResult", "Finding", "ProbeResult", "Status", "worst"]
 
-SCHEMA_VERSION = "2.0"
+SCHEMA_VERSION = "2.1"
 
 
 @dataclass
@@ -104,6 +104,8 @@ class AuditResult:
     created_at: str = ""
     context: dict[str, Any] = field(default_factory=dict)
     required: list[str] = field(default_factory=list)  # probes that must reach a verdict (--require)
+    record: dict[str, Any] = field(default_factory=dict)   # what was audited, content-addressed (rmaudit/record.py)
+    signature: dict[str, Any] | None = None                # --sign-key: Ed25519 over the rest of report.json
 
     @property
     def gate(self) -> str:
@@ -159,6 +161,8 @@ class AuditResult:
             "counts": self.counts(),
             "context": self.context,
             "probes": [p.to_dict() for p in self.probes],
+            "record": self.record,
+            **({"signature": self.signature} if self.signature else {}),
         }
 
     @classmethod
@@ -171,4 +175,6 @@ class AuditResult:
             created_at=data.get("created_at", ""),
             context=dict(data.get("context") or {}),
             required=[str(n) for n in data.get("required") or []],
+            record=dict(data.get("record") or {}),
+            signature=data.get("signature"),
         )

@@ -85,7 +85,8 @@ def run_probes(ctx: AuditContext, options: AuditOptions,
         required=required_probes(options),
         rmaudit_version=__version__,
         created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        context=context_facts(ctx),
+        context={**context_facts(ctx), **({"audit_record": ctx.record["digest"]} if ctx.record else {})},
+        record=ctx.record,
     )
 
 

@@ -9,6 +9,7 @@ from junitparser import JUnitXml
 
 from helpers_report import sample_audit_result
 from rmaudit.cli import main
+from rmaudit.results import SCHEMA_VERSION
 from rmaudit.report import write_json
 
 
@@ -68,7 +69,7 @@ def test_a_schema_1_report_is_migrated_on_rerender(tmp_path):
     assert main(["report", str(source), "--out", str(tmp_path / "new"), "--quiet"]) == 0
     new = json.loads((tmp_path / "new" / "report.json").read_text())
     length, accuracy = new["probes"]
-    assert new["schema_version"] == "2.0" and new["gate"] == "fail"
+    assert new["schema_version"] == SCHEMA_VERSION and new["gate"] == "fail"
     assert length["findings"] == [{"status": "fail", "message": "R² 0.41 (fail at 0.3)", "metric": None, "value": None,
                                    "limit": None, "comparison": None}]
     assert length["settings"] == {"thresholds (schema 1.x)": {"r2_warn": 0.1, "r2_fail": 0.3, "min_pairs": 20}}

@@ -54,6 +54,9 @@ def check_command(
     trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help=HELP["trust_remote_code"]),
     allow_fresh_head: bool = typer.Option(False, "--allow-fresh-head", help=HELP["allow_fresh_head"]),
     skip_bad_rows: bool = typer.Option(False, "--skip-bad-rows", help=HELP["skip_bad_rows"]),
+    sign_key: Optional[Path] = typer.Option(None, "--sign-key", help="Sign report.json with this Ed25519 private key "
+                                            "(unencrypted PEM; needs pip install 'rmaudit[sign]'). "
+                                            "`rmaudit verify --public-key` checks the signature."),
 ) -> int:
     """Audit a reward-model checkpoint and gate on the result (exit 0 pass, 1 fail, 2 input error)."""
     from rich.console import Console
@@ -64,7 +67,9 @@ def check_command(
     from rmaudit.config import load_gate_config
     from rmaudit.report import REPORT_FILES, default_report_dir, render_console_summary, write_json, write_reports
     from rmaudit.report.destination import check_json_path, check_report_dir, move_aside, report_lock, staging_dir, swap_in
+    from rmaudit.record import load_signing_key, signature_block
     from rmaudit.report.github import write_github_outputs
+    from rmaudit.report.json_report import to_jsonable
 
     quiet_libraries()
     gate = load_gate_config(config, start=Path.cwd())
@@ -79,6 +84,7 @@ def check_command(
         annotator_field=annotator_field, rollouts_file=rollouts_file, rollouts=rollouts,
         rollout_prompts=rollout_prompts, max_new_tokens=max_new_tokens,
     ).validated()
+    key = load_signing_key(sign_key) if sign_key is not None else None
     out_dir = out or default_report_dir(checkpoint)
     check_report_dir(out_dir)
     if json_path is not None:
@@ -86,6 +92,8 @@ def check_command(
     with report_lock(out_dir):
         try:
             result = run_audit(checkpoint, options)
+            if key is not None:
+                result.signature = signature_block(to_jsonable(result.to_dict()), key)
             staged = staging_dir(out_dir)
             write_reports(result, staged)
             swap_in(staged, out_dir)

@@ -63,6 +63,7 @@ class AuditContext:
     consumer: str | None = None            # --consumer: the RL trainer that will read the reward
     head_origin: dict | None = None        # the loader's account of where the head came from
     notes: dict[str, Any] = field(default_factory=dict)   # facts for the report context
+    record: dict[str, Any] = field(default_factory=dict)  # content-addressed identity of the inputs (rmaudit/record.py)
     _cache: dict[bytes, float] = field(default_factory=dict, repr=False)  # digest(pooling, text) -> reward
     _advance: Callable[[int], None] | None = field(default=None, repr=False)  # the open progress bar
     _rollouts: list | None = field(default=None, repr=False)

@@ -70,6 +70,16 @@ def read_json(path: Path) -> AuditResult:
     schema version, or a malformed probe entry.
     """
     path = Path(path)
+    data = read_report_dict(path)
+    try:
+        return AuditResult.from_dict(data)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise input_error(path, None, None, f"malformed rmaudit report: {exc}") from None
+
+
+def read_report_dict(path: Path) -> dict[str, Any]:
+    """report.json as written (the exact dict a signature covers), its shape checked."""
+    path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -83,10 +93,7 @@ def read_json(path: Path) -> AuditResult:
             path, None, None, f"not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
         ) from None
     _check_report_shape(path, data)
-    try:
-        return AuditResult.from_dict(data)
-    except (KeyError, TypeError, ValueError) as exc:
-        raise input_error(path, None, None, f"malformed rmaudit report: {exc}") from None
+    return data
 
 
 # Schema 1 reports (no findings; thresholds mixed limits and settings) are migrated on read.
