@@ -74,6 +74,10 @@ class Finding:
 
     ``metric``/``value``/``limit``/``comparison`` are None for a finding that grades no
     number (a note such as "the policy template was inferred").
+
+    ``p_value`` is set by probes whose finding rests on a hypothesis test (an effect graded
+    only when it is significant); the runner then fills ``p_adjusted``, the Benjamini-Hochberg
+    q-value across every such finding of the audit (rmaudit/multiple_testing.py).
     """
 
     status: Status
@@ -82,17 +86,23 @@ class Finding:
     value: Any = None
     limit: Any = None
     comparison: Comparison | None = None
+    p_value: float | None = None
+    p_adjusted: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"status": self.status.value, "message": self.message, "metric": self.metric,
-                "value": self.value, "limit": self.limit,
-                "comparison": self.comparison.value if self.comparison else None}
+        out = {"status": self.status.value, "message": self.message, "metric": self.metric,
+               "value": self.value, "limit": self.limit,
+               "comparison": self.comparison.value if self.comparison else None}
+        if self.p_value is not None:
+            out.update(p_value=self.p_value, p_adjusted=self.p_adjusted)
+        return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Finding":
         comparison = data.get("comparison")
         return cls(Status(data["status"]), str(data.get("message", "")), data.get("metric"), data.get("value"),
-                   data.get("limit"), Comparison(comparison) if comparison else None)
+                   data.get("limit"), Comparison(comparison) if comparison else None,
+                   data.get("p_value"), data.get("p_adjusted"))
 
     @property
     def crossed(self) -> str:

@@ -112,6 +112,10 @@ class AuditOptions:
                                                  "'flash_attention_2', ...); default: transformers' choice.")
     threads: int | None = _opt(None, "CPU threads for torch; default: the cores this process may use (CPU "
                                      "affinity and cgroup quota). A CPU already busy is reported.")
+    fdr: float = _opt(0.05, "False-discovery rate across every hypothesis test of the audit (Benjamini-Hochberg): "
+                            "a fail resting on a test whose adjusted p-value exceeds it is lowered to warn.")
+    gold: Path | None = _opt(None, "A second reward model used as gold reference by the overoptimization probe "
+                                   "(a larger RM, or one trained on another split or seed).")
     fail_on: FailOn = _opt(FailOn.FAIL, "Gate: 'fail' fails on fail/error only; 'warn' also fails on warnings.")
     limits: dict[str, dict[str, float]] = field(
         default_factory=dict, metadata={"help": "Per-probe limit overrides: {probe: {'<metric>_warn'|'<metric>_fail': value}}."})
@@ -158,10 +162,13 @@ class AuditOptions:
                 raise RmauditInputError(f"{flag}: expected a positive integer, got {value!r}")
         if isinstance(out.seed, bool) or not isinstance(out.seed, int) or not 0 <= out.seed < 2**32:
             raise RmauditInputError(f"--seed: expected an integer from 0 to 2**32-1, got {out.seed!r}")
+        if isinstance(out.fdr, bool) or not isinstance(out.fdr, (int, float)) or not 0 < out.fdr < 1:
+            raise RmauditInputError(f"--fdr: expected a number between 0 and 1, got {out.fdr!r}")
         if out.max_length is not None and (not isinstance(out.max_length, int) or out.max_length < 1):
             raise RmauditInputError(f"--max-length: expected a positive integer, got {out.max_length!r}")
         for flag, path in (("--data", out.data), ("--train-data", out.train_data), ("--pairs", out.pairs),
-                           ("--training-log", out.training_log), ("--rollouts-file", out.rollouts_file)):
+                           ("--training-log", out.training_log), ("--rollouts-file", out.rollouts_file),
+                           ("--gold", out.gold)):
             if path is not None and not Path(path).exists():
                 raise input_error(path, None, None, f"{flag} file not found")
         return out

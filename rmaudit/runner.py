@@ -16,6 +16,7 @@ from typing import Any
 
 from rmaudit import __version__
 from rmaudit.findings import Status, note
+from rmaudit.multiple_testing import control_false_discoveries
 from rmaudit.options import AuditOptions
 from rmaudit.probes.base import Probe, ProbeSkipped
 from rmaudit.probes.context import AuditContext
@@ -78,6 +79,7 @@ def run_probes(ctx: AuditContext, options: AuditOptions,
         if options.progress:
             print(f"rmaudit: running {probe.name} ...", file=sys.stderr, flush=True)
         results.append(run_probe(probe, ctx))
+    method = control_false_discoveries(results, options.fdr)
     return AuditResult(
         checkpoint=str(ctx.checkpoint),
         probes=results,
@@ -85,7 +87,7 @@ def run_probes(ctx: AuditContext, options: AuditOptions,
         required=required_probes(options),
         rmaudit_version=__version__,
         created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        context={**context_facts(ctx), **({"audit_record": ctx.record["digest"]} if ctx.record else {})},
+        context={**context_facts(ctx), **method, **({"audit_record": ctx.record["digest"]} if ctx.record else {})},
         record=ctx.record,
     )
 

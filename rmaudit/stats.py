@@ -78,3 +78,34 @@ def cluster_bootstrap_statistic(statistic, clusters: np.ndarray, *, confidence: 
     tail = (1 - confidence) / 2 * 100
     low, high = np.percentile(draws, [tail, 100 - tail])
     return float(low), float(high)
+
+
+def cluster_mean_test(values: np.ndarray, clusters: np.ndarray, alternative: str = "greater") -> float:
+    """p-value of a one-sample t-test on per-cluster means (H0: mean 0).
+
+    One mean per prompt, so a prompt with many responses counts once (the clustering the
+    bootstrap intervals use); NaN with fewer than 2 clusters or no spread."""
+    values = np.asarray(values, dtype=np.float64)
+    _, index = np.unique(np.asarray(clusters), return_inverse=True)
+    if len(index) == 0 or index.max() < 1:
+        return float("nan")
+    means = np.bincount(index, weights=values) / np.bincount(index)
+    if np.ptp(means) == 0:
+        return float("nan") if means[0] == 0 else (0.0 if (means[0] > 0) == (alternative == "greater") else 1.0)
+    return float(stats.ttest_1samp(means, 0.0, alternative=alternative).pvalue)
+
+
+def benjamini_hochberg(p_values: np.ndarray) -> np.ndarray:
+    """Benjamini-Hochberg adjusted p-values (q-values): reject where q <= the FDR level.
+
+    q_(i) = min over j >= i of p_(j) * m / j, capped at 1 (step-up; monotone in p)."""
+    p = np.asarray(p_values, dtype=np.float64)
+    m = len(p)
+    if m == 0:
+        return p
+    order = np.argsort(p)
+    scaled = p[order] * m / np.arange(1, m + 1)
+    adjusted = np.minimum.accumulate(scaled[::-1])[::-1]
+    out = np.empty(m)
+    out[order] = np.minimum(adjusted, 1.0)
+    return out

@@ -31,6 +31,8 @@ def check_command(
     pairs: Optional[Path] = typer.Option(None, "--pairs", help=HELP["pairs"]),
     training_log: Optional[Path] = typer.Option(None, "--training-log", help=HELP["training_log"]),
     annotator_field: Optional[str] = typer.Option(None, "--annotator-field", help=HELP["annotator_field"]),
+    gold: Optional[Path] = typer.Option(None, "--gold", help=HELP["gold"]),
+    fdr: float = typer.Option(DEFAULT["fdr"], "--fdr", help=HELP["fdr"]),
     max_pairs: int = typer.Option(DEFAULT["max_pairs"], "--max-pairs", help=HELP["max_pairs"]),
     dtype: Dtype = typer.Option(DEFAULT["dtype"], "--dtype", help=HELP["dtype"]),
     batch_size: int = typer.Option(DEFAULT["batch_size"], "--batch-size", help=HELP["batch_size"]),
@@ -82,7 +84,7 @@ def check_command(
         allow_fresh_head=allow_fresh_head, skip_bad_rows=skip_bad_rows, device=device,
         attn_implementation=attn_implementation, threads=threads, training_log=training_log,
         annotator_field=annotator_field, rollouts_file=rollouts_file, rollouts=rollouts,
-        rollout_prompts=rollout_prompts, max_new_tokens=max_new_tokens,
+        rollout_prompts=rollout_prompts, max_new_tokens=max_new_tokens, gold=gold, fdr=fdr,
     ).validated()
     key = load_signing_key(sign_key) if sign_key is not None else None
     out_dir = out or default_report_dir(checkpoint)

@@ -203,7 +203,9 @@ class LengthBiasProbe(Probe):
             message = (f"accuracy {split.accuracy_chosen_longer:.2f} when chosen is longer vs "
                        f"{split.accuracy_chosen_shorter:.2f} when shorter (Fisher p={split.gap_p:.2g})")
             if split.gap_p < self.setting("alpha"):
-                findings.append(self.limit("abs_accuracy_gap").check(metric(abs(split.accuracy_gap)), message))
+                gap = self.limit("abs_accuracy_gap").check(metric(abs(split.accuracy_gap)), message)
+                gap.p_value = split.gap_p  # adjusted across the audit (rmaudit/multiple_testing.py)
+                findings.append(gap)
             else:
                 findings.append(Finding(Status.PASS, message + f": not significant at alpha={self.setting('alpha'):g}",
                                         "accuracy_gap_p", metric(split.gap_p, 6), self.setting("alpha"),
