@@ -16,6 +16,8 @@ from typing import Callable
 from helpers_audit import CANONICAL_FILE, TOPICS, fit_head_bt, fitted_tiny_rm, save_rm, scaled_head, topic_pairs
 from helpers_probe_heads import fitted_rm, synthetic_pairs
 from helpers_rollouts import write_rollouts
+from helpers_style import HELD_OUT as STYLE_HELD_OUT
+from helpers_style import style_rm
 from helpers_train import small_pairs, tiny_base_dir, write_pairs
 from rmaudit.modeling.loading import load_reward_model
 from rmaudit.modeling.manifest import Manifest
@@ -187,6 +189,11 @@ FIXTURES: dict[str, tuple[Factory, Factory]] = {
         lambda tmp: _ctx(*_rm("content"), rollouts_file=write_rollouts(tmp / "rollouts.jsonl", style="mixed")),
         # a length-rewarding RM on samples whose lengths vary within each prompt
         lambda tmp: _ctx(*_rm("length"), rollouts_file=write_rollouts(tmp / "rollouts.jsonl", style="neutral")),
+    ),
+    "style_interventions": (
+        lambda tmp: _ctx(*style_rm(None), eval_pairs=STYLE_HELD_OUT),
+        # trained on data where the markdown-formatted copy of an answer was preferred
+        lambda tmp: _ctx(*style_rm("markdown"), eval_pairs=STYLE_HELD_OUT),
     ),
     "policy_shift": (
         lambda tmp: _ctx(*_rm("content"), eval_pairs=CONTENT_PAIRS, train_pairs=synthetic_pairs(seed=4000, n=60, rule="content"),

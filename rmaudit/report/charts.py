@@ -257,8 +257,11 @@ def _bar(spec: dict[str, Any]) -> dict[str, Any]:
         trace = {"type": "bar", "name": plot_text(s.get("name") or f"series {i + 1}"),
                  "orientation": "h" if horizontal else "v",
                  "x": s["values"] if horizontal else categories, "y": categories if horizontal else s["values"]}
-        if s.get("error"):
-            trace["error_x" if horizontal else "error_y"] = {"type": "data", "array": s["error"], "visible": True}
+        if s.get("error"):  # "error_minus" makes the bar asymmetric (a bootstrap interval)
+            error = {"type": "data", "array": s["error"], "visible": True}
+            if s.get("error_minus"):
+                error.update(arrayminus=s["error_minus"], symmetric=False)
+            trace["error_x" if horizontal else "error_y"] = error
         data.append(trace)
     cat_axis = "yaxis" if horizontal else "xaxis"
     layout = _layout(spec, barmode="group", showlegend=len(data) > 1, bargap=0.45 if len(categories) < 4 else 0.25)
