@@ -78,6 +78,7 @@ def build_context(checkpoint: Path, options: AuditOptions) -> AuditContext:
         canonical_pairs=extra_pairs,
         training_log=Path(options.training_log) if options.training_log else None,
         annotator_field=options.annotator_field,
+        gold=Path(options.gold) if options.gold else None,
         policy=str(options.policy) if options.policy is not None else None,
         rollouts_file=Path(options.rollouts_file) if options.rollouts_file else None,
         rollouts=options.rollouts, rollout_prompts=options.rollout_prompts, max_new_tokens=options.max_new_tokens,
@@ -101,20 +102,49 @@ def _audit_record(checkpoint: Path, options: AuditOptions, tokenizer: Any) -> di
 
     data = {"eval": options.data, "train": options.train_data, "pairs": options.pairs,
             "rollouts": options.rollouts_file, "training_log": options.training_log}
-    return audit_record(checkpoint, data, getattr(tokenizer, "chat_template", None), __version__)
+    return audit_record(checkpoint, data, getattr(tokenizer, "chat_template", None), __version__,
+                        gold=Path(options.gold) if options.gold else None)
 
 
 def _preflight(checkpoint: Path, options: AuditOptions) -> None:
     """Refuse what must not be loaded (pickle, custom code) or not audited (a random head)."""
-    from rmaudit.modeling.preflight import inspect_checkpoint, require_reward_model, resolve_source
+    from rmaudit.modeling.preflight import resolve_source
 
     _preflight_policy(options.policy)
+    if options.gold is not None:   # the gold RM meets the same rules, before anything loads
+        _preflight_reward_model(Path(options.gold), None, options, allow_fresh_head=False)
     _, is_local = resolve_source(checkpoint, options.gguf_file, options.allow_hub)
-    if not is_local:
-        return
-    facts = inspect_checkpoint(checkpoint, gguf_file=options.gguf_file, allow_pickle=options.allow_pickle,
+    if is_local:
+        _preflight_reward_model(checkpoint, options.gguf_file, options, options.allow_fresh_head)
+
+
+def _preflight_reward_model(folder: Path, gguf_file: str | None, options: AuditOptions, allow_fresh_head: bool) -> None:
+    from rmaudit.modeling.preflight import inspect_checkpoint, require_reward_model
+
+    facts = inspect_checkpoint(folder, gguf_file=gguf_file, allow_pickle=options.allow_pickle,
                                trust_remote_code=options.trust_remote_code)
-    require_reward_model(facts, checkpoint, options.allow_fresh_head)
+    require_reward_model(facts, folder, allow_fresh_head)
+
+
+def load_gold_context(ctx: AuditContext) -> AuditContext:
+    """An AuditContext scoring with the --gold RM: loaded like the audited one (safetensors,
+    no remote code), its template restored from its own manifest."""
+    from rmaudit.modeling.loading import load_reward_model
+
+    assert ctx.gold is not None
+    loaded = load_reward_model(ctx.gold, dtype=ctx.dtype or "float32", device=ctx.device)
+    manifest = _read_manifest(ctx.gold)
+    _restore_chat_template(loaded.tokenizer, manifest, {})
+    return AuditContext(checkpoint=ctx.gold, model=loaded.model, tokenizer=loaded.tokenizer, manifest=manifest,
+                        dtype=ctx.dtype, device=ctx.device, max_length=_gold_max_length(manifest, ctx),
+                        batch_size=ctx.batch_size, pooling=ctx.pooling, progress=ctx.progress, seed=ctx.seed)
+
+
+def _gold_max_length(manifest: Manifest | None, ctx: AuditContext) -> int:
+    """The gold RM's own trained length, else the audit's bound."""
+    if manifest is not None and manifest.max_length:
+        return manifest.max_length
+    return ctx.max_length or FALLBACK_MAX_LENGTH
 
 
 def _read_manifest(checkpoint: Path) -> Manifest | None:

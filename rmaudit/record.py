@@ -89,8 +89,9 @@ def checkpoint_identity(folder: Path) -> dict[str, dict[str, str]]:
 
 
 def audit_record(checkpoint: Path, data_files: Mapping[str, Path | None], chat_template: Any,
-                 version: str) -> dict[str, Any]:
-    """The record written into report.json (``digest`` covers every other field)."""
+                 version: str, gold: Path | None = None) -> dict[str, Any]:
+    """The record written into report.json (``digest`` covers every other field). A gold RM
+    (the overoptimization probe's reference) is evidence too: its identity is recorded."""
     checkpoint = Path(checkpoint)
     record: dict[str, Any] = {
         "algorithm": ALGORITHM,
@@ -100,6 +101,8 @@ def audit_record(checkpoint: Path, data_files: Mapping[str, Path | None], chat_t
         "data": {side: {"path": str(path), "sha256": sha256_path(Path(path))}
                  for side, path in sorted(data_files.items()) if path is not None and Path(path).is_file()},
     }
+    if gold is not None:
+        record["gold"] = checkpoint_identity(gold)
     if record["checkpoint"] is None:
         record["checkpoint_note"] = f"{checkpoint} is not a local folder: nothing to verify against"
     record["digest"] = canonical_sha(record)

@@ -12,9 +12,12 @@ back through :func:`read_rollouts` (``--rollouts-file``), e.g. samples from PPO 
 from __future__ import annotations
 
 import json
+from collections import defaultdict
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
+
+import numpy as np
 
 from rmaudit.data.pairs import Message
 from rmaudit.data.split import prompt_hash
@@ -37,6 +40,14 @@ class Rollout:
 
     def messages(self) -> list[Message]:
         return [*self.prompt, {"role": "assistant", "content": self.response}]
+
+
+def prompt_groups(rollouts: Sequence[Rollout]) -> list[np.ndarray]:
+    """Indices of the samples of each prompt, prompts in first-seen order."""
+    index: dict[str, list[int]] = defaultdict(list)
+    for i, rollout in enumerate(rollouts):
+        index[rollout.prompt_id].append(i)
+    return [np.array(v) for v in index.values()]
 
 
 def policy_source(policy: str | Path) -> tuple[Path, str | None]:

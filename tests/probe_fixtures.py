@@ -190,6 +190,13 @@ FIXTURES: dict[str, tuple[Factory, Factory]] = {
         # a length-rewarding RM on samples whose lengths vary within each prompt
         lambda tmp: _ctx(*_rm("length"), rollouts_file=write_rollouts(tmp / "rollouts.jsonl", style="neutral")),
     ),
+    "overoptimization": (
+        lambda tmp: _ctx(*_rm("content"), gold=save_rm(*fitted_rm("content", seed=1), tmp / "gold"),
+                         rollouts_file=write_rollouts(tmp / "rollouts.jsonl", style="mixed", per_prompt=8)),
+        # a length-rewarding proxy on samples whose longest answers are rude: best-of-n walks away from gold
+        lambda tmp: _ctx(*_rm("length"), gold=save_rm(*fitted_rm("content", seed=1), tmp / "gold"),
+                         rollouts_file=write_rollouts(tmp / "rollouts.jsonl", style="hackable", per_prompt=8)),
+    ),
     "style_interventions": (
         lambda tmp: _ctx(*style_rm(None), eval_pairs=STYLE_HELD_OUT),
         # trained on data where the markdown-formatted copy of an answer was preferred

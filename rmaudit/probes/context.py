@@ -24,7 +24,7 @@ from rmaudit.probes.base import ProbeSkipped
 
 # How a user supplies each input, for the skip reason.
 INPUT_FLAGS = {"eval_pairs": "--data", "all_eval_pairs": "--data", "train_pairs": "--train-data",
-               "policy_tokenizer": "--policy", "policy": "--policy", "rollouts_file": "--rollouts-file", "model": "a loadable checkpoint", "canonical_pairs": "--pairs",
+               "policy_tokenizer": "--policy", "policy": "--policy", "gold": "--gold", "rollouts_file": "--rollouts-file", "model": "a loadable checkpoint", "canonical_pairs": "--pairs",
                "tokenizer": "a checkpoint with a tokenizer", "manifest": "an rmaudit checkpoint (rmaudit.json)"}
 
 
@@ -55,6 +55,7 @@ class AuditContext:
     canonical_pairs: list[PreferencePair] = field(default_factory=list)
     annotator_field: str | None = None     # --annotator-field: the column naming each row's annotator
     training_log: Path | None = None       # --training-log; else the training_log probe looks in the checkpoint
+    gold: Path | None = None               # --gold: a second RM, the overoptimization probe's reference
     dtype: Any = None                      # torch dtype used for scoring
     max_length: int | None = None
     batch_size: int = 16
@@ -67,6 +68,7 @@ class AuditContext:
     _cache: dict[bytes, float] = field(default_factory=dict, repr=False)  # digest(pooling, text) -> reward
     _advance: Callable[[int], None] | None = field(default=None, repr=False)  # the open progress bar
     _rollouts: list | None = field(default=None, repr=False)
+    _gold: "AuditContext | None" = field(default=None, repr=False)
 
     def require(self, *names: str) -> None:
         """Raise ProbeSkipped naming every missing input, e.g. ``require("eval_pairs", "model")``."""
@@ -201,6 +203,17 @@ class AuditContext:
         with self._progress_bar(len(prompts) * self.rollouts) as advance:
             return policy_io.sample_rollouts(model, tokenizer, prompts, n=self.rollouts, max_new_tokens=self.max_new_tokens,
                                              seed=self.seed, batch_size=max(self.batch_size, self.rollouts), advance=advance)
+
+    def gold_context(self) -> "AuditContext":
+        """A context that scores with the --gold reward model (loaded once, same dtype, device,
+        batch and length settings; its own tokenizer, chat template and pooling)."""
+        if self._gold is None:
+            if self.gold is None:
+                raise ProbeSkipped("missing input: gold (--gold)")
+            from rmaudit.inputs import load_gold_context
+
+            self._gold = load_gold_context(self)
+        return self._gold
 
     def labelled_pairs(self, limit: int | None = None) -> list[PreferencePair]:
         """Held-out pairs first, then the canonical battery, at most ``limit``: the most labelled

@@ -30,13 +30,13 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections import defaultdict
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
 from rmaudit.findings import Comparison, Finding, Limit, Status, note
 from rmaudit.probes.base import Probe, ProbeSkipped, clip_evidence, metric, percent, with_reasons
+from rmaudit.rollouts import prompt_groups
 from rmaudit.stats import cluster_bootstrap_statistic
 
 REFUSAL = re.compile(r"\b(I can(?:no|')t|I cannot|I'm sorry|I am sorry|I apologi[sz]e|As an AI|I'm not able|"
@@ -91,7 +91,7 @@ class PolicyRollouts(Probe):
         rewards = rewards[keep]
         encoded = ctx.tokenizer([r.response for r in rollouts], add_special_tokens=False)["input_ids"]
         lengths = np.array([len(ids) for ids in encoded], dtype=np.float64)
-        groups = _groups(rollouts)
+        groups = prompt_groups(rollouts)
         multi = [g for g in groups if len(g) >= 2]     # prompts with a within-prompt comparison
         picks = [_best_and_median(g, rewards) for g in multi]
         metrics: dict[str, Any] = {"rollouts_source": source, "n_samples": len(rollouts), "n_prompts": len(groups),
@@ -132,13 +132,6 @@ class PolicyRollouts(Probe):
                 finding.message += ": best-of-n, then PPO, will drift to longer answers"
             findings.append(finding)
         return findings
-
-
-def _groups(rollouts: Sequence[Any]) -> list[np.ndarray]:
-    index: dict[str, list[int]] = defaultdict(list)
-    for i, r in enumerate(rollouts):
-        index[r.prompt_id].append(i)
-    return [np.array(v) for v in index.values()]
 
 
 def _distribution(rewards: np.ndarray) -> dict[str, Any]:
