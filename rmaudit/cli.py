@@ -44,7 +44,7 @@ def _root(version: bool = typer.Option(False, "--version", callback=_version, is
 def _register_commands() -> None:
     # Command modules import only typer and option tables: torch, transformers and the probes
     # load when a command runs, so `rmaudit --help` answers at once.
-    from rmaudit.commands import check, demo, diff, probes, report, train, verify
+    from rmaudit.commands import check, demo, diff, probes, report, selftest, train, verify
 
     app.command("train", help=train.__doc__)(train.train_command)
     app.command("check", help=check.__doc__)(check.check_command)
@@ -53,6 +53,7 @@ def _register_commands() -> None:
     app.command("demo", help=demo.__doc__)(demo.demo_command)
     app.command("diff", help=diff.__doc__)(diff.diff_command)
     app.command("verify", help=verify.__doc__)(verify.verify_command)
+    app.command("selftest", help=selftest.__doc__)(selftest.selftest_command)
 
 
 _register_commands()

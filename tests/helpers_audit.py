@@ -13,11 +13,9 @@ from pathlib import Path
 from typing import Sequence
 
 import torch
-import torch.nn.functional as F
 
+from rmaudit import selftest
 from rmaudit.data.pairs import PreferencePair
-from rmaudit.modeling.pooling import pooled_hidden
-from rmaudit.scoring import pad_batch, render, tokenize_rendered
 from tiny_models import make_tiny_rm, tiny_rm
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -33,35 +31,14 @@ TOPICS = [
 
 def pooled_features(model, tokenizer, conversations: Sequence[Sequence[dict]]) -> torch.Tensor:
     """(N, d) float32 hidden states at each conversation's last real token (mask pooling)."""
-    texts = [render(tokenizer, c) for c in conversations]
-    ids, _ = tokenize_rendered(tokenizer, texts)
-    input_ids, mask = pad_batch(ids, tokenizer.pad_token_id, "right")
-    with torch.inference_mode():
-        return pooled_hidden(model, input_ids, mask).float()
+    return selftest.pooled_features(model, tokenizer, conversations)
 
 
 def fit_head_bt(model, tokenizer, pairs: Sequence[PreferencePair], *, shift: float = 3.0, steps: int = 200) -> None:
-    """Train the linear head in place with -logsigmoid(r_c - r_r - shift) on the pooled features.
-
-    L-BFGS, because single-token differences (408 vs 418) move a random body's last hidden
-    state very little and first-order steps take thousands of iterations to separate them.
-    A tiny L2 term keeps the weights finite on separable pairs.
-    """
-    chosen = pooled_features(model, tokenizer, [p.chosen_messages() for p in pairs])
-    rejected = pooled_features(model, tokenizer, [p.rejected_messages() for p in pairs])
-    diff = (chosen - rejected).double()
-    weight = model.score.weight.detach().double().clone().requires_grad_(True)
-    optimizer = torch.optim.LBFGS([weight], max_iter=steps, line_search_fn="strong_wolfe")
-
-    def closure():
-        optimizer.zero_grad()
-        loss = -F.logsigmoid(diff @ weight[0] - shift).mean() + 1e-8 * weight.pow(2).sum()
-        loss.backward()
-        return loss
-
-    optimizer.step(closure)
+    """Train the linear head in place with -logsigmoid(r_c - r_r - shift) on the pooled features
+    (the fitter `rmaudit selftest` uses: L-BFGS, a tiny L2 term)."""
     with torch.no_grad():
-        model.score.weight.copy_(weight.float())
+        model.score.weight.copy_(selftest.fit_head(model, tokenizer, pairs, margin=shift, steps=steps))
 
 
 def scaled_head(model, factor: float):
