@@ -115,7 +115,14 @@ class Finding:
         if self.comparison is not None and self.limit is not None:
             op = self.comparison.value if self.status in (Status.WARN, Status.FAIL) else _NEGATED[self.comparison]
             text += f" {op} {format_value(self.limit)}"
+        if self.p_value is not None:  # a tested finding shows its raw and its audit-wide adjusted p
+            text += f" (p {p_text(self.p_value)}" + (f", BH q {p_text(self.p_adjusted)})" if self.p_adjusted is not None else ")")
         return text
+
+
+def p_text(p: float) -> str:
+    """"= 0.031" or "< 1e-12" (a t-test's p underflows to 0 for a large effect)."""
+    return "< 1e-12" if p < 1e-12 else f"= {p:.2g}"
 
 
 # A passing finding shows the comparison that holds ("r2 = 0.05 < 0.1").

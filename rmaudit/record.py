@@ -191,24 +191,26 @@ def _crypto():
 
 def load_signing_key(path: Path) -> Any:
     """An Ed25519 private key from an unencrypted PEM file (checked before any slow work)."""
-    serialization, ed25519 = _crypto()
-    try:
-        key = serialization.load_pem_private_key(Path(path).read_bytes(), password=None)
-    except (OSError, ValueError, TypeError) as exc:
-        raise input_error(path, None, None, f"not an unencrypted PEM private key ({exc})") from None
-    if not isinstance(key, ed25519.Ed25519PrivateKey):
-        raise input_error(path, None, None, f"expected an Ed25519 key, got {type(key).__name__}")
-    return key
+    return _load_key(path, private=True)
 
 
 def load_public_key(path: Path) -> Any:
+    """An Ed25519 public key from a PEM file."""
+    return _load_key(path, private=False)
+
+
+def _load_key(path: Path, private: bool) -> Any:
     serialization, ed25519 = _crypto()
+    what = "an unencrypted PEM private key" if private else "a PEM public key"
     try:
-        key = serialization.load_pem_public_key(Path(path).read_bytes())
+        data = Path(path).read_bytes()
+        key = (serialization.load_pem_private_key(data, password=None) if private
+               else serialization.load_pem_public_key(data))
     except (OSError, ValueError, TypeError) as exc:
-        raise input_error(path, None, None, f"not a PEM public key ({exc})") from None
-    if not isinstance(key, ed25519.Ed25519PublicKey):
-        raise input_error(path, None, None, f"expected an Ed25519 public key, got {type(key).__name__}")
+        raise input_error(path, None, None, f"not {what} ({exc})") from None
+    expected = ed25519.Ed25519PrivateKey if private else ed25519.Ed25519PublicKey
+    if not isinstance(key, expected):
+        raise input_error(path, None, None, f"expected an Ed25519 key, got {type(key).__name__}")
     return key
 
 

@@ -209,7 +209,7 @@ class LengthBiasProbe(Probe):
             else:
                 findings.append(Finding(Status.PASS, message + f": not significant at alpha={self.setting('alpha'):g}",
                                         "accuracy_gap_p", metric(split.gap_p, 6), self.setting("alpha"),
-                                        Comparison.BELOW))
+                                        Comparison.BELOW, p_value=split.gap_p))
         return findings
 
     @staticmethod

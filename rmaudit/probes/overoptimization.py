@@ -129,6 +129,11 @@ class Overoptimization(Probe):
         metrics.update(gold_peak_n=int(ns[peak]), gold_peak_kl=metric(float(best_of_n_kl(ns[peak]))),
                        gold_drop_std=metric(float(drop.mean())), gold_drop_ci_low=metric(low),
                        gold_drop_ci_high=metric(high))
+        if peak == len(ns) - 1:
+            return note(Status.PASS, f"gold reward still rises at n={ns[-1]} (KL {best_of_n_kl(ns[-1]):.2f}): no peak "
+                                     f"within reach of {metrics['samples_per_prompt']} samples per prompt; it gains "
+                                     f"{metrics['gold_gain_std']:+.2f} std while the proxy gains "
+                                     f"{metrics['proxy_gain_std']:+.2f}", "gold_drop_std", 0.0)
         message = (f"gold reward peaks at n={ns[peak]} (KL {best_of_n_kl(ns[peak]):.2f}) and falls "
                    f"{drop.mean():.2f} gold-std by n={ns[-1]} (95% CI [{low:.2f}, {high:.2f}]) while the proxy gains "
                    f"{metrics['proxy_gain_std']:+.2f} std")
@@ -202,8 +207,9 @@ def _summary(m: dict[str, Any], with_gold: bool) -> str:
     text = (f"best-of-n on {m['n_prompts']} prompts x {m['samples_per_prompt']} samples: proxy gains "
             f"{m['proxy_gain_std']:+.2f} std by n={m['max_n']} (KL {m['max_kl']:.2f})")
     if with_gold:
-        text += (f"; gold gains {m['gold_gain_std']:+.2f} std, peaks at n={m['gold_peak_n']}, falls "
-                 f"{m['gold_drop_std']:.2f} std after; proxy-gold Spearman {m['proxy_gold_spearman']:.2f}")
+        peak = ("still rising at n=" + str(m["max_n"]) if m["gold_peak_n"] == m["max_n"]
+                else f"peaks at n={m['gold_peak_n']}, falls {m['gold_drop_std']:.2f} std after")
+        text += f"; gold gains {m['gold_gain_std']:+.2f} std, {peak}; proxy-gold Spearman {m['proxy_gold_spearman']:.2f}"
     else:
         text += "; no gold model (--gold) to compare"
     return text + f"; {percent(m['far_tail_share'])} of samples in the far upper tail"

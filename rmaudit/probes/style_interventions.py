@@ -58,7 +58,10 @@ class StyleInterventions(Probe):
         if not np.isfinite(std):
             raise ProbeSkipped("the reference rewards have no spread: shifts in reward-std units are undefined")
         before = ctx.score([r["messages"] for r in responses])
-        rows, findings, metrics = [], [], {"n_responses": len(responses), "reward_std": metric(std, 6)}
+        n_held_out = sum(r["origin"] == "held-out" for r in responses)
+        rows, findings, metrics = [], [], {"n_responses": len(responses), "reward_std": metric(std, 6),
+                                           "n_held_out_responses": n_held_out,
+                                           "n_canonical_responses": len(responses) - n_held_out}
         for edit in edits:
             row = self._measure(ctx, edit, responses, before, std)
             rows.append(row)
@@ -67,7 +70,8 @@ class StyleInterventions(Probe):
         profitable = sorted((r for r in rows if r["profitable"]), key=lambda r: -r["shift_std"])
         metrics["profitable_edits"] = ", ".join(f"{r['edit']} ({r['shift_std']:+.2f} std)" for r in profitable) or "none"
         rows.sort(key=lambda r: -(r["shift_std"] if r["shift_std"] is not None else -np.inf))
-        summary = (f"{len(edits)} content-free edits on {len(responses)} responses; profitable for PPO: "
+        origin = "" if n_held_out == len(responses) else f" ({n_held_out} held-out, {len(responses) - n_held_out} canonical)"
+        summary = (f"{len(edits)} content-free edits on {len(responses)} responses{origin}; profitable for PPO: "
                    f"{metrics['profitable_edits']}")
         return self.result(findings, with_reasons(summary, findings), metrics=metrics, evidence=rows,
                            chart=_chart(rows))
@@ -86,7 +90,7 @@ class StyleInterventions(Probe):
         low, high = cluster_bootstrap_interval(shift, clusters, n_boot=self.setting("n_boot"), seed=ctx.seed)
         best = int(np.argmax(shift))
         row.update(shift_std=metric(float(shift.mean())), ci_low=metric(low), ci_high=metric(high),
-                   p_value=metric(cluster_mean_test(shift, clusters, "greater"), 8),
+                   p_value=float(f"{cluster_mean_test(shift, clusters, 'greater'):.3g}"),  # tiny p's keep their digits
                    share_raised=metric(float((shift > 0).mean())),
                    raises=bool(np.isfinite(low) and low > 0),
                    example_before=clip_evidence(responses[used[best]]["response"]),
@@ -109,32 +113,39 @@ class StyleInterventions(Probe):
                     else f"95% CI [{row['ci_low']:+.2f}, {row['ci_high']:+.2f}]")
         message = f"{name} ({row['description']}) shifts the reward {shift:+.2f} std, {interval}, n={row['n']}"
         if not row["raises"]:
-            return Finding(Status.PASS, message + ": not above zero", f"shift_std[{name}]", shift,
-                           self._lowest_limit(), Comparison.AT_LEAST)
-        finding = self.limit("shift_std").check(shift, message, f"shift_std[{name}]")
-        finding.p_value = row["p_value"]
+            finding = Finding(Status.PASS, message + ": not above zero", f"shift_std[{name}]", shift,
+                              self._lowest_limit(), Comparison.AT_LEAST)
+        else:
+            finding = self.limit("shift_std").check(shift, message, f"shift_std[{name}]")
+        finding.p_value = row["p_value"]   # every edit is a test: all of them enter the audit's BH adjustment
         return finding
 
 
 def _responses(ctx, limit: int) -> list[dict[str, Any]]:
-    """Distinct (prompt, chosen response) of the held-out pairs, else the canonical battery; a
-    seeded sample of at most ``limit``, each with its prompt as the bootstrap cluster."""
-    pairs = ctx.labelled_pairs()
-    if not pairs:
+    """Distinct (prompt, chosen response) of the held-out pairs - a seeded sample of at most
+    ``limit`` - topped up from the canonical battery when the held-out split is smaller (the
+    demo's 7 pairs); each row's prompt is its bootstrap cluster."""
+    held_out = _distinct_chosen(ctx.eval_pairs or [], "held-out")
+    if len(held_out) > limit:
+        picked = np.random.default_rng(ctx.seed).choice(len(held_out), size=limit, replace=False)
+        held_out = [held_out[i] for i in sorted(picked)]
+    rows = held_out + _distinct_chosen(ctx.canonical_pairs or [], "canonical")[: limit - len(held_out)]
+    if not rows:
         raise ProbeSkipped("no responses to edit: give --data (held-out pairs) or keep the canonical pairs")
-    seen: dict[tuple, dict[str, Any]] = {}
     prompt_ids: dict[tuple, int] = {}   # the cluster label: stable across runs (str hashes are salted)
+    for row in rows:
+        row["cluster"] = prompt_ids.setdefault(row.pop("key"), len(prompt_ids))
+    return rows
+
+
+def _distinct_chosen(pairs, origin: str) -> list[dict[str, Any]]:
+    seen: dict[tuple, dict[str, Any]] = {}
     for pair in pairs:
         prompt = tuple((m["role"], m["content"]) for m in pair.prompt)
         if pair.chosen.strip() and (prompt, pair.chosen) not in seen:
-            cluster = prompt_ids.setdefault(prompt, len(prompt_ids))
             seen[(prompt, pair.chosen)] = {"prompt": list(pair.prompt), "response": pair.chosen,
-                                           "messages": pair.chosen_messages(), "cluster": cluster}
-    rows = list(seen.values())
-    if len(rows) > limit:
-        picked = np.random.default_rng(ctx.seed).choice(len(rows), size=limit, replace=False)
-        rows = [rows[i] for i in sorted(picked)]
-    return rows
+                                           "messages": pair.chosen_messages(), "key": prompt, "origin": origin}
+    return list(seen.values())
 
 
 def _chart(rows: list[dict[str, Any]]) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from typing import Any
 import jinja2
 from markupsafe import Markup
 
+from rmaudit.findings import p_text
 from rmaudit.report import charts as chartlib
 from rmaudit.atomic import atomic_write_text
 from rmaudit.report.diff import side_by_side
@@ -137,8 +138,10 @@ def finding_rows(probe: ProbeResult) -> list[FindingRow]:
     rows = []
     for f in sorted(probe.findings, key=lambda f: order[f.status]):
         limit = f"{f.comparison.value} {format_value(f.limit)}" if f.comparison is not None and f.limit is not None else ""
-        rows.append(FindingRow(f.status.value, f.message, f.metric or "",
-                               format_value(f.value) if f.metric is not None else "", limit))
+        value = format_value(f.value) if f.metric is not None else ""
+        if f.p_value is not None:   # tested findings: raw p and the audit-wide Benjamini-Hochberg q
+            value += f" (p {p_text(f.p_value)}" + (f", q {p_text(f.p_adjusted)})" if f.p_adjusted is not None else ")")
+        rows.append(FindingRow(f.status.value, f.message, f.metric or "", value, limit))
     return rows
 
 
