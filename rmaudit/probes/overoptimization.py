@@ -195,8 +195,8 @@ def _chart(proxy, gold, ns, proxy_curve, gold_curve) -> dict[str, Any]:
     series = [{"name": "proxy (audited RM)", "x": kl, "y": relative(proxy_curve, proxy), "text": text, "mode": "lines+markers"}]
     if gold is not None:
         series.append({"name": "gold (--gold)", "x": kl, "y": relative(gold_curve, gold), "text": text, "mode": "lines+markers"})
-    curves = {"kind": "scatter", "title": "Expected best-of-n reward vs KL (gain over n=1, in each reward's std)",
-              "x_label": "KL = log n - (n-1)/n (nats)", "y_label": "reward gain (std)", "series": series}
+    curves = {"kind": "scatter", "title": "Best-of-n reward gain over n=1 vs KL",
+              "x_label": "KL = log n - (n-1)/n (nats)", "y_label": "gain (std of each reward)", "series": series}
     histogram = {"kind": "histogram", "title": "Proxy reward on the policy's samples (the tail PPO climbs)",
                  "x_label": "proxy reward", "y_label": "samples",
                  "series": [{"name": "policy samples", "values": [metric(float(v)) for v in proxy]}]}
