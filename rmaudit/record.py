@@ -41,6 +41,8 @@ TOKENIZER_FILES = {"tokenizer.json", "tokenizer_config.json", "special_tokens_ma
 TEMPLATE_FILES = {"chat_template.jinja", "chat_template.json"}
 TEMPLATE_FOLDER = "additional_chat_templates"
 KINDS = ("weights", "config", "tokenizer", "chat_template")
+# A transformers Trainer checkpoint's optimiser and RNG state: not weights, cannot change a reward.
+TRAINER_STATE = ("training_args.bin", "optimizer.pt", "scheduler.pt", "scaler.pt", "rng_state")
 
 
 def sha256_path(path: Path) -> str:
@@ -58,7 +60,7 @@ def file_kind(relative: str) -> str | None:
     name = parts[-1]
     if len(parts) == 2 and parts[0] == TEMPLATE_FOLDER and name.endswith(".jinja"):
         return "chat_template"
-    if len(parts) != 1:
+    if len(parts) != 1 or name.startswith(TRAINER_STATE):
         return None
     if name in TEMPLATE_FILES:
         return "chat_template"

@@ -176,6 +176,7 @@ def test_bad_input_is_exit_2_with_the_file_named(audited, tmp_path, capsys):
     ("model.gguf", "weights"), ("tokenizer_config.json", "tokenizer"), ("chat_template.jinja", "chat_template"),
     ("additional_chat_templates/tool_use.jinja", "chat_template"), ("rmaudit.json", "config"),
     ("README.md", None), ("metrics.jsonl", None), ("checkpoint-10/model.safetensors", None),
+    ("training_args.bin", None), ("optimizer.pt", None), ("rng_state_1.pth", None), ("pytorch_model.bin", "weights"),
 ])
 def test_file_kinds(path, kind):
     assert file_kind(path) == kind
