@@ -22,8 +22,8 @@ def test_select_probes_all_names_and_unknown():
     assert select_probes("all") == probe_names()
     names = probe_names()
     assert names[:2] == ["length_bias", "padding"] and names.index("accuracy") < names.index("consumer_readout")
-    assert names[-6:-2] == ["head_integrity", "reward_scale", "consumer_readout", "inference_invariance"]  # handoff
-    assert names[-2:] == ["policy_rollouts", "policy_shift"]  # the on-policy preflight comes last
+    assert names[-7:-3] == ["head_integrity", "reward_scale", "consumer_readout", "inference_invariance"]  # handoff
+    assert names[-3:] == ["policy_rollouts", "policy_shift", "overoptimization"]  # the on-policy preflight comes last
     assert select_probes("accuracy, canonical_pairs,accuracy") == ["accuracy", "canonical_pairs"]
     assert select_probes(["accuracy"]) == ["accuracy"]
     with pytest.raises(RmauditInputError) as err:

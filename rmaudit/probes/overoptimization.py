@@ -67,7 +67,7 @@ class Overoptimization(Probe):
     """Best-of-n proxy vs gold reward on the policy's samples, and the proxy's upper tail."""
 
     name = "overoptimization"
-    order = 125
+    order = 95
     section = "On-policy preflight: the policy's own samples"
     description = "Best-of-n forecast on policy samples: proxy vs --gold reward against KL, and the proxy's upper tail."
     why = ("Best-of-n on the policy's own samples previews PPO: where gold reward peaks while the proxy keeps "
