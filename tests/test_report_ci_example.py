@@ -19,3 +19,5 @@ def test_ci_example_checks_and_uploads_the_report() -> None:
     assert upload["if"] == "always()"  # the report is kept exactly when the gate fails
     assert upload["with"]["path"] == "${{ env.REPORT_DIR }}"
     assert '--out "$REPORT_DIR"' in scripts
+    assert scripts.index("rmaudit selftest") < scripts.index("rmaudit check")  # the auditor is checked first
+    assert '"${SIGN[@]}"' in scripts and "secrets.RMAUDIT_SIGN_KEY" in WORKFLOW.read_text(encoding="utf-8")
