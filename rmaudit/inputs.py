@@ -111,18 +111,24 @@ def _preflight(checkpoint: Path, options: AuditOptions) -> None:
     from rmaudit.modeling.preflight import resolve_source
 
     _preflight_policy(options.policy)
-    if options.gold is not None:   # the gold RM meets the same rules, before anything loads
-        _preflight_reward_model(Path(options.gold), None, options, allow_fresh_head=False)
+    if options.gold is not None:
+        # The gold RM loads with the defaults (no pickle, no remote code, a trained head): it is
+        # refused here, before anything loads, by the same rules its loader applies; the audited
+        # RM's --allow-pickle and --trust-remote-code do not extend to it.
+        _preflight_reward_model(Path(options.gold), None, allow_pickle=False, trust_remote_code=False,
+                                allow_fresh_head=False)
     _, is_local = resolve_source(checkpoint, options.gguf_file, options.allow_hub)
     if is_local:
-        _preflight_reward_model(checkpoint, options.gguf_file, options, options.allow_fresh_head)
+        _preflight_reward_model(checkpoint, options.gguf_file, allow_pickle=options.allow_pickle,
+                                trust_remote_code=options.trust_remote_code, allow_fresh_head=options.allow_fresh_head)
 
 
-def _preflight_reward_model(folder: Path, gguf_file: str | None, options: AuditOptions, allow_fresh_head: bool) -> None:
+def _preflight_reward_model(folder: Path, gguf_file: str | None, *, allow_pickle: bool, trust_remote_code: bool,
+                            allow_fresh_head: bool) -> None:
     from rmaudit.modeling.preflight import inspect_checkpoint, require_reward_model
 
-    facts = inspect_checkpoint(folder, gguf_file=gguf_file, allow_pickle=options.allow_pickle,
-                               trust_remote_code=options.trust_remote_code)
+    facts = inspect_checkpoint(folder, gguf_file=gguf_file, allow_pickle=allow_pickle,
+                               trust_remote_code=trust_remote_code)
     require_reward_model(facts, folder, allow_fresh_head)
 
 

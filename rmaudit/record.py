@@ -27,11 +27,11 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from rmaudit.errors import RmauditInputError, input_error
+from rmaudit.modeling.manifest import sha256_file, sha256_text
 
 ALGORITHM = "sha256"
 SIGNATURE_SCHEME = "ed25519"
 _SIGNED_PREFIX = b"rmaudit audit record v1\n"
-_BLOCK = 1 << 20
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".gguf", ".msgpack", ".h5", ".npz")
 CONFIG_FILES = {"config.json", "generation_config.json", "rmaudit.json", "split.json"}
@@ -43,15 +43,6 @@ TEMPLATE_FOLDER = "additional_chat_templates"
 KINDS = ("weights", "config", "tokenizer", "chat_template")
 # A transformers Trainer checkpoint's optimiser and RNG state: not weights, cannot change a reward.
 TRAINER_STATE = ("training_args.bin", "optimizer.pt", "scheduler.pt", "scaler.pt", "rng_state")
-
-
-def sha256_path(path: Path) -> str:
-    """Hex sha256 of a file, read in 1 MiB blocks (weights are gigabytes)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(_BLOCK):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def file_kind(relative: str) -> str | None:
@@ -86,7 +77,7 @@ def checkpoint_identity(folder: Path) -> dict[str, dict[str, str]]:
         relative = path.relative_to(folder).as_posix()
         kind = file_kind(relative)
         if kind is not None:
-            identity[kind][relative] = sha256_path(path)
+            identity[kind][relative] = sha256_file(path)
     return identity
 
 
@@ -100,7 +91,7 @@ def audit_record(checkpoint: Path, data_files: Mapping[str, Path | None], chat_t
         "rmaudit_version": version,
         "checkpoint": checkpoint_identity(checkpoint) if checkpoint.is_dir() else None,
         "chat_template_sha256": _text_sha(chat_template),
-        "data": {side: {"path": str(path), "sha256": sha256_path(Path(path))}
+        "data": {side: {"path": str(path), "sha256": sha256_file(Path(path))}
                  for side, path in sorted(data_files.items()) if path is not None and Path(path).is_file()},
     }
     if gold is not None:
@@ -115,9 +106,8 @@ def _text_sha(template: Any) -> str | None:
     """sha256 of the chat template the audit rendered with (a dict of named templates as canonical JSON)."""
     if template is None:
         return None
-    if not isinstance(template, str):
-        return canonical_sha(template)
-    return hashlib.sha256(template.encode("utf-8", "surrogatepass")).hexdigest()
+    # The manifest's chat_template.sha256 is the same hash of the same text: the two compare directly.
+    return sha256_text(template) if isinstance(template, str) else canonical_sha(template)
 
 
 def canonical_sha(value: Any) -> str:
@@ -169,7 +159,7 @@ def compare_data(record: Mapping[str, Any]) -> list[Difference]:
         path = Path(entry["path"])
         if not path.is_file():
             out.append(Difference(f"data[{side}]", str(path), "missing", entry["sha256"]))
-        elif (current := sha256_path(path)) != entry["sha256"]:
+        elif (current := sha256_file(path)) != entry["sha256"]:
             out.append(Difference(f"data[{side}]", str(path), "changed", entry["sha256"], current))
     return out
 

@@ -49,8 +49,9 @@ def verify_report(report: Path, checkpoint: Path, *, public_key: Path | None = N
     if not Path(checkpoint).is_dir():
         raise input_error(checkpoint, None, None, "expected the checkpoint folder")
     out = Verification()
-    out.add(record_is_intact(record), f"record digest {str(record.get('digest'))[:16]}… "
-                                      + ("matches its fields" if record_is_intact(record) else "does NOT match: the record was edited"))
+    intact = record_is_intact(record)
+    out.add(intact, f"record digest {str(record.get('digest'))[:16]}… "
+                    + ("matches its fields" if intact else "does NOT match: the record was edited"))
     differences = compare_checkpoint(record, Path(checkpoint))
     files = sum(len(v) for v in (record.get("checkpoint") or {}).values())
     out.add(not differences, f"checkpoint {checkpoint}: " + (

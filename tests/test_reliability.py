@@ -116,6 +116,16 @@ def test_a_pickle_only_policy_is_refused_before_any_model_loads(rm, data, in_tmp
     assert code == 2 and "--policy:" in err and "pytorch_model.bin" in err and "safetensors or GGUF only" in err
 
 
+def test_a_pickle_only_gold_rm_is_refused_before_any_model_loads_even_with_allow_pickle(rm, data, in_tmp, capsys,
+                                                                                       monkeypatch):
+    import rmaudit.modeling.loading as loading
+
+    gold = _pickle_only(rm, in_tmp / "gold")
+    monkeypatch.setattr(loading, "load_reward_model", lambda *a, **k: pytest.fail("loaded a model"))
+    code, err = check(capsys, rm, data, in_tmp / "o", "--gold", gold, "--allow-pickle")
+    assert code == 2 and "pytorch_model.bin" in err and "pickle" in err
+
+
 def test_auto_map_needs_trust_remote_code(rm, data, in_tmp, capsys):
     folder = copy_rm(rm, in_tmp / "remote")
     edit_config(folder, auto_map={"AutoModelForSequenceClassification": "modeling_evil.EvilRM"})
