@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
@@ -108,16 +107,6 @@ def run_size(n: int, args: argparse.Namespace) -> dict:
     return json.loads(out.strip().splitlines()[-1])
 
 
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.partition(":")[2].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
-
-
 def table(rows: list[dict]) -> str:
     lines = ["| eval pairs | texts | RSS with inputs (MiB) | peak while scoring (MiB) | scorer growth (MiB) "
              "| RSS after (MiB) | seconds | texts/s |",
@@ -144,14 +133,12 @@ def main() -> None:
     if args.child:
         print(json.dumps(child(args.child, args)))
         return
-    import torch
-
+    from machine import machine_line
     from tiny_models import _tokenizer_folder
 
     args.tokenizer = str(_tokenizer_folder())
     rows = [run_size(n, args) for n in args.sizes]
-    report = (f"## {args.label or 'run'}\n\nMachine: {cpu_name()}, {os.cpu_count()} cores, torch {torch.__version__} "
-              f"(CPU capability {torch.backends.cpu.get_cpu_capability()}), Python {platform.python_version()}. "
+    report = (f"## {args.label or 'run'}\n\nMachine: {machine_line()}. "
               f"Run: `python benchmarks/bench_memory.py` on {date.today().isoformat()}, max length "
               f"{args.max_length}, batch size {args.batch_size}, tiny random Llama RM (1 layer, hidden 32) with "
               f"SmolLM2's tokenizer.\n\n{table(rows)}\n")

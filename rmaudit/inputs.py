@@ -34,14 +34,13 @@ def build_context(checkpoint: Path, options: AuditOptions) -> AuditContext:
     device, device_reason = resolve_device(options.device)
     options = dataclasses.replace(options, device=device)
     _preflight(checkpoint, options)
-    manifest = _read_manifest(checkpoint)
+    manifest = read_checkpoint_manifest(checkpoint)
     notes: dict[str, Any] = {"device": device, "device_reason": device_reason}
     if device == "cpu":
         notes.update(configure_cpu_threads(options.threads))
         if "cpu_busy" in notes and options.progress:
             print(f"rmaudit: warning: {notes['cpu_busy']}", file=sys.stderr, flush=True)
-    all_eval_pairs = _side_pairs("eval", options.data, checkpoint, manifest, notes, options.skip_bad_rows,
-                                 options.annotator_field)
+    all_eval_pairs, eval_pairs = eval_sample(checkpoint, options, manifest, notes)
     train_pairs = _side_pairs("train", options.train_data, checkpoint, manifest, notes, options.skip_bad_rows)
     _check_annotator_field(options.annotator_field, all_eval_pairs, options.data)
     extra_pairs = canonical_pairs(options.pairs)
@@ -53,10 +52,6 @@ def build_context(checkpoint: Path, options: AuditOptions) -> AuditContext:
         from rmaudit.rollouts import read_rollouts
 
         read_rollouts(Path(options.rollouts_file))
-    eval_pairs = None
-    if all_eval_pairs is not None:
-        notes["n_eval_pairs_available"] = len(all_eval_pairs)
-        eval_pairs = sample_pairs(all_eval_pairs, options.max_pairs, options.seed)
     dtype, dtype_reason = options.dtype.resolved(device)
     options = dataclasses.replace(options, dtype=dtype)
     if options.progress:
@@ -93,6 +88,18 @@ def build_context(checkpoint: Path, options: AuditOptions) -> AuditContext:
         notes=notes,
         record=record,
     )
+
+
+def eval_sample(checkpoint: Path, options: AuditOptions, manifest: Manifest | None,
+                notes: dict[str, Any]) -> tuple[list[PreferencePair] | None, list[PreferencePair] | None]:
+    """(every held-out pair, the scored sample of at most --max-pairs): --data, else the
+    manifest's split. benchmarks/bench_audit.py reads the same sample for its floor."""
+    all_eval_pairs = _side_pairs("eval", options.data, checkpoint, manifest, notes, options.skip_bad_rows,
+                                 options.annotator_field)
+    if all_eval_pairs is None:
+        return None, None
+    notes["n_eval_pairs_available"] = len(all_eval_pairs)
+    return all_eval_pairs, sample_pairs(all_eval_pairs, options.max_pairs, options.seed)
 
 
 def _audit_record(checkpoint: Path, options: AuditOptions, tokenizer: Any) -> dict[str, Any]:
@@ -139,7 +146,7 @@ def load_gold_context(ctx: AuditContext) -> AuditContext:
 
     assert ctx.gold is not None
     loaded = load_reward_model(ctx.gold, dtype=ctx.dtype or "float32", device=ctx.device)
-    manifest = _read_manifest(ctx.gold)
+    manifest = read_checkpoint_manifest(ctx.gold)
     _restore_chat_template(loaded.tokenizer, manifest, {})
     return AuditContext(checkpoint=ctx.gold, model=loaded.model, tokenizer=loaded.tokenizer, manifest=manifest,
                         dtype=ctx.dtype, device=ctx.device, max_length=_gold_max_length(manifest, ctx),
@@ -153,7 +160,7 @@ def _gold_max_length(manifest: Manifest | None, ctx: AuditContext) -> int:
     return ctx.max_length or FALLBACK_MAX_LENGTH
 
 
-def _read_manifest(checkpoint: Path) -> Manifest | None:
+def read_checkpoint_manifest(checkpoint: Path) -> Manifest | None:
     from rmaudit.modeling.manifest import read_manifest
 
     return read_manifest(checkpoint) if checkpoint.is_dir() else None
