@@ -4,10 +4,15 @@ Each probe is constructed with the user's limit and setting overrides (unknown k
 input errors, before any model is loaded), checked for its declared ``inputs`` (a missing
 one is a skip whose reason names the flag), run and timed. :class:`ProbeSkipped` becomes
 ``skip``; any other exception becomes ``error`` while the other probes still run.
+
+Before the first probe runs, :func:`score_plan` scores what every runnable probe planned
+(``Probe.plan``) in one stream of length-sorted, token-budgeted batches, so each distinct
+text is tokenised and scored once per audit and the probes read their rewards from the cache.
 """
 
 from __future__ import annotations
 
+import itertools
 import sys
 import time
 import traceback
@@ -15,6 +20,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from rmaudit import __version__
+from rmaudit.distributed import gather_scores, world
 from rmaudit.findings import Status, note
 from rmaudit.multiple_testing import control_false_discoveries
 from rmaudit.options import AuditOptions
@@ -70,12 +76,55 @@ def run_probe(probe: Probe | BrokenProbe, ctx: AuditContext) -> ProbeResult:
     return result
 
 
+def score_plan(ctx: AuditContext, probes: list[Probe | BrokenProbe]) -> None:
+    """Score every text the runnable probes planned, each distinct text once, before any probe
+    runs; what it scored and how long it took go in the report context (``scoring_plan``).
+    A probe whose plan fails is left to report the failure when it runs."""
+    from rmaudit.scoring import CHUNK_TEXTS
+
+    if ctx.model is None:
+        return
+    plans: dict[int, Any] = {}  # id -> texts: the labelled texts are one shared object, read once
+    for probe in probes:
+        if isinstance(probe, BrokenProbe):
+            continue
+        try:
+            ctx.require(*probe.inputs)
+            plans.update((id(texts), texts) for texts in probe.plan(ctx))
+        except Exception:  # noqa: BLE001 - ProbeSkipped or a bug: run_probe reports it with its reason
+            continue
+    total = sum(len(texts) for texts in plans.values())
+    if not total:
+        return
+    rank, size = world()
+    known, start = ctx.scores(), time.perf_counter()
+    if ctx.progress:
+        print(f"rmaudit: scoring the plan of every probe ({total:,} texts"
+              f"{f', process {rank + 1} of {size}' if size > 1 else ''}) ...", file=sys.stderr, flush=True)
+    with ctx.progress_bar(-(-total // size)):
+        chunk: list[str] = []
+        stream = itertools.chain.from_iterable(plans.values())  # one stream: full batches across probes
+        for text in itertools.islice(stream, rank, None, size):  # this process' share of it
+            chunk.append(text)
+            if len(chunk) == CHUNK_TEXTS:
+                ctx.score_texts(chunk)
+                chunk = []
+        ctx.score_texts(chunk)
+    scored_here = ctx.n_scored - len(known)
+    ctx.add_scores(gather_scores({k: v for k, v in ctx.scores().items() if k not in known}))
+    ctx.notes["scoring_plan"] = {"planned_texts": total, "distinct_texts_scored": ctx.n_scored - len(known),
+                                 "seconds": round(time.perf_counter() - start, 3),
+                                 **({"processes": size, "scored_by_process_0": scored_here} if size > 1 else {})}
+
+
 def run_probes(ctx: AuditContext, options: AuditOptions,
                probes: list[Probe | BrokenProbe] | None = None) -> AuditResult:
-    """Run the selected probes on an already-built context."""
+    """Score the probes' plan, then run the selected probes on an already-built context."""
     options = options.validated()
     results = []
-    for probe in probes if probes is not None else prepare_probes(options):
+    probes = probes if probes is not None else prepare_probes(options)
+    score_plan(ctx, probes)
+    for probe in probes:
         if options.progress:
             print(f"rmaudit: running {probe.name} ...", file=sys.stderr, flush=True)
         results.append(run_probe(probe, ctx))

@@ -189,3 +189,43 @@ def test_checkpoint_without_manifest_has_no_data_defaults_and_native_pooling(tmp
     assert next(ctx.model.parameters()).dtype == torch.bfloat16  # weights in the scoring dtype
     with pytest.raises(RmauditInputError, match="--policy"):
         build_context(checkpoint, AuditOptions(policy=tmp_path / "no-policy"))
+
+
+def test_the_scoring_plan_scores_every_planned_text_once_before_any_probe_runs(tiny_checkpoint, tmp_path, monkeypatch):
+    """length_bias, accuracy and style_interventions (its 7 edits of each response) read every
+    reward from the plan: no forward pass happens once the first probe runs, no text reaches
+    the model twice, and the plan's batches are full (one length-sorted stream, not one ragged
+    call per probe)."""
+    import rmaudit.runner as runner
+
+    eval_file = write_pairs_jsonl(topic_pairs(TOPICS), tmp_path / "eval.jsonl")
+    options = AuditOptions(probes="length_bias,accuracy,style_interventions", data=eval_file, batch_size=8,
+                           settings={"style_interventions": {"min_responses": 2}})
+    ctx = build_context(tiny_checkpoint, options)
+    rows: list[tuple[int, ...]] = []
+    batches: list[int] = []
+
+    def record(module, args, kwargs):
+        ids, mask = kwargs["input_ids"], kwargs["attention_mask"]
+        rows.extend(tuple(row[m.bool()].tolist()) for row, m in zip(ids, mask))
+        batches.append(len(ids))
+
+    planned: dict[str, int] = {}
+    real_plan = runner.score_plan
+
+    def plan_then_count(ctx, probes):
+        real_plan(ctx, probes)
+        planned.update(rows=len(rows), batches=len(batches))
+
+    monkeypatch.setattr(runner, "score_plan", plan_then_count)
+    handle = ctx.model.model.register_forward_pre_hook(record, with_kwargs=True)
+    try:
+        result = run_probes(ctx, options)
+    finally:
+        handle.remove()
+    assert [p.status for p in result.probes if p.status in (Status.ERROR, Status.SKIP)] == []
+    assert planned["rows"] == len(rows) > 4 * len(TOPICS)   # pairs, responses and their edits; nothing after
+    assert len(rows) == len(set(rows)) == result.context["scoring_plan"]["distinct_texts_scored"]
+    assert sum(b < 8 for b in batches) <= 1   # one stream of sorted batches: a single short tail
+    style = next(p for p in result.probes if p.name == "style_interventions")
+    assert sum(1 for k in style.metrics if k.startswith("shift_std[") and style.metrics[k] is not None) >= 3

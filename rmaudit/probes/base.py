@@ -7,13 +7,17 @@ needs (a missing one skips it with a reason that names the flag), its :class:`Li
 measures, ``[tool.rmaudit.settings.<name>]``), and ``run(ctx)`` returning a
 :class:`~rmaudit.results.ProbeResult` whose findings carry the reasons. Register it as an
 entry point in the ``rmaudit.probes`` group (see ``rmaudit/probes/registry.py``).
+
+A probe that scores texts beyond the labelled pairs (edits, other templates) also lists them
+in ``plan(ctx)``: the runner scores every probe's plan in one stream before the first probe
+runs, and the probes then read their rewards from the shared cache (issue 13).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, ClassVar, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, Iterable, Sequence
 
 from rmaudit.errors import RmauditInputError
 from rmaudit.findings import Finding, Limit, Setting, Status, worst
@@ -59,6 +63,15 @@ class Probe:
 
     def run(self, ctx: "AuditContext") -> ProbeResult:
         raise NotImplementedError
+
+    def plan(self, ctx: "AuditContext") -> Iterable[Sequence[str]]:
+        """The rendered texts ``run`` will score with the RM's readout (``ctx.score`` and
+        friends), as sequences of texts; the runner scores them all before any probe runs.
+        A probe that reads the model plans the labelled pairs (held-out, then canonical), which
+        nearly every such probe rewards; override to add what else it scores. A text planned
+        but never asked for costs one forward pass; one asked for but not planned is scored
+        when asked: the plan is an optimisation, never a change in what is measured."""
+        return [ctx.labelled_texts()] if "model" in self.inputs else []
 
     def result(
         self,

@@ -191,14 +191,20 @@ class ShiftResult:
     accuracy_policy: float
 
 
-def score_both(ctx, pairs: Sequence[PreferencePair], policy: PolicyTemplate) -> ShiftResult:
-    """Rewards of the same pairs under both templates (RM side through the shared cache)."""
+def render_with_policy(pairs: Sequence[PreferencePair], policy: PolicyTemplate) -> list[tuple[PreferencePair, list[str]]]:
+    """(pair, [chosen text, rejected text]) under the policy's template, for the pairs it renders."""
     rendered = []
     for pair in pairs:
         try:
             rendered.append((pair, [render(policy.tokenizer, m, policy.text) for m in (pair.chosen_messages(), pair.rejected_messages())]))
         except Exception:
             continue  # counted as unrenderable in the comparisons
+    return rendered
+
+
+def score_both(ctx, pairs: Sequence[PreferencePair], policy: PolicyTemplate) -> ShiftResult:
+    """Rewards of the same pairs under both templates (RM side through the shared cache)."""
+    rendered = render_with_policy(pairs, policy)
     if not rendered:
         raise ProbeSkipped("the policy template cannot render any of the pairs")
     kept = [p for p, _ in rendered]
@@ -229,6 +235,11 @@ class ChatTemplateProbe(Probe):
               help="mean |reward shift| between the templates, in reward-stds"),
     )
     settings = (Setting("max_pairs", 100, "pairs scored under both templates (each costs two more forward passes)"),)
+
+    def plan(self, ctx):
+        pairs = list(ctx.eval_pairs or ctx.canonical_pairs)[: int(self.setting("max_pairs"))]
+        rendered = render_with_policy(pairs, policy_template(ctx))
+        return [*super().plan(ctx), [text for _, texts in rendered for text in texts]]
 
     def run(self, ctx) -> ProbeResult:
         policy = policy_template(ctx)

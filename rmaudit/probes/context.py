@@ -69,6 +69,7 @@ class AuditContext:
     _advance: Callable[[int], None] | None = field(default=None, repr=False)  # the open progress bar
     _rollouts: list | None = field(default=None, repr=False)
     _gold: "AuditContext | None" = field(default=None, repr=False)
+    _labelled_texts: "RenderedPairs | None" = field(default=None, repr=False)
 
     def require(self, *names: str) -> None:
         """Raise ProbeSkipped naming every missing input, e.g. ``require("eval_pairs", "model")``."""
@@ -88,7 +89,7 @@ class AuditContext:
         from rmaudit.scoring import CHUNK_TEXTS
 
         rewards = np.empty(len(conversations), dtype=np.float64)
-        with self._progress_bar(len(conversations)):
+        with self.progress_bar(len(conversations)):
             for start in range(0, len(conversations), CHUNK_TEXTS):
                 texts = [self.render(c, chat_template) for c in conversations[start:start + CHUNK_TEXTS]]
                 rewards[start:start + len(texts)] = self.score_texts(texts)
@@ -104,7 +105,7 @@ class AuditContext:
         for i, key in enumerate(keys):
             if key not in self._cache and key not in todo:
                 todo[key] = i
-        with self._progress_bar(len(texts)) as advance:
+        with self.progress_bar(len(texts)) as advance:
             advance(len(texts) - len(todo))
             if todo:
                 result = score_texts(
@@ -122,7 +123,7 @@ class AuditContext:
         chosen = np.empty(len(pairs), dtype=np.float64)
         rejected = np.empty(len(pairs), dtype=np.float64)
         step = max(1, CHUNK_TEXTS // 2)
-        with self._progress_bar(2 * len(pairs)):
+        with self.progress_bar(2 * len(pairs)):
             for start in range(0, len(pairs), step):
                 part = pairs[start:start + step]
                 both = self.score([p.chosen_messages() for p in part] + [p.rejected_messages() for p in part])
@@ -130,7 +131,7 @@ class AuditContext:
         return chosen, rejected
 
     @contextlib.contextmanager
-    def _progress_bar(self, total: int) -> Iterator[Callable[[int], None]]:
+    def progress_bar(self, total: int) -> Iterator[Callable[[int], None]]:
         """One bar per outermost scoring call (nested calls advance it); none without --progress."""
         if self._advance is not None:
             yield self._advance
@@ -200,7 +201,7 @@ class AuditContext:
                                "causal-LM checkpoint (or pass its samples with --rollouts-file)")
         model, tokenizer, dtype = policy_io.load_policy(self.policy, device=self.device)
         self.notes["rollouts_dtype"] = dtype
-        with self._progress_bar(len(prompts) * self.rollouts) as advance:
+        with self.progress_bar(len(prompts) * self.rollouts) as advance:
             return policy_io.sample_rollouts(model, tokenizer, prompts, n=self.rollouts, max_new_tokens=self.max_new_tokens,
                                              seed=self.seed, batch_size=max(self.batch_size, self.rollouts), advance=advance)
 
@@ -221,6 +222,26 @@ class AuditContext:
         pairs = list(self.eval_pairs or []) + list(self.canonical_pairs or [])
         return pairs[:limit] if limit is not None else pairs
 
+    def scores(self) -> dict[bytes, float]:
+        """A copy of the cache: text digest -> reward (what one process hands the others)."""
+        return dict(self._cache)
+
+    def add_scores(self, scores: dict[bytes, float]) -> None:
+        """Rewards scored elsewhere (another process of the same audit) under the same keys."""
+        self._cache.update(scores)
+
+    @property
+    def n_scored(self) -> int:
+        """Distinct texts scored so far in this audit (the cache's size)."""
+        return len(self._cache)
+
+    def labelled_texts(self) -> "RenderedPairs":
+        """The chosen and rejected texts of the held-out and canonical pairs, rendered lazily
+        (the plan every model-reading probe shares; one object, so the runner reads it once)."""
+        if self._labelled_texts is None:
+            self._labelled_texts = RenderedPairs(self, self.labelled_pairs())
+        return self._labelled_texts
+
     def reference_rewards(self) -> np.ndarray:
         """Rewards of every response in the eval pairs (else the canonical pairs): the
         reference set whose spread is the unit for 'shift in reward-std'."""
@@ -234,3 +255,24 @@ class AuditContext:
         """Std of rewards over the reference set; probes express shifts in these units."""
         std = float(self.reference_rewards().std())
         return std if std > 0 else float("nan")
+
+
+class RenderedPairs(Sequence[str]):
+    """The chosen then rejected text of each pair, rendered with the RM's template on access:
+    a plan over 100k pairs holds the pairs, not 200k rendered strings."""
+
+    def __init__(self, ctx: AuditContext, pairs: Sequence[PreferencePair]):
+        self._ctx, self._pairs = ctx, pairs
+
+    def __len__(self) -> int:
+        return 2 * len(self._pairs)
+
+    def __getitem__(self, index):  # type: ignore[override]
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        if index < 0:
+            index += len(self)
+        if not 0 <= index < len(self):
+            raise IndexError(index)  # also ends iteration (Sequence.__iter__)
+        pair = self._pairs[index % len(self._pairs)]
+        return self._ctx.render(pair.chosen_messages() if index < len(self._pairs) else pair.rejected_messages())

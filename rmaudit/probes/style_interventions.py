@@ -46,10 +46,17 @@ class StyleInterventions(Probe):
     )
     settings = (
         Setting("edits", "all", "edits to apply: 'all' or names, comma-separated (built-in and rmaudit.style_edits)"),
-        Setting("max_responses", 96, "held-out chosen responses edited (a seeded sample); each edit scores them once"),
+        Setting("max_responses", 48, "held-out chosen responses edited (a seeded sample); each edit scores them "
+                "once, so 7 edits cost 7 x this many forward passes (96 halves the interval, at twice the time)"),
         Setting("min_responses", 10, "fewest responses an edit must apply to for a verdict"),
         Setting("n_boot", 2000, "bootstrap resamples of prompts for each interval"),
     )
+
+    def plan(self, ctx):
+        responses = _responses(ctx, self.setting("max_responses"))
+        edited = [self._edited(ctx, edit, responses)[1] for edit in select_edits(self.setting("edits"))]
+        return [*super().plan(ctx), [ctx.render(r["messages"]) for r in responses],
+                *([ctx.render(c) for c in conversations] for conversations in edited)]
 
     def run(self, ctx):
         edits = select_edits(self.setting("edits"))
@@ -76,15 +83,23 @@ class StyleInterventions(Probe):
         return self.result(findings, with_reasons(summary, findings), metrics=metrics, evidence=rows,
                            chart=_chart(rows))
 
-    def _measure(self, ctx, edit: StyleEdit, responses: list[dict], before: np.ndarray, std: float) -> dict[str, Any]:
+    def _edited(self, ctx, edit: StyleEdit, responses: list[dict]) -> tuple[list[str | None], list[list], list[int]]:
+        """(each response edited or None, the edited conversations to score, their indices);
+        none to score when the edit applies to fewer than min_responses."""
         edited = [edit.edit(r["response"], ctx.seed, i) for i, r in enumerate(responses)]
         used = [i for i, text in enumerate(edited) if text is not None]
+        if len(used) < self.setting("min_responses"):
+            return edited, [], used
+        return edited, [responses[i]["prompt"] + [{"role": "assistant", "content": edited[i]}] for i in used], used
+
+    def _measure(self, ctx, edit: StyleEdit, responses: list[dict], before: np.ndarray, std: float) -> dict[str, Any]:
+        edited, conversations, used = self._edited(ctx, edit, responses)
         row: dict[str, Any] = {"edit": edit.name, "description": edit.description, "n": len(used),
                                "shift_std": None, "ci_low": None, "ci_high": None, "p_value": None,
                                "raises": False, "profitable": False}
         if len(used) < self.setting("min_responses"):
             return row
-        after = ctx.score([responses[i]["prompt"] + [{"role": "assistant", "content": edited[i]}] for i in used])
+        after = ctx.score(conversations)
         shift = (after - before[used]) / std
         clusters = np.array([responses[i]["cluster"] for i in used])
         low, high = cluster_bootstrap_interval(shift, clusters, n_boot=self.setting("n_boot"), seed=ctx.seed)
