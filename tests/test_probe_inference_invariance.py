@@ -63,3 +63,21 @@ def test_input_axes_are_graded_on_the_accuracy_they_cost_with_a_configurable_lim
     assert finding.status is Status.WARN and finding.limit == -1.0 and "reads a worse reward" in finding.message
     assert finding.value == pytest.approx(strict.metrics["accuracy_reference"] - strict.metrics["end_of_turn:accuracy"])
     assert strict.metrics["end_of_turn:median_delta_std"] > 0
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_the_bf16_axis_rewards_a_small_sample_only_where_bf16_is_emulated(tmp_path, monkeypatch, native):
+    """On a CPU without native bf16 (AVX2: 50-80x slower) the dtype axis rewards the first
+    ``emulated_bf16_pairs`` pairs and its finding says so; with native bf16 it rewards all."""
+    import rmaudit.devices
+
+    require_smollm2()
+    reason = "native bfloat16" if native else "CPU capability AVX2 without AMX or AVX512-BF16: bfloat16 is emulated (slow)"
+    monkeypatch.setattr(rmaudit.devices, "bf16_support", lambda device="cpu": (native, reason))
+    result, _ = _audit(make_tiny_rm(tmp_path / "rm"), emulated_bf16_pairs=3)
+    m = result.metrics
+    assert m["n_texts"] == 2 * len(PAIRS) and m["batch:n_texts"] == m["n_texts"]
+    assert m["dtype:n_texts"] == (m["n_texts"] if native else 6)
+    dtype_finding = next(f for f in result.findings if f.metric == "dtype:max_delta_std")
+    assert (f"on 6 of {m['n_texts']} texts" in dtype_finding.message) is not native
+    assert (m["bf16_sample_reason"] == reason) is not native

@@ -3,7 +3,7 @@
 The same held-out responses are rewarded once per consumer (``rmaudit/readouts.py``: TRL PPO's
 ``get_reward``, TRL GRPO, transformers' own forward, OpenRLHF, rmaudit) and compared with the
 readout the model was trained with (``rmaudit`` for checkpoints with an ``rmaudit.json``,
-``transformers`` otherwise): Pearson and Spearman correlation, the mean shift and the scale
+``transformers`` otherwise; the ``rmaudit`` readout is the audit's own cached reward): Pearson and Spearman correlation, the mean shift and the scale
 ratio in reward-stds of the trained readout, held-out accuracy and the pairs whose preference
 flips. A consumer that reads another position gets rewards that may be uncorrelated with the
 trained ones: PPO then optimises noise while every other probe, reading the trained position,
@@ -26,7 +26,7 @@ from rmaudit.findings import Comparison, Finding, Limit, Setting, Status, note
 from rmaudit.probes.base import Probe, ProbeSkipped, clip_evidence, metric, with_reasons
 from rmaudit.readouts import CONSUMERS, Sample, read_rewards
 from rmaudit.results import ProbeResult
-from rmaudit.scoring import render
+from rmaudit.scoring import render, resolve_pooling
 from rmaudit.stats import pair_credit
 
 EVIDENCE_ROWS = 10
@@ -60,7 +60,7 @@ class ConsumerReadout(Probe):
         samples = [Sample(p.prompt, p.chosen) for p in pairs] + [Sample(p.prompt, p.rejected) for p in pairs]
         trained = "rmaudit" if ctx.manifest is not None and ctx.manifest.pooling == "mask" else "transformers"
         declared = getattr(ctx, "consumer", None)
-        read = {name: self._read(ctx, name, samples) for name in CONSUMERS}
+        read = {name: self._read(ctx, name, samples, trained) for name in CONSUMERS}
         reference = read[trained]
         if isinstance(reference, str):
             raise ProbeSkipped(f"the trained readout ({trained}) cannot be computed: {reference}")
@@ -94,8 +94,12 @@ class ConsumerReadout(Probe):
                            chart=self._chart(rows))
 
     @staticmethod
-    def _read(ctx, consumer: str, samples: list[Sample]) -> np.ndarray | str:
+    def _read(ctx, consumer: str, samples: list[Sample], trained: str) -> np.ndarray | str:
         try:
+            if consumer == trained == "rmaudit" and resolve_pooling(ctx.model, ctx.pooling) == "mask":
+                # The trained readout is the audit's own reward (same rendering, mask pooling,
+                # truncation to the trained max length): read from the scoring plan's cache.
+                return ctx.score([s.messages() for s in samples])
             return read_rewards(consumer, ctx.model, ctx.tokenizer, samples, policy_tokenizer=ctx.policy_tokenizer)
         except Exception as exc:  # noqa: BLE001 - a consumer that cannot read this model is a finding, not a crash
             return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"

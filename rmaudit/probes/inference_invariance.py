@@ -8,7 +8,9 @@ A sample of labelled pairs (held-out first, then the canonical battery; chosen a
   rounding bound (``padding.tolerance_std``: eps x sqrt(2 x layers) x reward rms, times a
   safety factor) fails: the reward depends on how PPO batches it;
 * precision: bfloat16 autocast vs float32, graded against the bfloat16 rounding bound (warns:
-  a consumer that scores in bf16 reads other numbers);
+  a consumer that scores in bf16 reads other numbers). Where the device only emulates bf16
+  (a CPU without AMX or AVX512-BF16, 50-80x slower than float32) the axis rewards the first
+  ``emulated_bf16_pairs`` pairs of the sample and says so in its finding;
 * input axes, which consumers really do differ on: the tokenizer's own special tokens added
   or not (a BOS, for tokenizers that add one: transformers adds them, TRL GRPO does not), and
   the text with and without what follows the final end-of-turn token (a trailing newline
@@ -53,6 +55,8 @@ class InferenceInvariance(Probe):
                     help="held-out accuracy lost when special tokens are added or the end-of-turn tail is edited"),)
     settings = (
         Setting("sample_pairs", 12, "pairs rewarded along every axis (held-out first, then the canonical battery)"),
+        Setting("emulated_bf16_pairs", 2, "pairs of the sample rewarded in bfloat16 where the device only emulates "
+                                          "it (CPUs without AMX or AVX512-BF16: 50-80x slower than float32)"),
         Setting("tolerance_ulps", 16.0, "safety factor on the rounding bound"),
         Setting("tolerance_floor_std", 1e-3, "never flag a change smaller than this many reward-stds"),
     )
@@ -83,7 +87,8 @@ class InferenceInvariance(Probe):
             # Batching is shown harmless (or not) by the batch axis; the other variants are
             # scored in small batches so the probe costs a few forward passes, not 4 x 2N.
             small = min(8, full)
-            axes["dtype"] = _attempt(lambda: score(texts, batch_size=small, dtype=_bfloat16()))
+            subset, bf16_reason = self._bf16_subset(ctx, len(pairs))
+            axes["dtype"] = _attempt(lambda: score([texts[i] for i in subset], batch_size=small, dtype=_bfloat16()))
             if _adds_bos(ctx.tokenizer):
                 axes["bos"] = _attempt(lambda: score([_toggle_bos(ctx.tokenizer, t) for t in texts], batch_size=small))
             axes["end_of_turn"] = _attempt(lambda: score([_toggle_end_of_turn(ctx.tokenizer, t) for t in texts],
@@ -95,6 +100,7 @@ class InferenceInvariance(Probe):
         n = len(pairs)
         metrics: dict[str, Any] = {"n_texts": full, "reward_std": metric(std, 6), "tolerance_float32_std": metric(tol32, 6),
                                    "tolerance_bfloat16_std": metric(tol16, 6),
+                                   "bf16_sample_reason": bf16_reason if len(subset) < full else None,
                                    "accuracy_reference": metric(float(pair_credit(reference[:n] - reference[n:]).mean()))}
         findings: list[Finding] = []
         for axis, rewards in axes.items():
@@ -102,17 +108,23 @@ class InferenceInvariance(Probe):
                 metrics[f"{axis}:error"] = rewards
                 findings.append(note(Status.WARN, f"{axis}: cannot score this variant ({rewards})"))
                 continue
-            delta = np.abs(rewards - reference) / std
+            ref = reference[subset] if axis == "dtype" else reference  # the axis' own texts
+            k = len(ref) // 2
+            delta = np.abs(rewards - ref) / std
             metrics.update({f"{axis}:max_delta_std": metric(float(delta.max()), 6),
                             f"{axis}:median_delta_std": metric(float(np.median(delta)), 6),
-                            f"{axis}:accuracy": metric(float(pair_credit(rewards[:n] - rewards[n:]).mean()))})
+                            f"{axis}:n_texts": len(ref),
+                            f"{axis}:accuracy_reference": metric(float(pair_credit(ref[:k] - ref[k:]).mean())),
+                            f"{axis}:accuracy": metric(float(pair_credit(rewards[:k] - rewards[k:]).mean()))})
             findings.append(self._grade(axis, delta, tol32, tol16, metrics))
         return self.result(findings, with_reasons(self._summary(metrics), findings), metrics=metrics,
                            chart=self._chart(metrics, tol32, tol16))
 
     def _grade(self, axis: str, delta: np.ndarray, tol32: float, tol16: float, m: dict[str, Any]) -> Finding:
         worst, median = m[f"{axis}:max_delta_std"], m[f"{axis}:median_delta_std"]
-        accuracy = f"accuracy {m['accuracy_reference']:.3f} -> {m[f'{axis}:accuracy']:.3f}"
+        accuracy = f"accuracy {m[f'{axis}:accuracy_reference']:.3f} -> {m[f'{axis}:accuracy']:.3f}"
+        if m[f"{axis}:n_texts"] < m["n_texts"]:
+            accuracy += f"; on {m[f'{axis}:n_texts']} of {m['n_texts']} texts: {m['bf16_sample_reason']}"
         if axis in COMPUTATION_AXES:
             moved = worst > tol32
             return Finding(Status.FAIL if moved else Status.PASS,
@@ -127,7 +139,7 @@ class InferenceInvariance(Probe):
                            "dtype:max_delta_std", worst, metric(tol16, 6), Comparison.ABOVE)
         what = {"bos": "adding or removing the tokenizer's BOS",
                 "end_of_turn": "editing what follows the final end-of-turn token"}[axis]
-        drop = metric(m["accuracy_reference"] - m[f"{axis}:accuracy"])
+        drop = metric(m[f"{axis}:accuracy_reference"] - m[f"{axis}:accuracy"])
         m[f"{axis}:accuracy_drop"] = drop
         finding = self.limit("input_accuracy_drop").check(
             drop, f"{what} moves rewards by {median:.3g} reward-std (median; max {worst:.3g}; {accuracy})",
@@ -135,6 +147,16 @@ class InferenceInvariance(Probe):
         if finding.status is not Status.PASS:
             finding.message += ": a consumer that tokenises this way reads a worse reward"
         return finding
+
+    def _bf16_subset(self, ctx, n_pairs: int) -> tuple[list[int], str]:
+        """(indices of the texts the dtype axis rewards, chosen block then rejected; why): all of
+        them where the device runs bfloat16 natively, the first ``emulated_bf16_pairs`` pairs
+        elsewhere (an emulated bf16 forward costs as much as 50-80 float32 ones)."""
+        from rmaudit.devices import bf16_support
+
+        native, why = bf16_support(ctx.device)
+        k = n_pairs if native else max(1, min(n_pairs, int(self.setting("emulated_bf16_pairs"))))
+        return [*range(k), *range(n_pairs, n_pairs + k)], why
 
     @staticmethod
     def _other_attention(ctx, score: Callable[[], np.ndarray]) -> np.ndarray:

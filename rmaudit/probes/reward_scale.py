@@ -56,7 +56,7 @@ class RewardScale(Probe):
     )
     settings = (
         Setting("saturation_margin", 4.0, "|margin| above which a pair counts as saturated (sigmoid(-4) = 0.018)"),
-        Setting("hidden_sample", 64, "responses whose pooled hidden state is measured for the norm comparison"),
+        Setting("hidden_sample", 32, "responses whose pooled hidden state is measured for the norm comparison"),
     )
 
     def run(self, ctx):
