@@ -27,11 +27,13 @@ from rmaudit.probes.context import AuditContext
 def build_context(checkpoint: Path, options: AuditOptions) -> AuditContext:
     """Load the checkpoint and gather every probe input (flags first, manifest defaults second)."""
     from rmaudit.devices import configure_cpu_threads, resolve_device
+    from rmaudit.distributed import local_device
 
     options = options.validated()
     checkpoint = Path(checkpoint)
     # Everything cheap and checkable comes first, so bad input ends the run before a model loads.
     device, device_reason = resolve_device(options.device)
+    device = local_device(device)  # under a launcher: this process' own GPU
     options = dataclasses.replace(options, device=device)
     _preflight(checkpoint, options)
     manifest = read_checkpoint_manifest(checkpoint)

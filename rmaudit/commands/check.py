@@ -6,6 +6,7 @@ input error, 3 = internal error.
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from pathlib import Path
 from typing import Optional
@@ -66,6 +67,8 @@ def check_command(
     from rmaudit.cli import quiet_libraries
 
     from rmaudit.audit import AuditOptions, run_audit
+    from rmaudit.devices import resolve_device
+    from rmaudit.distributed import is_main_process, process_group
     from rmaudit.config import load_gate_config
     from rmaudit.report import REPORT_FILES, default_report_dir, render_console_summary, write_json, write_reports
     from rmaudit.report.destination import check_json_path, check_report_dir, move_aside, report_lock, staging_dir, swap_in
@@ -86,6 +89,10 @@ def check_command(
         annotator_field=annotator_field, rollouts_file=rollouts_file, rollouts=rollouts,
         rollout_prompts=rollout_prompts, max_new_tokens=max_new_tokens, gold=gold, fdr=fdr,
     ).validated()
+    if not is_main_process():  # under a launcher: score a share of the plan; process 0 writes the reports
+        with process_group(resolve_device(options.device)[0]):
+            result = run_audit(checkpoint, dataclasses.replace(options, progress=False))
+        return 0 if result.passed else 1
     key = load_signing_key(sign_key) if sign_key is not None else None
     out_dir = out or default_report_dir(checkpoint)
     check_report_dir(out_dir)
@@ -93,7 +100,8 @@ def check_command(
         check_json_path(json_path)
     with report_lock(out_dir):
         try:
-            result = run_audit(checkpoint, options)
+            with process_group(resolve_device(options.device)[0]):
+                result = run_audit(checkpoint, options)
             if key is not None:
                 result.signature = signature_block(to_jsonable(result.to_dict()), key)
             staged = staging_dir(out_dir)

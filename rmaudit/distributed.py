@@ -1,0 +1,60 @@
+"""Score an audit on several processes: ``accelerate launch -m rmaudit check ...`` (or torchrun).
+
+Every process builds the same context and the same scoring plan; process ``r`` of ``n`` scores
+the plan's texts ``r, r + n, r + 2n, ...`` on its own device (``cuda:LOCAL_RANK``, or the CPU
+with gloo), and the rewards are gathered so that every process holds the whole cache. The
+probes then run on every process from that cache (their few uncached variants are repeated,
+which costs no wall time) and process 0 alone writes the reports (issue 13).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from typing import Iterator
+
+
+def world() -> tuple[int, int]:
+    """(this process' rank, number of processes) from the launcher's environment; (0, 1) alone."""
+    return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def is_main_process() -> bool:
+    return world()[0] == 0
+
+
+def local_device(device: str) -> str:
+    """Under a launcher, a bare "cuda" means this process' own GPU (``LOCAL_RANK``)."""
+    if device == "cuda" and world()[1] > 1:
+        return f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
+    return device
+
+
+@contextlib.contextmanager
+def process_group(device: str) -> Iterator[None]:
+    """The process group for gathering rewards, when launched on several processes (nccl on
+    CUDA, gloo on the CPU); nothing when alone or when the launcher's code already made one."""
+    import torch.distributed as dist
+
+    if world()[1] == 1 or dist.is_initialized():
+        yield
+        return
+    dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
+    try:
+        yield
+    finally:
+        dist.destroy_process_group()
+
+
+def gather_scores(local: dict[bytes, float]) -> dict[bytes, float]:
+    """Every process' newly scored (text digest -> reward), merged, on every process."""
+    import torch.distributed as dist
+
+    if world()[1] == 1 or not dist.is_initialized():
+        return local
+    parts: list[dict[bytes, float] | None] = [None] * dist.get_world_size()
+    dist.all_gather_object(parts, local)
+    merged: dict[bytes, float] = {}
+    for part in parts:
+        merged.update(part or {})
+    return merged
