@@ -47,7 +47,9 @@ def floor_child(checkpoint: Path, pairs: int, dtype_name: str) -> dict:
     manifest = read_checkpoint_manifest(checkpoint)
     _, sample = eval_sample(checkpoint, AuditOptions(max_pairs=pairs).validated(), manifest, {})
     if not sample:
-        raise SystemExit(f"{checkpoint}: no held-out pairs (train it with rmaudit train, or add --data support)")
+        print(f"{checkpoint}: no held-out pairs in its manifest's split (run from the folder its data paths "
+              "are relative to)", file=sys.stderr)
+        raise SystemExit(2)
     tokenizer = AutoTokenizer.from_pretrained(checkpoint)
     model = AutoModelForSequenceClassification.from_pretrained(checkpoint, dtype=getattr(torch, dtype_name)).eval()
     loaded = time.perf_counter()
@@ -94,6 +96,7 @@ def run_audit(args: argparse.Namespace) -> dict:
         wall, peak, _ = timed(cmd)
         report = json.loads((Path(tmp) / "report.json").read_text())
     return {"wall_s": wall, "peak_mb": peak, "status": report["gate"],
+            "plan": report["context"].get("scoring_plan"),
             "probes": {p["name"]: (p["seconds"], p["status"]) for p in report["probes"]}}
 
 
@@ -117,6 +120,12 @@ def summary(floors: list[dict], audits: list[dict], args: argparse.Namespace) ->
         f"| audit / floor forward only | {med(a_wall) / med(f_fwd):.2f}x | | |",
         f"| floor peak RSS (MiB) | {med(f['peak_mb'] for f in floors):.0f} | | |",
         f"| audit peak RSS (MiB) | {med(a['peak_mb'] for a in audits):.0f} | | |",
+    ]
+    if audits[0]["plan"]:
+        plan = audits[0]["plan"]
+        lines.append(f"| audit: the scoring plan, before any probe (s) | {med(a['plan']['seconds'] for a in audits):.1f} "
+                     f"| | {plan['distinct_texts_scored']:,} distinct texts |")
+    lines += [
         "", f"Audit gate status: {audits[0]['status']}. Seconds per probe (median over rounds):", "",
         "| probe | status | seconds |", "|---|---|---:|",
     ]
