@@ -1,0 +1,137 @@
+"""Benchmark of rmaudit's scorer against the straightforward way and the roofline, same texts.
+
+Three ways to reward the chosen and rejected texts of the same held-out hh sample
+(``rmaudit.inputs.eval_sample``), alternating in one process for --repeats rounds:
+
+* ``straightforward``: what TRL's evaluation loop and RewardBench do: fixed batches of 16 in
+  file order, padded to the longest row, float32, the model's own forward;
+* ``rmaudit``: ``rmaudit.scoring.score_texts`` (length-sorted, token-budgeted batches, mask
+  pooling through the body, the machine's fast dtype: what ``--dtype auto`` picks);
+* ``roofline``: the same model in the fast dtype on unpadded input (each text alone), the
+  rate no padding scheme can beat.
+
+Rates are real (unpadded) tokens per second; agreement is the Spearman rank correlation of
+rmaudit's rewards with the float32 straightforward ones.
+
+    python benchmarks/bench_scoring.py runs/hh --pairs 64 --repeats 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results" / "scoring.md"
+BATCH = 16
+
+
+def load(checkpoint: Path, pairs: int):
+    from rmaudit.inputs import eval_sample, read_checkpoint_manifest
+    from rmaudit.modeling.loading import load_reward_model
+    from rmaudit.options import AuditOptions
+    from rmaudit.scoring import render, tokenize_rendered
+
+    manifest = read_checkpoint_manifest(checkpoint)
+    _, sample = eval_sample(checkpoint, AuditOptions(max_pairs=pairs).validated(), manifest, {})
+    if not sample:
+        raise SystemExit(f"{checkpoint}: no held-out pairs in its manifest's split")
+    loaded = load_reward_model(checkpoint)
+    texts = [render(loaded.tokenizer, c) for p in sample for c in (p.chosen_messages(), p.rejected_messages())]
+    ids, _ = tokenize_rendered(loaded.tokenizer, texts, manifest.max_length if manifest else None)
+    return loaded, texts, ids
+
+
+def straightforward(model, tokenizer, ids) -> np.ndarray:
+    import torch
+
+    from rmaudit.scoring import pad_batch
+
+    out = []
+    with torch.inference_mode():
+        for start in range(0, len(ids), BATCH):
+            input_ids, mask = pad_batch(ids[start:start + BATCH], tokenizer.pad_token_id)
+            out.append(model(input_ids=input_ids, attention_mask=mask).logits[:, 0].float().numpy())
+    return np.concatenate(out)
+
+
+def rmaudit_scorer(model, tokenizer, texts, max_length, dtype) -> np.ndarray:
+    from rmaudit.scoring import score_texts
+
+    return score_texts(model, tokenizer, texts, batch_size=BATCH, dtype=dtype, max_length=max_length).rewards
+
+
+def roofline(model, ids, dtype) -> None:
+    import torch
+
+    with torch.inference_mode(), torch.autocast("cpu", dtype=dtype, enabled=dtype != torch.float32):
+        for row in ids:
+            model(input_ids=torch.tensor([row]))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("checkpoint", type=Path)
+    parser.add_argument("--pairs", type=int, default=64)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--no-write", action="store_true")
+    args = parser.parse_args()
+    sys.path.insert(0, str(REPO))
+    import torch
+    from scipy import stats
+
+    from machine import machine_line
+    from rmaudit.devices import configure_cpu_threads, resolve_dtype
+
+    configure_cpu_threads(None)
+    dtype_name = resolve_dtype("auto", "cpu")[0]
+    dtype = getattr(torch, dtype_name)
+    loaded, texts, ids = load(args.checkpoint, args.pairs)
+    model, tokenizer = loaded.model.eval(), loaded.tokenizer
+    max_length = max(len(r) for r in ids)
+    tokens = sum(len(r) for r in ids)
+    padded = sum(len(ids[s:s + BATCH]) * max(len(r) for r in ids[s:s + BATCH]) for s in range(0, len(ids), BATCH))
+    seconds: dict[str, list[float]] = {"straightforward": [], "rmaudit": [], "roofline": []}
+    reference = ours = None
+    for round_ in range(args.repeats):
+        for name in seconds:
+            start = time.perf_counter()
+            if name == "straightforward":
+                reference = straightforward(model, tokenizer, ids)
+            elif name == "rmaudit":
+                ours = rmaudit_scorer(model, tokenizer, texts, max_length, dtype)
+            else:
+                roofline(model, ids, dtype)
+            seconds[name].append(time.perf_counter() - start)
+        print(f"round {round_ + 1}: " + ", ".join(f"{k} {v[-1]:.1f} s" for k, v in seconds.items()), file=sys.stderr)
+    med = {k: statistics.median(v) for k, v in seconds.items()}
+    rho = float(stats.spearmanr(reference, ours).statistic)
+    lines = [
+        "## Scoring: rmaudit vs the straightforward way vs the roofline", "",
+        f"Machine: {machine_line()}. Run: `python benchmarks/bench_scoring.py {args.checkpoint} --pairs {args.pairs} "
+        f"--repeats {args.repeats}` on {date.today().isoformat()}, alone on the machine, fast dtype {dtype_name} "
+        f"(`--dtype auto`). {len(texts)} held-out hh texts, {tokens:,} real tokens; file-order batches of {BATCH} "
+        f"pad them to {padded:,} ({1 - tokens / padded:.0%} padding).", "",
+        "| scorer | median s | min | max | real tokens/s |", "|---|---:|---:|---:|---:|",
+    ]
+    for name, values in seconds.items():
+        lines.append(f"| {name} | {med[name]:.1f} | {min(values):.1f} | {max(values):.1f} | {tokens / med[name]:,.0f} |")
+    lines += ["", f"rmaudit / straightforward speed: **{med['straightforward'] / med['rmaudit']:.2f}x** (goal >= 3x); "
+              f"rmaudit / roofline rate: **{med['roofline'] / med['rmaudit']:.0%}** (goal >= 80%); Spearman of rmaudit's "
+              f"rewards with the float32 straightforward ones: **{rho:.5f}** (goal >= 0.999).", ""]
+    report = "\n".join(lines)
+    print(report)
+    if not args.no_write:
+        head = "# Scoring benchmark\n\n" if not RESULTS.exists() else ""
+        with RESULTS.open("a", encoding="utf-8") as fh:
+            fh.write(head + report + "\n")
+
+
+if __name__ == "__main__":
+    main()
