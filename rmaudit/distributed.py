@@ -13,6 +13,8 @@ import contextlib
 import os
 from typing import Iterator
 
+import numpy as np
+
 
 def world() -> tuple[int, int]:
     """(this process' rank, number of processes) from the launcher's environment; (0, 1) alone."""
@@ -46,15 +48,13 @@ def process_group(device: str) -> Iterator[None]:
         dist.destroy_process_group()
 
 
-def gather_scores(local: dict[bytes, float]) -> dict[bytes, float]:
-    """Every process' newly scored (text digest -> reward), merged, on every process."""
+def gather_scores(keys: np.ndarray, rewards: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Every process' newly scored (text keys, rewards), concatenated, on every process."""
     import torch.distributed as dist
 
     if world()[1] == 1 or not dist.is_initialized():
-        return local
-    parts: list[dict[bytes, float] | None] = [None] * dist.get_world_size()
-    dist.all_gather_object(parts, local)
-    merged: dict[bytes, float] = {}
-    for part in parts:
-        merged.update(part or {})
-    return merged
+        return keys, rewards
+    parts: list[tuple[np.ndarray, np.ndarray] | None] = [None] * dist.get_world_size()
+    dist.all_gather_object(parts, (keys, rewards))
+    got = [part for part in parts if part is not None]
+    return np.concatenate([k for k, _ in got]), np.concatenate([r for _, r in got])

@@ -97,7 +97,7 @@ def score_plan(ctx: AuditContext, probes: list[Probe | BrokenProbe]) -> None:
     if not total:
         return
     rank, size = world()
-    known, start = ctx.scores(), time.perf_counter()
+    known, start = ctx.scores()[0], time.perf_counter()
     if ctx.progress:
         print(f"rmaudit: scoring the plan of every probe ({total:,} texts"
               f"{f', process {rank + 1} of {size}' if size > 1 else ''}) ...", file=sys.stderr, flush=True)
@@ -111,7 +111,7 @@ def score_plan(ctx: AuditContext, probes: list[Probe | BrokenProbe]) -> None:
                 chunk = []
         ctx.score_texts(chunk)
     scored_here = ctx.n_scored - len(known)
-    ctx.add_scores(gather_scores({k: v for k, v in ctx.scores().items() if k not in known}))
+    ctx.add_scores(*gather_scores(*ctx.scores(exclude=known)))
     ctx.notes["scoring_plan"] = {"planned_texts": total, "distinct_texts_scored": ctx.n_scored - len(known),
                                  "seconds": round(time.perf_counter() - start, 3),
                                  **({"processes": size, "scored_by_process_0": scored_here} if size > 1 else {})}

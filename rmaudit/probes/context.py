@@ -3,14 +3,14 @@
 The context owns the score cache: every distinct rendered text is scored once per audit,
 whichever probes ask for it. Probes call :meth:`AuditContext.score` with conversations
 (lists of messages) and get rewards back in input order. Conversations are rendered and
-scored a chunk at a time and the cache keeps a 16-byte digest per text, not the text, so
-an audit of 100k pairs holds rewards, not rendered conversations.
+scored a chunk at a time and the cache (``rmaudit/score_cache.py``) keeps an 8-byte key and
+the reward per text, 16 bytes, so an audit of 100k pairs holds rewards, not rendered
+conversations.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
@@ -18,6 +18,7 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 
 from rmaudit.data.pairs import Message, PreferencePair
+from rmaudit.score_cache import ScoreCache, text_keys
 from rmaudit.modeling.manifest import Manifest
 from rmaudit.probes.base import ProbeSkipped
 
@@ -65,7 +66,7 @@ class AuditContext:
     head_origin: dict | None = None        # the loader's account of where the head came from
     notes: dict[str, Any] = field(default_factory=dict)   # facts for the report context
     record: dict[str, Any] = field(default_factory=dict)  # content-addressed identity of the inputs (rmaudit/record.py)
-    _cache: dict[bytes, float] = field(default_factory=dict, repr=False)  # digest(pooling, text) -> reward
+    _cache: ScoreCache = field(default_factory=ScoreCache, repr=False)  # key(pooling, text) -> reward
     _advance: Callable[[int], None] | None = field(default=None, repr=False)  # the open progress bar
     _rollouts: list | None = field(default=None, repr=False)
     _gold: "AuditContext | None" = field(default=None, repr=False)
@@ -99,22 +100,18 @@ class AuditContext:
         """Rewards for already-rendered texts; each distinct text is scored once per audit."""
         from rmaudit.scoring import score_texts
 
-        salt = self.pooling.encode()
-        keys = [hashlib.blake2b(t.encode("utf-8", "surrogatepass"), digest_size=16, key=salt).digest() for t in texts]
-        todo: dict[bytes, int] = {}   # key -> index of its first text, in input order
-        for i, key in enumerate(keys):
-            if key not in self._cache and key not in todo:
-                todo[key] = i
+        keys = text_keys(texts, salt=self.pooling.encode())
+        todo = self._cache.missing(keys)  # the first text of each key not scored yet
         with self.progress_bar(len(texts)) as advance:
             advance(len(texts) - len(todo))
-            if todo:
+            if len(todo):
                 result = score_texts(
-                    self.model, self.tokenizer, [texts[i] for i in todo.values()], batch_size=self.batch_size,
+                    self.model, self.tokenizer, [texts[i] for i in todo], batch_size=self.batch_size,
                     dtype=self.dtype, pooling=self.pooling, max_length=self.max_length, progress=advance,
                 )
                 self.notes["pooling"] = result.pooling
-                self._cache.update(zip(todo, result.rewards.tolist()))
-        return np.array([self._cache[k] for k in keys], dtype=np.float64)
+                self._cache.update(keys[todo], result.rewards)
+        return self._cache.get(keys)
 
     def pair_rewards(self, pairs: Sequence[PreferencePair]) -> tuple[np.ndarray, np.ndarray]:
         """(chosen rewards, rejected rewards) for pairs, through the shared cache."""
@@ -222,13 +219,14 @@ class AuditContext:
         pairs = list(self.eval_pairs or []) + list(self.canonical_pairs or [])
         return pairs[:limit] if limit is not None else pairs
 
-    def scores(self) -> dict[bytes, float]:
-        """A copy of the cache: text digest -> reward (what one process hands the others)."""
-        return dict(self._cache)
+    def scores(self, exclude: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(text keys, rewards) in the cache, less the keys in ``exclude``: what one process
+        hands the others."""
+        return self._cache.export(exclude)
 
-    def add_scores(self, scores: dict[bytes, float]) -> None:
+    def add_scores(self, keys: np.ndarray, rewards: np.ndarray) -> None:
         """Rewards scored elsewhere (another process of the same audit) under the same keys."""
-        self._cache.update(scores)
+        self._cache.update(keys, rewards)
 
     @property
     def n_scored(self) -> int:
