@@ -21,14 +21,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from datetime import date
 from pathlib import Path
+
+from machine import timed
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results" / "audit.md"
@@ -67,25 +67,9 @@ def floor_child(checkpoint: Path, pairs: int, dtype_name: str) -> dict:
     return {"texts": len(texts), "tokens": n_tokens, "load_s": loaded - start, "forward_s": done - loaded}
 
 
-def timed(cmd: list[str]) -> tuple[float, float, str]:
-    """(wall seconds, peak RSS MiB, stdout) of one child process; its output goes to files so
-    that wait4 can reap it and read its own peak (``ru_maxrss``, KiB on Linux)."""
-    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
-        start = time.perf_counter()
-        proc = subprocess.Popen(cmd, cwd=REPO, stdout=out, stderr=err, text=True)
-        _, status, usage = os.wait4(proc.pid, 0)
-        wall = time.perf_counter() - start
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        out.seek(0), err.seek(0)
-        stdout, stderr = out.read(), err.read()
-    if proc.returncode not in (0, 1):  # 1 = the gate failed, still a complete audit
-        raise SystemExit(f"{' '.join(cmd)} exited {proc.returncode}:\n{stderr[-3000:]}")
-    return wall, usage.ru_maxrss / 1024, stdout
-
-
 def run_floor(args: argparse.Namespace) -> dict:
     cmd = [sys.executable, __file__, str(args.checkpoint), "--pairs", str(args.pairs), "--dtype", args.dtype, "--floor-child"]
-    wall, peak, out = timed(cmd)
+    wall, peak, out = timed(cmd, REPO)
     return {"wall_s": wall, "peak_mb": peak, **json.loads(out.strip().splitlines()[-1])}
 
 
@@ -93,7 +77,7 @@ def run_audit(args: argparse.Namespace) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         cmd = [sys.executable, "-m", "rmaudit", "check", str(args.checkpoint), "--probes", "all", "--max-pairs",
                str(args.pairs), "--dtype", args.dtype, "--out", tmp, "--no-progress"]
-        wall, peak, _ = timed(cmd)
+        wall, peak, _ = timed(cmd, REPO, ok=(0, 1))  # 1 = the gate failed, still a complete audit
         report = json.loads((Path(tmp) / "report.json").read_text())
     return {"wall_s": wall, "peak_mb": peak, "status": report["gate"],
             "plan": report["context"].get("scoring_plan"),

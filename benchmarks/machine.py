@@ -1,9 +1,13 @@
-"""What every benchmark states about the machine it ran on (RESULTS.md must name the CPU)."""
+"""What every benchmark shares: the machine it ran on (RESULTS.md must name the CPU) and one
+measured child process (wall time and its own peak RSS)."""
 
 from __future__ import annotations
 
 import os
 import platform
+import subprocess
+import tempfile
+import time
 from pathlib import Path
 
 
@@ -23,3 +27,19 @@ def machine_line() -> str:
 
     return (f"{cpu_name()}, {os.cpu_count()} cores, torch {torch.__version__} "
             f"(CPU capability {torch.backends.cpu.get_cpu_capability()}), Python {platform.python_version()}")
+
+
+def timed(cmd: list[str], cwd: Path, ok: tuple[int, ...] = (0,)) -> tuple[float, float, str]:
+    """(wall seconds, peak RSS MiB, stdout) of one child process; its output goes to files so
+    that wait4 can reap it and read its own peak (``ru_maxrss``, KiB on Linux)."""
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        start = time.perf_counter()
+        proc = subprocess.Popen(cmd, cwd=cwd, stdout=out, stderr=err, text=True)
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - start
+        returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0), err.seek(0)
+        stdout, stderr = out.read(), err.read()
+    if returncode not in ok:
+        raise SystemExit(f"{' '.join(cmd)} exited {returncode}:\n{stderr[-3000:]}")
+    return wall, usage.ru_maxrss / 1024, stdout
