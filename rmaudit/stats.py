@@ -23,6 +23,9 @@ def sigmoid(x: np.ndarray) -> np.ndarray:
     return special.expit(np.asarray(x, dtype=np.float64))
 
 
+DRAWS_PER_BLOCK = 1 << 22  # cluster indices drawn at once by the bootstrap (32 MiB of int64)
+
+
 def wilson_interval(successes: float, n: int, confidence: float = 0.95) -> tuple[float, float]:
     """Wilson score interval for a proportion (sound for small n and extreme rates).
 
@@ -47,8 +50,13 @@ def cluster_bootstrap_interval(values: np.ndarray, clusters: np.ndarray, *, conf
     sums = np.bincount(index, weights=values, minlength=n_clusters)
     counts = np.bincount(index, minlength=n_clusters).astype(np.float64)
     rng = np.random.default_rng(seed)
-    draws = rng.integers(0, n_clusters, size=(n_boot, n_clusters))
-    means = sums[draws].sum(axis=1) / counts[draws].sum(axis=1)
+    # Draws a block of resamples at a time: all 2,000 at once for 100k prompts were 1.6 GB of
+    # indices (the same stream of draws either way).
+    block = max(1, DRAWS_PER_BLOCK // n_clusters)
+    means = np.empty(n_boot)
+    for start in range(0, n_boot, block):
+        draws = rng.integers(0, n_clusters, size=(min(block, n_boot - start), n_clusters))
+        means[start:start + len(draws)] = sums[draws].sum(axis=1) / counts[draws].sum(axis=1)
     tail = (1 - confidence) / 2 * 100
     low, high = np.percentile(means, [tail, 100 - tail])
     return float(low), float(high)
@@ -63,14 +71,23 @@ def cluster_bootstrap_statistic(statistic, clusters: np.ndarray, *, confidence: 
     plain mean (a gap between two groups' rates), where :func:`cluster_bootstrap_interval`
     does not apply."""
     _, index = np.unique(np.asarray(clusters), return_inverse=True)
-    members = [np.flatnonzero(index == c) for c in range(int(index.max()) + 1)] if len(index) else []
-    if len(members) < 2:
+    n_clusters = int(index.max()) + 1 if len(index) else 0
+    if n_clusters < 2:
         return float("nan"), float("nan")
+    # Rows grouped by cluster (ascending within one): cluster c's rows are
+    # order[starts[c]:starts[c] + sizes[c]]; a resample's rows are built in one vectorised step,
+    # where a list of per-cluster arrays cost O(rows x clusters) to build and a Python loop per draw.
+    order = np.argsort(index, kind="stable")
+    sizes = np.bincount(index, minlength=n_clusters)
+    starts = np.cumsum(sizes) - sizes
     rng = np.random.default_rng(seed)
     draws = []
     for _ in range(n_boot):
-        chosen = rng.integers(0, len(members), size=len(members))
-        value = statistic(np.concatenate([members[c] for c in chosen]))
+        chosen = rng.integers(0, n_clusters, size=n_clusters)
+        lengths = sizes[chosen]
+        ends = np.cumsum(lengths)
+        within = np.arange(ends[-1]) - np.repeat(ends - lengths, lengths)
+        value = statistic(order[np.repeat(starts[chosen], lengths) + within])
         if np.isfinite(value):
             draws.append(value)
     if not draws:
