@@ -75,6 +75,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10_000, 100_000])
     parser.add_argument("--max-length", type=int, default=256)
+    parser.add_argument("--label", default="", help="a heading for this run (e.g. the commit)")
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
     rows = []
@@ -84,7 +85,7 @@ def main() -> None:
             write_eval(Path(tmp) / "eval.jsonl", n)
             rows.append(audit(checkpoint, Path(tmp) / "eval.jsonl", n, args.max_length))
             print(f"{n:,} pairs: {rows[-1]['wall_s']:.1f} s, peak {rows[-1]['peak_mb']:.0f} MiB", file=sys.stderr)
-    report = (f"## {date.today().isoformat()}\n\nMachine: {machine_line()}. Run: `python benchmarks/bench_scale.py "
+    report = (f"## {args.label or date.today().isoformat()}\n\nMachine: {machine_line()}. Run: `python benchmarks/bench_scale.py "
               f"--sizes {' '.join(map(str, args.sizes))} --max-length {args.max_length}`, alone on the machine; tiny "
               f"random Llama RM (2 layers, hidden 64), SmolLM2's tokenizer, float32. The {TOP_PROBES} slowest probes "
               f"at the largest size:\n\n{table(rows)}\n")

@@ -175,6 +175,28 @@ def test_context_cache_scores_each_text_once_across_chunks(monkeypatch):
     np.testing.assert_allclose(ctx.score([p.rejected_messages() for p in pairs]), rejected)
 
 
+def test_pair_rewards_reuse_a_pair_seen_before_and_rescore_a_pair_edited_in_place(monkeypatch):
+    from rmaudit.data.pairs import PreferencePair
+    from rmaudit.probes.context import AuditContext
+
+    model, tokenizer = tiny_rm()
+    pairs = [PreferencePair([{"role": "user", "content": f"q{i}"}], f"yes {i}", f"no {i}") for i in range(6)]
+    ctx = AuditContext(checkpoint=REPO_ROOT, model=model, tokenizer=tokenizer, pooling="mask")
+    chosen, rejected = ctx.pair_rewards(pairs)
+    renders: list[int] = []
+    real_render = AuditContext.render
+    monkeypatch.setattr(AuditContext, "render", lambda self, *a, **k: renders.append(1) or real_render(self, *a, **k))
+    again = ctx.pair_rewards(pairs[::-1])
+    assert not renders                                      # no conversation rendered again
+    np.testing.assert_array_equal(again[0], chosen[::-1])
+    pairs[2].chosen = "a different answer"                  # edited in place: the memo must not answer
+    edited, _ = ctx.pair_rewards(pairs)
+    assert len(renders) == 2                                # that pair's two texts, no other
+    fresh = AuditContext(checkpoint=REPO_ROOT, model=model, tokenizer=tokenizer, pooling="mask")
+    np.testing.assert_allclose(edited, fresh.pair_rewards(pairs)[0], atol=1e-6)  # batch makeup: float32 noise
+    assert edited[2] != chosen[2]
+
+
 def test_usable_cores_honours_a_cgroup_cpu_quota(tmp_path, monkeypatch):
     import os
 

@@ -71,6 +71,8 @@ class AuditContext:
     _rollouts: list | None = field(default=None, repr=False)
     _gold: "AuditContext | None" = field(default=None, repr=False)
     _labelled_texts: "RenderedPairs | None" = field(default=None, repr=False)
+    # id(pair) -> (pair, its content fingerprint, chosen reward, rejected reward): see pair_rewards
+    _pair_memo: dict[int, tuple] = field(default_factory=dict, repr=False)
 
     def require(self, *names: str) -> None:
         """Raise ProbeSkipped naming every missing input, e.g. ``require("eval_pairs", "model")``."""
@@ -117,15 +119,19 @@ class AuditContext:
         """(chosen rewards, rejected rewards) for pairs, through the shared cache."""
         from rmaudit.scoring import CHUNK_TEXTS
 
-        chosen = np.empty(len(pairs), dtype=np.float64)
-        rejected = np.empty(len(pairs), dtype=np.float64)
+        # Pairs seen before come from a memo: at 100k pairs, rendering 200k conversations again
+        # to find their cache keys cost each probe about 40 s (benchmarks/results/scale.md).
+        memo = [self._pair_memo.get(id(p)) for p in pairs]
+        fresh = [i for i, (p, m) in enumerate(zip(pairs, memo)) if m is None or m[0] is not p or m[1] != _fingerprint(p)]
         step = max(1, CHUNK_TEXTS // 2)
-        with self.progress_bar(2 * len(pairs)):
-            for start in range(0, len(pairs), step):
-                part = pairs[start:start + step]
+        with self.progress_bar(2 * len(fresh)):
+            for start in range(0, len(fresh), step):
+                part = [pairs[i] for i in fresh[start:start + step]]
                 both = self.score([p.chosen_messages() for p in part] + [p.rejected_messages() for p in part])
-                chosen[start:start + len(part)], rejected[start:start + len(part)] = both[:len(part)], both[len(part):]
-        return chosen, rejected
+                for i, pair, c, r in zip(fresh[start:start + step], part, both[:len(part)], both[len(part):]):
+                    memo[i] = self._pair_memo[id(pair)] = (pair, _fingerprint(pair), float(c), float(r))
+        return (np.array([m[2] for m in memo], dtype=np.float64),  # type: ignore[index]
+                np.array([m[3] for m in memo], dtype=np.float64))  # type: ignore[index]
 
     @contextlib.contextmanager
     def progress_bar(self, total: int) -> Iterator[Callable[[int], None]]:
@@ -253,6 +259,12 @@ class AuditContext:
         """Std of rewards over the reference set; probes express shifts in these units."""
         std = float(self.reference_rewards().std())
         return std if std > 0 else float("nan")
+
+
+def _fingerprint(pair: PreferencePair) -> int:
+    """A hash of what a pair's rewards depend on; strings cache their hash, so this costs a
+    tuple, not a render. With the identity check it catches a pair edited in place."""
+    return hash((pair.chosen, pair.rejected, tuple((str(m.get("role")), str(m.get("content"))) for m in pair.prompt)))
 
 
 class RenderedPairs(Sequence[str]):

@@ -28,6 +28,7 @@ from rmaudit.data.pairs import PreferencePair
 from rmaudit.findings import Comparison, Finding, Limit, Setting, Status, note, worst
 from rmaudit.probes.base import Probe, ProbeSkipped, clip_evidence, metric, with_reasons
 from rmaudit.results import ProbeResult
+from rmaudit.scoring import CHUNK_TEXTS
 from rmaudit.stats import pair_credit
 
 EVIDENCE_ROWS = 10
@@ -60,8 +61,11 @@ class PreferenceSplit:
 
 def response_lengths(tokenizer: Any, responses: Sequence[str]) -> np.ndarray:
     """Tokens of each response alone (no template, no special tokens), with the RM tokenizer."""
-    ids = tokenizer(list(responses), add_special_tokens=False)["input_ids"]
-    return np.array([len(row) for row in ids], dtype=np.float64)
+    lengths = np.empty(len(responses), dtype=np.float64)
+    for start in range(0, len(responses), CHUNK_TEXTS):  # token lists of one chunk at a time, not of 100k
+        ids = tokenizer(list(responses[start:start + CHUNK_TEXTS]), add_special_tokens=False)["input_ids"]
+        lengths[start:start + len(ids)] = [len(row) for row in ids]
+    return lengths
 
 
 def fit_length(lengths: np.ndarray, rewards: np.ndarray) -> LengthFit | None:

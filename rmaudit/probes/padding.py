@@ -28,6 +28,7 @@ from rmaudit.results import ProbeResult
 from rmaudit.scoring import resolve_pooling, score_texts, tokenize_rendered
 
 SIDES = ("right", "left")
+CANDIDATE_PAIRS = 1024  # pairs whose texts the sample is drawn from (their length spread)
 
 
 @dataclass
@@ -95,10 +96,14 @@ def n_layers(model: Any) -> int:
 
 def sample_texts(ctx, size: int) -> list[str]:
     """Distinct rendered conversations spread over the lower three quarters of the length
-    range (real data first): varied amounts of padding without paying for the longest texts."""
+    range (real data first): varied amounts of padding without paying for the longest texts.
+    Past CANDIDATE_PAIRS pairs the texts come from a seeded sample of that many."""
     pairs = ctx.eval_pairs or ctx.canonical_pairs
     if not pairs:
         raise ProbeSkipped("no texts to score: give --data or keep the canonical pairs")
+    if len(pairs) > CANDIDATE_PAIRS:  # the length spread of a seeded sample, not 200k renders and token lists
+        pick = np.random.default_rng(ctx.seed).choice(len(pairs), size=CANDIDATE_PAIRS, replace=False)
+        pairs = [pairs[i] for i in np.sort(pick)]
     texts = sorted({ctx.render(m) for p in pairs for m in (p.chosen_messages(), p.rejected_messages())})
     ids, _ = tokenize_rendered(ctx.tokenizer, texts)
     limit = ctx.max_length or math.inf
