@@ -28,7 +28,7 @@ import time
 from datetime import date
 from pathlib import Path
 
-from machine import timed
+from machine import publish, timed
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results" / "audit.md"
@@ -143,11 +143,7 @@ def main() -> None:
         print(f"round {round_ + 1}: floor {floors[-1]['wall_s']:.1f} s (forward {floors[-1]['forward_s']:.1f} s), "
               f"audit {audits[-1]['wall_s']:.1f} s", file=sys.stderr, flush=True)
     report = summary(floors, audits, args)
-    print(report)
-    if not args.no_write:
-        head = "# Whole-audit benchmark: `--probes all` against one plain forward pass\n\n" if not RESULTS.exists() else ""
-        with RESULTS.open("a", encoding="utf-8") as fh:
-            fh.write(head + report + "\n")
+    publish(report, RESULTS, "Whole-audit benchmark: `--probes all` against one plain forward pass", write=not args.no_write)
 
 
 if __name__ == "__main__":

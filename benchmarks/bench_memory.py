@@ -133,7 +133,7 @@ def main() -> None:
     if args.child:
         print(json.dumps(child(args.child, args)))
         return
-    from machine import machine_line
+    from machine import machine_line, publish
     from tiny_models import _tokenizer_folder
 
     args.tokenizer = str(_tokenizer_folder())
@@ -142,12 +142,7 @@ def main() -> None:
               f"Run: `python benchmarks/bench_memory.py` on {date.today().isoformat()}, max length "
               f"{args.max_length}, batch size {args.batch_size}, tiny random Llama RM (1 layer, hidden 32) with "
               f"SmolLM2's tokenizer.\n\n{table(rows)}\n")
-    print(report)
-    if not args.no_write:
-        RESULTS.parent.mkdir(parents=True, exist_ok=True)
-        head = "# Scoring memory benchmark\n\n" if not RESULTS.exists() else ""
-        with RESULTS.open("a", encoding="utf-8") as fh:
-            fh.write(head + report + "\n")
+    publish(report, RESULTS, "Scoring memory benchmark", write=not args.no_write)
 
 
 if __name__ == "__main__":

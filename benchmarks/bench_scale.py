@@ -23,7 +23,7 @@ import tempfile
 from datetime import date
 from pathlib import Path
 
-from machine import machine_line, timed
+from machine import machine_line, publish, timed
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))  # tiny_models: the tests' tiny reward models
@@ -89,11 +89,7 @@ def main() -> None:
               f"--sizes {' '.join(map(str, args.sizes))} --max-length {args.max_length}`, alone on the machine; tiny "
               f"random Llama RM (2 layers, hidden 64), SmolLM2's tokenizer, float32. The {TOP_PROBES} slowest probes "
               f"at the largest size:\n\n{table(rows)}\n")
-    print(report)
-    if not args.no_write:
-        head = "# Scale benchmark: the whole audit at 1k to 100k eval pairs\n\n" if not RESULTS.exists() else ""
-        with RESULTS.open("a", encoding="utf-8") as fh:
-            fh.write(head + report + "\n")
+    publish(report, RESULTS, "Scale benchmark: the whole audit at 1k to 100k eval pairs", write=not args.no_write)
 
 
 if __name__ == "__main__":

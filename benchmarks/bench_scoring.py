@@ -86,7 +86,7 @@ def main() -> None:
     import torch
     from scipy import stats
 
-    from machine import machine_line
+    from machine import machine_line, publish
     from rmaudit.devices import configure_cpu_threads, resolve_dtype
 
     configure_cpu_threads(None)
@@ -126,11 +126,7 @@ def main() -> None:
               f"rmaudit / roofline rate: **{med['roofline'] / med['rmaudit']:.0%}** (goal >= 80%); Spearman of rmaudit's "
               f"rewards with the float32 straightforward ones: **{rho:.5f}** (goal >= 0.999).", ""]
     report = "\n".join(lines)
-    print(report)
-    if not args.no_write:
-        head = "# Scoring benchmark\n\n" if not RESULTS.exists() else ""
-        with RESULTS.open("a", encoding="utf-8") as fh:
-            fh.write(head + report + "\n")
+    publish(report, RESULTS, "Scoring benchmark", write=not args.no_write)
 
 
 if __name__ == "__main__":

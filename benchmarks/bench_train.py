@@ -321,12 +321,10 @@ def main() -> None:
     if rounds["rmaudit"][0]["tokens"] != rounds["trl"][0]["tokens"]:
         print(f"warning: real tokens differ (rmaudit {rounds['rmaudit'][0]['tokens']}, TRL {rounds['trl'][0]['tokens']})",
               file=sys.stderr)
+    from machine import publish
+
     report = summary(rounds, limit, args, dtype_reason)
-    print(report)
-    if not args.no_write:
-        head = "# `rmaudit train` vs `trl.RewardTrainer`: training throughput\n\n" if not RESULTS.exists() else ""
-        with RESULTS.open("a", encoding="utf-8") as fh:
-            fh.write(head + report + "\n")
+    publish(report, RESULTS, "`rmaudit train` vs `trl.RewardTrainer`: training throughput", write=not args.no_write)
 
 
 if __name__ == "__main__":

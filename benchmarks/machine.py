@@ -43,3 +43,13 @@ def timed(cmd: list[str], cwd: Path, ok: tuple[int, ...] = (0,)) -> tuple[float,
     if returncode not in ok:
         raise SystemExit(f"{' '.join(cmd)} exited {returncode}:\n{stderr[-3000:]}")
     return wall, usage.ru_maxrss / 1024, stdout
+
+
+def publish(report: str, results: Path, title: str, write: bool) -> None:
+    """Print a run's Markdown section and append it to its results file (titled when new)."""
+    print(report)
+    if write:
+        results.parent.mkdir(parents=True, exist_ok=True)
+        head = f"# {title}\n\n" if not results.exists() else ""
+        with results.open("a", encoding="utf-8") as fh:
+            fh.write(head + report + "\n")
