@@ -18,9 +18,9 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 
 from rmaudit.data.pairs import Message, PreferencePair
-from rmaudit.score_cache import ScoreCache, text_keys
 from rmaudit.modeling.manifest import Manifest
 from rmaudit.probes.base import ProbeSkipped
+from rmaudit.score_cache import ScoreCache, text_keys
 
 
 # How a user supplies each input, for the skip reason.

@@ -101,9 +101,9 @@ def sample_texts(ctx, size: int) -> list[str]:
     pairs = ctx.eval_pairs or ctx.canonical_pairs
     if not pairs:
         raise ProbeSkipped("no texts to score: give --data or keep the canonical pairs")
-    if len(pairs) > CANDIDATE_PAIRS:  # the length spread of a seeded sample, not 200k renders and token lists
-        pick = np.random.default_rng(ctx.seed).choice(len(pairs), size=CANDIDATE_PAIRS, replace=False)
-        pairs = [pairs[i] for i in np.sort(pick)]
+    from rmaudit.inputs import sample_pairs  # here: rmaudit.inputs imports the probe context
+
+    pairs = sample_pairs(list(pairs), CANDIDATE_PAIRS, ctx.seed)  # the length spread of a seeded sample, not 200k renders
     texts = sorted({ctx.render(m) for p in pairs for m in (p.chosen_messages(), p.rejected_messages())})
     ids, _ = tokenize_rendered(ctx.tokenizer, texts)
     limit = ctx.max_length or math.inf
