@@ -1,9 +1,10 @@
 """How each RL trainer reads a scalar reward from a ``*ForSequenceClassification`` checkpoint.
 
 A reward model is trained to be read at one position of one token sequence. PPO code reads
-it its own way, and the two need not agree. Each function below re-implements one
+it its own way, and the two need not agree. The functions below re-implement each
 consumer's documented behaviour from its source (cited; the peers are never imported at
-run time) and returns float32 rewards for ``(prompt messages, response text)`` pairs:
+run time); :func:`read_rewards` returns its rewards for ``(prompt messages, response text)``
+pairs:
 
 ``rmaudit``       the readout ``rmaudit train`` trains: the rendered conversation, the head at
                   the last attention-mask position (``rmaudit/modeling/pooling.py``).
@@ -24,6 +25,16 @@ run time) and returns float32 rewards for ``(prompt messages, response text)`` p
                   the rendered text with trailing newlines stripped and ``" " + eos`` appended
                   unless it already ends with eos, no special tokens added, the last id forced
                   to eos, left padding, the reward at the last attention-mask position.
+
+Most consumers' batches are *plain causal readings*: the reward is read at a token whose
+prefix is fully attended at positions 0, 1, 2, ... (right padding, or positions taken from
+the mask). A causal model's hidden state there depends only on that prefix, so such a
+reading is named by its token ids alone, and two consumers (or the audit's own scorer) that
+read the same ids get the same reward: :class:`PrefixRewards` forwards each distinct prefix
+once, through the scorer's own mask-pooling forward. The batches that are not plain (a
+left-padded model forward, whose default positions count the pads; a pad id in the config
+that differs from the one the tokenizer pads with; TRL PPO reading a masked position) run
+as the consumer's own batch code. Tests compare both paths with the peers' own code.
 """
 
 from __future__ import annotations
@@ -35,8 +46,9 @@ import numpy as np
 import torch
 
 from rmaudit.data.pairs import Message
-from rmaudit.modeling.pooling import last_token_index, reward_body, reward_head
-from rmaudit.scoring import TEMPLATE_SECONDS, pad_batch, render, template_time_limit, tokenize_rendered
+from rmaudit.modeling.pooling import pooled_rewards, reward_body, reward_head
+from rmaudit.scoring import (BATCH_TOKENS, TEMPLATE_SECONDS, autocast_for, length_sorted_batches, pad_batch, render,
+                             template_time_limit, tokenize_rendered)
 
 CONSUMERS = ("rmaudit", "transformers", "trl-grpo", "trl-ppo", "openrlhf")
 
@@ -57,18 +69,60 @@ def _batches(items: Sequence[Any], size: int):
         yield items[start:start + size]
 
 
-@torch.inference_mode()
+class PrefixRewards:
+    """Rewards of plain causal readings keyed by their token ids, shared by every consumer of
+    one probe run (and seeded with the audit's own rewards): each distinct prefix is forwarded
+    once, right-padded, the reward read at its last token."""
+
+    def __init__(self) -> None:
+        self._known: dict[tuple[int, ...], float] = {}
+        self.forwarded = 0  # prefixes this memo ran through the model
+        self.reused = 0     # rewards answered without a forward pass
+
+    def add(self, prefixes: Sequence[Sequence[int]], rewards: Sequence[float]) -> None:
+        self._known.update((tuple(p), float(r)) for p, r in zip(prefixes, rewards))
+
+    def rewards(self, model: Any, prefixes: Sequence[Sequence[int]], *, batch_size: int = 8,
+                dtype: torch.dtype | None = None) -> np.ndarray:
+        keys = [tuple(p) for p in prefixes]
+        todo = list(dict.fromkeys(k for k in keys if k not in self._known))
+        self.reused += len(keys) - len(todo)
+        self.forwarded += len(todo)
+        with torch.inference_mode(), autocast_for(model, dtype):
+            for batch in length_sorted_batches([len(k) for k in todo], batch_size, BATCH_TOKENS):
+                input_ids, mask = pad_batch([todo[i] for i in batch], 0, "right")  # pads are masked: any id
+                device = _device(model)
+                scores = pooled_rewards(model, input_ids.to(device), mask.to(device)).float().cpu().numpy()
+                self.add([todo[i] for i in batch], scores.tolist())
+        return np.array([self._known[k] for k in keys], dtype=np.float64)
+
+
 def read_rewards(consumer: str, model: Any, tokenizer: Any, samples: Sequence[Sample], *, batch_size: int = 8,
-                 policy_tokenizer: Any = None) -> np.ndarray:
-    """(N,) float32 rewards of ``samples`` as ``consumer`` reads them."""
-    if consumer not in READERS:
+                 policy_tokenizer: Any = None, memo: PrefixRewards | None = None,
+                 dtype: torch.dtype | None = None) -> np.ndarray:
+    """(N,) rewards of ``samples`` as ``consumer`` reads them, under autocast to ``dtype``
+    when given (the audit's scoring dtype, so consumers compare with the trained readout
+    like for like)."""
+    if consumer not in PREFIXES:
         raise ValueError(f"unknown consumer {consumer!r} (known: {', '.join(CONSUMERS)})")
-    reader = READERS[consumer]
-    # Length-sorted batches waste little compute on padding; rewards go back in input order.
+    prefixes = PREFIXES[consumer](model, tokenizer, samples, policy_tokenizer)
+    if prefixes is None:
+        return read_rewards_batched(consumer, model, tokenizer, samples, batch_size=batch_size,
+                                    policy_tokenizer=policy_tokenizer, dtype=dtype)
+    return (memo or PrefixRewards()).rewards(model, prefixes, batch_size=batch_size, dtype=dtype)
+
+
+def read_rewards_batched(consumer: str, model: Any, tokenizer: Any, samples: Sequence[Sample], *,
+                         batch_size: int = 8, policy_tokenizer: Any = None,
+                         dtype: torch.dtype | None = None) -> np.ndarray:
+    """(N,) rewards from the consumer's own batch code: its padding, positions and readout,
+    length-sorted batches of ``batch_size``; for the batches that are not plain readings."""
+    reader = BATCH_READERS[consumer]
     order = sorted(range(len(samples)), key=lambda i: len(samples[i].response) + sum(len(m["content"]) for m in samples[i].prompt))
     rewards = np.zeros(len(samples), dtype=np.float64)
-    for chunk in _batches(order, batch_size):
-        rewards[chunk] = reader(model, tokenizer, [samples[i] for i in chunk], policy_tokenizer)
+    with torch.inference_mode(), autocast_for(model, dtype):
+        for chunk in _batches(order, batch_size):
+            rewards[chunk] = reader(model, tokenizer, [samples[i] for i in chunk], policy_tokenizer)
     return rewards
 
 
@@ -81,14 +135,91 @@ def _head_at(model: Any, hidden: torch.Tensor, index: torch.Tensor) -> np.ndarra
     return reward_head(model)(hidden[rows, index]).float()[:, 0].cpu().numpy()
 
 
-def _rmaudit(model, tokenizer, samples, _policy) -> np.ndarray:
-    ids, _ = tokenize_rendered(tokenizer, [render(tokenizer, s.messages()) for s in samples])
-    input_ids, mask = pad_batch(ids, tokenizer.pad_token_id, "right")
-    input_ids, mask = input_ids.to(_device(model)), mask.to(_device(model))
-    hidden = reward_body(model)(input_ids=input_ids, attention_mask=mask,
-                                position_ids=(mask.long().cumsum(-1) - 1).clamp(min=0), use_cache=False).last_hidden_state
-    return _head_at(model, hidden, last_token_index(mask))
+# --- the token ids each consumer reads, as plain readings (None: not one) --------------------
 
+def native_read_prefix(ids: Sequence[int], pad_id: int) -> list[int]:
+    """The prefix transformers' own pooling reads in a right-padded row: up to the last token
+    whose id is not ``config.pad_token_id`` (the first token when every id is the pad id)."""
+    last = max((i for i, t in enumerate(ids) if t != pad_id), default=0)
+    return list(ids[:last + 1])
+
+
+def native_prefixes(model: Any, tokenizer: Any, rows: Sequence[Sequence[int]], padding_side: str) -> list[list[int]] | None:
+    """What the model's own forward reads in a batch of ``rows`` padded on ``padding_side``."""
+    pad = getattr(model.config, "pad_token_id", None)
+    if pad is None:
+        if len(rows) > 1:  # transformers' own refusal (GenericForSequenceClassification)
+            raise ValueError("Cannot handle batch sizes > 1 if no padding token is defined (config.pad_token_id)")
+        return [list(r) for r in rows]
+    if padding_side != "right" or pad != tokenizer.pad_token_id:
+        return None  # default positions count left pads; a pad id the rows are not padded with is read past the end
+    return [native_read_prefix(r, pad) for r in rows]
+
+
+def _rmaudit_prefixes(model, tokenizer, samples, _policy) -> list[list[int]]:
+    return tokenize_rendered(tokenizer, [render(tokenizer, s.messages()) for s in samples])[0]
+
+
+def _transformers_prefixes(model, tokenizer, samples, _policy) -> list[list[int]] | None:
+    texts = [render(tokenizer, s.messages()) for s in samples]
+    return native_prefixes(model, tokenizer, tokenizer(texts)["input_ids"], tokenizer.padding_side)
+
+
+def _grpo_texts(tokenizer, samples) -> list[str]:
+    with template_time_limit(TEMPLATE_SECONDS):
+        return [tokenizer.apply_chat_template(s.messages(), tokenize=False) for s in samples]
+
+
+def _trl_grpo_prefixes(model, tokenizer, samples, _policy) -> list[list[int]] | None:
+    ids = tokenizer(_grpo_texts(tokenizer, samples), add_special_tokens=False)["input_ids"]
+    return native_prefixes(model, tokenizer, ids, "right")
+
+
+def trl_ppo_ids(tokenizer: Any, sample: Sample) -> tuple[list[int], list[int]]:
+    """(query ids, response ids) as TRL's PPO loop holds them: the query rendered with the
+    generation prompt, the response as the policy generates it, ending with its eos."""
+    with template_time_limit(TEMPLATE_SECONDS):
+        query = tokenizer.apply_chat_template(list(sample.prompt), add_generation_prompt=True, tokenize=True)
+    if isinstance(query, dict) or hasattr(query, "input_ids"):  # newer transformers return a BatchEncoding
+        query = query["input_ids"]
+    response = tokenizer(sample.response, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    return list(query), response
+
+
+def _trl_ppo_prefixes(model, tokenizer, samples, policy) -> list[list[int]] | None:
+    """TRL PPO attends every id that is not the pad id, at positions counting attended ids
+    only, and reads the token before the first pad of the response: the attended ids up to
+    there are the reading."""
+    ids_tokenizer = policy or tokenizer  # TRL hands the policy's token ids to the reward model as they are
+    pad = ids_tokenizer.pad_token_id
+    if pad is None:
+        raise ValueError("TRL PPO pads with the tokenizer's pad token, and this tokenizer has none")
+    prefixes = []
+    for sample in samples:
+        query, response = trl_ppo_ids(ids_tokenizer, sample)
+        seen = query + response[:next((i for i, t in enumerate(response) if t == pad), len(response))]
+        if seen[-1] == pad:
+            return None  # the read position is itself masked: only TRL's own batch reproduces that
+        prefixes.append([t for t in seen if t != pad])
+    return prefixes
+
+
+def openrlhf_ids(tokenizer: Any, sample: Sample) -> list[int]:
+    text = render(tokenizer, sample.messages()).rstrip("\n")
+    if not text.endswith(tokenizer.eos_token):
+        text += " " + tokenizer.eos_token
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    ids[-1] = tokenizer.eos_token_id  # OpenRLHF forces the last id to eos (against truncation)
+    return ids
+
+
+def _openrlhf_prefixes(model, tokenizer, samples, _policy) -> list[list[int]]:
+    # Left padding with positions from the mask and the reward at the last mask position:
+    # always a plain reading of the ids.
+    return [openrlhf_ids(tokenizer, s) for s in samples]
+
+
+# --- the consumers' own batch code, for batches that are not plain readings ------------------
 
 def _native_forward(model, tokenizer, texts: list[str], *, padding_side: str, add_special_tokens: bool) -> np.ndarray:
     encoded = tokenizer(texts, return_tensors="pt", padding=True, padding_side=padding_side,
@@ -103,24 +234,12 @@ def _transformers(model, tokenizer, samples, _policy) -> np.ndarray:
 
 
 def _trl_grpo(model, tokenizer, samples, _policy) -> np.ndarray:
-    with template_time_limit(TEMPLATE_SECONDS):
-        texts = [tokenizer.apply_chat_template(s.messages(), tokenize=False) for s in samples]
-    return _native_forward(model, tokenizer, texts, padding_side="right", add_special_tokens=False)
-
-
-def trl_ppo_ids(tokenizer: Any, sample: Sample) -> tuple[list[int], list[int]]:
-    """(query ids, response ids) as TRL's PPO loop holds them: the query rendered with the
-    generation prompt, the response as the policy generates it, ending with its eos."""
-    with template_time_limit(TEMPLATE_SECONDS):
-        query = tokenizer.apply_chat_template(list(sample.prompt), add_generation_prompt=True, tokenize=True)
-    if isinstance(query, dict) or hasattr(query, "input_ids"):  # newer transformers return a BatchEncoding
-        query = query["input_ids"]
-    response = tokenizer(sample.response, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
-    return list(query), response
+    return _native_forward(model, tokenizer, _grpo_texts(tokenizer, samples), padding_side="right",
+                           add_special_tokens=False)
 
 
 def _trl_ppo(model, tokenizer, samples, policy) -> np.ndarray:
-    ids_tokenizer = policy or tokenizer  # TRL hands the policy's token ids to the reward model as they are
+    ids_tokenizer = policy or tokenizer
     pad = ids_tokenizer.pad_token_id
     pairs = [trl_ppo_ids(ids_tokenizer, s) for s in samples]
     query_len = max(len(q) for q, _ in pairs)
@@ -137,25 +256,10 @@ def _trl_ppo(model, tokenizer, samples, policy) -> np.ndarray:
     return _head_at(model, hidden, query_len + first_pad - 1)
 
 
-def openrlhf_ids(tokenizer: Any, sample: Sample) -> list[int]:
-    text = render(tokenizer, sample.messages()).rstrip("\n")
-    if not text.endswith(tokenizer.eos_token):
-        text += " " + tokenizer.eos_token
-    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-    ids[-1] = tokenizer.eos_token_id  # OpenRLHF forces the last id to eos (against truncation)
-    return ids
-
-
-def _openrlhf(model, tokenizer, samples, _policy) -> np.ndarray:
-    input_ids, mask = pad_batch([openrlhf_ids(tokenizer, s) for s in samples], tokenizer.pad_token_id, "left")
-    input_ids, mask = input_ids.to(_device(model)), mask.to(_device(model))
-    positions = (mask.long().cumsum(-1) - 1).masked_fill(mask == 0, 1)
-    hidden = reward_body(model)(input_ids=input_ids, attention_mask=mask, position_ids=positions,
-                                use_cache=False).last_hidden_state
-    return _head_at(model, hidden, last_token_index(mask))
-
-
-READERS: dict[str, Callable[..., np.ndarray]] = {
-    "rmaudit": _rmaudit, "transformers": _transformers, "trl-grpo": _trl_grpo, "trl-ppo": _trl_ppo,
-    "openrlhf": _openrlhf,
+PREFIXES: dict[str, Callable[..., list[list[int]] | None]] = {
+    "rmaudit": _rmaudit_prefixes, "transformers": _transformers_prefixes, "trl-grpo": _trl_grpo_prefixes,
+    "trl-ppo": _trl_ppo_prefixes, "openrlhf": _openrlhf_prefixes,
+}
+BATCH_READERS: dict[str, Callable[..., np.ndarray]] = {
+    "transformers": _transformers, "trl-grpo": _trl_grpo, "trl-ppo": _trl_ppo,
 }

@@ -165,7 +165,8 @@ def forward_rewards(model: Any, input_ids: torch.Tensor, attention_mask: torch.T
     return rewards.float().cpu()
 
 
-def _autocast(model: Any, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
+def autocast_for(model: Any, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
+    """Autocast to ``dtype`` where it differs from the weights' dtype; nothing otherwise."""
     param = next(model.parameters())
     if dtype is None or dtype == param.dtype:
         return contextlib.nullcontext()
@@ -206,7 +207,7 @@ def score_texts(
     rewards = np.zeros(len(texts), dtype=np.float64)
     lengths = np.zeros(len(texts), dtype=np.int64)
     truncated = 0
-    with torch.inference_mode(), _autocast(model, dtype), _progress(progress, len(texts)) as advance:
+    with torch.inference_mode(), autocast_for(model, dtype), _progress(progress, len(texts)) as advance:
         for start in range(0, len(texts), CHUNK_TEXTS):
             ids, n_truncated = tokenize_rendered(tokenizer, texts[start:start + CHUNK_TEXTS], max_length)
             truncated += n_truncated

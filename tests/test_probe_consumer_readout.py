@@ -2,10 +2,12 @@
 (TRL's get_reward, TRL's chat-template helper + the model's forward, transformers' forward);
 a model trained with pad == eos and a trailing newline after the end-of-turn token fails
 under TRL PPO with the fix named; its twin (distinct pad, reward at the end-of-turn token)
-passes; a policy with another vocabulary fails the handoff."""
+passes; a policy with another vocabulary fails the handoff. Consumers share forward passes
+where they read the same ids, and the shared path equals each consumer's own batch code."""
 
 from __future__ import annotations
 
+import copy
 import numpy as np
 import pytest
 import torch
@@ -13,7 +15,7 @@ import torch
 from helpers_probe import run_configured
 from probe_fixtures import END_AT_EOS, MULTI_HELD_OUT, consumer_ctx, consumer_rm
 from rmaudit.probes.consumer_readout import ConsumerReadout
-from rmaudit.readouts import Sample, openrlhf_ids, read_rewards, trl_ppo_ids
+from rmaudit.readouts import PrefixRewards, Sample, openrlhf_ids, read_rewards, trl_ppo_ids
 from rmaudit.results import Status
 from tiny_models import llama3_tokenizer_dir, require_smollm2
 
@@ -103,3 +105,51 @@ def test_policy_with_another_vocabulary_fails_the_handoff_to_trl_ppo():
     vocab = next(f for f in result.findings if f.metric == "vocab_identical")
     assert vocab.status is Status.FAIL and "vocabulary differs" in vocab.message
     assert result.status is Status.FAIL
+
+
+@pytest.mark.parametrize("distinct_pad", [False, True])
+def test_shared_readings_equal_each_consumers_own_batch_code(distinct_pad):
+    """The prefix path (one forward per distinct token sequence, right-padded) gives what each
+    consumer's own batch code gives: its padding side, positions and read index."""
+    from rmaudit.readouts import read_rewards_batched
+
+    require_smollm2()
+    model, tokenizer = consumer_rm(distinct_pad)
+    samples = _samples()
+    for consumer in ("transformers", "trl-grpo", "trl-ppo"):
+        shared = read_rewards(consumer, model, tokenizer, samples, batch_size=5)
+        own = read_rewards_batched(consumer, model, tokenizer, samples, batch_size=5)
+        np.testing.assert_allclose(shared, own, rtol=1e-4, atol=1e-5, err_msg=consumer)
+
+
+def test_a_left_padding_tokenizer_runs_the_models_own_forward():
+    """Left padding shifts the model's default positions by the pads: not a plain reading, so
+    the consumer's own batch runs, and its rewards equal transformers' forward."""
+    require_smollm2()
+    model, shared_tokenizer = consumer_rm(True)
+    tokenizer = copy.deepcopy(shared_tokenizer)  # consumer_rm is cached: leave its tokenizer as it was
+    tokenizer.padding_side = "left"
+    samples = _samples()
+    memo = PrefixRewards()
+    ours = read_rewards("transformers", model, tokenizer, samples, memo=memo)
+    assert memo.forwarded == 0
+    texts = [s.messages() for s in samples]
+    encoded = tokenizer([tokenizer.apply_chat_template(t, tokenize=False) for t in texts], return_tensors="pt", padding=True)
+    with torch.no_grad():
+        theirs = model(**encoded).logits[:, 0].numpy()
+    np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-5)
+
+
+def test_consumers_that_read_what_the_scorer_read_reuse_the_audits_rewards():
+    """A distinct pad and the turn ending at eos: every consumer reads exactly the ids the audit
+    scored, so the probe costs no forward pass. SmolLM2's tokenizer as shipped (pad == eos, a
+    newline after the turn): transformers and TRL GRPO still read the audit's ids, TRL PPO and
+    OpenRLHF read others and are forwarded, once per response each."""
+    require_smollm2()
+    aligned = _audit(True, consumer="trl-ppo").metrics
+    responses = 2 * aligned["n_pairs"]
+    assert (aligned["readings_forwarded"], aligned["readings_shared"]) == (0, 4 * responses)
+    assert all(aligned[f"{c}:pearson"] == 1.0 for c in ("transformers", "trl-grpo", "trl-ppo", "openrlhf"))
+    shipped = _audit(False, consumer="trl-ppo").metrics
+    assert (shipped["readings_forwarded"], shipped["readings_shared"]) == (2 * responses, 2 * responses)
+    assert shipped["transformers:pearson"] == 1.0 and shipped["trl-ppo:pearson"] < 1.0

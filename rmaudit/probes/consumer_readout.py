@@ -9,6 +9,11 @@ flips. A consumer that reads another position gets rewards that may be uncorrela
 trained ones: PPO then optimises noise while every other probe, reading the trained position,
 passes.
 
+Consumers that read the same token ids at the same place share one forward pass, and the
+audit's own rewards answer every consumer that reads what the scorer read
+(``PrefixRewards`` in ``rmaudit/readouts.py``); all of them read under the audit's scoring
+dtype, like the trained readout they are compared with.
+
 ``--consumer NAME`` (``consumer = "trl-ppo"`` in ``[tool.rmaudit]``) declares the trainer that
 will consume the model: its readout fails on the limits. With no consumer declared, every
 consumer that would fail warns. With ``--policy``, TRL PPO hands the policy's token ids to the
@@ -24,9 +29,9 @@ from scipy import stats
 
 from rmaudit.findings import Comparison, Finding, Limit, Setting, Status, note
 from rmaudit.probes.base import Probe, ProbeSkipped, clip_evidence, metric, with_reasons
-from rmaudit.readouts import CONSUMERS, Sample, read_rewards
+from rmaudit.readouts import CONSUMERS, PrefixRewards, Sample, native_prefixes, read_rewards
 from rmaudit.results import ProbeResult
-from rmaudit.scoring import render, resolve_pooling
+from rmaudit.scoring import render, resolve_pooling, tokenize_rendered
 from rmaudit.stats import pair_credit
 
 EVIDENCE_ROWS = 10
@@ -60,7 +65,8 @@ class ConsumerReadout(Probe):
         samples = [Sample(p.prompt, p.chosen) for p in pairs] + [Sample(p.prompt, p.rejected) for p in pairs]
         trained = "rmaudit" if ctx.manifest is not None and ctx.manifest.pooling == "mask" else "transformers"
         declared = getattr(ctx, "consumer", None)
-        read = {name: self._read(ctx, name, samples, trained) for name in CONSUMERS}
+        memo = self._audit_readings(ctx, samples)
+        read = {name: self._read(ctx, name, samples, trained, memo) for name in CONSUMERS}
         reference = read[trained]
         if isinstance(reference, str):
             raise ProbeSkipped(f"the trained readout ({trained}) cannot be computed: {reference}")
@@ -70,7 +76,8 @@ class ConsumerReadout(Probe):
         n = len(pairs)
         base_accuracy = float(pair_credit(reference[:n] - reference[n:]).mean())
         metrics: dict[str, Any] = {"trained_readout": trained, "declared_consumer": declared or None, "n_pairs": n,
-                                   "reward_std": metric(std, 6), "accuracy_trained": metric(base_accuracy)}
+                                   "reward_std": metric(std, 6), "accuracy_trained": metric(base_accuracy),
+                                   "readings_forwarded": memo.forwarded, "readings_shared": memo.reused}
         findings: list[Finding] = []
         rows: list[dict[str, Any]] = []
         for name in CONSUMERS:
@@ -94,13 +101,28 @@ class ConsumerReadout(Probe):
                            chart=self._chart(rows))
 
     @staticmethod
-    def _read(ctx, consumer: str, samples: list[Sample], trained: str) -> np.ndarray | str:
+    def _audit_readings(ctx, samples: list[Sample]) -> PrefixRewards:
+        """The audit's own rewards for ``samples`` (the scoring plan's cache), keyed by the
+        token ids the scorer read: a consumer that reads the same ids gets them for free."""
+        memo = PrefixRewards()
+        texts = [ctx.render(s.messages()) for s in samples]
+        ids, _ = tokenize_rendered(ctx.tokenizer, texts, ctx.max_length)
+        if resolve_pooling(ctx.model, ctx.pooling) == "mask":
+            prefixes: list[list[int]] | None = ids
+        else:  # the scorer runs the model's own forward on right-padded rows
+            prefixes = native_prefixes(ctx.model, ctx.tokenizer, ids, "right")
+        if prefixes is not None:
+            memo.add(prefixes, ctx.score_texts(texts))
+        return memo
+
+    def _read(self, ctx, consumer: str, samples: list[Sample], trained: str, memo: PrefixRewards) -> np.ndarray | str:
         try:
             if consumer == trained == "rmaudit" and resolve_pooling(ctx.model, ctx.pooling) == "mask":
                 # The trained readout is the audit's own reward (same rendering, mask pooling,
                 # truncation to the trained max length): read from the scoring plan's cache.
                 return ctx.score([s.messages() for s in samples])
-            return read_rewards(consumer, ctx.model, ctx.tokenizer, samples, policy_tokenizer=ctx.policy_tokenizer)
+            return read_rewards(consumer, ctx.model, ctx.tokenizer, samples, policy_tokenizer=ctx.policy_tokenizer,
+                                memo=memo, dtype=ctx.dtype, batch_size=int(self.setting("batch_size")))
         except Exception as exc:  # noqa: BLE001 - a consumer that cannot read this model is a finding, not a crash
             return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
 
