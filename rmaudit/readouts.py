@@ -46,7 +46,7 @@ import numpy as np
 import torch
 
 from rmaudit.data.pairs import Message
-from rmaudit.modeling.pooling import pooled_rewards, reward_body, reward_head
+from rmaudit.modeling.pooling import apply_head, pooled_rewards, reward_body
 from rmaudit.scoring import (BATCH_TOKENS, TEMPLATE_SECONDS, autocast_for, length_sorted_batches, pad_batch, render,
                              template_time_limit, tokenize_rendered)
 
@@ -132,7 +132,7 @@ def _device(model: Any) -> torch.device:
 
 def _head_at(model: Any, hidden: torch.Tensor, index: torch.Tensor) -> np.ndarray:
     rows = torch.arange(hidden.size(0), device=hidden.device)
-    return reward_head(model)(hidden[rows, index]).float()[:, 0].cpu().numpy()
+    return apply_head(model, hidden[rows, index]).cpu().numpy()
 
 
 # --- the token ids each consumer reads, as plain readings (None: not one) --------------------

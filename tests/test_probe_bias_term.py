@@ -14,7 +14,8 @@ from helpers_probe import run_configured
 from rmaudit.data import builtin_demo_pairs
 from rmaudit.modeling.loading import load_reward_model
 from rmaudit.modeling.manifest import Manifest
-from rmaudit.probes.bias_term import BiasTerm, read_head_biases, safetensors_files
+from rmaudit.modeling.weight_files import safetensors_files
+from rmaudit.probes.bias_term import BiasTerm, read_head_biases
 from rmaudit.probes.context import AuditContext
 from rmaudit.report.charts import validate_chart
 from rmaudit.results import Status

@@ -1,6 +1,6 @@
 """head_integrity on real checkpoint folders: a causal-LM checkpoint, a renamed head key, a
-fresh head on a real body, a head unchanged since init, a constant head and NaN rewards
-fail; a fitted head passes; the KS test recognises each usual initialisation."""
+fresh head on a real body, a head unchanged since init (also read through a bf16 load), a
+constant head and NaN rewards fail; a head saved in bf16 is judged within its rounding; a fitted head passes; the KS test recognises each usual initialisation."""
 
 from __future__ import annotations
 
@@ -17,15 +17,15 @@ from helpers_probe import run_configured
 from helpers_train import tiny_base_dir
 from rmaudit.modeling.loading import load_reward_model
 from rmaudit.probes.context import AuditContext
-from rmaudit.probes.head_integrity import HeadIntegrity, best_init_match
+from rmaudit.probes.head_integrity import HeadIntegrity, best_init_match, rounding_tolerance
 from rmaudit.results import Status
 from tiny_models import require_smollm2
 
 HELD_OUT = topic_pairs(TOPICS[20:])
 
 
-def _audit(folder):
-    loaded = load_reward_model(folder)
+def _audit(folder, dtype="float32"):
+    loaded = load_reward_model(folder, dtype=dtype)
     ctx = AuditContext(checkpoint=folder, model=loaded.model, tokenizer=loaded.tokenizer, manifest=loaded.manifest,
                        eval_pairs=HELD_OUT, head_origin=loaded.head_origin, pooling="auto")
     return run_configured(HeadIntegrity, ctx)
@@ -77,17 +77,62 @@ def test_a_fresh_random_head_on_a_body_fails_as_untrained(fitted, tmp_path):
     assert result.status is Status.FAIL
 
 
-def test_a_head_unchanged_since_init_fails_on_the_manifest_record(fitted, tmp_path):
+def _with_head_at_init(model, tokenizer, folder, head):
+    """``model`` saved to ``folder`` with a manifest recording ``head``'s statistics as the init."""
     from rmaudit.modeling.head import head_stats
 
-    _, model, tokenizer = fitted
-    folder = save_rm(model, tokenizer, tmp_path / "unchanged")
+    folder = save_rm(model, tokenizer, folder)
     manifest = json.loads((folder / "rmaudit.json").read_text())
-    manifest["head"] = {"init": "normal", "bias": False, "initial_bias": None, "at_init": head_stats(model.score)}
+    manifest["head"] = {"init": "normal", "bias": False, "initial_bias": None, "at_init": head_stats(head)}
     (folder / "rmaudit.json").write_text(json.dumps(manifest))
-    result = _audit(folder)
-    finding = next(f for f in result.findings if f.metric == "relative_change_since_init")
-    assert finding.status is Status.FAIL and result.status is Status.FAIL
+    return folder
+
+
+def _since_init(result):
+    return next(f for f in result.findings if f.metric == "relative_change_since_init")
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_a_head_unchanged_since_init_fails_on_the_manifest_record(fitted, tmp_path, dtype):
+    """Also when the audit loads the model in bf16: the file's float32 weights are compared, not
+    the rounded module (whose statistics differ from the init by ~1e-3, which passed before)."""
+    _, model, tokenizer = fitted
+    result = _audit(_with_head_at_init(model, tokenizer, tmp_path / "unchanged", model.score), dtype)
+    assert _since_init(result).status is Status.FAIL and result.status is Status.FAIL
+    assert result.metrics["head_weights_read_from"] == "the checkpoint's safetensors"
+    assert result.metrics["head_weights_dtype"] == "float32"
+
+
+def test_a_head_saved_in_bfloat16_is_judged_within_its_rounding(fitted, tmp_path):
+    """Weights that exist only in bf16: an unchanged head warns (cannot be told), never passes;
+    a head whose init was another draw passes."""
+    _, model, tokenizer = fitted
+    half = type(model)(model.config)
+    half.load_state_dict(model.state_dict())
+    half = half.to(torch.bfloat16).eval()
+    unchanged = _audit(_with_head_at_init(half, tokenizer, tmp_path / "unchanged", model.score), "bfloat16")
+    finding = _since_init(unchanged)
+    assert unchanged.metrics["head_weights_dtype"] == "bfloat16"
+    assert finding.status is Status.WARN and "bfloat16 rounding" in finding.message
+    other_init = torch.nn.Linear(model.score.in_features, 1, bias=False)
+    torch.manual_seed(11)
+    with torch.no_grad():
+        other_init.weight.normal_(0.0, float(model.score.weight.std()))
+    moved = _audit(_with_head_at_init(half, tokenizer, tmp_path / "moved", other_init), "bfloat16")
+    assert _since_init(moved).status is Status.PASS
+
+
+def test_rounding_tolerance_covers_bf16_rounding_and_not_a_training_step():
+    rng = np.random.default_rng(0)
+    init = rng.normal(0, 0.04, 576)
+    rounded = torch.tensor(init).to(torch.bfloat16).double().numpy()
+    tolerance = rounding_tolerance(rounded, "bfloat16")
+    stats = {"weight_mean": np.mean, "weight_std": lambda w: np.std(w, ddof=1), "weight_norm": np.linalg.norm}
+    assert all(abs(f(rounded) - f(init)) <= tolerance[k] for k, f in stats.items())
+    # 50 AdamW-like steps of lr 1e-4 in a consistent direction: a real update.
+    stepped = torch.tensor(init + 50 * 1e-4 * np.sign(init)).to(torch.bfloat16).double().numpy()
+    assert any(abs(f(stepped) - f(init)) > tolerance[k] for k, f in stats.items())
+    assert rounding_tolerance(init, "float32") == {"weight_mean": 0.0, "weight_std": 0.0, "weight_norm": 0.0}
 
 
 def test_a_constant_head_and_nan_rewards_fail(fitted, tmp_path):

@@ -114,6 +114,28 @@ def test_bfloat16_scores_track_float32(caplog):
     assert np.corrcoef(bf16, fp32)[0, 1] > 0.95
 
 
+@pytest.mark.parametrize("cast", ["autocast", "bf16 weights"])
+def test_the_head_is_computed_in_float32_under_bfloat16(cast):
+    """A bf16 reward has 8 significant bits (rewards near 100 on a grid of 0.5): close pairs
+    would tie. The body may run in bf16; the head's product must not."""
+    from rmaudit.modeling.pooling import pooled_hidden, pooled_rewards
+
+    model, tokenizer = tiny_rm()
+    with torch.no_grad():
+        model.score.weight.mul_(1000.0)
+    if cast == "bf16 weights":
+        model = model.to(torch.bfloat16)
+    input_ids, mask = pad_batch(tokenize_rendered(tokenizer, [render(tokenizer, c) for c in CONVERSATIONS])[0],
+                                tokenizer.pad_token_id)
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        rewards = pooled_rewards(model, input_ids, mask)
+        hidden = pooled_hidden(model, input_ids, mask)
+    assert rewards.dtype == torch.float32
+    expected = hidden.double() @ model.score.weight.double()[0]
+    assert torch.allclose(rewards.double(), expected, rtol=1e-5, atol=1e-4)
+    assert (rewards.to(torch.bfloat16).float() != rewards).any(), "rewards rounded to bfloat16"
+
+
 def test_native_pooling_without_config_pad_id_falls_back_to_mask(caplog):
     model, tokenizer = tiny_rm()
     model.config.pad_token_id = None

@@ -32,10 +32,10 @@ from pathlib import Path
 from typing import Any
 
 from rmaudit.findings import Comparison, Finding, Limit, Setting, Status, note
+from rmaudit.modeling.weight_files import read_tensors, safetensors_files
 from rmaudit.probes.base import Probe, ProbeSkipped
 
 HEAD_BIAS_PATTERNS = ("*score.bias", "*v_head*.bias", "*value_head*.bias", "*reward_head*.bias", "*classifier*.bias")
-SAFETENSORS_INDEX = "model.safetensors.index.json"
 PICKLE_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json")
 
 
@@ -56,36 +56,12 @@ def is_head_bias_key(key: str) -> bool:
     return any(fnmatch.fnmatchcase(key, pattern) for pattern in HEAD_BIAS_PATTERNS)
 
 
-def safetensors_files(folder: Path) -> list[Path]:
-    """The checkpoint's safetensors weight files: those named by the sharded index when
-    there is one, else ``model.safetensors``, else every ``*.safetensors`` in the folder."""
-    index = folder / SAFETENSORS_INDEX
-    if index.is_file():
-        weight_map = json.loads(index.read_text(encoding="utf-8")).get("weight_map", {})
-        return [folder / name for name in sorted(set(weight_map.values()))]
-    single = folder / "model.safetensors"
-    if single.is_file():
-        return [single]
-    return sorted(folder.glob("*.safetensors"))
-
-
 def read_head_biases(folder: Path, num_labels: int = 1) -> list[HeadBias]:
     """Every head bias tensor in the folder's safetensors files (header + those tensors only)."""
-    from safetensors import safe_open
-
-    found = []
-    for path in safetensors_files(folder):
-        with safe_open(str(path), framework="pt") as handle:
-            for key in handle.keys():
-                if not is_head_bias_key(key):
-                    continue
-                tensor = handle.get_tensor(key)
-                found.append(HeadBias(
-                    key=key, file=path.name, shape=list(tensor.shape), dtype=str(tensor.dtype).replace("torch.", ""),
-                    values=[float(v) for v in tensor.detach().float().flatten()[:16]],
-                    is_reward_offset=tensor.numel() == num_labels,
-                ))
-    return found
+    return [HeadBias(key=key, file=file, shape=list(tensor.shape), dtype=str(tensor.dtype).replace("torch.", ""),
+                     values=[float(v) for v in tensor.detach().float().flatten()[:16]],
+                     is_reward_offset=tensor.numel() == num_labels)
+            for key, file, tensor in read_tensors(folder, is_head_bias_key)]
 
 
 def loaded_head_biases(model: Any) -> dict[str, list[float]]:

@@ -7,7 +7,12 @@ Four checks, each a finding:
   checkpoint whose head keys are missing or renamed gets one initialised at random by
   transformers: both fail, naming the architecture or the missing keys;
 * unchanged since init (rmaudit checkpoints): the manifest records the head's statistics at
-  init; a head whose weights still have exactly those statistics was never updated;
+  init; a head whose weights still have exactly those statistics was never updated. The
+  weights are read from the checkpoint's safetensors file in the dtype they were saved in,
+  not from the loaded module, which ``--dtype bfloat16`` rounds (that rounding alone moves
+  the statistics ten times more than a training step). Weights that exist only in bf16 or
+  fp16 get a rounding tolerance, and a change inside it is a warning: an untrained head and
+  a barely trained one cannot be told apart at that precision;
 * untrained by the evidence: the head's weights are tested (Kolmogorov-Smirnov) against the
   usual initialisations - transformers' N(0, 0.02), OpenRLHF's N(0, 1/(d+1)), rmaudit's
   N(0, 1/d) and PyTorch's kaiming-uniform U(-1/sqrt(d), 1/sqrt(d)) - and the accuracy on the
@@ -22,6 +27,7 @@ Four checks, each a finding:
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -29,6 +35,7 @@ from scipy import stats
 
 from rmaudit.findings import Comparison, Finding, Limit, Setting, Status, note
 from rmaudit.modeling.pooling import HEAD_NAMES, reward_head
+from rmaudit.modeling.weight_files import read_tensors, safetensors_files
 from rmaudit.probes.base import Probe, metric, with_reasons
 from rmaudit.results import ProbeResult
 from rmaudit.stats import pair_credit
@@ -38,6 +45,10 @@ TIE = 1e-6
 # float32 reductions differ by ~1e-6 between code paths and CPUs (AVX2 vs AVX512); one AdamW
 # step moves them by far more than 1e-4.
 UNCHANGED = 1e-4
+# Largest relative error of rounding one weight to these dtypes (half an ulp: 8 and 11
+# significand bits); the rounding tolerance below is 6 standard deviations of its effect.
+UNIT_ROUNDOFF = {"bfloat16": 2.0**-8, "float16": 2.0**-11}
+ROUNDING_SIGMAS = 6.0
 
 
 def initialisations(d: int) -> dict[str, tuple[str, tuple[float, ...]]]:
@@ -49,6 +60,40 @@ def initialisations(d: int) -> dict[str, tuple[str, tuple[float, ...]]]:
         "rmaudit N(0, 1/d)": ("norm", (0.0, 1 / math.sqrt(d))),
         "PyTorch kaiming-uniform": ("uniform", (-bound, 2 * bound)),
     }
+
+
+def head_weights(ctx, model) -> tuple[np.ndarray, str, str]:
+    """(weights as float64, their dtype, where they were read): the checkpoint's safetensors
+    tensor for the head when the folder has one of the right size, else the loaded module's."""
+    head = reward_head(model)
+    loaded = head.weight.detach()
+    folder = Path(ctx.checkpoint)
+    if folder.is_dir() and safetensors_files(folder):
+        name = next(n for n in HEAD_NAMES if getattr(model, n, None) is head)
+        key = f"{name}.weight"
+        found = [tensor for _, _, tensor in read_tensors(folder, lambda k: k == key or k.endswith("." + key))
+                 if tensor.numel() == loaded.numel()]
+        if found:
+            return found[0].double().numpy().ravel(), _dtype_name(found[0].dtype), "the checkpoint's safetensors"
+    return loaded.double().cpu().numpy().ravel(), _dtype_name(loaded.dtype), "the loaded model"
+
+
+def _dtype_name(dtype) -> str:
+    return str(dtype).replace("torch.", "")
+
+
+def rounding_tolerance(weights: np.ndarray, dtype: str) -> dict[str, float]:
+    """How far rounding each weight to ``dtype`` can move each summary statistic
+    (ROUNDING_SIGMAS standard deviations, each weight's error uniform within its half ulp);
+    zero for float32 and wider, whose statistics the manifest compares exactly."""
+    u = UNIT_ROUNDOFF.get(dtype, 0.0) / math.sqrt(3)   # sd of one weight's relative error
+    n, w = len(weights), weights
+    centred = w - w.mean()
+    std, norm = float(w.std(ddof=1)), float(np.linalg.norm(w))
+    sd = {"weight_mean": u * math.sqrt(float(np.sum(w**2))) / n,
+          "weight_std": u * math.sqrt(float(np.sum(centred**2 * w**2))) / ((n - 1) * std) if std > 0 else 0.0,
+          "weight_norm": u * math.sqrt(float(np.sum(w**4))) / norm if norm > 0 else 0.0}
+    return {k: ROUNDING_SIGMAS * v for k, v in sd.items()}
 
 
 def best_init_match(weights: np.ndarray) -> tuple[str, float]:
@@ -83,10 +128,10 @@ class HeadIntegrity(Probe):
     )
 
     def run(self, ctx) -> ProbeResult:
-        head = reward_head(ctx.model)
-        weights = head.weight.detach().float().cpu().numpy().ravel()
-        metrics: dict[str, Any] = {"head_features": int(weights.size), "weight_std": metric(float(weights.std()), 6)}
-        findings = self._origin(ctx, metrics) + self._since_init(ctx, weights, metrics)
+        weights, dtype, where = head_weights(ctx, ctx.model)
+        metrics: dict[str, Any] = {"head_features": int(weights.size), "weight_std": metric(float(weights.std()), 6),
+                                   "head_weights_read_from": where, "head_weights_dtype": dtype}
+        findings = self._origin(ctx, metrics) + self._since_init(ctx, weights, dtype, metrics)
         pairs = ctx.labelled_pairs()
         if pairs:
             chosen, rejected = ctx.pair_rewards(pairs)
@@ -112,14 +157,24 @@ class HeadIntegrity(Probe):
         return []
 
     @staticmethod
-    def _since_init(ctx, weights: np.ndarray, metrics: dict[str, Any]) -> list[Finding]:
+    def _since_init(ctx, weights: np.ndarray, dtype: str, metrics: dict[str, Any]) -> list[Finding]:
         at_init = ((ctx.manifest.head if ctx.manifest else {}) or {}).get("at_init") or {}
         if not {"weight_mean", "weight_std", "weight_norm"} <= set(at_init):
             return []
         now = {"weight_mean": float(weights.mean()), "weight_std": float(weights.std(ddof=1)),
                "weight_norm": float(np.linalg.norm(weights))}
-        change = max(abs(now[k] - float(at_init[k])) / (abs(float(at_init[k])) + 1e-12) for k in now)
+        delta = {k: abs(now[k] - float(at_init[k])) for k in now}
+        change = max(delta[k] / (abs(float(at_init[k])) + 1e-12) for k in now)
         metrics["relative_change_since_init"] = metric(change, 8)
+        rounding = rounding_tolerance(weights, dtype)
+        if any(rounding.values()):
+            if all(delta[k] <= rounding[k] + UNCHANGED * abs(float(at_init[k])) for k in now):
+                return [Finding(Status.WARN, f"the head's statistics equal their init values (manifest head.at_init) "
+                                f"within {dtype} rounding, the only precision its weights exist in here: whether "
+                                "training updated the head cannot be told (audit a float32 copy)",
+                                "relative_change_since_init", metric(change, 8))]
+            return [Finding(Status.PASS, f"the head changed since its initialisation (manifest head.at_init) by more "
+                            f"than {dtype} rounding explains", "relative_change_since_init", metric(change, 8))]
         unchanged = change < UNCHANGED
         return [Finding(Status.FAIL if unchanged else Status.PASS,
                         "the head's weights are exactly as initialised (manifest head.at_init): training never updated it"
