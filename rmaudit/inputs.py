@@ -83,6 +83,7 @@ def build_context(checkpoint: Path, options: AuditOptions) -> AuditContext:
         dtype=options.dtype.torch(),
         max_length=_max_length(options, manifest, loaded, notes),
         batch_size=options.batch_size,
+        share_prefixes=options.share_prefixes,
         pooling=options.pooling.value,
         progress=options.progress,
         consumer=options.consumer.value if options.consumer else None,
@@ -152,7 +153,8 @@ def load_gold_context(ctx: AuditContext) -> AuditContext:
     _restore_chat_template(loaded.tokenizer, manifest, {})
     return AuditContext(checkpoint=ctx.gold, model=loaded.model, tokenizer=loaded.tokenizer, manifest=manifest,
                         dtype=ctx.dtype, device=ctx.device, max_length=_gold_max_length(manifest, ctx),
-                        batch_size=ctx.batch_size, pooling=ctx.pooling, progress=ctx.progress, seed=ctx.seed)
+                        batch_size=ctx.batch_size, share_prefixes=ctx.share_prefixes, pooling=ctx.pooling,
+                        progress=ctx.progress, seed=ctx.seed)
 
 
 def _gold_max_length(manifest: Manifest | None, ctx: AuditContext) -> int:

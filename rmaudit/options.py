@@ -106,6 +106,9 @@ class AuditOptions:
                                        "elsewhere) or 'bfloat16'. bf16 rounding can flip pairs with small margins.")
     batch_size: int = _opt(16, "Texts per forward pass when scoring (at most; a batch also holds at most "
                                "16,384 padded tokens, so long texts run in smaller batches).")
+    share_prefixes: bool = _opt(True, "Forward a prefix shared by several texts once (a prompt and its answers, "
+                                      "a response and its edits; rmaudit/prefix_sharing.py): the same rewards up to "
+                                      "rounding, on causal architectures tested for it. Off: every text forwarded whole.")
     device: str = _opt("auto", "Where to score: 'auto' (the first CUDA device when present, else the CPU), 'cpu', "
                                "'cuda' or 'cuda:N'. The model loads straight onto it in the scoring dtype.")
     attn_implementation: str | None = _opt(None, "Attention kernel passed to transformers ('eager', 'sdpa', "

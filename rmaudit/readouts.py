@@ -46,9 +46,10 @@ import numpy as np
 import torch
 
 from rmaudit.data.pairs import Message
-from rmaudit.modeling.pooling import apply_head, pooled_rewards, reward_body
-from rmaudit.scoring import (BATCH_TOKENS, TEMPLATE_SECONDS, autocast_for, length_sorted_batches, pad_batch, render,
-                             template_time_limit, tokenize_rendered)
+from rmaudit.modeling.pooling import apply_head, native_prefixes, reward_body
+from rmaudit.prefix_sharing import last_token_rewards, prefix_sharing_support
+from rmaudit.scoring import (BATCH_TOKENS, TEMPLATE_SECONDS, autocast_for, padding_cap, render, template_time_limit,
+                             tokenize_rendered)
 
 CONSUMERS = ("rmaudit", "transformers", "trl-grpo", "trl-ppo", "openrlhf")
 
@@ -72,7 +73,8 @@ def _batches(items: Sequence[Any], size: int):
 class PrefixRewards:
     """Rewards of plain causal readings keyed by their token ids, shared by every consumer of
     one probe run (and seeded with the audit's own rewards): each distinct prefix is forwarded
-    once, right-padded, the reward read at its last token."""
+    once, the reward read at its last token, and readings that share a prefix share its
+    forward where the architecture allows (``rmaudit/prefix_sharing.py``)."""
 
     def __init__(self) -> None:
         self._known: dict[tuple[int, ...], float] = {}
@@ -88,12 +90,11 @@ class PrefixRewards:
         todo = list(dict.fromkeys(k for k in keys if k not in self._known))
         self.reused += len(keys) - len(todo)
         self.forwarded += len(todo)
+        share, _ = prefix_sharing_support(model)
         with torch.inference_mode(), autocast_for(model, dtype):
-            for batch in length_sorted_batches([len(k) for k in todo], batch_size, BATCH_TOKENS):
-                input_ids, mask = pad_batch([todo[i] for i in batch], 0, "right")  # pads are masked: any id
-                device = _device(model)
-                scores = pooled_rewards(model, input_ids.to(device), mask.to(device)).float().cpu().numpy()
-                self.add([todo[i] for i in batch], scores.tolist())
+            scores, _ = last_token_rewards(model, todo, batch_size=batch_size, batch_tokens=BATCH_TOKENS, share=share,
+                                           max_padding=padding_cap(_device(model)))
+        self.add(todo, scores.tolist())
         return np.array([self._known[k] for k in keys], dtype=np.float64)
 
 
@@ -136,25 +137,6 @@ def _head_at(model: Any, hidden: torch.Tensor, index: torch.Tensor) -> np.ndarra
 
 
 # --- the token ids each consumer reads, as plain readings (None: not one) --------------------
-
-def native_read_prefix(ids: Sequence[int], pad_id: int) -> list[int]:
-    """The prefix transformers' own pooling reads in a right-padded row: up to the last token
-    whose id is not ``config.pad_token_id`` (the first token when every id is the pad id)."""
-    last = max((i for i, t in enumerate(ids) if t != pad_id), default=0)
-    return list(ids[:last + 1])
-
-
-def native_prefixes(model: Any, tokenizer: Any, rows: Sequence[Sequence[int]], padding_side: str) -> list[list[int]] | None:
-    """What the model's own forward reads in a batch of ``rows`` padded on ``padding_side``."""
-    pad = getattr(model.config, "pad_token_id", None)
-    if pad is None:
-        if len(rows) > 1:  # transformers' own refusal (GenericForSequenceClassification)
-            raise ValueError("Cannot handle batch sizes > 1 if no padding token is defined (config.pad_token_id)")
-        return [list(r) for r in rows]
-    if padding_side != "right" or pad != tokenizer.pad_token_id:
-        return None  # default positions count left pads; a pad id the rows are not padded with is read past the end
-    return [native_read_prefix(r, pad) for r in rows]
-
 
 def _rmaudit_prefixes(model, tokenizer, samples, _policy) -> list[list[int]]:
     return tokenize_rendered(tokenizer, [render(tokenizer, s.messages()) for s in samples])[0]

@@ -24,7 +24,8 @@ import numpy as np
 import torch
 
 from rmaudit.errors import RmauditInputError
-from rmaudit.modeling.pooling import pooled_rewards, position_ids_from_mask
+from rmaudit.modeling.pooling import native_prefixes, pooled_rewards, position_ids_from_mask
+from rmaudit.prefix_sharing import SharingStats, last_token_rewards, prefix_sharing_support
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +52,7 @@ class ScoreResult:
     pooling: str
     n_tokens: np.ndarray
     n_truncated: int = 0
+    sharing: SharingStats | None = None  # what shared prefixes saved (None: every text forwarded whole)
 
 
 # A chat template comes from the checkpoint, i.e. from whoever wrote it. transformers renders
@@ -173,18 +175,36 @@ def autocast_for(model: Any, dtype: torch.dtype | None) -> contextlib.AbstractCo
     return torch.autocast(device_type=param.device.type, dtype=dtype)
 
 
-def length_sorted_batches(lengths: Sequence[int], batch_size: int, batch_tokens: int | None = None) -> Iterator[list[int]]:
+def length_sorted_batches(lengths: Sequence[int], batch_size: int, batch_tokens: int | None = None,
+                          max_padding: float | None = None, row_overhead: int = 0) -> Iterator[list[int]]:
     """Indices grouped into batches of similar length (longest first), to minimise padding.
 
     A batch holds at most ``batch_size`` rows and, when ``batch_tokens`` is set, at most that
-    many padded tokens (a text longer than the budget runs alone)."""
-    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
-    start = 0
-    while start < len(order):
-        width = max(1, lengths[order[start]])  # the longest row of the batch: sorted first
-        rows = batch_size if batch_tokens is None else max(1, min(batch_size, batch_tokens // width))
-        yield order[start:start + rows]
-        start += rows
+    many padded tokens, ``row_overhead`` more per row (a text longer than the budget runs
+    alone); with ``max_padding`` it also stops growing before pads would exceed that share of
+    its padded tokens."""
+    batch: list[int] = []
+    real = 0
+    for i in sorted(range(len(lengths)), key=lambda i: -lengths[i]):
+        rows = len(batch) + 1
+        width = max(1, lengths[batch[0]] if batch else lengths[i])  # the longest row of the batch: sorted first
+        full = (rows > batch_size or (batch_tokens is not None and rows * (width + row_overhead) > batch_tokens)
+                or (max_padding is not None and 1 - (real + lengths[i]) / (rows * width) > max_padding))
+        if batch and full:
+            yield batch
+            batch, real = [], 0
+        batch.append(i)
+        real += lengths[i]
+    if batch:
+        yield batch
+
+
+def padding_cap(device: Any) -> float | None:
+    """The padding a batch may carry: on a CPU a batch of a few rows runs almost as fast per
+    token as a wide one (one hh text alone ran at 91% of length-sorted batches of 16,
+    benchmarks/results/scoring.md), so pads are pure waste and kept to a tenth; a GPU needs
+    wide batches and gets the token budget alone."""
+    return None if torch.device(device).type == "cuda" else 0.1
 
 
 def score_texts(
@@ -199,25 +219,52 @@ def score_texts(
     padding_side: str = "right",
     max_length: int | None = None,
     progress: bool | Callable[[int], None] = False,
+    share_prefixes: bool = False,
+    max_padding: float | None = None,
 ) -> ScoreResult:
     """Rewards for already-rendered texts, in input order, streamed :data:`CHUNK_TEXTS` at a time.
 
-    ``progress``: True shows a bar; a callable is called with the number of texts after each batch."""
+    ``progress``: True shows a bar; a callable is called with the number of texts after each batch.
+    ``share_prefixes``: texts of a chunk that share a prefix forward it once
+    (``rmaudit/prefix_sharing.py``): the same rewards up to rounding, where the architecture
+    allows it and the pooling reads a plain prefix of the ids; ``padding_side`` is then moot.
+    ``max_padding``: the share of a batch's tokens that may be pads (:func:`padding_cap`)."""
     pooling = resolve_pooling(model, pooling)
+    share = share_prefixes and prefix_sharing_support(model)[0]
     rewards = np.zeros(len(texts), dtype=np.float64)
     lengths = np.zeros(len(texts), dtype=np.int64)
     truncated = 0
+    sharing = SharingStats() if share else None
     with torch.inference_mode(), autocast_for(model, dtype), _progress(progress, len(texts)) as advance:
         for start in range(0, len(texts), CHUNK_TEXTS):
             ids, n_truncated = tokenize_rendered(tokenizer, texts[start:start + CHUNK_TEXTS], max_length)
             truncated += n_truncated
             chunk_lengths = [len(r) for r in ids]
             lengths[start:start + len(ids)] = chunk_lengths
-            for batch in length_sorted_batches(chunk_lengths, batch_size, batch_tokens):
+            if sharing is not None:
+                readings = plain_readings(model, tokenizer, ids, pooling)
+                if readings is not None:
+                    chunk, stats = last_token_rewards(model, readings, batch_size=batch_size, advance=advance,
+                                                      batch_tokens=batch_tokens or BATCH_TOKENS, max_padding=max_padding)
+                    rewards[start:start + len(ids)] = chunk
+                    sharing.add(stats)
+                    continue
+                sharing.unshared_reason = ("native pooling with config.pad_token_id unlike the tokenizer's pad id: "
+                                           "the read position depends on the batch")
+            for batch in length_sorted_batches(chunk_lengths, batch_size, batch_tokens, max_padding):
                 input_ids, mask = pad_batch([ids[i] for i in batch], tokenizer.pad_token_id, padding_side)
                 rewards[[start + i for i in batch]] = forward_rewards(model, input_ids, mask, pooling).double().numpy()
                 advance(len(batch))
-    return ScoreResult(rewards=rewards, pooling=pooling, n_tokens=lengths, n_truncated=truncated)
+    return ScoreResult(rewards=rewards, pooling=pooling, n_tokens=lengths, n_truncated=truncated, sharing=sharing)
+
+
+def plain_readings(model: Any, tokenizer: Any, ids: Sequence[Sequence[int]], pooling: str) -> list[list[int]] | None:
+    """The ids each text's reward is read from, ending at the read token: all of them under
+    mask pooling; up to the last non-pad id under native pooling when the config's pad id is
+    the one the scorer pads with (otherwise the read position depends on the batch: None)."""
+    if pooling == "mask":
+        return [list(r) for r in ids]
+    return native_prefixes(model, tokenizer, ids, "right")
 
 
 def score(

@@ -108,7 +108,9 @@ def test_each_distinct_text_is_scored_once_per_audit(tiny_checkpoint, tmp_path):
     and both read the reward std of the reference set): every text must reach the model once."""
     battery = load_pairs(CANONICAL_FILE)
     eval_file = write_pairs_jsonl(battery[:26] + topic_pairs(TOPICS[:10]), tmp_path / "eval.jsonl")
-    options = AuditOptions(probes="canonical_pairs,accuracy", data=eval_file, batch_size=8)
+    # Whole texts reach the body only without prefix sharing (tests/test_prefix_sharing.py shows
+    # the shared rewards equal these); the subject here is the cache.
+    options = AuditOptions(probes="canonical_pairs,accuracy", data=eval_file, batch_size=8, share_prefixes=False)
     ctx = build_context(tiny_checkpoint, options)
     seen: list[tuple[int, ...]] = []
 
@@ -200,7 +202,7 @@ def test_the_scoring_plan_scores_every_planned_text_once_before_any_probe_runs(t
 
     eval_file = write_pairs_jsonl(topic_pairs(TOPICS), tmp_path / "eval.jsonl")
     options = AuditOptions(probes="length_bias,accuracy,style_interventions", data=eval_file, batch_size=8,
-                           settings={"style_interventions": {"min_responses": 2}})
+                           settings={"style_interventions": {"min_responses": 2}}, share_prefixes=False)
     ctx = build_context(tiny_checkpoint, options)
     rows: list[tuple[int, ...]] = []
     batches: list[int] = []

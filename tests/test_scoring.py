@@ -183,8 +183,8 @@ def test_context_cache_scores_each_text_once_across_chunks(monkeypatch):
 
     model, tokenizer = tiny_rm()
     calls: list[int] = []
-    real = scoring.forward_rewards
-    monkeypatch.setattr(scoring, "forward_rewards", lambda m, ids, *a: calls.append(len(ids)) or real(m, ids, *a))
+    real = scoring.score_texts
+    monkeypatch.setattr(scoring, "score_texts", lambda m, t, texts, **k: calls.append(len(texts)) or real(m, t, texts, **k))
     monkeypatch.setattr(scoring, "CHUNK_TEXTS", 4)
     pairs = [PreferencePair([{"role": "user", "content": f"q{i % 3}"}], f"yes {i}", f"no {i % 2}") for i in range(9)]
     ctx = AuditContext(checkpoint=REPO_ROOT, model=model, tokenizer=tokenizer, pooling="mask")

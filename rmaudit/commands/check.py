@@ -41,6 +41,8 @@ def check_command(
     device: str = typer.Option(DEFAULT["device"], "--device", help=HELP["device"]),
     attn_implementation: Optional[str] = typer.Option(None, "--attn-implementation", help=HELP["attn_implementation"]),
     threads: Optional[int] = typer.Option(None, "--threads", help=HELP["threads"]),
+    share_prefixes: bool = typer.Option(DEFAULT["share_prefixes"], "--share-prefixes/--no-share-prefixes",
+                                        help=HELP["share_prefixes"]),
     pooling: Pooling = typer.Option(DEFAULT["pooling"], "--pooling", help=HELP["pooling"]),
     gguf_file: Optional[str] = typer.Option(None, "--gguf-file", help=HELP["gguf_file"]),
     out: Optional[Path] = typer.Option(None, "--out", help="Report folder. Default: reports/<checkpoint>/<timestamp>/."),
@@ -85,7 +87,7 @@ def check_command(
         allow_hub=allow_hub, progress=progress, seed=seed, consumer=consumer or (Consumer(gate.consumer) if gate.consumer else None),
         require=require or gate.require or (), allow_pickle=allow_pickle, trust_remote_code=trust_remote_code,
         allow_fresh_head=allow_fresh_head, skip_bad_rows=skip_bad_rows, device=device,
-        attn_implementation=attn_implementation, threads=threads, training_log=training_log,
+        attn_implementation=attn_implementation, threads=threads, share_prefixes=share_prefixes, training_log=training_log,
         annotator_field=annotator_field, rollouts_file=rollouts_file, rollouts=rollouts,
         rollout_prompts=rollout_prompts, max_new_tokens=max_new_tokens, gold=gold, fdr=fdr,
     ).validated()

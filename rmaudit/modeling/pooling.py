@@ -7,6 +7,8 @@ pad position. The index below is correct for right padding, left padding and any
 
 from __future__ import annotations
 
+from typing import Any, Sequence
+
 import torch
 from torch import nn
 
@@ -70,3 +72,22 @@ def apply_head(model: nn.Module, hidden: torch.Tensor) -> torch.Tensor:
 def pooled_rewards(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
     """(N,) float32 rewards with mask pooling: the head applied at each row's last real token."""
     return apply_head(model, pooled_hidden(model, input_ids, attention_mask))
+
+
+def native_read_prefix(ids: Sequence[int], pad_id: int) -> list[int]:
+    """The prefix transformers' own pooling reads in a right-padded row: up to the last token
+    whose id is not ``config.pad_token_id`` (the first token when every id is the pad id)."""
+    last = max((i for i, t in enumerate(ids) if t != pad_id), default=0)
+    return list(ids[:last + 1])
+
+
+def native_prefixes(model: Any, tokenizer: Any, rows: Sequence[Sequence[int]], padding_side: str) -> list[list[int]] | None:
+    """What the model's own forward reads in a batch of ``rows`` padded on ``padding_side``."""
+    pad = getattr(model.config, "pad_token_id", None)
+    if pad is None:
+        if len(rows) > 1:  # transformers' own refusal (GenericForSequenceClassification)
+            raise ValueError("Cannot handle batch sizes > 1 if no padding token is defined (config.pad_token_id)")
+        return [list(r) for r in rows]
+    if padding_side != "right" or pad != tokenizer.pad_token_id:
+        return None  # default positions count left pads; a pad id the rows are not padded with is read past the end
+    return [native_read_prefix(r, pad) for r in rows]

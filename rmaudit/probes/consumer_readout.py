@@ -29,7 +29,8 @@ from scipy import stats
 
 from rmaudit.findings import Comparison, Finding, Limit, Setting, Status, note
 from rmaudit.probes.base import Probe, ProbeSkipped, clip_evidence, metric, with_reasons
-from rmaudit.readouts import CONSUMERS, PrefixRewards, Sample, native_prefixes, read_rewards
+from rmaudit.modeling.pooling import native_prefixes
+from rmaudit.readouts import CONSUMERS, PrefixRewards, Sample, read_rewards
 from rmaudit.results import ProbeResult
 from rmaudit.scoring import render, resolve_pooling, tokenize_rendered
 from rmaudit.stats import pair_credit

@@ -60,6 +60,7 @@ class AuditContext:
     dtype: Any = None                      # torch dtype used for scoring
     max_length: int | None = None
     batch_size: int = 16
+    share_prefixes: bool = True            # --share-prefixes: texts sharing a prefix forward it once
     pooling: str = "auto"
     progress: bool = False
     consumer: str | None = None            # --consumer: the RL trainer that will read the reward
@@ -73,6 +74,7 @@ class AuditContext:
     _labelled_texts: "RenderedPairs | None" = field(default=None, repr=False)
     # id(pair) -> (pair, its content fingerprint, chosen reward, rejected reward): see pair_rewards
     _pair_memo: dict[int, tuple] = field(default_factory=dict, repr=False)
+    _sharing: Any = field(default=None, repr=False)  # SharingStats of every scoring call so far
 
     def require(self, *names: str) -> None:
         """Raise ProbeSkipped naming every missing input, e.g. ``require("eval_pairs", "model")``."""
@@ -100,7 +102,7 @@ class AuditContext:
 
     def score_texts(self, texts: Sequence[str]) -> np.ndarray:
         """Rewards for already-rendered texts; each distinct text is scored once per audit."""
-        from rmaudit.scoring import score_texts
+        from rmaudit.scoring import padding_cap, score_texts
 
         keys = text_keys(texts, salt=self.pooling.encode())
         todo = self._cache.missing(keys)  # the first text of each key not scored yet
@@ -110,8 +112,10 @@ class AuditContext:
                 result = score_texts(
                     self.model, self.tokenizer, [texts[i] for i in todo], batch_size=self.batch_size,
                     dtype=self.dtype, pooling=self.pooling, max_length=self.max_length, progress=advance,
+                    share_prefixes=self.share_prefixes, max_padding=padding_cap(self.device),
                 )
                 self.notes["pooling"] = result.pooling
+                self._note_sharing(result.sharing)
                 self._cache.update(keys[todo], result.rewards)
         return self._cache.get(keys)
 
@@ -233,6 +237,22 @@ class AuditContext:
     def add_scores(self, keys: np.ndarray, rewards: np.ndarray) -> None:
         """Rewards scored elsewhere (another process of the same audit) under the same keys."""
         self._cache.update(keys, rewards)
+
+    def _note_sharing(self, sharing: Any) -> None:
+        """Add one scoring call's prefix sharing to the report context (``prefix_sharing``)."""
+        from rmaudit.prefix_sharing import SharingStats, prefix_sharing_support
+
+        if not self.share_prefixes:
+            self.notes["prefix_sharing"] = {"enabled": False, "why": "--no-share-prefixes"}
+            return
+        if sharing is None:
+            self.notes["prefix_sharing"] = {"enabled": False, "why": prefix_sharing_support(self.model)[1]}
+            return
+        if self._sharing is None:
+            self._sharing = SharingStats()
+        self._sharing.add(sharing)
+        self.notes["prefix_sharing"] = {"enabled": True, "why": prefix_sharing_support(self.model)[1],
+                                        **self._sharing.as_dict()}
 
     @property
     def n_scored(self) -> int:

@@ -1,0 +1,230 @@
+"""Rewards read at the last token of many token sequences, each shared prefix forwarded once.
+
+A causal decoder's hidden state at position t depends on tokens 0..t only. The texts of an
+audit share long prefixes: the chosen and rejected answers to one prompt, a response and its
+style edits, one conversation as several consumers tokenise it. Their keys and values over
+the shared tokens are the same in every layer, so the prefix is forwarded once, its key/value
+cache copied to each member, and only each member's own tokens are run against it. The
+reward is the same as a plain forward up to floating-point summation order (tested against
+the plain forward per architecture in tests/test_prefix_sharing.py, and on the audited model
+itself by ``inference_invariance``'s ``prefix_sharing`` axis). It is the exact "prefix
+sharing" of preference tuning (Wang & Hegde 2024, arXiv:2410.20305), done with the model's
+own key/value cache instead of a block-sparse mask so every cache-capable architecture runs
+it unchanged.
+
+On held-out hh-rlhf the prompt is about three quarters of each text, so a chosen/rejected
+pair costs a prompt and two answers instead of two prompts and two answers.
+
+Only causal decoders whose cache behaves as a plain forward are eligible
+(:func:`prefix_sharing_support`): an encoder attends both ways, a sliding window forgets the
+prefix, and an architecture outside :data:`TESTED_MODEL_TYPES` has not been shown equal.
+Everything else, and every sequence that shares no prefix worth a cache, takes the plain
+path: right-padded, length-sorted, token-budgeted batches.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+
+from rmaudit.modeling.pooling import apply_head, pooled_rewards, position_ids_from_mask, reward_body
+
+# Architectures whose prefix-shared rewards were compared with their plain forward (tests).
+TESTED_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3", "gemma", "phi3", "olmo2", "gpt_neox", "smollm3")
+# A prefix shorter than this is not worth a cache: the copy costs more than the tokens saved.
+MIN_SHARED_TOKENS = 16
+# Bytes the copied key/value cache of one batch may take (it is copied once per member).
+CACHE_BYTES = {"cpu": 256 * 2**20, "cuda": 2 * 2**30}
+
+
+@dataclass
+class PrefixGroup:
+    """Sequences (by index) whose first ``shared`` tokens are equal; each has at least one
+    token after them, so its reading position lies in its own part."""
+
+    members: list[int]
+    shared: int
+
+
+@dataclass
+class SharingStats:
+    """What one call shared: the report context says it (``scoring_plan.prefix_sharing``)."""
+
+    sequences: int = 0
+    grouped: int = 0
+    tokens: int = 0
+    tokens_forwarded: int = 0
+    unshared_reason: str | None = None  # why some texts could not share (the read position depends on the batch)
+
+    def add(self, other: "SharingStats") -> None:
+        for name in ("sequences", "grouped", "tokens", "tokens_forwarded"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.unshared_reason = other.unshared_reason or self.unshared_reason
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"sequences": self.sequences, "in_shared_groups": self.grouped, "tokens": self.tokens,
+                "tokens_forwarded": self.tokens_forwarded,
+                "share_of_tokens_forwarded": round(self.tokens_forwarded / self.tokens, 4) if self.tokens else None,
+                **({"unshared_reason": self.unshared_reason} if self.unshared_reason else {})}
+
+
+def prefix_sharing_support(model: Any) -> tuple[bool, str]:
+    """(whether ``model``'s rewards may be read with shared prefixes, why)."""
+    config = model.config
+    model_type = getattr(config, "model_type", "?")
+    if getattr(config, "is_encoder_decoder", False):
+        return False, f"{model_type} is an encoder-decoder"
+    if model_type not in TESTED_MODEL_TYPES:
+        return False, f"{model_type} is not among the architectures tested for it ({', '.join(TESTED_MODEL_TYPES)})"
+    if getattr(config, "sliding_window", None) and getattr(config, "use_sliding_window", True):
+        return False, f"{model_type} attends through a sliding window (a cached prefix may fall outside it)"
+    return True, f"{model_type}: causal decoder with a key/value cache"
+
+
+def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    n = min(len(a), len(b))
+    for i in range(n):
+        if a[i] != b[i]:
+            return i
+    return n
+
+
+def prefix_groups(sequences: Sequence[Sequence[int]], min_shared: int = MIN_SHARED_TOKENS,
+                  longest_run: int = 256) -> tuple[list[PrefixGroup], list[int]]:
+    """(groups sharing at least ``min_shared`` tokens, indices of sequences sharing with none).
+
+    Sorted, any sequences with a common prefix sit together, so groups are runs of the sorted
+    order. The runs are chosen to save the most tokens, sum of (members - 1) x shared, by
+    dynamic programming over at most ``longest_run`` members a run: a long shared prompt is
+    not given up for a short shared system prompt, nor for one short text that ends early."""
+    order = sorted(range(len(sequences)), key=lambda i: list(sequences[i]))
+    n = len(order)
+    lcp = [0] + [common_prefix(sequences[order[k - 1]], sequences[order[k]]) for k in range(1, n)]
+    best = [0] * (n + 1)   # best[j]: tokens saved by the first j sorted sequences
+    start = list(range(n + 1))  # start[j]: where the run ending at sequence j - 1 begins
+    for j in range(1, n + 1):
+        best[j], start[j] = best[j - 1], j - 1  # sequence j - 1 alone
+        shared = len(sequences[order[j - 1]]) - 1  # every member keeps one token of its own
+        for i in range(j - 2, max(-1, j - 1 - longest_run), -1):
+            shared = min(shared, lcp[i + 1], len(sequences[order[i]]) - 1)
+            if shared < min_shared:
+                break
+            if best[i] + (j - 1 - i) * shared > best[j]:
+                best[j], start[j] = best[i] + (j - 1 - i) * shared, i
+    groups: list[PrefixGroup] = []
+    alone: list[int] = []
+    j = n
+    while j > 0:
+        i = start[j]
+        members = [order[k] for k in range(i, j)]
+        if len(members) == 1:
+            alone.append(members[0])
+        else:
+            shared = min([len(sequences[m]) - 1 for m in members] + lcp[i + 1:j])
+            groups.append(PrefixGroup(members, shared))
+        j = i
+    return groups[::-1], alone[::-1]
+
+
+def last_token_rewards(model: Any, sequences: Sequence[Sequence[int]], *, batch_size: int, batch_tokens: int,
+                       share: bool = True, max_padding: float | None = None,
+                       advance: Callable[[int], None] = lambda n: None) -> tuple[np.ndarray, SharingStats]:
+    """(N,) float64 rewards, the head applied at the last token of each sequence, and what
+    was shared; batches carry at most ``max_padding`` pads. Run under the caller's
+    ``inference_mode`` and autocast."""
+    rewards = np.zeros(len(sequences), dtype=np.float64)
+    stats = SharingStats(sequences=len(sequences), tokens=sum(len(s) for s in sequences))
+    groups, alone = prefix_groups(sequences) if share else ([], list(range(len(sequences))))
+    from rmaudit.scoring import length_sorted_batches, pad_batch  # scoring imports this module
+
+    cap = max_padding
+    cache_positions = _cache_positions(model)
+    for rows in length_sorted_batches([g.shared for g in groups], batch_size, batch_tokens, cap):
+        batch = [groups[k] for k in rows]
+        cache, prefix_mask = _prefix_cache(model, [sequences[g.members[0]][:g.shared] for g in batch])
+        members = [(k, i) for k, g in enumerate(batch) for i in g.members]
+        tails = [len(sequences[i]) - batch[k].shared for k, i in members]
+        # a member's copied cache holds the longest prefix of the batch and its own tokens
+        budget, widest = min(batch_tokens, cache_positions), max(g.shared for g in batch)
+        for part_rows in length_sorted_batches(tails, len(members), budget, cap, row_overhead=widest):
+            part = [members[r] for r in part_rows]
+            rewards[[i for _, i in part]] = _tail_rewards(model, cache, prefix_mask, batch, part, sequences)
+            advance(len(part))
+        stats.grouped += len(members)
+        stats.tokens_forwarded += sum(g.shared + sum(len(sequences[i]) - g.shared for i in g.members) for g in batch)
+    for batch_rows in length_sorted_batches([len(sequences[i]) for i in alone], batch_size, batch_tokens, cap):
+        rows = [alone[i] for i in batch_rows]
+        input_ids, mask = pad_batch([sequences[i] for i in rows], 0, "right")  # pads are masked: any id
+        device = _device(model)
+        rewards[rows] = pooled_rewards(model, input_ids.to(device), mask.to(device)).double().cpu().numpy()
+        stats.tokens_forwarded += sum(len(sequences[i]) for i in rows)
+        advance(len(rows))
+    return rewards, stats
+
+
+def _prefix_cache(model: Any, prefixes: Sequence[Sequence[int]]) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], torch.Tensor]:
+    """(per-layer keys and values, mask) of the prefixes forwarded left-padded in one batch:
+    left padding puts every prefix's end at the last column, so any narrower slice of the
+    columns still holds each shorter prefix whole."""
+    device = _device(model)
+    width = max(len(p) for p in prefixes)
+    ids = torch.tensor([[0] * (width - len(p)) + list(p) for p in prefixes], device=device)
+    mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prefixes], device=device)
+    out = reward_body(model)(input_ids=ids, attention_mask=mask, position_ids=position_ids_from_mask(mask), use_cache=True)
+    cache = out.cache if getattr(out, "cache", None) is not None else out.past_key_values
+    if hasattr(cache, "layers"):  # transformers 5.x
+        return [(layer.keys, layer.values) for layer in cache.layers], mask
+    return list(zip(cache.key_cache, cache.value_cache)), mask  # transformers 4.x
+
+
+def _tail_rewards(model: Any, cache: list[tuple[torch.Tensor, torch.Tensor]], prefix_mask: torch.Tensor,
+                  groups: Sequence[PrefixGroup], part: Sequence[tuple[int, int]], sequences: Sequence[Sequence[int]]) -> np.ndarray:
+    """Rewards of ``part`` ((group index, sequence index) pairs): each member's own tokens,
+    right-padded, run against a copy of its group's cached prefix."""
+    from transformers import DynamicCache
+
+    device = _device(model)
+    owner = torch.tensor([k for k, _ in part], device=device)
+    shared = torch.tensor([groups[k].shared for k, _ in part], device=device)
+    cut = prefix_mask.size(1) - int(shared.max())  # left-padded: the columns before it are pads for every member
+    copy = DynamicCache()
+    for layer, (keys, values) in enumerate(cache):
+        copy.update(keys[owner, :, cut:], values[owner, :, cut:], layer)
+    tails = [list(sequences[i][groups[k].shared:]) for k, i in part]
+    width = max(len(t) for t in tails)
+    ids = torch.tensor([t + [0] * (width - len(t)) for t in tails], device=device)
+    mask = torch.tensor([[1] * len(t) + [0] * (width - len(t)) for t in tails], device=device)
+    body = reward_body(model)
+    out = body(input_ids=ids, attention_mask=torch.cat([prefix_mask[owner, cut:], mask], dim=1),
+               position_ids=shared[:, None] + torch.arange(width, device=device)[None, :], use_cache=True,
+               **{_cache_argument(body): copy})
+    last = torch.tensor([len(t) - 1 for t in tails], device=device)
+    hidden = out.last_hidden_state[torch.arange(len(tails), device=device), last]
+    return apply_head(model, hidden).double().cpu().numpy()
+
+
+def _cache_argument(body: Any) -> str:
+    """transformers 5.x names a body's cache argument ``cache``; 4.x ``past_key_values``."""
+    return "cache" if "cache" in inspect.signature(body.forward).parameters else "past_key_values"
+
+
+def _cache_bytes_per_position(model: Any) -> int:
+    config = model.config
+    heads = getattr(config, "num_attention_heads", 1)
+    kv_heads = getattr(config, "num_key_value_heads", None) or heads
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
+    return 2 * config.num_hidden_layers * kv_heads * head_dim * next(model.parameters()).element_size()
+
+
+def _cache_positions(model: Any) -> int:
+    """Key/value positions (rows x width) one batch's copied cache may hold."""
+    device = _device(model).type
+    return max(1024, CACHE_BYTES.get(device, CACHE_BYTES["cpu"]) // _cache_bytes_per_position(model))
+
+
+def _device(model: Any) -> torch.device:
+    return next(model.parameters()).device

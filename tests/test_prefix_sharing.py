@@ -1,0 +1,141 @@
+"""Prefix sharing gives the plain forward's rewards: for every architecture it is enabled for,
+under mask and native pooling, with groups split to fit the cache budget, and only where it
+is exact (not for encoders, sliding windows or a config pad id the scorer does not pad with)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from rmaudit import prefix_sharing
+from rmaudit.prefix_sharing import (TESTED_MODEL_TYPES, last_token_rewards, prefix_groups, prefix_sharing_support)
+from rmaudit.scoring import render, score_texts, tokenize_rendered
+from tiny_models import tiny_rm, tiny_tokenizer
+
+PROMPTS = [
+    "How do I keep basil alive on a windowsill through the winter months?",
+    "Explain what a reward model is to a new engineer on the team, briefly.",
+    "Write two sentences about the history of the bicycle.",
+]
+ANSWERS = ["Water it when the soil is dry.", "Give it light.", "Water it when the soil is dry, and give it light!",
+           "Short.", "A much longer answer that goes on for a while about the subject at hand, with detail."]
+
+
+def conversations() -> list[list[dict]]:
+    """Each prompt with several answers (shared prefixes), one multi-turn conversation that
+    extends another (a text that is a prefix of a longer one), and a duplicate."""
+    convs = [[{"role": "user", "content": p}, {"role": "assistant", "content": a}] for p in PROMPTS for a in ANSWERS]
+    convs.append([*convs[0], {"role": "user", "content": "And in summer?"}, {"role": "assistant", "content": "Shade."}])
+    convs.append(list(convs[1]))
+    return convs
+
+
+def tiny_model(model_type: str, tokenizer, seed: int = 0):
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    config = AutoConfig.for_model(
+        model_type, vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, head_dim=8, max_position_embeddings=512, num_labels=1,
+        pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
+    if hasattr(config, "sliding_window"):
+        config.sliding_window = None
+    torch.manual_seed(seed)
+    model = AutoModelForSequenceClassification.from_config(config).eval()
+    with torch.no_grad():
+        model.score.weight.normal_(0.0, 1.0)
+    return model
+
+
+def texts_of(tokenizer) -> list[str]:
+    return [render(tokenizer, c) for c in conversations()]
+
+
+@pytest.mark.parametrize("model_type", TESTED_MODEL_TYPES)
+def test_shared_prefixes_give_the_plain_rewards_for_every_enabled_architecture(model_type):
+    tokenizer = tiny_tokenizer()
+    model = tiny_model(model_type, tokenizer)
+    assert prefix_sharing_support(model)[0]
+    ids, _ = tokenize_rendered(tokenizer, texts_of(tokenizer))
+    with torch.inference_mode():
+        shared, stats = last_token_rewards(model, ids, batch_size=16, batch_tokens=16384, share=True)
+        plain, _ = last_token_rewards(model, ids, batch_size=16, batch_tokens=16384, share=False)
+    assert stats.grouped == len(ids) and stats.tokens_forwarded < 0.7 * stats.tokens
+    np.testing.assert_allclose(shared, plain, atol=1e-5 * max(1.0, float(np.abs(plain).max())))
+    assert np.std(plain) > 0.01  # the rewards differ, so equal rewards are not a constant
+
+
+@pytest.mark.parametrize("pooling", ["mask", "native"])
+def test_score_texts_with_shared_prefixes_matches_the_models_own_forward_alone(pooling):
+    """Each text alone through the model's own forward (native) or the body at its last token
+    (mask) is the reference; the shared scorer must give it for every text."""
+    model, tokenizer = tiny_rm(seed=3)
+    texts = texts_of(tokenizer)
+    result = score_texts(model, tokenizer, texts, pooling=pooling, share_prefixes=True, batch_size=4)
+    alone = score_texts(model, tokenizer, texts, pooling=pooling, batch_size=1).rewards
+    np.testing.assert_allclose(result.rewards, alone, atol=1e-5)
+    assert result.sharing is not None and result.sharing.grouped == len(texts)
+    if pooling == "native":  # the model's forward itself, one text at a time
+        with torch.inference_mode():
+            own = [float(model(**tokenizer(t, return_tensors="pt", add_special_tokens=False)).logits[0, 0]) for t in texts]
+        np.testing.assert_allclose(result.rewards, own, atol=1e-5)
+
+
+def test_groups_too_big_for_the_cache_budget_are_split_and_stay_exact(monkeypatch):
+    model, tokenizer = tiny_rm(seed=1)
+    texts = [render(tokenizer, [{"role": "user", "content": PROMPTS[0] * 3},
+                                {"role": "assistant", "content": f"answer number {i} " * (1 + i % 4)}]) for i in range(40)]
+    ids, _ = tokenize_rendered(tokenizer, texts)
+    monkeypatch.setitem(prefix_sharing.CACHE_BYTES, "cpu", 1)  # the 1,024-position floor: a few rows per batch
+    calls = []
+    original = prefix_sharing._tail_rewards
+    monkeypatch.setattr(prefix_sharing, "_tail_rewards",
+                        lambda m, cache, mask, groups, part, seqs: calls.append((groups, part)) or original(m, cache, mask, groups, part, seqs))
+    with torch.inference_mode():
+        shared, stats = last_token_rewards(model, ids, batch_size=16, batch_tokens=16384)
+        plain, _ = last_token_rewards(model, ids, batch_size=16, batch_tokens=16384, share=False)
+    assert len(calls) > 3 and stats.grouped == 40
+    for groups, part in calls:  # each part's copied cache (prefix + own tokens, padded) fits the budget
+        prefix = max(groups[k].shared for k, _ in part)
+        width = max(len(ids[i]) - groups[k].shared for k, i in part)
+        assert len(part) == 1 or len(part) * (prefix + width) <= 1024
+    np.testing.assert_allclose(shared, plain, atol=1e-5)
+
+
+def test_prefix_groups_keep_a_token_of_their_own_and_prefer_long_prefixes():
+    system = list(range(100, 120))  # 20 tokens every sequence starts with
+    a, b = system + list(range(500, 560)), system + list(range(600, 660))  # two prompts of 60 more tokens
+    seqs = [a + [1, 2], a + [3], b + [4, 5, 6], b + [7], a + [1, 2], a[:30], list(range(900, 905))]
+    groups, alone = prefix_groups(seqs, min_shared=16)
+    by_members = {tuple(sorted(g.members)): g.shared for g in groups}
+    assert by_members[(0, 1, 4)] == 80      # prompt a (and the duplicate), not the 20-token system prompt
+    assert by_members[(2, 3)] == 80
+    assert sorted(alone) == [5, 6]          # a[:30] shares only 30 of a's 80 tokens (under half); the last shares none
+    for g in groups:
+        assert all(len(seqs[i]) - g.shared >= 1 for i in g.members)
+        assert all(seqs[i][:g.shared] == seqs[g.members[0]][:g.shared] for i in g.members)
+
+
+def test_no_sharing_where_it_would_not_be_exact():
+    from transformers import BertConfig, BertForSequenceClassification, MistralConfig, MistralForSequenceClassification
+
+    encoder = BertForSequenceClassification(BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=1,
+                                                       num_attention_heads=4, intermediate_size=64, num_labels=1))
+    assert not prefix_sharing_support(encoder)[0]
+    windowed = MistralForSequenceClassification(MistralConfig(vocab_size=100, hidden_size=32, intermediate_size=64,
+                                                              num_hidden_layers=1, num_attention_heads=4,
+                                                              num_key_value_heads=2, sliding_window=64, num_labels=1))
+    supported, why = prefix_sharing_support(windowed)
+    assert not supported and "sliding window" in why
+
+
+def test_native_pooling_with_a_foreign_pad_id_is_scored_plainly_and_says_why():
+    """config.pad_token_id differs from the tokenizer's pad: the model reads a pad position
+    whose place depends on the batch, so only the plain batched forward reproduces it."""
+    tokenizer = tiny_tokenizer()
+    model, _ = tiny_rm(tokenizer, pad_token_id=tokenizer.convert_tokens_to_ids("<|endoftext|>"), seed=2)
+    texts = texts_of(tokenizer)
+    shared = score_texts(model, tokenizer, texts, pooling="native", share_prefixes=True)
+    plain = score_texts(model, tokenizer, texts, pooling="native")
+    np.testing.assert_array_equal(shared.rewards, plain.rewards)
+    assert shared.sharing.grouped == 0 and "pad" in shared.sharing.unshared_reason
