@@ -20,7 +20,7 @@ import numpy as np
 from rmaudit.data.pairs import PreferencePair
 from rmaudit.errors import RmauditInputError, input_error
 from rmaudit.modeling.manifest import Manifest
-from rmaudit.options import AuditOptions
+from rmaudit.options import AuditOptions, Dtype
 from rmaudit.probes.context import AuditContext
 
 
@@ -90,6 +90,7 @@ def build_context(checkpoint: Path, options: AuditOptions) -> AuditContext:
         head_origin=loaded.head_origin,
         notes=notes,
         record=record,
+        float32_loader=lambda: _load_checkpoint(checkpoint, dataclasses.replace(options, dtype=Dtype.FLOAT32)).model,
     )
 
 

@@ -101,9 +101,11 @@ class AuditOptions:
                                              "probe); PandaLM's annotator1..3 are recognised without it.")
     pairs: Path | None = _opt(None, "Extra canonical pairs (prompt, chosen, rejected, category, required_margin).")
     max_pairs: int = _opt(500, "Score at most this many held-out pairs, sampled deterministically with --seed.")
-    dtype: Dtype = _opt(Dtype.FLOAT32, "Scoring dtype: 'float32' (exact: the gate's default), 'auto' (bfloat16 where "
-                                       "the hardware runs it natively: CUDA, CPUs with AMX or AVX512-BF16; float32 "
-                                       "elsewhere) or 'bfloat16'. bf16 rounding can flip pairs with small margins.")
+    dtype: Dtype = _opt(Dtype.AUTO, "Scoring dtype: 'auto' (bfloat16 weights where the hardware runs bf16 natively: "
+                                    "CUDA, CPUs with AMX or AVX512-BF16; float32 elsewhere), 'float32' (exact) or "
+                                    "'bfloat16'. bf16 rounding can flip pairs with small margins: the padding and "
+                                    "invariance comparisons run in float32 whatever it is, and accuracy reports how "
+                                    "many verdicts of a float32 sample bf16 flips.")
     batch_size: int = _opt(16, "Texts per forward pass when scoring (at most; a batch also holds at most "
                                "16,384 padded tokens, so long texts run in smaller batches).")
     share_prefixes: bool = _opt(True, "Forward a prefix shared by several texts once (a prompt and its answers, "

@@ -17,7 +17,8 @@ pair costs a prompt and two answers instead of two prompts and two answers.
 
 Only causal decoders whose cache behaves as a plain forward are eligible
 (:func:`prefix_sharing_support`): an encoder attends both ways, a sliding window forgets the
-prefix, and an architecture outside :data:`TESTED_MODEL_TYPES` has not been shown equal.
+prefix, a length-dependent rotary scaling encodes a prefix forwarded alone differently, and
+an architecture outside :data:`TESTED_MODEL_TYPES` has not been shown equal.
 Everything else, and every sequence that shares no prefix worth a cache, takes the plain
 path: right-padded, length-sorted, token-budgeted batches.
 """
@@ -35,6 +36,8 @@ from rmaudit.modeling.pooling import apply_head, pooled_rewards, position_ids_fr
 
 # Architectures whose prefix-shared rewards were compared with their plain forward (tests).
 TESTED_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3", "gemma", "phi3", "olmo2", "gpt_neox", "smollm3")
+# Rotary scalings whose frequencies depend on the length of the sequence being forwarded.
+LENGTH_DEPENDENT_ROPE = ("dynamic", "longrope")
 # A prefix shorter than this is not worth a cache: the copy costs more than the tokens saved.
 MIN_SHARED_TOKENS = 16
 # Bytes the copied key/value cache of one batch may take (it is copied once per member).
@@ -82,6 +85,12 @@ def prefix_sharing_support(model: Any) -> tuple[bool, str]:
         return False, f"{model_type} is not among the architectures tested for it ({', '.join(TESTED_MODEL_TYPES)})"
     if getattr(config, "sliding_window", None) and getattr(config, "use_sliding_window", True):
         return False, f"{model_type} attends through a sliding window (a cached prefix may fall outside it)"
+    rope = getattr(config, "rope_parameters", None) or getattr(config, "rope_scaling", None) or {}
+    rope_type = rope.get("rope_type", rope.get("type")) if isinstance(rope, dict) else None
+    if rope_type in LENGTH_DEPENDENT_ROPE:
+        # The rotary frequencies follow the whole sequence's length, so a prefix forwarded alone
+        # is encoded differently (a tiny Llama with dynamic NTK moved by 4% of a reward-std).
+        return False, f"{model_type} scales its rotary positions by the sequence length ({rope_type})"
     return True, f"{model_type}: causal decoder with a key/value cache"
 
 

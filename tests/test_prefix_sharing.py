@@ -139,3 +139,35 @@ def test_native_pooling_with_a_foreign_pad_id_is_scored_plainly_and_says_why():
     plain = score_texts(model, tokenizer, texts, pooling="native")
     np.testing.assert_array_equal(shared.rewards, plain.rewards)
     assert shared.sharing.grouped == 0 and "pad" in shared.sharing.unshared_reason
+
+
+def length_scaled_rope_rm(tokenizer):
+    """A tiny Llama with LongRoPE: a forward whose positions pass 40 uses the long rotary
+    factors, a shorter one the short factors. A shared prefix (30-40 tokens) forwarded alone
+    is encoded with the short ones, the plain forward of its text with the long ones: sharing
+    is not exact for it."""
+    from transformers import LlamaConfig, LlamaForSequenceClassification
+
+    rope = {"rope_type": "longrope", "short_factor": [1.0] * 4, "long_factor": [4.0, 8.0, 16.0, 32.0],
+            "original_max_position_embeddings": 40, "factor": 4.0}
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=160, num_labels=1,
+                         pad_token_id=tokenizer.pad_token_id, rope_scaling=rope)
+    torch.manual_seed(0)
+    return LlamaForSequenceClassification(config).eval()
+
+
+def test_length_dependent_rotary_scaling_is_not_shared_because_it_is_not_exact():
+    from helpers_probe_heads import synthetic_pairs
+
+    tokenizer = tiny_tokenizer()
+    model = length_scaled_rope_rm(tokenizer)
+    supported, why = prefix_sharing_support(model)
+    assert not supported and "longrope" in why
+    pairs = synthetic_pairs(seed=1000, n=12, rule="content")
+    ids, _ = tokenize_rendered(tokenizer, [render(tokenizer, p.chosen_messages()) for p in pairs]
+                               + [render(tokenizer, p.rejected_messages()) for p in pairs])
+    with torch.inference_mode():  # forced anyway: the rewards really move
+        shared, _ = last_token_rewards(model, ids, batch_size=16, batch_tokens=16384, share=True)
+        plain, _ = last_token_rewards(model, ids, batch_size=16, batch_tokens=16384, share=False)
+    assert np.abs(shared - plain).max() > 0.01 * np.std(plain)

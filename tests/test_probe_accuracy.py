@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from helpers_audit import TOPICS, fitted_tiny_rm, save_rm, scaled_head, topic_pairs, write_pairs_jsonl
 from rmaudit.audit import AuditOptions, run_audit
@@ -126,3 +127,59 @@ def test_identical_pairs_are_excluded_not_counted_wrong(setup):
 def test_max_pairs_samples_the_held_out_set(setup):
     probe = audit(setup["healthy"], setup["eval_file"], max_pairs=7)
     assert probe.metrics["n_pairs"] == 7
+
+
+def close_pairs(model, tokenizer, n_texts: int = 600) -> list:
+    """Pairs of different answers whose float32 rewards are neighbours: every float32 verdict
+    is right (chosen is the higher), but the margins are far below bf16 rounding, so a bf16
+    reading decides about half of them by noise."""
+    from rmaudit.data.pairs import PreferencePair
+    from rmaudit.scoring import score
+
+    rng = np.random.default_rng(0)
+    words = "water light soil sun basil leaf root pot window winter summer shade grow dry wet green".split()
+    prompt = [{"role": "user", "content": "How do I keep basil alive?"}]
+    answers = sorted({" ".join(rng.choice(words, size=6)) for _ in range(n_texts)})
+    rewards = score(model, tokenizer, [[*prompt, {"role": "assistant", "content": a}] for a in answers]).rewards
+    order = np.argsort(rewards)
+    return [PreferencePair(prompt, answers[order[k + 1]], answers[order[k]]) for k in range(0, len(order) - 1, 2)]
+
+
+def test_a_bf16_audit_checks_float32_and_grades_accuracy_in_float32_when_bf16_flips_verdicts(setup):
+    """Planted: margins below bf16 rounding. The check flags the flips and accuracy is read in
+    float32 (1.0 by construction) instead of bf16's coin toss; the gate cannot fail on noise."""
+    data = write_pairs_jsonl(close_pairs(setup["model"], setup["tokenizer"]), setup["root"] / "close.jsonl")
+    probe = audit(setup["healthy"], data, dtype="bfloat16")
+    check = next(f for f in probe.findings if f.metric == "float32_flipped_share")
+    assert check.status is Status.WARN and probe.metrics["float32_flipped_pairs"] >= 3
+    assert probe.metrics["float32_accuracy"] == 1.0 > probe.metrics["float32_check_accuracy"]
+    assert probe.metrics["read_in"] == "float32" and probe.metrics["accuracy"] == 1.0
+    assert "read in float32 on every held-out pair" in check.message
+
+
+def test_a_bf16_audit_of_clearly_separated_pairs_keeps_bf16_and_says_it_agrees(setup):
+    probe = audit(setup["healthy"], setup["eval_file"], dtype="bfloat16")
+    check = next(f for f in probe.findings if f.metric == "float32_flipped_share")
+    assert check.status is Status.PASS and probe.metrics["float32_flipped_pairs"] == 0
+    assert probe.metrics["read_in"] == "bfloat16" and probe.metrics["float32_check_pairs"] == 12
+    assert 0 < probe.metrics["float32_median_delta_std"] < 0.1
+
+
+def test_a_float32_audit_has_no_precision_check(setup):
+    probe = audit(setup["healthy"], setup["eval_file"], dtype="float32")
+    assert probe.metrics["read_in"] == "float32" and "float32_check_pairs" not in probe.metrics
+    assert not [f for f in probe.findings if f.metric == "float32_flipped_share"]
+
+
+def test_the_float32_reference_of_a_bf16_audit_is_the_checkpoint_reloaded_not_the_rounded_weights(setup):
+    from safetensors.torch import load_file
+
+    from rmaudit.inputs import build_context
+
+    ctx = build_context(setup["healthy"], AuditOptions(probes="accuracy", data=setup["eval_file"], dtype="bfloat16").validated())
+    assert next(ctx.model.parameters()).dtype == torch.bfloat16
+    reference = ctx.float32_model()
+    stored = load_file(setup["healthy"] / "model.safetensors")
+    assert all(torch.equal(reference.state_dict()[k], v) for k, v in stored.items() if k in reference.state_dict())
+    assert any(not torch.equal(ctx.model.state_dict()[k].float(), v) for k, v in stored.items())  # bf16 did round
+    assert ctx.float32_model() is reference and "reloaded" in ctx.notes["float32_reference"]

@@ -125,3 +125,14 @@ def test_limits_can_tolerate_a_wrong_fraction(checkpoints, tmp_path):
     assert negated.limits["wrong_order_fraction"]["fail"] == 1.0
     finding = next(f for f in negated.findings if f.metric == "wrong_order_fraction")
     assert finding.value == 1.0 and finding.limit == 1.0 and finding.status is Status.PASS
+
+
+def test_a_bf16_audit_decides_each_pair_in_float32(checkpoints):
+    """Each pair is a verdict of its own: in an audit that reads bfloat16 the battery is read in
+    float32 (this fitted tiny head's margins sit close enough to bf16 noise that bf16 flipped
+    4 of its 52 pairs), so both dtypes give the float32 audit's margins and verdict."""
+    exact = audit(checkpoints["healthy"], dtype="float32")
+    half = audit(checkpoints["healthy"], dtype="bfloat16")
+    assert exact.metrics["read_in"] == "float32" and half.metrics["read_in"].startswith("float32 (")
+    assert half.status is exact.status is Status.PASS
+    np.testing.assert_allclose([r["margin"] for r in half.evidence], [r["margin"] for r in exact.evidence], atol=1e-3)

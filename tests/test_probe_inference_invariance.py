@@ -37,7 +37,7 @@ def test_healthy_checkpoint_passes_every_axis_and_keeps_its_attention_implementa
     require_smollm2()
     result, model = _audit(make_tiny_rm(tmp_path / "rm"))
     assert result.status is Status.PASS, result.summary
-    for axis in ("batch", "padding_side", "attention", "dtype", "end_of_turn"):
+    for axis in ("batch", "padding_side", "attention", "prefix_sharing", "dtype", "end_of_turn"):
         assert f"{axis}:max_delta_std" in result.metrics and f"{axis}:median_delta_std" in result.metrics
     assert result.metrics["dtype:max_delta_std"] > result.metrics["batch:max_delta_std"]  # bf16 rounds, fp32 batching does not
     assert result.metrics["tolerance_bfloat16_std"] > result.metrics["tolerance_float32_std"]
@@ -81,3 +81,21 @@ def test_the_bf16_axis_rewards_a_small_sample_only_where_bf16_is_emulated(tmp_pa
     dtype_finding = next(f for f in result.findings if f.metric == "dtype:max_delta_std")
     assert (f"on 6 of {m['n_texts']} texts" in dtype_finding.message) is not native
     assert (m["bf16_sample_reason"] == reason) is not native
+
+
+def test_the_audits_own_prefix_sharing_is_checked_on_the_audited_model(tmp_path, monkeypatch):
+    """A guard that wrongly let a model share prefixes (planted: LongRoPE, whose prefix alone
+    is encoded with other rotary factors) is caught: the prefix_sharing axis fails."""
+    require_smollm2()
+    import rmaudit.probes.inference_invariance as invariance
+    import rmaudit.scoring as scoring
+    from test_prefix_sharing import length_scaled_rope_rm
+
+    tokenizer = tiny_tokenizer()
+    folder = make_tiny_rm(tmp_path / "rm", model=length_scaled_rope_rm(tokenizer), tokenizer=tokenizer)
+    for module in (invariance, scoring):
+        monkeypatch.setattr(module, "prefix_sharing_support", lambda model: (True, "forced by the test"))
+    result, _ = _audit(folder)
+    finding = next(f for f in result.findings if f.metric == "prefix_sharing:max_delta_std")
+    assert finding.status is Status.FAIL and finding.value > finding.limit
+    assert result.metrics["batch:max_delta_std"] <= result.metrics["tolerance_float32_std"]  # the plain paths agree

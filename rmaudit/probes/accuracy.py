@@ -13,6 +13,13 @@ overconfident: PPO will chase its rewards far harder than the evidence allows.
 Default limits (reference chapter: a useful RM reaches >= 0.70 held out): accuracy < 0.55
 fails (barely above a coin), < 0.60 warns; ECE >= 0.15 warns; a category with at least
 10 pairs and accuracy < 0.5 warns (the RM is inverted on a slice even if fine overall).
+
+Precision: when the audit reads rewards in bfloat16 (``--dtype auto`` on hardware that runs
+it natively), the short held-out pairs of ``ctx.short_pairs`` are read again in float32 from
+the checkpoint's own weights, and the report gives how many pair verdicts bf16 flips and how
+far the rewards moved (on SmolLM2 hh a median 0.04 reward-std, most of it the rounding of the
+weights themselves). When 10% or more of them flip, that warns and the accuracy itself is
+graded on every held-out pair read in float32, so bf16 noise cannot move its verdict.
 """
 
 from __future__ import annotations
@@ -23,11 +30,14 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
+import torch
 
 from rmaudit.data.pairs import PreferencePair
 from rmaudit.data.split import prompt_hash
 from rmaudit.findings import Comparison, Finding, Limit, Setting, Status
 from rmaudit.probes.base import Probe, ProbeSkipped, clip_evidence, metric, with_reasons
+from rmaudit.probes.context import FLOAT32_SAMPLE_PAIRS
+from rmaudit.probes.padding import model_dtype
 from rmaudit.stats import cluster_bootstrap_interval, pair_credit, sigmoid, wilson_interval
 
 N_BINS = 10
@@ -72,6 +82,8 @@ class AccuracyProbe(Probe):
         Limit("ece", Comparison.AT_LEAST, warn=0.15, help="expected calibration error of sigma(margin)"),
         Limit("category_accuracy", Comparison.BELOW, warn=0.5,
               help="accuracy of one category with at least category_min_pairs pairs"),
+        Limit("float32_flipped_share", Comparison.AT_LEAST, warn=0.1,
+              help="share of the float32 check's pairs whose verdict differs between the audit's dtype and float32"),
     )
     settings = (Setting("category_min_pairs", 10, "categories with fewer pairs are not graded"),)
 
@@ -80,14 +92,24 @@ class AccuracyProbe(Probe):
         pairs = [p for p in ctx.eval_pairs if p.chosen != p.rejected]
         if not pairs:
             raise ProbeSkipped("every held-out pair has identical chosen and rejected responses")
-        chosen, rejected = ctx.pair_rewards(pairs)
-        margins = chosen - rejected
         std = ctx.reward_std()
+        precision: dict[str, Any] = {}
+        check = self._float32_check(ctx, precision, std)
+        chosen, rejected = ctx.pair_rewards(pairs)
+        if any(f.status is not Status.PASS for f in check):
+            # bf16 flips too many checked verdicts to grade accuracy on it: grade it on float32.
+            texts = [ctx.render(p.chosen_messages()) for p in pairs] + [ctx.render(p.rejected_messages()) for p in pairs]
+            exact = ctx.float32_rewards(texts, alone=False)
+            chosen, rejected = exact[:len(pairs)], exact[len(pairs):]
+            check[0].message += "; accuracy was therefore read in float32 on every held-out pair"
+        margins = chosen - rejected
         ece, bins = calibration_bins(margins)
         categories = _per_category(pairs, margins)
         metrics = {**_overall(pairs, margins, std), "ece": metric(ece),
-                   "identical_pairs_excluded": len(ctx.eval_pairs) - len(pairs), **_flatten(categories)}
-        findings = self._findings(metrics, categories)
+                   "identical_pairs_excluded": len(ctx.eval_pairs) - len(pairs), **_flatten(categories), **precision,
+                   "read_in": "float32" if model_dtype(ctx) == torch.float32 or check and check[0].status is not Status.PASS
+                   else str(model_dtype(ctx)).replace("torch.", "")}
+        findings = self._findings(metrics, categories) + check
         return self.result(
             findings, with_reasons(_summary(metrics), findings), metrics=metrics,
             evidence=_evidence(pairs, chosen, rejected, margins),
@@ -97,8 +119,8 @@ class AccuracyProbe(Probe):
     def _findings(self, metrics: dict[str, Any], categories: dict[str, dict[str, Any]]) -> list[Finding]:
         findings = [
             self.limit("accuracy").check(metrics["accuracy"], (
-                f"accuracy {metrics['accuracy']:.3f} on {metrics['n_pairs']} held-out pairs (95% CI "
-                f"{metrics['accuracy_ci_low']:.3f}–{metrics['accuracy_ci_high']:.3f}, {metrics['accuracy_ci_method']})")),
+                f"accuracy {metrics['accuracy']:.3f} on {metrics['n_pairs']} held-out pairs "
+                f"({_interval(metrics)}, {metrics['accuracy_ci_method']})")),
             self.limit("ece").check(metrics["ece"], f"sigma(margin) is off from the observed accuracy by "
                                                     f"{metrics['ece']:.3f} on average (ECE)"),
         ]
@@ -111,6 +133,38 @@ class AccuracyProbe(Probe):
                     finding.message += ": the RM is inverted on this slice"
                 findings.append(finding)
         return findings
+
+
+    def _float32_check(self, ctx, metrics: dict[str, Any], std: float) -> list[Finding]:
+        """In an audit that reads rewards in bfloat16: the same short held-out pairs read in
+        float32 from the checkpoint's own weights (``ctx.float32_rewards``, shared with
+        inference_invariance), and how many pair verdicts the audit's dtype flips."""
+        dtype = model_dtype(ctx)
+        if dtype == torch.float32:
+            return []
+        pairs = ctx.short_pairs(FLOAT32_SAMPLE_PAIRS)
+        texts = [ctx.render(p.chosen_messages()) for p in pairs] + [ctx.render(p.rejected_messages()) for p in pairs]
+        audit, exact = ctx.score_texts(texts), ctx.float32_rewards(texts)
+        n, name = len(pairs), str(dtype).replace("torch.", "")
+        audit_margin, exact_margin = audit[:n] - audit[n:], exact[:n] - exact[n:]
+        flipped = int((np.sign(audit_margin) != np.sign(exact_margin)).sum())
+        scale = std if math.isfinite(std) and std > 0 else float(exact.std()) or 1.0
+        delta = np.abs(audit - exact) / scale
+        metrics.update({
+            "float32_check_pairs": n, "float32_flipped_pairs": flipped, "float32_flipped_share": metric(flipped / n),
+            "float32_accuracy": metric(float(pair_credit(exact_margin).mean())),
+            "float32_check_accuracy": metric(float(pair_credit(audit_margin).mean())),
+            "float32_median_delta_std": metric(float(np.median(delta)), 6),
+            "float32_max_delta_std": metric(float(delta.max()), 6),
+        })
+        finding = self.limit("float32_flipped_share").check(metrics["float32_flipped_share"], (
+            f"{name} vs float32 on {n} short held-out pairs: {flipped} verdict(s) flip, rewards move by a median "
+            f"{metrics['float32_median_delta_std']:.2g} reward-std (max {metrics['float32_max_delta_std']:.2g}); "
+            f"accuracy on them {metrics['float32_check_accuracy']:.3f} in {name}, "
+            f"{metrics['float32_accuracy']:.3f} in float32"))
+        if finding.status is not Status.PASS:
+            finding.message += ": the other probes' numbers near their limits may differ in float32 (--dtype float32 reads all exactly)"
+        return [finding]
 
 
 def accuracy_interval(pairs: Sequence[PreferencePair], credit: np.ndarray) -> tuple[float, float, str]:
@@ -169,8 +223,17 @@ def _flatten(categories: dict[str, dict[str, Any]]) -> dict[str, Any]:
 
 def _summary(metrics: dict[str, Any]) -> str:
     return (f"accuracy {metrics['accuracy']:.3f} on {metrics['n_pairs']} held-out pairs "
-            f"(95% CI {metrics['accuracy_ci_low']:.3f}–{metrics['accuracy_ci_high']:.3f}); "
+            f"({_interval(metrics)}); "
             f"ECE {metrics['ece']:.3f}; mean margin {metrics['mean_margin']:+.3f}")
+
+
+def _interval(metrics: dict[str, Any]) -> str:
+    """The accuracy's 95% interval, or why there is none (every pair shares one prompt: one
+    cluster cannot be resampled, and its pairs are not independent evidence)."""
+    low, high = metrics["accuracy_ci_low"], metrics["accuracy_ci_high"]
+    if low is None or high is None:
+        return "no 95% CI: every pair shares one prompt"
+    return f"95% CI {low:.3f}–{high:.3f}"
 
 
 def _evidence(pairs, chosen, rejected, margins) -> list[dict[str, Any]]:

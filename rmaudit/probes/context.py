@@ -23,6 +23,10 @@ from rmaudit.probes.base import ProbeSkipped
 from rmaudit.score_cache import ScoreCache, text_keys
 
 
+# Labelled pairs (ctx.short_pairs) whose float32 rewards are the reference of the precision and
+# batching comparisons; padding and inference_invariance draw from the same ones and share them.
+FLOAT32_SAMPLE_PAIRS = 12
+
 # How a user supplies each input, for the skip reason.
 INPUT_FLAGS = {"eval_pairs": "--data", "all_eval_pairs": "--data", "train_pairs": "--train-data",
                "policy_tokenizer": "--policy", "policy": "--policy", "gold": "--gold", "rollouts_file": "--rollouts-file", "model": "a loadable checkpoint", "canonical_pairs": "--pairs",
@@ -75,6 +79,12 @@ class AuditContext:
     # id(pair) -> (pair, its content fingerprint, chosen reward, rejected reward): see pair_rewards
     _pair_memo: dict[int, tuple] = field(default_factory=dict, repr=False)
     _sharing: Any = field(default=None, repr=False)  # SharingStats of every scoring call so far
+    # Loads the checkpoint again with float32 weights (build_context sets it): the reference
+    # that bf16-loaded weights are checked against (bf16 rounding of the weights alone moved
+    # SmolLM2's hh rewards by a median 0.04 reward-std).
+    float32_loader: Callable[[], Any] | None = field(default=None, repr=False)
+    _float32_model: Any = field(default=None, repr=False)
+    _float32_cache: ScoreCache = field(default_factory=ScoreCache, repr=False)
 
     def require(self, *names: str) -> None:
         """Raise ProbeSkipped naming every missing input, e.g. ``require("eval_pairs", "model")``."""
@@ -223,6 +233,62 @@ class AuditContext:
             self._gold = load_gold_context(self)
         return self._gold
 
+    def float32_model(self) -> Any:
+        """The audited model with float32 weights and arithmetic: itself when its weights are
+        float32; else the checkpoint loaded again in float32 (its stored weights, not the
+        rounded ones), once per audit; else, with no loader, a float32 copy of the loaded
+        weights (the report context says which)."""
+        import torch
+
+        if next(self.model.parameters()).dtype == torch.float32:
+            return self.model
+        if self._float32_model is None:
+            if self.float32_loader is not None:
+                self._float32_model = self.float32_loader()
+                self.notes["float32_reference"] = "the checkpoint reloaded with float32 weights"
+            else:
+                import copy
+
+                self._float32_model = copy.deepcopy(self.model).float()
+                self.notes["float32_reference"] = "the loaded weights cast to float32 (no reload available)"
+        return self._float32_model
+
+    def float32_rewards(self, texts: Sequence[str], pooling: str | None = None, *, alone: bool = True) -> np.ndarray:
+        """Rewards of rendered texts read with float32 weights and arithmetic, under ``pooling``
+        (default the audit's); cached per (mode, pooling, text), so probes share the forwards.
+        ``alone``: each text a batch of one (no padding, no shared prefix), the reference that
+        precision and batching comparisons are measured against; otherwise the audit's own
+        batching (shared prefixes, little padding), exact to float32 rounding, for verdicts
+        decided pair by pair."""
+        from rmaudit.scoring import padding_cap, resolve_pooling, score_texts
+
+        model = self.float32_model()
+        pooling = resolve_pooling(model, pooling or self.pooling)
+        keys = text_keys(texts, salt=(b"float32-alone:" if alone else b"float32:") + pooling.encode())
+        todo = self._float32_cache.missing(keys)
+        if len(todo):
+            batching: dict[str, Any] = ({"batch_size": 1} if alone else
+                                        {"batch_size": self.batch_size, "share_prefixes": self.share_prefixes,
+                                         "max_padding": padding_cap(self.device)})
+            result = score_texts(model, self.tokenizer, [texts[i] for i in todo], pooling=pooling,
+                                 max_length=self.max_length, **batching)
+            self._float32_cache.update(keys[todo], result.rewards)
+        return self._float32_cache.get(keys)
+
+    def short_pairs(self, limit: int) -> list[PreferencePair]:
+        """``limit`` labelled pairs spread over the shorter half by length: held-out pairs when
+        there are enough, else with the canonical battery. For probes whose question does not
+        depend on length (does batching, padding or precision move a reward) and whose float32
+        forwards cost grows with it; probes asking for the same number get the same pairs."""
+        pool = list(self.eval_pairs or [])
+        if len(pool) < limit:
+            pool = self.labelled_pairs()
+        if len(pool) <= limit:
+            return pool
+        shorter = sorted(pool, key=_characters)[: max(limit, len(pool) // 2)]
+        picks = np.unique(np.linspace(0, len(shorter) - 1, num=limit).round().astype(int))
+        return [shorter[i] for i in picks]
+
     def labelled_pairs(self, limit: int | None = None) -> list[PreferencePair]:
         """Held-out pairs first, then the canonical battery, at most ``limit``: the most labelled
         evidence available (a demo split of 8 pairs alone proves nothing)."""
@@ -306,3 +372,7 @@ class RenderedPairs(Sequence[str]):
             raise IndexError(index)  # also ends iteration (Sequence.__iter__)
         pair = self._pairs[index % len(self._pairs)]
         return self._ctx.render(pair.chosen_messages() if index < len(self._pairs) else pair.rejected_messages())
+
+
+def _characters(pair: PreferencePair) -> int:
+    return sum(len(m["content"]) for m in pair.prompt) + len(pair.chosen) + len(pair.rejected)

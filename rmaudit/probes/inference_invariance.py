@@ -1,15 +1,20 @@
 """`inference_invariance`: does a reward change with how it is computed, or with small input edits?
 
-A sample of labelled pairs (held-out first, then the canonical battery; chosen and rejected) is rewarded once as the reference
-(float32, batch of one, right padding) and again along each axis:
+A sample of labelled pairs (``ctx.short_pairs``: spread over the shorter half of the held-out
+pairs, since what the axes test does not depend on length and float32 cost grows with it;
+chosen and rejected) is rewarded once as the reference (float32 weights and arithmetic, batch
+of one, right padding: ``ctx.float32_rewards``) and again along each axis:
 
 * computation axes, where nothing should change but rounding: batch of one vs one full batch,
-  right vs left padding, ``attn_implementation`` eager vs sdpa. A change past the float32
-  rounding bound (``padding.tolerance_std``: eps x sqrt(2 x layers) x reward rms, times a
-  safety factor) fails: the reward depends on how PPO batches it;
-* precision: bfloat16 autocast vs float32, graded against the bfloat16 rounding bound (warns:
-  a consumer that scores in bf16 reads other numbers). Where the device only emulates bf16
-  (a CPU without AMX or AVX512-BF16, 50-80x slower than float32) the axis rewards the first
+  right vs left padding, ``attn_implementation`` eager vs sdpa, and the audit's own shortcut,
+  shared prefixes (``rmaudit/prefix_sharing.py``) where the audit uses it. A change past the
+  float32 rounding bound (``padding.tolerance_std``: eps x sqrt(2 x layers) x reward rms,
+  times a safety factor) fails: the reward depends on how PPO (or the audit) batches it;
+* precision, graded against the bfloat16 rounding bound (warns: the rewards are another
+  reading). In a bfloat16 audit it checks the audit's own readings, so the report says how
+  far the numbers every probe used are from float32; in a float32 audit, bfloat16 autocast
+  (what a consumer scoring in bf16 reads). Where the device only emulates bf16 (a CPU without
+  AMX or AVX512-BF16, 50-80x slower than float32) that autocast axis rewards the first
   ``emulated_bf16_pairs`` pairs of the sample and says so in its finding;
 * input axes, which consumers really do differ on: the tokenizer's own special tokens added
   or not (a BOS, for tokenizers that add one: transformers adds them, TRL GRPO does not), and
@@ -30,12 +35,15 @@ import numpy as np
 
 from rmaudit.findings import Comparison, Finding, Limit, Setting, Status, note
 from rmaudit.probes.base import Probe, ProbeSkipped, metric, with_reasons
-from rmaudit.probes.padding import end_of_turn_variants, n_layers, score_batch, scored_in_float32, tolerance_std
+from rmaudit.probes.context import FLOAT32_SAMPLE_PAIRS
+from rmaudit.probes.padding import (end_of_turn_variants, model_dtype, n_layers, score_batch, scored_in_float32,
+                                    tolerance_std)
 from rmaudit.results import ProbeResult
-from rmaudit.scoring import resolve_pooling
+from rmaudit.prefix_sharing import prefix_sharing_support
+from rmaudit.scoring import resolve_pooling, score_texts
 from rmaudit.stats import pair_credit
 
-COMPUTATION_AXES = ("batch", "padding_side", "attention")
+COMPUTATION_AXES = ("batch", "padding_side", "attention", "prefix_sharing")
 INPUT_AXES = ("bos", "end_of_turn")
 
 
@@ -54,7 +62,8 @@ class InferenceInvariance(Probe):
     limits = (Limit("input_accuracy_drop", Comparison.AT_LEAST, warn=0.05,
                     help="held-out accuracy lost when special tokens are added or the end-of-turn tail is edited"),)
     settings = (
-        Setting("sample_pairs", 12, "pairs rewarded along every axis (held-out first, then the canonical battery)"),
+        Setting("sample_pairs", FLOAT32_SAMPLE_PAIRS, "pairs rewarded along every axis, spread over the shorter half "
+                                                      "of the held-out pairs (ctx.short_pairs; padding reads the same)"),
         Setting("emulated_bf16_pairs", 2, "pairs of the sample rewarded in bfloat16 where the device only emulates "
                                           "it (CPUs without AMX or AVX512-BF16: 50-80x slower than float32)"),
         Setting("tolerance_ulps", 16.0, "safety factor on the rounding bound"),
@@ -62,12 +71,21 @@ class InferenceInvariance(Probe):
     )
 
     def run(self, ctx) -> ProbeResult:
-        pairs = ctx.labelled_pairs(int(self.setting("sample_pairs")))
+        pairs = ctx.short_pairs(int(self.setting("sample_pairs")))
         if len(pairs) < 2:
             raise ProbeSkipped("fewer than two pairs to reward: give --data or keep the canonical pairs")
         texts = [ctx.render(p.chosen_messages()) for p in pairs] + [ctx.render(p.rejected_messages()) for p in pairs]
         pooling = resolve_pooling(ctx.model, ctx.pooling)
+        audit_dtype = model_dtype(ctx)
+        # A bf16 audit's own readings (the scoring plan's cache) are what the dtype axis checks.
+        audit_rewards = ctx.score_texts(texts) if audit_dtype != _float32() else None
+        reference = ctx.float32_rewards(texts, pooling)
+        std = float(reference.std())
+        if not std > 0:
+            raise ProbeSkipped("every sampled text gets the same reward: no spread to measure changes against")
         axes: dict[str, np.ndarray | str] = {}
+        full = len(texts)  # one batch of all texts: every shorter row is padded
+        subset, bf16_reason = list(range(full)), ""
         with scored_in_float32(ctx):
             def score(items, side="right", batch_size=1, dtype=None):
                 saved, ctx.dtype = ctx.dtype, dtype
@@ -76,19 +94,21 @@ class InferenceInvariance(Probe):
                 finally:
                     ctx.dtype = saved
 
-            reference = score(texts)
-            std = float(reference.std())
-            if not std > 0:
-                raise ProbeSkipped("every sampled text gets the same reward: no spread to measure changes against")
-            full = len(texts)  # one batch of all texts: every shorter row is padded
             axes["batch"] = _attempt(lambda: score(texts, batch_size=full))
             axes["padding_side"] = _attempt(lambda: score(texts, side="left", batch_size=full))
             axes["attention"] = _attempt(lambda: self._other_attention(ctx, lambda: score(texts, batch_size=full)))
+            if ctx.share_prefixes and prefix_sharing_support(ctx.model)[0]:
+                axes["prefix_sharing"] = _attempt(lambda: score_texts(
+                    ctx.model, ctx.tokenizer, texts, batch_size=full, pooling=pooling, max_length=ctx.max_length,
+                    share_prefixes=True).rewards)
             # Batching is shown harmless (or not) by the batch axis; the other variants are
             # scored in small batches so the probe costs a few forward passes, not 4 x 2N.
             small = min(8, full)
-            subset, bf16_reason = self._bf16_subset(ctx, len(pairs))
-            axes["dtype"] = _attempt(lambda: score([texts[i] for i in subset], batch_size=small, dtype=_bfloat16()))
+            if audit_rewards is not None:
+                axes["dtype"] = audit_rewards
+            else:  # a float32 audit: what a consumer reading in bf16 gets
+                subset, bf16_reason = self._bf16_subset(ctx, len(pairs))
+                axes["dtype"] = _attempt(lambda: score([texts[i] for i in subset], batch_size=small, dtype=_bfloat16()))
             if _adds_bos(ctx.tokenizer):
                 axes["bos"] = _attempt(lambda: score([_toggle_bos(ctx.tokenizer, t) for t in texts], batch_size=small))
             axes["end_of_turn"] = _attempt(lambda: score([_toggle_end_of_turn(ctx.tokenizer, t) for t in texts],
@@ -101,6 +121,8 @@ class InferenceInvariance(Probe):
         metrics: dict[str, Any] = {"n_texts": full, "reward_std": metric(std, 6), "tolerance_float32_std": metric(tol32, 6),
                                    "tolerance_bfloat16_std": metric(tol16, 6),
                                    "bf16_sample_reason": bf16_reason if len(subset) < full else None,
+                                   "dtype_axis": ("the audit's own bfloat16 readings" if audit_rewards is not None
+                                                  else "bfloat16 autocast over the float32 weights"),
                                    "accuracy_reference": metric(float(pair_credit(reference[:n] - reference[n:]).mean()))}
         findings: list[Finding] = []
         for axis, rewards in axes.items():

@@ -24,11 +24,11 @@ import torch
 
 from rmaudit.findings import Comparison, Finding, Limit, Setting, Status, note
 from rmaudit.probes.base import Probe, ProbeSkipped, clip_evidence, metric, with_reasons
+from rmaudit.probes.context import FLOAT32_SAMPLE_PAIRS
 from rmaudit.results import ProbeResult
 from rmaudit.scoring import resolve_pooling, score_texts, tokenize_rendered
 
 SIDES = ("right", "left")
-CANDIDATE_PAIRS = 1024  # pairs whose texts the sample is drawn from (their length spread)
 
 
 @dataclass
@@ -52,24 +52,19 @@ def model_dtype(ctx) -> torch.dtype:
 
 @contextlib.contextmanager
 def scored_in_float32(ctx) -> Iterator[None]:
-    """Run the comparison in float32 whatever the audit's dtype.
+    """Run the comparison on the float32 model (``ctx.float32_model``: the checkpoint's own
+    float32 weights, float32 arithmetic) whatever the audit's dtype.
 
     Padding bugs are logic bugs, not precision effects; in bfloat16 rounding alone moves
     SmolLM2's rewards by ~0.2 reward-std, which would force a tolerance loose enough to
-    hide a real shift. The sample is small, so float32 costs little, and casting bfloat16
-    weights up and back down again is exact.
+    hide a real shift. The sample is small, so float32 costs little.
     """
-    original = next(ctx.model.parameters()).dtype
-    saved_dtype = ctx.dtype
-    if original != torch.float32:
-        ctx.model.to(torch.float32)
-    ctx.dtype = None
+    saved_model, saved_dtype = ctx.model, ctx.dtype
+    ctx.model, ctx.dtype = ctx.float32_model(), None
     try:
         yield
     finally:
-        ctx.dtype = saved_dtype
-        if original != torch.float32:
-            ctx.model.to(original)
+        ctx.model, ctx.dtype = saved_model, saved_dtype
 
 
 def tolerance_std(dtype: torch.dtype, n_layers: int, reward_rms: float, reward_std: float, ulps: float, floor: float) -> float:
@@ -95,30 +90,30 @@ def n_layers(model: Any) -> int:
 
 
 def sample_texts(ctx, size: int) -> list[str]:
-    """Distinct rendered conversations spread over the lower three quarters of the length
-    range (real data first): varied amounts of padding without paying for the longest texts.
-    Past CANDIDATE_PAIRS pairs the texts come from a seeded sample of that many."""
-    pairs = ctx.eval_pairs or ctx.canonical_pairs
+    """``size`` distinct rendered conversations spread by token length over the texts of the
+    audit's short pairs (``ctx.short_pairs``: the sample whose float32 rewards
+    inference_invariance reads too, so the two probes share those forwards): varied amounts
+    of padding without paying float32 for the longest texts."""
+    pairs = ctx.short_pairs(FLOAT32_SAMPLE_PAIRS)
     if not pairs:
         raise ProbeSkipped("no texts to score: give --data or keep the canonical pairs")
-    from rmaudit.inputs import sample_pairs  # here: rmaudit.inputs imports the probe context
-
-    pairs = sample_pairs(list(pairs), CANDIDATE_PAIRS, ctx.seed)  # the length spread of a seeded sample, not 200k renders
     texts = sorted({ctx.render(m) for p in pairs for m in (p.chosen_messages(), p.rejected_messages())})
     ids, _ = tokenize_rendered(ctx.tokenizer, texts)
     limit = ctx.max_length or math.inf
     usable = sorted((len(row), text) for row, text in zip(ids, texts) if len(row) < limit)
-    usable = usable[: max(2, math.ceil(0.75 * len(usable)))]
     if len(usable) < 2:
         raise ProbeSkipped("fewer than two texts fit the max length: nothing to compare")
     picks = np.unique(np.linspace(0, len(usable) - 1, num=min(size, len(usable))).round().astype(int))
     return [usable[i][1] for i in picks]
 
 
-def filler_text(texts: Sequence[str]) -> str:
+def filler_text(ctx, texts: Sequence[str]) -> str:
     """A text strictly longer (in tokens) than every sample, so every sample row gets pads
-    (still true after left-truncation to max_length, which every sample is shorter than)."""
-    return max(texts, key=len) + min(texts, key=len)
+    (still true after left-truncation to max_length, which every sample is shorter than):
+    the longest sample with a few words more."""
+    ids, _ = tokenize_rendered(ctx.tokenizer, list(texts))
+    longest = max(range(len(texts)), key=lambda i: len(ids[i]))
+    return texts[longest] + " and a few more words"
 
 
 def score_batch(ctx, texts: Sequence[str], *, side: str, pooling: str, batch_size: int) -> np.ndarray:
@@ -128,7 +123,7 @@ def score_batch(ctx, texts: Sequence[str], *, side: str, pooling: str, batch_siz
 
 def padded_modes(ctx, texts: Sequence[str], poolings: Sequence[str]) -> list[ModeResult]:
     """Every sample text in ONE batch with the filler, for each side and pooling."""
-    batch = [*texts, filler_text(texts)]
+    batch = [*texts, filler_text(ctx, texts)]
     modes = []
     for pooling in poolings:
         for side in SIDES:
@@ -177,7 +172,7 @@ class PaddingProbe(Probe):
         audit_dtype = model_dtype(ctx)
         audit_std = self._audit_reward_std(ctx)
         with scored_in_float32(ctx):
-            alone = {p: score_batch(ctx, texts, side="right", pooling=p, batch_size=1) for p in poolings}
+            alone = {p: ctx.float32_rewards(texts, p) for p in poolings}
             modes = padded_modes(ctx, texts, poolings)
             std = self._reference_std(audit_std, alone[served])
             rms = float(np.sqrt(np.mean(alone[served] ** 2)))
