@@ -32,7 +32,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
-from rmaudit.modeling.pooling import apply_head, pooled_rewards, position_ids_from_mask, reward_body
+from rmaudit.modeling.pooling import apply_head, pooled_hidden, position_ids_from_mask, reward_body
 
 # Architectures whose prefix-shared rewards were compared with their plain forward (tests).
 TESTED_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3", "gemma", "phi3", "olmo2", "gpt_neox", "smollm3")
@@ -145,34 +145,57 @@ def last_token_rewards(model: Any, sequences: Sequence[Sequence[int]], *, batch_
     """(N,) float64 rewards, the head applied at the last token of each sequence, and what
     was shared; batches carry at most ``max_padding`` pads. Run under the caller's
     ``inference_mode`` and autocast."""
-    rewards = np.zeros(len(sequences), dtype=np.float64)
+    out, stats = last_token_readout(model, sequences, lambda hidden: apply_head(model, hidden)[:, None],
+                                    batch_size=batch_size, batch_tokens=batch_tokens, share=share,
+                                    max_padding=max_padding, advance=advance)
+    return out[:, 0], stats
+
+
+def last_token_hidden(model: Any, sequences: Sequence[Sequence[int]], *, batch_size: int, batch_tokens: int,
+                      share: bool = True, max_padding: float | None = None) -> tuple[np.ndarray, SharingStats]:
+    """(N, d) float64 hidden states at the last token of each sequence (where the head reads)."""
+    return last_token_readout(model, sequences, lambda hidden: hidden, batch_size=batch_size, batch_tokens=batch_tokens,
+                              share=share, max_padding=max_padding)
+
+
+def last_token_readout(model: Any, sequences: Sequence[Sequence[int]], read: Callable[[torch.Tensor], torch.Tensor], *,
+                       batch_size: int, batch_tokens: int, share: bool = True, max_padding: float | None = None,
+                       advance: Callable[[int], None] = lambda n: None) -> tuple[np.ndarray, SharingStats]:
+    """(N, k) float64: ``read`` applied to the (rows, d) hidden states at the last token of
+    each sequence, shared prefixes forwarded once when ``share``; and what was shared."""
+    out: np.ndarray | None = None
     stats = SharingStats(sequences=len(sequences), tokens=sum(len(s) for s in sequences))
     groups, alone = prefix_groups(sequences) if share else ([], list(range(len(sequences))))
     from rmaudit.scoring import length_sorted_batches, pad_batch  # scoring imports this module
 
-    cap = max_padding
+    def store(rows: list[int], values: torch.Tensor) -> None:
+        nonlocal out
+        values = values.double().cpu()
+        if out is None:
+            out = np.zeros((len(sequences), values.shape[1]))
+        out[rows] = values.numpy()
+        advance(len(rows))
+
     cache_positions = _cache_positions(model)
-    for rows in length_sorted_batches([g.shared for g in groups], batch_size, batch_tokens, cap):
+    for rows in length_sorted_batches([g.shared for g in groups], batch_size, batch_tokens, max_padding):
         batch = [groups[k] for k in rows]
         cache, prefix_mask = _prefix_cache(model, [sequences[g.members[0]][:g.shared] for g in batch])
         members = [(k, i) for k, g in enumerate(batch) for i in g.members]
         tails = [len(sequences[i]) - batch[k].shared for k, i in members]
         # a member's copied cache holds the longest prefix of the batch and its own tokens
         budget, widest = min(batch_tokens, cache_positions), max(g.shared for g in batch)
-        for part_rows in length_sorted_batches(tails, len(members), budget, cap, row_overhead=widest):
+        for part_rows in length_sorted_batches(tails, len(members), budget, max_padding, row_overhead=widest):
             part = [members[r] for r in part_rows]
-            rewards[[i for _, i in part]] = _tail_rewards(model, cache, prefix_mask, batch, part, sequences)
-            advance(len(part))
+            store([i for _, i in part], read(_tail_hidden(model, cache, prefix_mask, batch, part, sequences)))
         stats.grouped += len(members)
         stats.tokens_forwarded += sum(g.shared + sum(len(sequences[i]) - g.shared for i in g.members) for g in batch)
-    for batch_rows in length_sorted_batches([len(sequences[i]) for i in alone], batch_size, batch_tokens, cap):
+    for batch_rows in length_sorted_batches([len(sequences[i]) for i in alone], batch_size, batch_tokens, max_padding):
         rows = [alone[i] for i in batch_rows]
         input_ids, mask = pad_batch([sequences[i] for i in rows], 0, "right")  # pads are masked: any id
         device = _device(model)
-        rewards[rows] = pooled_rewards(model, input_ids.to(device), mask.to(device)).double().cpu().numpy()
+        store(rows, read(pooled_hidden(model, input_ids.to(device), mask.to(device))))
         stats.tokens_forwarded += sum(len(sequences[i]) for i in rows)
-        advance(len(rows))
-    return rewards, stats
+    return (out if out is not None else np.zeros((0, 1))), stats
 
 
 def _prefix_cache(model: Any, prefixes: Sequence[Sequence[int]]) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], torch.Tensor]:
@@ -190,10 +213,11 @@ def _prefix_cache(model: Any, prefixes: Sequence[Sequence[int]]) -> tuple[list[t
     return list(zip(cache.key_cache, cache.value_cache)), mask  # transformers 4.x
 
 
-def _tail_rewards(model: Any, cache: list[tuple[torch.Tensor, torch.Tensor]], prefix_mask: torch.Tensor,
-                  groups: Sequence[PrefixGroup], part: Sequence[tuple[int, int]], sequences: Sequence[Sequence[int]]) -> np.ndarray:
-    """Rewards of ``part`` ((group index, sequence index) pairs): each member's own tokens,
-    right-padded, run against a copy of its group's cached prefix."""
+def _tail_hidden(model: Any, cache: list[tuple[torch.Tensor, torch.Tensor]], prefix_mask: torch.Tensor,
+                 groups: Sequence[PrefixGroup], part: Sequence[tuple[int, int]], sequences: Sequence[Sequence[int]]) -> torch.Tensor:
+    """(rows, d) hidden states at the last token of ``part`` ((group index, sequence index)
+    pairs): each member's own tokens, right-padded, run against a copy of its group's cached
+    prefix."""
     from transformers import DynamicCache
 
     device = _device(model)
@@ -212,8 +236,7 @@ def _tail_rewards(model: Any, cache: list[tuple[torch.Tensor, torch.Tensor]], pr
                position_ids=shared[:, None] + torch.arange(width, device=device)[None, :], use_cache=True,
                **{_cache_argument(body): copy})
     last = torch.tensor([len(t) - 1 for t in tails], device=device)
-    hidden = out.last_hidden_state[torch.arange(len(tails), device=device), last]
-    return apply_head(model, hidden).double().cpu().numpy()
+    return out.last_hidden_state[torch.arange(len(tails), device=device), last]
 
 
 def _cache_argument(body: Any) -> str:

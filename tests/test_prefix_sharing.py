@@ -88,8 +88,8 @@ def test_groups_too_big_for_the_cache_budget_are_split_and_stay_exact(monkeypatc
     ids, _ = tokenize_rendered(tokenizer, texts)
     monkeypatch.setitem(prefix_sharing.CACHE_BYTES, "cpu", 1)  # the 1,024-position floor: a few rows per batch
     calls = []
-    original = prefix_sharing._tail_rewards
-    monkeypatch.setattr(prefix_sharing, "_tail_rewards",
+    original = prefix_sharing._tail_hidden
+    monkeypatch.setattr(prefix_sharing, "_tail_hidden",
                         lambda m, cache, mask, groups, part, seqs: calls.append((groups, part)) or original(m, cache, mask, groups, part, seqs))
     with torch.inference_mode():
         shared, stats = last_token_rewards(model, ids, batch_size=16, batch_tokens=16384)

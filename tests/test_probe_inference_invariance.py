@@ -74,9 +74,9 @@ def test_the_bf16_axis_rewards_a_small_sample_only_where_bf16_is_emulated(tmp_pa
     require_smollm2()
     reason = "native bfloat16" if native else "CPU capability AVX2 without AMX or AVX512-BF16: bfloat16 is emulated (slow)"
     monkeypatch.setattr(rmaudit.devices, "bf16_support", lambda device="cpu": (native, reason))
-    result, _ = _audit(make_tiny_rm(tmp_path / "rm"), emulated_bf16_pairs=3)
+    result, _ = _audit(make_tiny_rm(tmp_path / "rm"), emulated_bf16_pairs=3)  # a float32 audit: autocast axis
     m = result.metrics
-    assert m["n_texts"] == 2 * len(PAIRS) and m["batch:n_texts"] == m["n_texts"]
+    assert m["n_texts"] == 2 * len(PAIRS) and m["batch:n_texts"] == 8  # computation_pairs: 4
     assert m["dtype:n_texts"] == (m["n_texts"] if native else 6)
     dtype_finding = next(f for f in result.findings if f.metric == "dtype:max_delta_std")
     assert (f"on 6 of {m['n_texts']} texts" in dtype_finding.message) is not native

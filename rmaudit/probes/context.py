@@ -167,23 +167,21 @@ class AuditContext:
 
     def pooled_hidden(self, conversations: Sequence[Sequence[Message]]) -> np.ndarray:
         """(N, d) float64 hidden states at each conversation's last real token (where the head
-        reads), rendered with the RM's template and truncated as scoring does; not cached."""
+        reads), rendered with the RM's template and truncated as scoring does; not cached.
+        Conversations that share a prefix share its forward where the audit shares prefixes."""
         import torch
 
-        from rmaudit.modeling.pooling import pooled_hidden
-        from rmaudit.scoring import length_sorted_batches, pad_batch, tokenize_rendered
+        from rmaudit.prefix_sharing import last_token_hidden, prefix_sharing_support
+        from rmaudit.scoring import BATCH_TOKENS, autocast_for, padding_cap, tokenize_rendered
 
         ids, _ = tokenize_rendered(self.tokenizer, [self.render(c) for c in conversations], self.max_length)
-        device = next(self.model.parameters()).device
-        out: np.ndarray | None = None
-        with torch.inference_mode():
-            for batch in length_sorted_batches([len(r) for r in ids], self.batch_size):
-                input_ids, mask = pad_batch([ids[i] for i in batch], self.tokenizer.pad_token_id)
-                hidden = pooled_hidden(self.model, input_ids.to(device), mask.to(device)).double().cpu().numpy()
-                if out is None:
-                    out = np.zeros((len(ids), hidden.shape[1]))
-                out[batch] = hidden
-        return out if out is not None else np.zeros((0, 0))
+        if not ids:
+            return np.zeros((0, 0))
+        share = self.share_prefixes and prefix_sharing_support(self.model)[0]
+        with torch.inference_mode(), autocast_for(self.model, self.dtype):
+            hidden, _ = last_token_hidden(self.model, ids, batch_size=self.batch_size, batch_tokens=BATCH_TOKENS,
+                                          share=share, max_padding=padding_cap(self.device))
+        return hidden
 
     def policy_samples(self) -> tuple[list, str]:
         """(rollouts, where they came from): read from --rollouts-file, else sampled once per

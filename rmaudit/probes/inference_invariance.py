@@ -5,11 +5,13 @@ pairs, since what the axes test does not depend on length and float32 cost grows
 chosen and rejected) is rewarded once as the reference (float32 weights and arithmetic, batch
 of one, right padding: ``ctx.float32_rewards``) and again along each axis:
 
-* computation axes, where nothing should change but rounding: batch of one vs one full batch,
-  right vs left padding, ``attn_implementation`` eager vs sdpa, and the audit's own shortcut,
-  shared prefixes (``rmaudit/prefix_sharing.py``) where the audit uses it. A change past the
-  float32 rounding bound (``padding.tolerance_std``: eps x sqrt(2 x layers) x reward rms,
-  times a safety factor) fails: the reward depends on how PPO (or the audit) batches it;
+* computation axes, where nothing should change but rounding: batch of one vs one padded
+  batch, right vs left padding, ``attn_implementation`` eager vs sdpa (on ``computation_pairs``
+  pairs spread over the sample's lengths: a batching bug moves every padded row), and the
+  audit's own shortcut, shared prefixes (``rmaudit/prefix_sharing.py``), where the audit uses
+  it. A change past the float32 rounding bound (``padding.tolerance_std``: eps x sqrt(2 x
+  layers) x reward rms, times a safety factor) fails: the reward depends on how PPO (or the
+  audit) batches it;
 * precision, graded against the bfloat16 rounding bound (warns: the rewards are another
   reading). In a bfloat16 audit it checks the audit's own readings, so the report says how
   far the numbers every probe used are from float32; in a float32 audit, bfloat16 autocast
@@ -22,6 +24,8 @@ of one, right padding: ``ctx.float32_rewards``) and again along each axis:
   that OpenRLHF strips; the eos itself when the text ends at it). Reading another position
   moves rewards by design, so these are graded on what PPO would feel: the held-out
   accuracy lost under the edit warns (``consumer_readout`` says which trainers do edit).
+  They are read as the audit reads (its dtype, its scoring plan) and compared with the
+  audit's own readings of the unedited texts: effects of whole reward-stds need no float32.
 
 Every axis reports its max and median |delta| in reward-stds of the reference and the
 held-out accuracy under it; the tolerances are stated per axis in the report.
@@ -64,28 +68,38 @@ class InferenceInvariance(Probe):
     settings = (
         Setting("sample_pairs", FLOAT32_SAMPLE_PAIRS, "pairs rewarded along every axis, spread over the shorter half "
                                                       "of the held-out pairs (ctx.short_pairs; padding reads the same)"),
+        Setting("computation_pairs", 4, "pairs of the sample, spread over its lengths, rewarded in one padded "
+                                         "float32 batch for the batch, padding-side and attention axes"),
         Setting("emulated_bf16_pairs", 2, "pairs of the sample rewarded in bfloat16 where the device only emulates "
                                           "it (CPUs without AMX or AVX512-BF16: 50-80x slower than float32)"),
         Setting("tolerance_ulps", 16.0, "safety factor on the rounding bound"),
         Setting("tolerance_floor_std", 1e-3, "never flag a change smaller than this many reward-stds"),
     )
 
+    def plan(self, ctx):
+        """The labelled texts, and the input-axis variants of the sample: they share all but
+        their last tokens with their originals, so the audit's scorer reads them nearly free."""
+        texts = _texts(ctx, ctx.short_pairs(int(self.setting("sample_pairs"))))
+        return [*super().plan(ctx), [v for variants in self._input_variants(ctx, texts).values() for v in variants]]
+
     def run(self, ctx) -> ProbeResult:
         pairs = ctx.short_pairs(int(self.setting("sample_pairs")))
         if len(pairs) < 2:
             raise ProbeSkipped("fewer than two pairs to reward: give --data or keep the canonical pairs")
-        texts = [ctx.render(p.chosen_messages()) for p in pairs] + [ctx.render(p.rejected_messages()) for p in pairs]
+        texts = _texts(ctx, pairs)
         pooling = resolve_pooling(ctx.model, ctx.pooling)
-        audit_dtype = model_dtype(ctx)
-        # A bf16 audit's own readings (the scoring plan's cache) are what the dtype axis checks.
-        audit_rewards = ctx.score_texts(texts) if audit_dtype != _float32() else None
         reference = ctx.float32_rewards(texts, pooling)
         std = float(reference.std())
         if not std > 0:
             raise ProbeSkipped("every sampled text gets the same reward: no spread to measure changes against")
-        axes: dict[str, np.ndarray | str] = {}
-        full = len(texts)  # one batch of all texts: every shorter row is padded
-        subset, bf16_reason = list(range(full)), ""
+        n = len(pairs)
+        spread = np.unique(np.linspace(0, n - 1, num=min(n, int(self.setting("computation_pairs")))).round().astype(int))
+        few = [*spread, *(spread + n)]  # those pairs' chosen, then rejected texts: one padded batch
+        audit_dtype = model_dtype(ctx)
+        # axis -> (rewards or the error, the rewards it is compared with, which texts)
+        axes: dict[str, tuple[np.ndarray | str, np.ndarray, list[int]]] = {}
+        every = list(range(2 * n))
+        bf16_reason = ""
         with scored_in_float32(ctx):
             def score(items, side="right", batch_size=1, dtype=None):
                 saved, ctx.dtype = ctx.dtype, dtype
@@ -94,43 +108,40 @@ class InferenceInvariance(Probe):
                 finally:
                     ctx.dtype = saved
 
-            axes["batch"] = _attempt(lambda: score(texts, batch_size=full))
-            axes["padding_side"] = _attempt(lambda: score(texts, side="left", batch_size=full))
-            axes["attention"] = _attempt(lambda: self._other_attention(ctx, lambda: score(texts, batch_size=full)))
+            batch = [texts[i] for i in few]
+            axes["batch"] = (_attempt(lambda: score(batch, batch_size=len(batch))), reference[few], few)
+            axes["padding_side"] = (_attempt(lambda: score(batch, side="left", batch_size=len(batch))), reference[few], few)
+            axes["attention"] = (_attempt(lambda: self._other_attention(ctx, lambda: score(batch, batch_size=len(batch)))),
+                                 reference[few], few)
             if ctx.share_prefixes and prefix_sharing_support(ctx.model)[0]:
-                axes["prefix_sharing"] = _attempt(lambda: score_texts(
-                    ctx.model, ctx.tokenizer, texts, batch_size=full, pooling=pooling, max_length=ctx.max_length,
-                    share_prefixes=True).rewards)
-            # Batching is shown harmless (or not) by the batch axis; the other variants are
-            # scored in small batches so the probe costs a few forward passes, not 4 x 2N.
-            small = min(8, full)
-            if audit_rewards is not None:
-                axes["dtype"] = audit_rewards
-            else:  # a float32 audit: what a consumer reading in bf16 gets
-                subset, bf16_reason = self._bf16_subset(ctx, len(pairs))
-                axes["dtype"] = _attempt(lambda: score([texts[i] for i in subset], batch_size=small, dtype=_bfloat16()))
-            if _adds_bos(ctx.tokenizer):
-                axes["bos"] = _attempt(lambda: score([_toggle_bos(ctx.tokenizer, t) for t in texts], batch_size=small))
-            axes["end_of_turn"] = _attempt(lambda: score([_toggle_end_of_turn(ctx.tokenizer, t) for t in texts],
-                                                         batch_size=small))
-            rms = float(np.sqrt(np.mean(reference ** 2)))
+                axes["prefix_sharing"] = (_attempt(lambda: score_texts(
+                    ctx.model, ctx.tokenizer, texts, batch_size=len(texts), pooling=pooling, max_length=ctx.max_length,
+                    share_prefixes=True).rewards), reference, every)
+            if audit_dtype == _float32():  # what a consumer reading in bf16 gets
+                subset, why = self._bf16_subset(ctx, n)
+                bf16_reason = why if len(subset) < 2 * n else ""
+                axes["dtype"] = (_attempt(lambda: score([texts[i] for i in subset], batch_size=8, dtype=_bfloat16())),
+                                 reference[subset], subset)
             layers = n_layers(ctx.model)
+        audit = ctx.score_texts(texts)
+        if audit_dtype != _float32():  # the numbers every probe of this audit used
+            axes["dtype"] = (audit, reference, every)
+        for axis, variants in self._input_variants(ctx, texts).items():  # read as the audit reads: like for like
+            axes[axis] = (_attempt(lambda edited=variants: ctx.score_texts(edited)), audit, every)
+        rms = float(np.sqrt(np.mean(reference ** 2)))
         tol32 = tolerance_std(_float32(), layers, rms, std, self.setting("tolerance_ulps"), self.setting("tolerance_floor_std"))
         tol16 = tolerance_std(_bfloat16(), layers, rms, std, self.setting("tolerance_ulps"), self.setting("tolerance_floor_std"))
-        n = len(pairs)
-        metrics: dict[str, Any] = {"n_texts": full, "reward_std": metric(std, 6), "tolerance_float32_std": metric(tol32, 6),
-                                   "tolerance_bfloat16_std": metric(tol16, 6),
-                                   "bf16_sample_reason": bf16_reason if len(subset) < full else None,
-                                   "dtype_axis": ("the audit's own bfloat16 readings" if audit_rewards is not None
-                                                  else "bfloat16 autocast over the float32 weights"),
+        metrics: dict[str, Any] = {"n_texts": 2 * n, "reward_std": metric(std, 6), "tolerance_float32_std": metric(tol32, 6),
+                                   "tolerance_bfloat16_std": metric(tol16, 6), "bf16_sample_reason": bf16_reason or None,
+                                   "dtype_axis": ("bfloat16 autocast over the float32 weights" if audit_dtype == _float32()
+                                                  else f"the audit's own {str(audit_dtype).replace('torch.', '')} readings"),
                                    "accuracy_reference": metric(float(pair_credit(reference[:n] - reference[n:]).mean()))}
         findings: list[Finding] = []
-        for axis, rewards in axes.items():
+        for axis, (rewards, ref, _) in axes.items():
             if isinstance(rewards, str):
                 metrics[f"{axis}:error"] = rewards
                 findings.append(note(Status.WARN, f"{axis}: cannot score this variant ({rewards})"))
                 continue
-            ref = reference[subset] if axis == "dtype" else reference  # the axis' own texts
             k = len(ref) // 2
             delta = np.abs(rewards - ref) / std
             metrics.update({f"{axis}:max_delta_std": metric(float(delta.max()), 6),
@@ -142,10 +153,19 @@ class InferenceInvariance(Probe):
         return self.result(findings, with_reasons(self._summary(metrics), findings), metrics=metrics,
                            chart=self._chart(metrics, tol32, tol16))
 
+    @staticmethod
+    def _input_variants(ctx, texts: list[str]) -> dict[str, list[str]]:
+        """The texts under each input edit consumers really make: the tokenizer's BOS toggled
+        (for tokenizers that add one) and the end-of-turn tail edited."""
+        variants = {"end_of_turn": [_toggle_end_of_turn(ctx.tokenizer, t) for t in texts]} if ctx.tokenizer.eos_token else {}
+        if _adds_bos(ctx.tokenizer):
+            variants = {"bos": [_toggle_bos(ctx.tokenizer, t) for t in texts], **variants}
+        return variants
+
     def _grade(self, axis: str, delta: np.ndarray, tol32: float, tol16: float, m: dict[str, Any]) -> Finding:
         worst, median = m[f"{axis}:max_delta_std"], m[f"{axis}:median_delta_std"]
         accuracy = f"accuracy {m[f'{axis}:accuracy_reference']:.3f} -> {m[f'{axis}:accuracy']:.3f}"
-        if m[f"{axis}:n_texts"] < m["n_texts"]:
+        if axis == "dtype" and m["bf16_sample_reason"]:
             accuracy += f"; on {m[f'{axis}:n_texts']} of {m['n_texts']} texts: {m['bf16_sample_reason']}"
         if axis in COMPUTATION_AXES:
             moved = worst > tol32
@@ -254,3 +274,8 @@ def _toggle_end_of_turn(tokenizer: Any, text: str) -> str:
         return stripped
     without, with_eos = end_of_turn_variants(text, eos)
     return without if text == with_eos else with_eos
+
+
+def _texts(ctx, pairs) -> list[str]:
+    """The pairs' chosen texts, then their rejected texts, rendered."""
+    return [ctx.render(p.chosen_messages()) for p in pairs] + [ctx.render(p.rejected_messages()) for p in pairs]

@@ -91,9 +91,9 @@ def n_layers(model: Any) -> int:
 
 def sample_texts(ctx, size: int) -> list[str]:
     """``size`` distinct rendered conversations spread by token length over the texts of the
-    audit's short pairs (``ctx.short_pairs``: the sample whose float32 rewards
-    inference_invariance reads too, so the two probes share those forwards): varied amounts
-    of padding without paying float32 for the longest texts."""
+    shorter half of the audit's short pairs' texts (``ctx.short_pairs``: the sample whose
+    float32 rewards inference_invariance reads too, so the two probes share those forwards):
+    varied amounts of padding without paying float32 for long texts."""
     pairs = ctx.short_pairs(FLOAT32_SAMPLE_PAIRS)
     if not pairs:
         raise ProbeSkipped("no texts to score: give --data or keep the canonical pairs")
@@ -101,6 +101,7 @@ def sample_texts(ctx, size: int) -> list[str]:
     ids, _ = tokenize_rendered(ctx.tokenizer, texts)
     limit = ctx.max_length or math.inf
     usable = sorted((len(row), text) for row, text in zip(ids, texts) if len(row) < limit)
+    usable = usable[: max(size, math.ceil(len(usable) / 2))]  # the shorter half: padding bugs do not need length
     if len(usable) < 2:
         raise ProbeSkipped("fewer than two texts fit the max length: nothing to compare")
     picks = np.unique(np.linspace(0, len(usable) - 1, num=min(size, len(usable))).round().astype(int))
