@@ -198,6 +198,22 @@ def last_token_readout(model: Any, sequences: Sequence[Sequence[int]], read: Cal
     return (out if out is not None else np.zeros((0, 1))), stats
 
 
+def stacked_pair_rewards(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                         shared: torch.Tensor) -> torch.Tensor:
+    """(2B,) float32 rewards of a training batch: B chosen rows then B rejected rows,
+    right-padded, pair i sharing its first ``shared[i]`` tokens (at least one, fewer than
+    either side's length). Each pair's prefix is forwarded once, then both sides' own tokens
+    run stacked in one forward against copies of its cache. Differentiable: the loss and
+    gradients of the stacked plain forward (``pooled_rewards``) up to rounding."""
+    n_pairs = len(shared)
+    lengths = attention_mask.sum(dim=1).tolist()
+    sequences = [input_ids[row, :lengths[row]].tolist() for row in range(2 * n_pairs)]
+    groups = [PrefixGroup([i, i + n_pairs], int(s)) for i, s in enumerate(shared.tolist())]
+    cache, prefix_mask = _prefix_cache(model, [sequences[i][:g.shared] for i, g in enumerate(groups)])
+    members = [(i, i) for i in range(n_pairs)] + [(i, i + n_pairs) for i in range(n_pairs)]
+    return apply_head(model, _tail_hidden(model, cache, prefix_mask, groups, members, sequences))
+
+
 def _prefix_cache(model: Any, prefixes: Sequence[Sequence[int]]) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], torch.Tensor]:
     """(per-layer keys and values, mask) of the prefixes forwarded left-padded in one batch:
     left padding puts every prefix's end at the last column, so any narrower slice of the

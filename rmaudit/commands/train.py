@@ -61,6 +61,8 @@ def train_command(
     freeze_layers: Optional[int] = _o("freeze_layers", "--freeze-layers"),
     grad_checkpointing: Optional[bool] = typer.Option(None, "--grad-checkpointing/--no-grad-checkpointing",
                                                       help=field_help("grad_checkpointing"), show_default=False),
+    share_prefixes: Optional[bool] = typer.Option(None, "--share-prefixes/--no-share-prefixes",
+                                                  help=field_help("share_prefixes"), show_default=False),
     allow_hub: Optional[bool] = typer.Option(None, "--allow-hub/--no-allow-hub", help=field_help("allow_hub"),
                                              show_default=False),
     allow_pickle: Optional[bool] = typer.Option(None, "--allow-pickle", help=field_help("allow_pickle"),

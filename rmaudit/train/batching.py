@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import torch
 
+from rmaudit.prefix_sharing import common_prefix
+
 GROUP_BATCHES = 64  # batches per length-sorted group: large enough to pad little, small enough to stay random
 
 
@@ -101,8 +103,8 @@ def _pad(rows: list[list[int]], length: int, value: int) -> torch.Tensor:
 def collate_pairs(pairs: list[EncodedPair], pad_token_id: int) -> dict[str, torch.Tensor]:
     """Right-pad chosen and rejected to ONE common length so the step can stack them in one forward.
 
-    Returns ``chosen_ids``, ``chosen_mask``, ``rejected_ids``, ``rejected_mask`` (B, L) and ``margin`` (B,),
-    0 where a pair has none (a zero margin is the plain Bradley-Terry loss).
+    Returns ``chosen_ids``, ``chosen_mask``, ``rejected_ids``, ``rejected_mask`` (B, L), ``margin`` (B,),
+    0 where a pair has none (a zero margin is the plain Bradley-Terry loss), and ``shared`` (B,).
     """
     length = max(pair.length for pair in pairs)
     chosen = [p.chosen_ids for p in pairs]
@@ -113,6 +115,10 @@ def collate_pairs(pairs: list[EncodedPair], pad_token_id: int) -> dict[str, torc
         "rejected_ids": _pad(rejected, length, pad_token_id),
         "rejected_mask": _pad([[1] * len(r) for r in rejected], length, 0),
         "margin": torch.tensor([p.margin or 0.0 for p in pairs], dtype=torch.float32),
+        # tokens the two sides share from the start, each keeping one of its own: the prefix a
+        # shared-prefix forward runs once (rmaudit/prefix_sharing.py, stacked_pair_rewards)
+        "shared": torch.tensor([min(common_prefix(p.chosen_ids, p.rejected_ids), len(p.chosen_ids) - 1,
+                                    len(p.rejected_ids) - 1) for p in pairs], dtype=torch.long),
     }
 
 

@@ -46,6 +46,7 @@ from rmaudit.modeling.loading import LoadedRewardModel, load_reward_model
 from rmaudit.modeling.manifest import (MANIFEST_NAME, DataFile, Manifest, package_versions, read_manifest,
                                        sha256_file, tokenizer_facts, write_json_atomic)
 from rmaudit.modeling.pooling import pooled_rewards, reward_body, reward_head
+from rmaudit.prefix_sharing import prefix_sharing_support, stacked_pair_rewards
 from rmaudit.train.batching import (LengthGroupedBatchSampler, PairDataset, collate_pairs, padded_fraction,
                                     stack_batch)
 from rmaudit.train.config import TrainConfig, write_config
@@ -67,8 +68,11 @@ class PairRewards(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        return pooled_rewards(self.model, input_ids, attention_mask)
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                shared: torch.Tensor | None = None) -> torch.Tensor:
+        if shared is None:  # one plain forward over the stacked rows
+            return pooled_rewards(self.model, input_ids, attention_mask)
+        return stacked_pair_rewards(self.model, input_ids, attention_mask, shared)
 
 
 @dataclass
@@ -207,6 +211,13 @@ class BradleyTerryRecipe:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.train()
         self.model, self.tokenizer = model, tokenizer
+        supported, why = prefix_sharing_support(model)
+        self.share_prefixes = cfg.share_prefixes and supported and not cfg.grad_checkpointing
+        if not cfg.share_prefixes:
+            why = "--no-share-prefixes"
+        elif supported and cfg.grad_checkpointing:
+            why = "--grad-checkpointing keeps no key/value cache"
+        self.prefix_sharing_reason = why
         self.train_encoded, self.train_lengths = encode_pairs(tokenizer, self.train_pairs, cfg.max_length,
                                                               cfg.truncation)
         self.eval_encoded, self.eval_lengths = encode_pairs(tokenizer, self.eval_pairs, cfg.max_length,
@@ -277,10 +288,13 @@ class BradleyTerryRecipe:
         return torch.autocast(device_type=self.accelerator.device.type, dtype=torch.bfloat16)
 
     def rewards(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        """(chosen, rejected) rewards from ONE forward over the stacked batch, chosen rows first."""
+        """(chosen, rejected) rewards from ONE forward over the stacked batch, chosen rows first;
+        with shared prefixes, each pair's prompt is forwarded first and the stacked forward runs
+        both sides' own tokens against it."""
         input_ids, attention_mask = stack_batch(batch)
+        shared = batch["shared"] if self.share_prefixes and bool((batch["shared"] > 0).all()) else None
         with self.autocast():
-            rewards = self.net(input_ids, attention_mask)
+            rewards = self.net(input_ids, attention_mask, shared)
         return split_stacked(rewards.float())
 
     def train_step(self, batch: dict[str, torch.Tensor]) -> dict[str, Any]:
@@ -449,7 +463,8 @@ class BradleyTerryRecipe:
                  "steps": self.step, "total_steps": self.total_steps, "tokens_seen": self.tokens_seen,
                  "complete": final, "dtype": self.dtype, "dtype_reason": self.dtype_reason,
                  # read by the training_log probe: the two-tower bug is a separate forward or dropout on
-                 "forward": "stacked", "dropout": "disabled",
+                 "forward": "stacked", "dropout": "disabled", "prefix_sharing": self.share_prefixes,
+                 "prefix_sharing_reason": self.prefix_sharing_reason,
                  **({"resume_forced_over": self.resume_differences} if self.resume_differences else {})},
             packages=package_versions(),
             metrics={"train": self.last_train, "eval": self.last_eval},
@@ -472,7 +487,8 @@ class BradleyTerryRecipe:
             f"rmaudit train: {t.kept} train pairs ({t.truncated} truncated, {t.dropped} dropped over "
             f"{t.max_length} tokens, policy {t.policy}), {e.kept} held-out pairs ({e.truncated} truncated, "
             f"{e.dropped} dropped); {self.total_steps} steps of {self.config.batch_size * self.config.grad_accum * self.accelerator.num_processes} "
-            f"pairs on {self.accelerator.num_processes} process(es), dtype {self.dtype} ({self.dtype_reason})")
+            f"pairs on {self.accelerator.num_processes} process(es), dtype {self.dtype} ({self.dtype_reason}), "
+            f"prefix sharing {'on' if self.share_prefixes else 'off'} ({self.prefix_sharing_reason})")
 
 
 # Settings that change neither the data nor the arithmetic of a step may differ on resume.
