@@ -33,6 +33,7 @@ held-out accuracy under it; the tolerances are stated per axis in the report.
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any, Callable
 
 import numpy as np
@@ -127,7 +128,7 @@ class InferenceInvariance(Probe):
         if audit_dtype != _float32():  # the numbers every probe of this audit used
             axes["dtype"] = (audit, reference, every)
         for axis, variants in self._input_variants(ctx, texts).items():  # read as the audit reads: like for like
-            axes[axis] = (_attempt(lambda edited=variants: ctx.score_texts(edited)), audit, every)
+            axes[axis] = (_attempt(partial(ctx.score_texts, variants)), audit, every)
         rms = float(np.sqrt(np.mean(reference ** 2)))
         tol32 = tolerance_std(_float32(), layers, rms, std, self.setting("tolerance_ulps"), self.setting("tolerance_floor_std"))
         tol16 = tolerance_std(_bfloat16(), layers, rms, std, self.setting("tolerance_ulps"), self.setting("tolerance_floor_std"))
