@@ -76,7 +76,8 @@ class PrefixRewards:
     once, the reward read at its last token, and readings that share a prefix share its
     forward where the architecture allows (``rmaudit/prefix_sharing.py``)."""
 
-    def __init__(self) -> None:
+    def __init__(self, share_prefixes: bool = True) -> None:
+        self.share_prefixes = share_prefixes  # False: every reading forwarded whole (--no-share-prefixes)
         self._known: dict[tuple[int, ...], float] = {}
         self.forwarded = 0  # prefixes this memo ran through the model
         self.reused = 0     # rewards answered without a forward pass
@@ -90,7 +91,7 @@ class PrefixRewards:
         todo = list(dict.fromkeys(k for k in keys if k not in self._known))
         self.reused += len(keys) - len(todo)
         self.forwarded += len(todo)
-        share, _ = prefix_sharing_support(model)
+        share = self.share_prefixes and prefix_sharing_support(model)[0]
         with torch.inference_mode(), autocast_for(model, dtype):
             scores, _ = last_token_rewards(model, todo, batch_size=batch_size, batch_tokens=BATCH_TOKENS, share=share,
                                            max_padding=padding_cap(_device(model)))

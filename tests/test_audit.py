@@ -234,3 +234,18 @@ def test_the_scoring_plan_scores_every_planned_text_once_before_any_probe_runs(t
     assert sum(b < 8 for b in batches) <= 1   # one stream of sorted batches: a single short tail
     style = next(p for p in result.probes if p.name == "style_interventions")
     assert sum(1 for k in style.metrics if k.startswith("shift_std[") and style.metrics[k] is not None) >= 3
+
+
+def test_prefix_sharing_is_reported_and_can_be_turned_off_without_changing_a_verdict(tiny_checkpoint, tmp_path):
+    eval_file = write_pairs_jsonl(topic_pairs(TOPICS), tmp_path / "eval.jsonl")
+    runs = {share: run_audit(tiny_checkpoint, AuditOptions(probes="accuracy,length_bias", data=eval_file,
+                                                           dtype="float32", share_prefixes=share))
+            for share in (True, False)}
+    shared, plain = runs[True].context["prefix_sharing"], runs[False].context["prefix_sharing"]
+    assert shared["enabled"] and shared["in_shared_groups"] > 0 and shared["share_of_tokens_forwarded"] < 0.9
+    assert plain == {"enabled": False, "why": "--no-share-prefixes"}
+    for on, off in zip(runs[True].probes, runs[False].probes):
+        assert on.status is off.status
+        assert on.metrics["n_pairs"] == off.metrics["n_pairs"]
+    accuracy = [r.probes[0].metrics for r in runs.values()]
+    assert accuracy[0]["mean_margin"] == pytest.approx(accuracy[1]["mean_margin"], abs=1e-4)

@@ -105,7 +105,7 @@ class ConsumerReadout(Probe):
     def _audit_readings(ctx, samples: list[Sample]) -> PrefixRewards:
         """The audit's own rewards for ``samples`` (the scoring plan's cache), keyed by the
         token ids the scorer read: a consumer that reads the same ids gets them for free."""
-        memo = PrefixRewards()
+        memo = PrefixRewards(share_prefixes=ctx.share_prefixes)
         texts = [ctx.render(s.messages()) for s in samples]
         ids, _ = tokenize_rendered(ctx.tokenizer, texts, ctx.max_length)
         if resolve_pooling(ctx.model, ctx.pooling) == "mask":
