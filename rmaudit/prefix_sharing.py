@@ -55,7 +55,7 @@ class PrefixGroup:
 
 @dataclass
 class SharingStats:
-    """What one call shared: the report context says it (``scoring_plan.prefix_sharing``)."""
+    """What one call shared: the report context says it (``prefix_sharing``)."""
 
     sequences: int = 0
     grouped: int = 0
@@ -88,8 +88,9 @@ def prefix_sharing_support(model: Any) -> tuple[bool, str]:
     rope = getattr(config, "rope_parameters", None) or getattr(config, "rope_scaling", None) or {}
     rope_type = rope.get("rope_type", rope.get("type")) if isinstance(rope, dict) else None
     if rope_type in LENGTH_DEPENDENT_ROPE:
-        # The rotary frequencies follow the whole sequence's length, so a prefix forwarded alone
-        # is encoded differently (a tiny Llama with dynamic NTK moved by 4% of a reward-std).
+        # The rotary frequencies follow the forwarded sequence's length, so a prefix forwarded
+        # alone is encoded differently (a tiny LongRoPE Llama moved by 3% of a reward-std;
+        # transformers' dynamic NTK even keeps its frequencies from earlier calls).
         return False, f"{model_type} scales its rotary positions by the sequence length ({rope_type})"
     return True, f"{model_type}: causal decoder with a key/value cache"
 

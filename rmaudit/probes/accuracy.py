@@ -96,10 +96,10 @@ class AccuracyProbe(Probe):
         precision: dict[str, Any] = {}
         check = self._float32_check(ctx, precision, std)
         chosen, rejected = ctx.pair_rewards(pairs)
-        if any(f.status is not Status.PASS for f in check):
+        regraded = any(f.status is not Status.PASS for f in check)
+        if regraded:
             # bf16 flips too many checked verdicts to grade accuracy on it: grade it on float32.
-            texts = [ctx.render(p.chosen_messages()) for p in pairs] + [ctx.render(p.rejected_messages()) for p in pairs]
-            exact = ctx.float32_rewards(texts, alone=False)
+            exact = ctx.float32_rewards(ctx.pair_texts(pairs), alone=False)
             chosen, rejected = exact[:len(pairs)], exact[len(pairs):]
             check[0].message += "; accuracy was therefore read in float32 on every held-out pair"
         margins = chosen - rejected
@@ -107,8 +107,7 @@ class AccuracyProbe(Probe):
         categories = _per_category(pairs, margins)
         metrics = {**_overall(pairs, margins, std), "ece": metric(ece),
                    "identical_pairs_excluded": len(ctx.eval_pairs) - len(pairs), **_flatten(categories), **precision,
-                   "read_in": "float32" if model_dtype(ctx) == torch.float32 or check and check[0].status is not Status.PASS
-                   else str(model_dtype(ctx)).replace("torch.", "")}
+                   "read_in": "float32" if regraded else str(model_dtype(ctx)).replace("torch.", "")}
         findings = self._findings(metrics, categories) + check
         return self.result(
             findings, with_reasons(_summary(metrics), findings), metrics=metrics,
@@ -134,7 +133,6 @@ class AccuracyProbe(Probe):
                 findings.append(finding)
         return findings
 
-
     def _float32_check(self, ctx, metrics: dict[str, Any], std: float) -> list[Finding]:
         """In an audit that reads rewards in bfloat16: the same short held-out pairs read in
         float32 from the checkpoint's own weights (``ctx.float32_rewards``, shared with
@@ -143,7 +141,7 @@ class AccuracyProbe(Probe):
         if dtype == torch.float32:
             return []
         pairs = ctx.short_pairs(FLOAT32_SAMPLE_PAIRS)
-        texts = [ctx.render(p.chosen_messages()) for p in pairs] + [ctx.render(p.rejected_messages()) for p in pairs]
+        texts = ctx.pair_texts(pairs)
         audit, exact = ctx.score_texts(texts), ctx.float32_rewards(texts)
         n, name = len(pairs), str(dtype).replace("torch.", "")
         audit_margin, exact_margin = audit[:n] - audit[n:], exact[:n] - exact[n:]

@@ -124,7 +124,6 @@ class CanonicalPairsProbe(Probe):
             evidence=rows, chart=_chart(pairs, margins, required),
         )
 
-
     @staticmethod
     def _rewards(ctx, pairs: Sequence[PreferencePair]) -> tuple[np.ndarray, np.ndarray, str]:
         """(chosen, rejected, the dtype they were read in). Each pair is a verdict of its own, so
@@ -138,8 +137,7 @@ class CanonicalPairsProbe(Probe):
         if model_dtype(ctx) == torch.float32:
             chosen, rejected = ctx.pair_rewards(pairs)
             return chosen, rejected, "float32"
-        texts = [ctx.render(p.chosen_messages()) for p in pairs] + [ctx.render(p.rejected_messages()) for p in pairs]
-        rewards = ctx.float32_rewards(texts, alone=False)
+        rewards = ctx.float32_rewards(ctx.pair_texts(pairs), alone=False)
         return rewards[:len(pairs)], rewards[len(pairs):], "float32 (decided pair by pair; the audit reads bfloat16)"
 
 

@@ -29,10 +29,9 @@ from scipy import stats
 
 from rmaudit.findings import Comparison, Finding, Limit, Setting, Status, note
 from rmaudit.probes.base import Probe, ProbeSkipped, clip_evidence, metric, with_reasons
-from rmaudit.modeling.pooling import native_prefixes
 from rmaudit.readouts import CONSUMERS, PrefixRewards, Sample, read_rewards
 from rmaudit.results import ProbeResult
-from rmaudit.scoring import render, resolve_pooling, tokenize_rendered
+from rmaudit.scoring import plain_readings, render, resolve_pooling, tokenize_rendered
 from rmaudit.stats import pair_credit
 
 EVIDENCE_ROWS = 10
@@ -108,10 +107,7 @@ class ConsumerReadout(Probe):
         memo = PrefixRewards(share_prefixes=ctx.share_prefixes)
         texts = [ctx.render(s.messages()) for s in samples]
         ids, _ = tokenize_rendered(ctx.tokenizer, texts, ctx.max_length)
-        if resolve_pooling(ctx.model, ctx.pooling) == "mask":
-            prefixes: list[list[int]] | None = ids
-        else:  # the scorer runs the model's own forward on right-padded rows
-            prefixes = native_prefixes(ctx.model, ctx.tokenizer, ids, "right")
+        prefixes = plain_readings(ctx.model, ctx.tokenizer, ids, resolve_pooling(ctx.model, ctx.pooling))
         if prefixes is not None:
             memo.add(prefixes, ctx.score_texts(texts))
         return memo

@@ -306,22 +306,23 @@ class AuditContext:
         """Add one scoring call's prefix sharing to the report context (``prefix_sharing``)."""
         from rmaudit.prefix_sharing import SharingStats, prefix_sharing_support
 
-        if not self.share_prefixes:
-            self.notes["prefix_sharing"] = {"enabled": False, "why": "--no-share-prefixes"}
-            return
+        why = prefix_sharing_support(self.model)[1] if self.share_prefixes else "--no-share-prefixes"
         if sharing is None:
-            self.notes["prefix_sharing"] = {"enabled": False, "why": prefix_sharing_support(self.model)[1]}
+            self.notes["prefix_sharing"] = {"enabled": False, "why": why}
             return
         if self._sharing is None:
             self._sharing = SharingStats()
         self._sharing.add(sharing)
-        self.notes["prefix_sharing"] = {"enabled": True, "why": prefix_sharing_support(self.model)[1],
-                                        **self._sharing.as_dict()}
+        self.notes["prefix_sharing"] = {"enabled": True, "why": why, **self._sharing.as_dict()}
 
     @property
     def n_scored(self) -> int:
         """Distinct texts scored so far in this audit (the cache's size)."""
         return len(self._cache)
+
+    def pair_texts(self, pairs: Sequence[PreferencePair]) -> list[str]:
+        """The pairs' chosen texts, then their rejected texts, rendered with the RM's template."""
+        return list(RenderedPairs(self, pairs))
 
     def labelled_texts(self) -> "RenderedPairs":
         """The chosen and rejected texts of the held-out and canonical pairs, rendered lazily

@@ -80,14 +80,14 @@ class InferenceInvariance(Probe):
     def plan(self, ctx):
         """The labelled texts, and the input-axis variants of the sample: they share all but
         their last tokens with their originals, so the audit's scorer reads them nearly free."""
-        texts = _texts(ctx, ctx.short_pairs(int(self.setting("sample_pairs"))))
+        texts = ctx.pair_texts(ctx.short_pairs(int(self.setting("sample_pairs"))))
         return [*super().plan(ctx), [v for variants in self._input_variants(ctx, texts).values() for v in variants]]
 
     def run(self, ctx) -> ProbeResult:
         pairs = ctx.short_pairs(int(self.setting("sample_pairs")))
         if len(pairs) < 2:
             raise ProbeSkipped("fewer than two pairs to reward: give --data or keep the canonical pairs")
-        texts = _texts(ctx, pairs)
+        texts = ctx.pair_texts(pairs)
         pooling = resolve_pooling(ctx.model, ctx.pooling)
         reference = ctx.float32_rewards(texts, pooling)
         std = float(reference.std())
@@ -275,8 +275,3 @@ def _toggle_end_of_turn(tokenizer: Any, text: str) -> str:
         return stripped
     without, with_eos = end_of_turn_variants(text, eos)
     return without if text == with_eos else with_eos
-
-
-def _texts(ctx, pairs) -> list[str]:
-    """The pairs' chosen texts, then their rejected texts, rendered."""
-    return [ctx.render(p.chosen_messages()) for p in pairs] + [ctx.render(p.rejected_messages()) for p in pairs]
