@@ -7,8 +7,9 @@ the shared tokens are the same in every layer, so the prefix is forwarded once, 
 cache copied to each member, and only each member's own tokens are run against it. The
 reward is the same as a plain forward up to floating-point summation order (tested against
 the plain forward per architecture in tests/test_prefix_sharing.py, and on the audited model
-itself by ``inference_invariance``'s ``prefix_sharing`` axis). It is the exact "prefix
-sharing" of preference tuning (Wang & Hegde 2024, arXiv:2410.20305), done with the model's
+itself by ``inference_invariance``'s ``prefix_sharing`` axis). A sequence that is itself a prefix of another (a text and the same ids without
+the trailing newline) is not forwarded at all: it is read inside the longer one. It is the
+exact "prefix sharing" of preference tuning (Wang & Hegde 2024, arXiv:2410.20305), done with the model's
 own key/value cache instead of a block-sparse mask so every cache-capable architecture runs
 it unchanged.
 
@@ -32,7 +33,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
-from rmaudit.modeling.pooling import apply_head, pooled_hidden, position_ids_from_mask, reward_body
+from rmaudit.modeling.pooling import apply_head, position_ids_from_mask, reward_body
 
 # Architectures whose prefix-shared rewards were compared with their plain forward (tests).
 TESTED_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3", "gemma", "phi3", "olmo2", "gpt_neox", "smollm3")
@@ -46,8 +47,8 @@ CACHE_BYTES = {"cpu": 256 * 2**20, "cuda": 2 * 2**30}
 
 @dataclass
 class PrefixGroup:
-    """Sequences (by index) whose first ``shared`` tokens are equal; each has at least one
-    token after them, so its reading position lies in its own part."""
+    """Sequences (by index) whose first ``shared`` tokens are equal; each is read at positions
+    after them, in its own part."""
 
     members: list[int]
     shared: int
@@ -103,14 +104,32 @@ def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
     return n
 
 
+def fold_prefixes(sequences: Sequence[Sequence[int]]) -> list[int]:
+    """host[i]: the sequence whose forward reads sequence i. A sequence equal to another, or
+    a prefix of one, is read inside it at its own last position (a causal decoder's state at
+    position t depends on tokens 0..t only): a text and the same ids without its trailing
+    newline, as OpenRLHF reads it, cost one forward. Sorted, a prefix sits right before a
+    sequence it begins, so one pass from the end finds every host."""
+    order = sorted(range(len(sequences)), key=lambda i: list(sequences[i]))
+    host = list(range(len(sequences)))
+    for k in range(len(order) - 2, -1, -1):
+        here, after = sequences[order[k]], sequences[order[k + 1]]
+        if common_prefix(here, after) == len(here):
+            host[order[k]] = host[order[k + 1]]
+    return host
+
+
 def prefix_groups(sequences: Sequence[Sequence[int]], min_shared: int = MIN_SHARED_TOKENS,
-                  longest_run: int = 256) -> tuple[list[PrefixGroup], list[int]]:
+                  longest_run: int = 256, first_read: Sequence[int] | None = None) -> tuple[list[PrefixGroup], list[int]]:
     """(groups sharing at least ``min_shared`` tokens, indices of sequences sharing with none).
 
     Sorted, any sequences with a common prefix sit together, so groups are runs of the sorted
     order. The runs are chosen to save the most tokens, sum of (members - 1) x shared, by
     dynamic programming over at most ``longest_run`` members a run: a long shared prompt is
-    not given up for a short shared system prompt, nor for one short text that ends early."""
+    not given up for a short shared system prompt, nor for one short text that ends early.
+    ``first_read[i]``: the first position read in sequence i (default its last), which must
+    lie in its own tokens, after the shared ones."""
+    own_from = list(first_read) if first_read is not None else [len(s) - 1 for s in sequences]
     order = sorted(range(len(sequences)), key=lambda i: list(sequences[i]))
     n = len(order)
     lcp = [0] + [common_prefix(sequences[order[k - 1]], sequences[order[k]]) for k in range(1, n)]
@@ -118,9 +137,9 @@ def prefix_groups(sequences: Sequence[Sequence[int]], min_shared: int = MIN_SHAR
     start = list(range(n + 1))  # start[j]: where the run ending at sequence j - 1 begins
     for j in range(1, n + 1):
         best[j], start[j] = best[j - 1], j - 1  # sequence j - 1 alone
-        shared = len(sequences[order[j - 1]]) - 1  # every member keeps one token of its own
+        shared = own_from[order[j - 1]]  # every member keeps its read positions as its own
         for i in range(j - 2, max(-1, j - 1 - longest_run), -1):
-            shared = min(shared, lcp[i + 1], len(sequences[order[i]]) - 1)
+            shared = min(shared, lcp[i + 1], own_from[order[i]])
             if shared < min_shared:
                 break
             if best[i] + (j - 1 - i) * shared > best[j]:
@@ -134,7 +153,7 @@ def prefix_groups(sequences: Sequence[Sequence[int]], min_shared: int = MIN_SHAR
         if len(members) == 1:
             alone.append(members[0])
         else:
-            shared = min([len(sequences[m]) - 1 for m in members] + lcp[i + 1:j])
+            shared = min([own_from[m] for m in members] + lcp[i + 1:j])
             groups.append(PrefixGroup(members, shared))
         j = i
     return groups[::-1], alone[::-1]
@@ -163,40 +182,69 @@ def last_token_readout(model: Any, sequences: Sequence[Sequence[int]], read: Cal
                        batch_size: int, batch_tokens: int, share: bool = True, max_padding: float | None = None,
                        advance: Callable[[int], None] = lambda n: None) -> tuple[np.ndarray, SharingStats]:
     """(N, k) float64: ``read`` applied to the (rows, d) hidden states at the last token of
-    each sequence, shared prefixes forwarded once when ``share``; and what was shared."""
+    each sequence, and what was shared. With ``share``, a sequence that is a prefix of
+    another (or equal to it) is read inside it (:func:`fold_prefixes`) and shared prefixes
+    are forwarded once (:func:`prefix_groups`)."""
+    from rmaudit.scoring import length_sorted_batches  # scoring imports this module
+
     out: np.ndarray | None = None
     stats = SharingStats(sequences=len(sequences), tokens=sum(len(s) for s in sequences))
-    groups, alone = prefix_groups(sequences) if share else ([], list(range(len(sequences))))
-    from rmaudit.scoring import length_sorted_batches, pad_batch  # scoring imports this module
+    host = fold_prefixes(sequences) if share else list(range(len(sequences)))
+    reads: dict[int, list[int]] = {}  # host -> the sequences read in its forward
+    for i, h in enumerate(host):
+        reads.setdefault(h, []).append(i)
+    hosts = list(reads)
+    first_read = [min(len(sequences[i]) for i in reads[h]) - 1 for h in hosts]
+    groups, alone = (prefix_groups([sequences[h] for h in hosts], first_read=first_read) if share
+                     else ([], list(range(len(hosts)))))
 
-    def store(rows: list[int], values: torch.Tensor) -> None:
+    def store(states: torch.Tensor, rows: Sequence[tuple[int, int]]) -> None:
+        """Read the states (rows, width, d) of forwarded hosts: (row, host) each, whose
+        position 0 is the host's token ``offset`` (``offsets[host]``)."""
         nonlocal out
-        values = values.double().cpu()
+        index = [(r, i, len(sequences[i]) - 1 - offsets[h]) for r, h in rows for i in reads[h]]
+        at = torch.tensor([[r, p] for r, _, p in index], device=states.device)
+        values = read(states[at[:, 0], at[:, 1]]).double().cpu()
         if out is None:
             out = np.zeros((len(sequences), values.shape[1]))
-        out[rows] = values.numpy()
-        advance(len(rows))
+        out[[i for _, i, _ in index]] = values.numpy()
+        advance(len(index))
 
+    offsets: dict[int, int] = {}
     cache_positions = _cache_positions(model)
     for rows in length_sorted_batches([g.shared for g in groups], batch_size, batch_tokens, max_padding):
-        batch = [groups[k] for k in rows]
+        batch = [PrefixGroup([hosts[m] for m in groups[k].members], groups[k].shared) for k in rows]
         cache, prefix_mask = _prefix_cache(model, [sequences[g.members[0]][:g.shared] for g in batch])
-        members = [(k, i) for k, g in enumerate(batch) for i in g.members]
-        tails = [len(sequences[i]) - batch[k].shared for k, i in members]
+        members = [(k, h) for k, g in enumerate(batch) for h in g.members]
+        offsets.update((h, batch[k].shared) for k, h in members)
+        tails = [len(sequences[h]) - batch[k].shared for k, h in members]
         # a member's copied cache holds the longest prefix of the batch and its own tokens
         budget, widest = min(batch_tokens, cache_positions), max(g.shared for g in batch)
         for part_rows in length_sorted_batches(tails, len(members), budget, max_padding, row_overhead=widest):
             part = [members[r] for r in part_rows]
-            store([i for _, i in part], read(_tail_hidden(model, cache, prefix_mask, batch, part, sequences)))
-        stats.grouped += len(members)
-        stats.tokens_forwarded += sum(g.shared + sum(len(sequences[i]) - g.shared for i in g.members) for g in batch)
-    for batch_rows in length_sorted_batches([len(sequences[i]) for i in alone], batch_size, batch_tokens, max_padding):
-        rows = [alone[i] for i in batch_rows]
-        input_ids, mask = pad_batch([sequences[i] for i in rows], 0, "right")  # pads are masked: any id
-        device = _device(model)
-        store(rows, read(pooled_hidden(model, input_ids.to(device), mask.to(device))))
-        stats.tokens_forwarded += sum(len(sequences[i]) for i in rows)
+            store(_tail_states(model, cache, prefix_mask, batch, part, sequences), list(enumerate(h for _, h in part)))
+        stats.grouped += sum(len(reads[h]) for _, h in members)
+        stats.tokens_forwarded += sum(g.shared + sum(len(sequences[h]) - g.shared for h in g.members) for g in batch)
+    alone_hosts = [hosts[k] for k in alone]
+    offsets.update((h, 0) for h in alone_hosts)
+    stats.grouped += sum(len(reads[h]) - 1 for h in alone_hosts)  # read inside another: shared too
+    for batch_rows in length_sorted_batches([len(sequences[h]) for h in alone_hosts], batch_size, batch_tokens,
+                                            max_padding):
+        rows = [alone_hosts[k] for k in batch_rows]
+        store(_plain_states(model, [sequences[h] for h in rows]), list(enumerate(rows)))
+        stats.tokens_forwarded += sum(len(sequences[h]) for h in rows)
     return (out if out is not None else np.zeros((0, 1))), stats
+
+
+def _plain_states(model: Any, rows: Sequence[Sequence[int]]) -> torch.Tensor:
+    """(rows, width, d) hidden states of right-padded rows forwarded whole."""
+    from rmaudit.scoring import pad_batch  # scoring imports this module
+
+    input_ids, mask = pad_batch(rows, 0, "right")  # pads are masked and never read: any id
+    device = _device(model)
+    input_ids, mask = input_ids.to(device), mask.to(device)
+    return reward_body(model)(input_ids=input_ids, attention_mask=mask, position_ids=position_ids_from_mask(mask),
+                              use_cache=False).last_hidden_state
 
 
 def stacked_pair_rewards(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor,
@@ -233,8 +281,18 @@ def _prefix_cache(model: Any, prefixes: Sequence[Sequence[int]]) -> tuple[list[t
 def _tail_hidden(model: Any, cache: list[tuple[torch.Tensor, torch.Tensor]], prefix_mask: torch.Tensor,
                  groups: Sequence[PrefixGroup], part: Sequence[tuple[int, int]], sequences: Sequence[Sequence[int]]) -> torch.Tensor:
     """(rows, d) hidden states at the last token of ``part`` ((group index, sequence index)
-    pairs): each member's own tokens, right-padded, run against a copy of its group's cached
-    prefix."""
+    pairs), from :func:`_tail_states`."""
+    states = _tail_states(model, cache, prefix_mask, groups, part, sequences)
+    last = torch.tensor([len(sequences[i]) - groups[k].shared - 1 for k, i in part], device=states.device)
+    return states[torch.arange(len(part), device=states.device), last]
+
+
+def _tail_states(model: Any, cache: list[tuple[torch.Tensor, torch.Tensor]], prefix_mask: torch.Tensor,
+                 groups: Sequence[PrefixGroup], part: Sequence[tuple[int, int]],
+                 sequences: Sequence[Sequence[int]]) -> torch.Tensor:
+    """(rows, width, d) hidden states of each member's own tokens in ``part`` ((group index,
+    sequence index) pairs), right-padded and run against a copy of its group's cached
+    prefix: column c is the member's token ``shared + c``."""
     from transformers import DynamicCache
 
     device = _device(model)
@@ -252,8 +310,7 @@ def _tail_hidden(model: Any, cache: list[tuple[torch.Tensor, torch.Tensor]], pre
     out = body(input_ids=ids, attention_mask=torch.cat([prefix_mask[owner, cut:], mask], dim=1),
                position_ids=shared[:, None] + torch.arange(width, device=device)[None, :], use_cache=True,
                **{_cache_argument(body): copy})
-    last = torch.tensor([len(t) - 1 for t in tails], device=device)
-    return out.last_hidden_state[torch.arange(len(tails), device=device), last]
+    return out.last_hidden_state
 
 
 def _cache_argument(body: Any) -> str:

@@ -85,6 +85,12 @@ class PrefixRewards:
     def add(self, prefixes: Sequence[Sequence[int]], rewards: Sequence[float]) -> None:
         self._known.update((tuple(p), float(r)) for p, r in zip(prefixes, rewards))
 
+    def knows(self, prefix: Sequence[int]) -> bool:
+        return tuple(prefix) in self._known
+
+    def __len__(self) -> int:
+        return len(self._known)
+
     def rewards(self, model: Any, prefixes: Sequence[Sequence[int]], *, batch_size: int = 8,
                 dtype: torch.dtype | None = None) -> np.ndarray:
         keys = [tuple(p) for p in prefixes]

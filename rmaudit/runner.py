@@ -25,7 +25,7 @@ from rmaudit.findings import Status, note
 from rmaudit.multiple_testing import control_false_discoveries
 from rmaudit.options import AuditOptions
 from rmaudit.probes.base import Probe, ProbeSkipped
-from rmaudit.probes.context import AuditContext
+from rmaudit.probes.context import AuditContext, TokenReadings
 from rmaudit.probes.registry import BrokenProbe, get_probe, select_probes
 from rmaudit.results import AuditResult, ProbeResult
 
@@ -93,26 +93,31 @@ def score_plan(ctx: AuditContext, probes: list[Probe | BrokenProbe]) -> None:
             plans.update((id(texts), texts) for texts in probe.plan(ctx))
         except Exception:  # noqa: BLE001 - ProbeSkipped or a bug: run_probe reports it with its reason
             continue
-    total = sum(len(texts) for texts in plans.values())
+    rank, size = world()
+    # Token-id readings join the first chunk of texts, to be read inside the texts they begin;
+    # across processes they are left to the probe (its rank reads them, no gather needed).
+    readings = [r for plan in plans.values() if isinstance(plan, TokenReadings) for r in plan] if size == 1 else []
+    texts = [plan for plan in plans.values() if not isinstance(plan, TokenReadings)]
+    total = sum(len(t) for t in texts)
     if not total:
         return
-    rank, size = world()
     known, start = ctx.scores()[0], time.perf_counter()
     if ctx.progress:
         print(f"rmaudit: scoring the plan of every probe ({total:,} texts"
               f"{f', process {rank + 1} of {size}' if size > 1 else ''}) ...", file=sys.stderr, flush=True)
     with ctx.progress_bar(-(-total // size)):
         chunk: list[str] = []
-        stream = itertools.chain.from_iterable(plans.values())  # one stream: full batches across probes
+        stream = itertools.chain.from_iterable(texts)  # one stream: full batches across probes
         for text in itertools.islice(stream, rank, None, size):  # this process' share of it
             chunk.append(text)
             if len(chunk) == CHUNK_TEXTS:
-                ctx.score_texts(chunk)
-                chunk = []
-        ctx.score_texts(chunk)
+                ctx.score_texts(chunk, readings)
+                chunk, readings = [], []
+        ctx.score_texts(chunk, readings)
     scored_here = ctx.n_scored - len(known)
     ctx.add_scores(*gather_scores(*ctx.scores(exclude=known)))
     ctx.notes["scoring_plan"] = {"planned_texts": total, "distinct_texts_scored": ctx.n_scored - len(known),
+                                 "token_readings_read": len(ctx.token_rewards()),
                                  "seconds": round(time.perf_counter() - start, 3),
                                  **({"processes": size, "scored_by_process_0": scored_here} if size > 1 else {})}
 

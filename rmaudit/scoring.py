@@ -53,6 +53,7 @@ class ScoreResult:
     n_tokens: np.ndarray
     n_truncated: int = 0
     sharing: SharingStats | None = None  # what shared prefixes saved (None: every text forwarded whole)
+    also_rewards: np.ndarray | None = None  # rewards of the ``also`` readings (None: not read with the texts)
 
 
 # A chat template comes from the checkpoint, i.e. from whoever wrote it. transformers renders
@@ -221,6 +222,7 @@ def score_texts(
     progress: bool | Callable[[int], None] = False,
     share_prefixes: bool = False,
     max_padding: float | None = None,
+    also: Sequence[Sequence[int]] = (),
 ) -> ScoreResult:
     """Rewards for already-rendered texts, in input order, streamed :data:`CHUNK_TEXTS` at a time.
 
@@ -228,13 +230,17 @@ def score_texts(
     ``share_prefixes``: texts of a chunk that share a prefix forward it once
     (``rmaudit/prefix_sharing.py``): the same rewards up to rounding, where the architecture
     allows it and the pooling reads a plain prefix of the ids; ``padding_side`` is then moot.
-    ``max_padding``: the share of a batch's tokens that may be pads (:func:`padding_cap`)."""
+    ``max_padding``: the share of a batch's tokens that may be pads (:func:`padding_cap`).
+    ``also``: token ids read at their last token besides the texts (another trainer's
+    tokenisation of them), forwarded with the first chunk where prefixes are shared, so one
+    that begins a text is read inside its forward; their rewards in ``also_rewards``."""
     pooling = resolve_pooling(model, pooling)
     share = share_prefixes and prefix_sharing_support(model)[0]
     rewards = np.zeros(len(texts), dtype=np.float64)
     lengths = np.zeros(len(texts), dtype=np.int64)
     truncated = 0
     sharing = SharingStats() if share else None
+    also_rewards = None
     with torch.inference_mode(), autocast_for(model, dtype), _progress(progress, len(texts)) as advance:
         for start in range(0, len(texts), CHUNK_TEXTS):
             ids, n_truncated = tokenize_rendered(tokenizer, texts[start:start + CHUNK_TEXTS], max_length)
@@ -244,9 +250,12 @@ def score_texts(
             if sharing is not None:
                 readings = plain_readings(model, tokenizer, ids, pooling)
                 if readings is not None:
-                    chunk, stats = last_token_rewards(model, readings, batch_size=batch_size, advance=advance,
+                    extra = list(also) if start == 0 else []
+                    chunk, stats = last_token_rewards(model, readings + extra, batch_size=batch_size,
+                                                      advance=_scaled(advance, len(ids), len(ids) + len(extra)),
                                                       batch_tokens=batch_tokens or BATCH_TOKENS, max_padding=max_padding)
-                    rewards[start:start + len(ids)] = chunk
+                    rewards[start:start + len(ids)] = chunk[:len(ids)]
+                    also_rewards = chunk[len(ids):] if start == 0 else also_rewards
                     sharing.add(stats)
                     continue
                 sharing.unshared_reason = ("native pooling with config.pad_token_id unlike the tokenizer's pad id: "
@@ -255,7 +264,8 @@ def score_texts(
                 input_ids, mask = pad_batch([ids[i] for i in batch], tokenizer.pad_token_id, padding_side)
                 rewards[[start + i for i in batch]] = forward_rewards(model, input_ids, mask, pooling).double().numpy()
                 advance(len(batch))
-    return ScoreResult(rewards=rewards, pooling=pooling, n_tokens=lengths, n_truncated=truncated, sharing=sharing)
+    return ScoreResult(rewards=rewards, pooling=pooling, n_tokens=lengths, n_truncated=truncated, sharing=sharing,
+                       also_rewards=also_rewards if also else None)
 
 
 def plain_readings(model: Any, tokenizer: Any, ids: Sequence[Sequence[int]], pooling: str) -> list[list[int]] | None:
@@ -278,6 +288,16 @@ def score(
     """Rewards for conversations (lists of ``{role, content}`` messages), in input order."""
     texts = [render(tokenizer, c, chat_template) for c in conversations]
     return score_texts(model, tokenizer, texts, **kwargs)
+
+
+def _scaled(advance: Callable[[int], None], texts: int, readings: int) -> Callable[[int], None]:
+    """``advance`` in texts, called with readings (texts plus ``also`` readings) done."""
+    done = [0]
+
+    def step(n: int) -> None:
+        before, done[0] = done[0], done[0] + n
+        advance(done[0] * texts // readings - before * texts // readings)
+    return step
 
 
 @contextlib.contextmanager

@@ -88,8 +88,8 @@ def test_groups_too_big_for_the_cache_budget_are_split_and_stay_exact(monkeypatc
     ids, _ = tokenize_rendered(tokenizer, texts)
     monkeypatch.setitem(prefix_sharing.CACHE_BYTES, "cpu", 1)  # the 1,024-position floor: a few rows per batch
     calls = []
-    original = prefix_sharing._tail_hidden
-    monkeypatch.setattr(prefix_sharing, "_tail_hidden",
+    original = prefix_sharing._tail_states
+    monkeypatch.setattr(prefix_sharing, "_tail_states",
                         lambda m, cache, mask, groups, part, seqs: calls.append((groups, part)) or original(m, cache, mask, groups, part, seqs))
     with torch.inference_mode():
         shared, stats = last_token_rewards(model, ids, batch_size=16, batch_tokens=16384)
@@ -100,6 +100,28 @@ def test_groups_too_big_for_the_cache_budget_are_split_and_stay_exact(monkeypatc
         width = max(len(ids[i]) - groups[k].shared for k, i in part)
         assert len(part) == 1 or len(part) * (prefix + width) <= 1024
     np.testing.assert_allclose(shared, plain, atol=1e-5)
+
+
+def test_sequences_that_begin_another_are_read_inside_it_at_no_extra_forward():
+    """A text without its last token (OpenRLHF's reading of an rmaudit text), the prompt alone
+    (a reading inside what the group shares) and a duplicate are read from the longer
+    sequences' forwards: the plain rewards, and no more tokens forwarded than without them."""
+    model, tokenizer = tiny_rm(seed=5)
+    ids, _ = tokenize_rendered(tokenizer, texts_of(tokenizer))
+    prompt = tokenize_rendered(tokenizer, [render(tokenizer, conversations()[0][:1])])[0][0]
+    assert ids[0][:len(prompt)] == prompt  # the prompt's ids begin its conversations'
+    riders = [*ids, *(row[:-1] for row in ids[:6]), list(ids[3])]
+    with torch.inference_mode():
+        shared, stats = last_token_rewards(model, riders + [prompt], batch_size=16, batch_tokens=16384)
+        plain, _ = last_token_rewards(model, riders + [prompt], batch_size=16, batch_tokens=16384, share=False)
+        _, rider_stats = last_token_rewards(model, riders, batch_size=16, batch_tokens=16384)
+        _, alone_stats = last_token_rewards(model, ids, batch_size=16, batch_tokens=16384)
+    np.testing.assert_allclose(shared, plain, atol=1e-5)
+    assert rider_stats.tokens_forwarded == alone_stats.tokens_forwarded  # the extra readings rode along
+    # the prompt's reading must lie outside what its group shares: a few shared tokens fewer
+    assert alone_stats.tokens_forwarded <= stats.tokens_forwarded < alone_stats.tokens_forwarded + len(prompt)
+    assert stats.grouped == len(riders) + 1
+    assert len(set(np.round(plain[len(ids):len(ids) + 6], 4)) - set(np.round(plain[:6], 4))) > 0  # they differ
 
 
 def test_prefix_groups_keep_a_token_of_their_own_and_prefer_long_prefixes():

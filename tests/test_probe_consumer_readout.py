@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from helpers_probe import run_configured
+from helpers_probe import configured, run_configured
 from probe_fixtures import END_AT_EOS, MULTI_HELD_OUT, consumer_ctx, consumer_rm
 from rmaudit.probes.consumer_readout import ConsumerReadout
 from rmaudit.readouts import PrefixRewards, Sample, openrlhf_ids, read_rewards, trl_ppo_ids
@@ -153,3 +153,23 @@ def test_consumers_that_read_what_the_scorer_read_reuse_the_audits_rewards():
     shipped = _audit(False, consumer="trl-ppo").metrics
     assert (shipped["readings_forwarded"], shipped["readings_shared"]) == (2 * responses, 2 * responses)
     assert shipped["transformers:pearson"] == 1.0 and shipped["trl-ppo:pearson"] < 1.0
+
+
+def test_the_scoring_plan_reads_the_consumers_ids_and_changes_no_number():
+    """Planned, the consumers' own ids are read with the audit's texts (OpenRLHF's inside the
+    texts they begin): the probe then forwards nothing, and every number is what the probe
+    computes on its own."""
+    from rmaudit.runner import run_probe, score_plan
+
+    require_smollm2()
+    alone = _audit(False, consumer="trl-ppo")
+    ctx = consumer_ctx(False, "trl-ppo")
+    probe = configured(ConsumerReadout)
+    score_plan(ctx, [probe])
+    planned = run_probe(probe, ctx)
+    assert ctx.notes["scoring_plan"]["token_readings_read"] > 0
+    assert alone.metrics["readings_forwarded"] > 0 and planned.metrics["readings_forwarded"] == 0
+    assert planned.status is alone.status
+    for name in ("trl-ppo", "openrlhf", "transformers", "trl-grpo"):
+        for key in ("pearson", "mean_shift_std", "accuracy"):
+            assert planned.metrics[f"{name}:{key}"] == pytest.approx(alone.metrics[f"{name}:{key}"], abs=2e-4)

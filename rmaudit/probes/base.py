@@ -70,7 +70,9 @@ class Probe:
         A probe that reads the model plans the labelled pairs (held-out, then canonical), which
         nearly every such probe rewards; override to add what else it scores. A text planned
         but never asked for costs one forward pass; one asked for but not planned is scored
-        when asked: the plan is an optimisation, never a change in what is measured."""
+        when asked: the plan is an optimisation, never a change in what is measured. A
+        :class:`~rmaudit.probes.context.TokenReadings` among them plans token ids read
+        another way (``ctx.token_rewards``)."""
         return [ctx.labelled_texts()] if "model" in self.inputs else []
 
     def result(

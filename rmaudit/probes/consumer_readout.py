@@ -29,7 +29,8 @@ from scipy import stats
 
 from rmaudit.findings import Comparison, Finding, Limit, Setting, Status, note
 from rmaudit.probes.base import Probe, ProbeSkipped, clip_evidence, metric, with_reasons
-from rmaudit.readouts import CONSUMERS, PrefixRewards, Sample, read_rewards
+from rmaudit.probes.context import TokenReadings
+from rmaudit.readouts import CONSUMERS, PREFIXES, PrefixRewards, Sample, read_rewards
 from rmaudit.results import ProbeResult
 from rmaudit.scoring import plain_readings, render, resolve_pooling, tokenize_rendered
 from rmaudit.stats import pair_credit
@@ -58,14 +59,28 @@ class ConsumerReadout(Probe):
                                          "battery; two responses each)"),
                 Setting("batch_size", 8, "responses per forward pass"))
 
+    def plan(self, ctx):
+        """The labelled texts, and every consumer's token ids where they are a plain reading:
+        the plan reads them with the texts they begin (OpenRLHF's are the audit's less a
+        trailing newline) or share a prompt with."""
+        samples = _samples(ctx.labelled_pairs(int(self.setting("max_pairs"))))
+        readings = TokenReadings()
+        for name in CONSUMERS:
+            try:
+                readings += PREFIXES[name](ctx.model, ctx.tokenizer, samples, ctx.policy_tokenizer) or []
+            except Exception:  # noqa: BLE001 - run reports a consumer that cannot read this model
+                continue
+        return [*super().plan(ctx), readings]
+
     def run(self, ctx) -> ProbeResult:
         pairs = ctx.labelled_pairs(int(self.setting("max_pairs")))
         if not pairs:
             raise ProbeSkipped("no held-out pairs to reward: give --data or keep the canonical pairs")
-        samples = [Sample(p.prompt, p.chosen) for p in pairs] + [Sample(p.prompt, p.rejected) for p in pairs]
+        samples = _samples(pairs)
         trained = "rmaudit" if ctx.manifest is not None and ctx.manifest.pooling == "mask" else "transformers"
         declared = getattr(ctx, "consumer", None)
         memo = self._audit_readings(ctx, samples)
+        forwarded, reused = memo.forwarded, memo.reused
         read = {name: self._read(ctx, name, samples, trained, memo) for name in CONSUMERS}
         reference = read[trained]
         if isinstance(reference, str):
@@ -77,7 +92,8 @@ class ConsumerReadout(Probe):
         base_accuracy = float(pair_credit(reference[:n] - reference[n:]).mean())
         metrics: dict[str, Any] = {"trained_readout": trained, "declared_consumer": declared or None, "n_pairs": n,
                                    "reward_std": metric(std, 6), "accuracy_trained": metric(base_accuracy),
-                                   "readings_forwarded": memo.forwarded, "readings_shared": memo.reused}
+                                   "readings_forwarded": memo.forwarded - forwarded,
+                                   "readings_shared": memo.reused - reused}
         findings: list[Finding] = []
         rows: list[dict[str, Any]] = []
         for name in CONSUMERS:
@@ -102,9 +118,10 @@ class ConsumerReadout(Probe):
 
     @staticmethod
     def _audit_readings(ctx, samples: list[Sample]) -> PrefixRewards:
-        """The audit's own rewards for ``samples`` (the scoring plan's cache), keyed by the
-        token ids the scorer read: a consumer that reads the same ids gets them for free."""
-        memo = PrefixRewards(share_prefixes=ctx.share_prefixes)
+        """The audit's token-id rewards (``ctx.token_rewards``: what the scoring plan read of
+        this probe's plan) and its own rewards for ``samples`` (the score cache), keyed by
+        the token ids the scorer read: a consumer that reads the same ids gets them for free."""
+        memo = ctx.token_rewards()
         texts = [ctx.render(s.messages()) for s in samples]
         ids, _ = tokenize_rendered(ctx.tokenizer, texts, ctx.max_length)
         prefixes = plain_readings(ctx.model, ctx.tokenizer, ids, resolve_pooling(ctx.model, ctx.pooling))
@@ -196,6 +213,11 @@ class ConsumerReadout(Probe):
              "series": [{"name": "Pearson", "values": [r["pearson"] for r in rows]}],
              "hlines": [{"y": 0.9, "label": "fail below 0.9 (declared consumer)"}]},
         ]}
+
+
+def _samples(pairs) -> list[Sample]:
+    """The responses every consumer rewards: the pairs' chosen ones, then their rejected ones."""
+    return [Sample(p.prompt, p.chosen) for p in pairs] + [Sample(p.prompt, p.rejected) for p in pairs]
 
 
 def _pearson(a: np.ndarray, b: np.ndarray) -> float:

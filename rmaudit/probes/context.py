@@ -79,6 +79,7 @@ class AuditContext:
     # id(pair) -> (pair, its content fingerprint, chosen reward, rejected reward): see pair_rewards
     _pair_memo: dict[int, tuple] = field(default_factory=dict, repr=False)
     _sharing: Any = field(default=None, repr=False)  # SharingStats of every scoring call so far
+    _token_rewards: Any = field(default=None, repr=False)  # PrefixRewards: see token_rewards
     # Loads the checkpoint again with float32 weights (build_context sets it): the reference
     # that bf16-loaded weights are checked against (bf16 rounding of the weights alone moved
     # SmolLM2's hh rewards by a median 0.04 reward-std).
@@ -110,24 +111,39 @@ class AuditContext:
                 rewards[start:start + len(texts)] = self.score_texts(texts)
         return rewards
 
-    def score_texts(self, texts: Sequence[str]) -> np.ndarray:
-        """Rewards for already-rendered texts; each distinct text is scored once per audit."""
+    def score_texts(self, texts: Sequence[str], readings: Sequence[Sequence[int]] = ()) -> np.ndarray:
+        """Rewards for already-rendered texts; each distinct text is scored once per audit.
+        ``readings``: token ids another trainer reads (:class:`TokenReadings`), read with the
+        texts where prefixes are shared and kept in :meth:`token_rewards`."""
         from rmaudit.scoring import padding_cap, score_texts
 
         keys = text_keys(texts, salt=self.pooling.encode())
         todo = self._cache.missing(keys)  # the first text of each key not scored yet
+        readings = [r for r in readings if not self.token_rewards().knows(r)]
         with self.progress_bar(len(texts)) as advance:
             advance(len(texts) - len(todo))
             if len(todo):
                 result = score_texts(
                     self.model, self.tokenizer, [texts[i] for i in todo], batch_size=self.batch_size,
                     dtype=self.dtype, pooling=self.pooling, max_length=self.max_length, progress=advance,
-                    share_prefixes=self.share_prefixes, max_padding=padding_cap(self.device),
+                    share_prefixes=self.share_prefixes, max_padding=padding_cap(self.device), also=readings,
                 )
                 self.notes["pooling"] = result.pooling
                 self._note_sharing(result.sharing)
                 self._cache.update(keys[todo], result.rewards)
+                if result.also_rewards is not None:
+                    self.token_rewards().add(readings, result.also_rewards)
         return self._cache.get(keys)
+
+    def token_rewards(self) -> Any:
+        """The audit's rewards of token-id readings (``PrefixRewards``, ``rmaudit/readouts.py``):
+        what the scoring plan read of the probes' :class:`TokenReadings`, and what probes
+        read since; under the audit's model and dtype."""
+        if self._token_rewards is None:
+            from rmaudit.readouts import PrefixRewards
+
+            self._token_rewards = PrefixRewards(share_prefixes=self.share_prefixes)
+        return self._token_rewards
 
     def pair_rewards(self, pairs: Sequence[PreferencePair]) -> tuple[np.ndarray, np.ndarray]:
         """(chosen rewards, rejected rewards) for pairs, through the shared cache."""
@@ -350,6 +366,13 @@ def _fingerprint(pair: PreferencePair) -> int:
     """A hash of what a pair's rewards depend on; strings cache their hash, so this costs a
     tuple, not a render. With the identity check it catches a pair edited in place."""
     return hash((pair.chosen, pair.rejected, tuple((str(m.get("role")), str(m.get("content"))) for m in pair.prompt)))
+
+
+class TokenReadings(list):
+    """Token ids a probe will read at their last token, planned besides its texts
+    (``Probe.plan``): another trainer's tokenisation of the audit's conversations. The
+    scoring plan reads them with the texts, so one that begins a text (OpenRLHF's ids are
+    the audit's less a trailing newline) costs no forward pass of its own."""
 
 
 class RenderedPairs(Sequence[str]):
