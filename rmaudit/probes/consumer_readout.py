@@ -12,7 +12,9 @@ passes.
 Consumers that read the same token ids at the same place share one forward pass, and the
 audit's own rewards answer every consumer that reads what the scorer read
 (``PrefixRewards`` in ``rmaudit/readouts.py``); all of them read under the audit's scoring
-dtype, like the trained readout they are compared with.
+dtype, like the trained readout they are compared with. The probe plans its consumers' token
+ids (``TokenReadings``), so the scoring plan reads them with the audit's texts: ids that
+begin a text (OpenRLHF's are the audit's less a trailing newline) are read inside its forward.
 
 ``--consumer NAME`` (``consumer = "trl-ppo"`` in ``[tool.rmaudit]``) declares the trainer that
 will consume the model: its readout fails on the limits. With no consumer declared, every

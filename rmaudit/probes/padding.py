@@ -278,7 +278,7 @@ class PaddingProbe(Probe):
             return
         variants = [end_of_turn_variants(t, tok.eos_token) for t in texts[:4]]
         flat = [v for pair in variants for v in pair]
-        rewards = score_batch(ctx, flat, side="right", pooling=served, batch_size=1)
+        rewards = ctx.float32_rewards(flat, served)  # alone, as the sample: a text ending in eos is read once
         delta = float(np.max(np.abs(rewards[0::2] - rewards[1::2]))) / std
         metrics["eos_delta_std"] = metric(delta, 6)
         unchanged = delta <= tol
