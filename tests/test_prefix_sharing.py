@@ -7,9 +7,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from rmaudit import prefix_sharing
-from rmaudit.prefix_sharing import (TESTED_MODEL_TYPES, last_token_rewards, prefix_groups, prefix_sharing_support)
+from rmaudit.prefix_sharing import (TESTED_MODEL_TYPES, fold_prefixes, last_token_rewards, prefix_groups,
+                                    prefix_sharing_support)
 from rmaudit.scoring import render, score_texts, tokenize_rendered
 from tiny_models import tiny_rm, tiny_tokenizer
 
@@ -193,3 +196,18 @@ def test_length_dependent_rotary_scaling_is_not_shared_because_it_is_not_exact()
         shared, _ = last_token_rewards(model, ids, batch_size=16, batch_tokens=16384, share=True)
         plain, _ = last_token_rewards(model, ids, batch_size=16, batch_tokens=16384, share=False)
     assert np.abs(shared - plain).max() > 0.01 * np.std(plain)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.lists(st.integers(0, 3), min_size=1, max_size=6), min_size=1, max_size=12))
+def test_every_sequence_is_read_inside_a_host_that_begins_with_it_and_begins_no_other(sequences):
+    """Small alphabets make many prefixes and duplicates: each sequence's host starts with it,
+    hosts are their own hosts, and no host is a prefix of another sequence (else it would
+    have been folded too)."""
+    host = fold_prefixes(sequences)
+    for i, h in enumerate(host):
+        assert list(sequences[h][:len(sequences[i])]) == list(sequences[i]) and host[h] == h
+    hosts = set(host)
+    for h in hosts:
+        assert not any(j != h and len(s) >= len(sequences[h]) and s[:len(sequences[h])] == sequences[h]
+                       for j, s in enumerate(sequences) if host[j] != h)
