@@ -269,16 +269,22 @@ class AuditContext:
 
     def float32_rewards(self, texts: Sequence[str], pooling: str | None = None, *, alone: bool = True) -> np.ndarray:
         """Rewards of rendered texts read with float32 weights and arithmetic, under ``pooling``
-        (default the audit's); cached per (mode, pooling, text), so probes share the forwards.
+        (default the audit's); cached per (mode, ids read), so probes share the forwards.
         ``alone``: each text a batch of one (no padding, no shared prefix), the reference that
         precision and batching comparisons are measured against; otherwise the audit's own
         batching (shared prefixes, little padding), exact to float32 rounding, for verdicts
         decided pair by pair."""
-        from rmaudit.scoring import padding_cap, resolve_pooling, score_texts
+        from rmaudit.scoring import padding_cap, plain_readings, resolve_pooling, score_texts, tokenize_rendered
 
         model = self.float32_model()
         pooling = resolve_pooling(model, pooling or self.pooling)
-        keys = text_keys(texts, salt=(b"float32-alone:" if alone else b"float32:") + pooling.encode())
+        mode = b"float32-alone:" if alone else b"float32:"
+        # Keyed by the ids read where they name the reward (a plain reading), so the two
+        # poolings of one text share a forward when they read the same ids.
+        readings = plain_readings(model, self.tokenizer, tokenize_rendered(self.tokenizer, texts, self.max_length)[0],
+                                  pooling)
+        keys = (text_keys([" ".join(map(str, r)) for r in readings], salt=mode + b"ids") if readings is not None
+                else text_keys(texts, salt=mode + pooling.encode()))
         todo = self._float32_cache.missing(keys)
         if len(todo):
             batching: dict[str, Any] = ({"batch_size": 1} if alone else

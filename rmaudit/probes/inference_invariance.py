@@ -6,11 +6,12 @@ chosen and rejected) is rewarded once as the reference (float32 weights and arit
 of one, right padding: ``ctx.float32_rewards``) and again along each axis:
 
 * computation axes, where nothing should change but rounding: batch of one vs one padded
-  batch, right vs left padding, ``attn_implementation`` eager vs sdpa (on ``computation_pairs``
-  pairs spread over the sample's lengths: a batching bug moves every padded row), and the
-  audit's own shortcut, shared prefixes (``rmaudit/prefix_sharing.py``), where the audit uses
-  it. A change past the float32 rounding bound (``padding.tolerance_std``: eps x sqrt(2 x
-  layers) x reward rms, times a safety factor) fails: the reward depends on how PPO (or the
+  batch, right vs left padding, ``attn_implementation`` eager vs sdpa, and the audit's own
+  shortcut, shared prefixes (``rmaudit/prefix_sharing.py``), where the audit uses it (each
+  on ``computation_pairs`` pairs spread over the sample's lengths: a batching bug moves
+  every padded row, a cache that does not reproduce the prefix moves every shared one). A
+  change past the float32 rounding bound (``padding.tolerance_std``: eps x sqrt(2 x layers)
+  x reward rms, times a safety factor) fails: the reward depends on how PPO (or the
   audit) batches it;
 * precision, graded against the bfloat16 rounding bound (warns: the rewards are another
   reading). In a bfloat16 audit it checks the audit's own readings, so the report says how
@@ -70,7 +71,7 @@ class InferenceInvariance(Probe):
         Setting("sample_pairs", FLOAT32_SAMPLE_PAIRS, "pairs rewarded along every axis, spread over the shorter half "
                                                       "of the held-out pairs (ctx.short_pairs; padding reads the same)"),
         Setting("computation_pairs", 4, "pairs of the sample, spread over its lengths, rewarded in one padded "
-                                         "float32 batch for the batch, padding-side and attention axes"),
+                                         "float32 batch for the batch, padding-side, attention and prefix-sharing axes"),
         Setting("emulated_bf16_pairs", 2, "pairs of the sample rewarded in bfloat16 where the device only emulates "
                                           "it (CPUs without AMX or AVX512-BF16: 50-80x slower than float32)"),
         Setting("tolerance_ulps", 16.0, "safety factor on the rounding bound"),
@@ -116,8 +117,8 @@ class InferenceInvariance(Probe):
                                  reference[few], few)
             if ctx.share_prefixes and prefix_sharing_support(ctx.model)[0]:
                 axes["prefix_sharing"] = (_attempt(lambda: score_texts(
-                    ctx.model, ctx.tokenizer, texts, batch_size=len(texts), pooling=pooling, max_length=ctx.max_length,
-                    share_prefixes=True).rewards), reference, every)
+                    ctx.model, ctx.tokenizer, batch, batch_size=len(batch), pooling=pooling, max_length=ctx.max_length,
+                    share_prefixes=True).rewards), reference[few], few)
             if audit_dtype == _float32():  # what a consumer reading in bf16 gets
                 subset, why = self._bf16_subset(ctx, n)
                 bf16_reason = why if len(subset) < 2 * n else ""
