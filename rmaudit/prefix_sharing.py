@@ -7,11 +7,11 @@ the shared tokens are the same in every layer, so the prefix is forwarded once, 
 cache copied to each member, and only each member's own tokens are run against it. The
 reward is the same as a plain forward up to floating-point summation order (tested against
 the plain forward per architecture in tests/test_prefix_sharing.py, and on the audited model
-itself by ``inference_invariance``'s ``prefix_sharing`` axis). A sequence that is itself a prefix of another (a text and the same ids without
-the trailing newline) is not forwarded at all: it is read inside the longer one. It is the
-exact "prefix sharing" of preference tuning (Wang & Hegde 2024, arXiv:2410.20305), done with the model's
-own key/value cache instead of a block-sparse mask so every cache-capable architecture runs
-it unchanged.
+itself by ``inference_invariance``'s ``prefix_sharing`` axis). A sequence that is itself a
+prefix of another (a text and the same ids without the trailing newline) is not forwarded at
+all: it is read inside the longer one. It is the exact "prefix sharing" of preference tuning
+(Wang & Hegde 2024, arXiv:2410.20305), done with the model's own key/value cache instead of
+a block-sparse mask so every cache-capable architecture runs it unchanged.
 
 On held-out hh-rlhf the prompt is about three quarters of each text, so a chosen/rejected
 pair costs a prompt and two answers instead of two prompts and two answers.

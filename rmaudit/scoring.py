@@ -255,7 +255,8 @@ def score_texts(
                                                       advance=_scaled(advance, len(ids), len(ids) + len(extra)),
                                                       batch_tokens=batch_tokens or BATCH_TOKENS, max_padding=max_padding)
                     rewards[start:start + len(ids)] = chunk[:len(ids)]
-                    also_rewards = chunk[len(ids):] if start == 0 else also_rewards
+                    if extra:
+                        also_rewards = chunk[len(ids):]
                     sharing.add(stats)
                     continue
                 sharing.unshared_reason = ("native pooling with config.pad_token_id unlike the tokenizer's pad id: "
@@ -265,7 +266,7 @@ def score_texts(
                 rewards[[start + i for i in batch]] = forward_rewards(model, input_ids, mask, pooling).double().numpy()
                 advance(len(batch))
     return ScoreResult(rewards=rewards, pooling=pooling, n_tokens=lengths, n_truncated=truncated, sharing=sharing,
-                       also_rewards=also_rewards if also else None)
+                       also_rewards=also_rewards)
 
 
 def plain_readings(model: Any, tokenizer: Any, ids: Sequence[Sequence[int]], pooling: str) -> list[list[int]] | None:
