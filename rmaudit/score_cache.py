@@ -39,6 +39,10 @@ class ScoreCache:
         found[found] = self.keys[where[found]] == keys[found]
         return where, found
 
+    def has(self, keys: np.ndarray) -> np.ndarray:
+        """(N,) bool: which keys are cached."""
+        return self._find(keys)[1]
+
     def missing(self, keys: np.ndarray) -> np.ndarray:
         """Indices into ``keys`` of the first occurrence of each key not cached, in input order."""
         absent = np.flatnonzero(~self._find(keys)[1])

@@ -99,3 +99,58 @@ def test_the_audits_own_prefix_sharing_is_checked_on_the_audited_model(tmp_path,
     finding = next(f for f in result.findings if f.metric == "prefix_sharing:max_delta_std")
     assert finding.status is Status.FAIL and finding.value > finding.limit
     assert result.metrics["batch:max_delta_std"] <= result.metrics["tolerance_float32_std"]  # the plain paths agree
+
+
+def _rows_forwarded(model) -> tuple[list[int], object]:
+    """Rows of every body forward of ``model`` (mask pooling runs the body, native the model)."""
+    from rmaudit.modeling.pooling import reward_body
+
+    rows: list[int] = []
+    hook = reward_body(model).register_forward_pre_hook(
+        lambda module, args, kwargs: rows.append(kwargs.get("input_ids", args[0] if args else None).shape[0]),
+        with_kwargs=True)
+    return rows, hook
+
+
+def test_padding_and_invariance_read_their_shared_padded_float32_batches_once(tmp_path):
+    """The batch and padding-side axes are padding's own right- and left-padded batches (its
+    sample of 4 pairs and the filler): after padding ran, invariance forwards only the
+    attention axis' batch of 9 rows; alone, it forwards all three."""
+    from rmaudit.probes.padding import PaddingProbe
+
+    require_smollm2()
+    folder = make_tiny_rm(tmp_path / "rm")
+
+    def nine_row_forwards(*probes):
+        loaded = load_reward_model(folder)
+        ctx = AuditContext(checkpoint=folder, model=loaded.model, tokenizer=loaded.tokenizer, eval_pairs=PAIRS)
+        rows, hook = _rows_forwarded(ctx.float32_model())
+        counts = []
+        for probe in probes:
+            before = rows.count(9)
+            result = run_configured(probe, ctx)
+            assert result.status is Status.PASS, result.summary
+            counts.append(rows.count(9) - before)
+        hook.remove()
+        return counts
+
+    assert nine_row_forwards(InferenceInvariance) == [3]
+    padding, invariance = nine_row_forwards(PaddingProbe, InferenceInvariance)
+    assert padding >= 2 and invariance == 1
+
+
+def test_a_batched_float32_reading_reuses_the_batch_of_one_readings(tmp_path, monkeypatch):
+    import rmaudit.scoring
+
+    require_smollm2()
+    loaded = load_reward_model(make_tiny_rm(tmp_path / "rm"))
+    ctx = AuditContext(checkpoint=tmp_path / "rm", model=loaded.model, tokenizer=loaded.tokenizer, eval_pairs=PAIRS)
+    texts = ctx.pair_texts(PAIRS)
+    alone = ctx.float32_rewards(texts[:6], alone=True)
+    scored: list[str] = []
+    score_texts = rmaudit.scoring.score_texts
+    monkeypatch.setattr(rmaudit.scoring, "score_texts", lambda model, tokenizer, items, **kw: (
+        scored.extend(items), score_texts(model, tokenizer, items, **kw))[1])
+    assert (ctx.float32_rewards(texts[:6]) == alone).all() and scored == []  # nothing read again
+    batched = ctx.float32_rewards(texts)
+    assert (batched[:6] == alone).all() and sorted(scored) == sorted(set(texts[6:]))

@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Hashable, Iterator, Sequence
 
 import numpy as np
 
@@ -86,6 +86,7 @@ class AuditContext:
     float32_loader: Callable[[], Any] | None = field(default=None, repr=False)
     _float32_model: Any = field(default=None, repr=False)
     _float32_cache: ScoreCache = field(default_factory=ScoreCache, repr=False)
+    _shared: dict[Hashable, Any] = field(default_factory=dict, repr=False)  # see shared
 
     def require(self, *names: str) -> None:
         """Raise ProbeSkipped naming every missing input, e.g. ``require("eval_pairs", "model")``."""
@@ -267,33 +268,58 @@ class AuditContext:
                 self.notes["float32_reference"] = "the loaded weights cast to float32 (no reload available)"
         return self._float32_model
 
-    def float32_rewards(self, texts: Sequence[str], pooling: str | None = None, *, alone: bool = True) -> np.ndarray:
+    def float32_rewards(self, texts: Sequence[str], pooling: str | None = None, *, alone: bool = False) -> np.ndarray:
         """Rewards of rendered texts read with float32 weights and arithmetic, under ``pooling``
         (default the audit's); cached per (mode, ids read), so probes share the forwards.
-        ``alone``: each text a batch of one (no padding, no shared prefix), the reference that
-        precision and batching comparisons are measured against; otherwise the audit's own
-        batching (shared prefixes, little padding), exact to float32 rounding, for verdicts
-        decided pair by pair."""
-        from rmaudit.scoring import padding_cap, plain_readings, resolve_pooling, score_texts, tokenize_rendered
+        By default in the audit's own batching (shared prefixes, little padding), exact to
+        float32 rounding (1e-5 reward-std on SmolLM2, far below bfloat16's effects): for
+        verdicts and precision comparisons. ``alone``: each text a batch of one (no padding,
+        no shared prefix), the reference that padding and batching comparisons are measured
+        against; it costs a forward per text (a float32 call reads every weight, about 85 ms
+        for SmolLM2-135M on 2 CPU cores however short the text), and a batched reading reuses
+        it where it exists."""
+        from rmaudit.scoring import padding_cap, score_texts
 
         model = self.float32_model()
-        pooling = resolve_pooling(model, pooling or self.pooling)
-        mode = b"float32-alone:" if alone else b"float32:"
-        # Keyed by the ids read where they name the reward (a plain reading), so the two
-        # poolings of one text share a forward when they read the same ids.
-        readings = plain_readings(model, self.tokenizer, tokenize_rendered(self.tokenizer, texts, self.max_length)[0],
-                                  pooling)
-        keys = (text_keys([" ".join(map(str, r)) for r in readings], salt=mode + b"ids") if readings is not None
-                else text_keys(texts, salt=mode + pooling.encode()))
+        keys = self._float32_keys(model, texts, pooling, b"float32-alone:" if alone else b"float32:")
+        if not alone:  # a batch-of-one reading is as exact: reuse it rather than read again
+            alone_keys = self._float32_keys(model, texts, pooling, b"float32-alone:")
+            known = self._float32_cache.has(alone_keys)
+            self._float32_cache.update(keys[known], self._float32_cache.get(alone_keys[known]))
         todo = self._float32_cache.missing(keys)
         if len(todo):
             batching: dict[str, Any] = ({"batch_size": 1} if alone else
                                         {"batch_size": self.batch_size, "share_prefixes": self.share_prefixes,
                                          "max_padding": padding_cap(self.device)})
-            result = score_texts(model, self.tokenizer, [texts[i] for i in todo], pooling=pooling,
-                                 max_length=self.max_length, **batching)
+            result = score_texts(model, self.tokenizer, [texts[i] for i in todo],
+                                 pooling=self._float32_pooling(model, pooling), max_length=self.max_length, **batching)
             self._float32_cache.update(keys[todo], result.rewards)
         return self._float32_cache.get(keys)
+
+    def _float32_pooling(self, model: Any, pooling: str | None) -> str:
+        from rmaudit.scoring import resolve_pooling
+
+        return resolve_pooling(model, pooling or self.pooling)
+
+    def _float32_keys(self, model: Any, texts: Sequence[str], pooling: str | None, mode: bytes) -> np.ndarray:
+        """Keys of ``texts`` in the float32 cache under ``mode``: by the ids read where they name
+        the reward (a plain reading), so the two poolings of one text share a forward when they
+        read the same ids; else by text and pooling."""
+        from rmaudit.scoring import plain_readings, tokenize_rendered
+
+        pooling = self._float32_pooling(model, pooling)
+        readings = plain_readings(model, self.tokenizer, tokenize_rendered(self.tokenizer, texts, self.max_length)[0],
+                                  pooling)
+        return (text_keys([" ".join(map(str, r)) for r in readings], salt=mode + b"ids") if readings is not None
+                else text_keys(texts, salt=mode + pooling.encode()))
+
+    def shared(self, key: Hashable, compute: Callable[[], Any]) -> Any:
+        """``compute()`` once per audit for ``key``: a result several probes compute the same
+        way (padding's and inference_invariance's padded float32 batch). A failure is not kept:
+        each caller sees it."""
+        if key not in self._shared:
+            self._shared[key] = compute()
+        return self._shared[key]
 
     def short_pairs(self, limit: int) -> list[PreferencePair]:
         """``limit`` labelled pairs spread over the shorter half by length: held-out pairs when

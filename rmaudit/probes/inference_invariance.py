@@ -2,14 +2,17 @@
 
 A sample of labelled pairs (``ctx.short_pairs``: spread over the shorter half of the held-out
 pairs, since what the axes test does not depend on length and float32 cost grows with it;
-chosen and rejected) is rewarded once as the reference (float32 weights and arithmetic, batch
-of one, right padding: ``ctx.float32_rewards``) and again along each axis:
+chosen and rejected) is rewarded once in float32 (``ctx.float32_rewards``) and again along
+each axis:
 
-* computation axes, where nothing should change but rounding: batch of one vs one padded
-  batch, right vs left padding, ``attn_implementation`` eager vs sdpa, and the audit's own
-  shortcut, shared prefixes (``rmaudit/prefix_sharing.py``), where the audit uses it (each
-  on ``computation_pairs`` pairs spread over the sample's lengths: a batching bug moves
-  every padded row, a cache that does not reproduce the prefix moves every shared one). A
+* computation axes, where nothing should change but rounding, on ``computation_pairs`` pairs
+  spread over the shorter half of the sample (padding's own sample: ``padding.sample_pairs``;
+  a batching bug moves every padded row, a cache that does not reproduce the prefix moves
+  every shared one), against their float32 readings alone (batch of one, no padding): one
+  padded batch right- and left-padded with a longer filler (the very batches the padding
+  probe reads, computed once: ``padding.padded_rewards``), ``attn_implementation`` eager vs
+  sdpa, and the audit's own shortcut, shared prefixes (``rmaudit/prefix_sharing.py``),
+  where the audit uses it. A
   change past the float32 rounding bound (``padding.tolerance_std``: eps x sqrt(2 x layers)
   x reward rms, times a safety factor) fails: the reward depends on how PPO (or the
   audit) batches it;
@@ -42,7 +45,7 @@ import numpy as np
 from rmaudit.findings import Comparison, Finding, Limit, Setting, Status, note
 from rmaudit.probes.base import Probe, ProbeSkipped, metric, with_reasons
 from rmaudit.probes.context import FLOAT32_SAMPLE_PAIRS
-from rmaudit.probes.padding import (end_of_turn_variants, model_dtype, n_layers, score_batch, scored_in_float32,
+from rmaudit.probes.padding import (end_of_turn_variants, model_dtype, n_layers, padded_rewards, sample_pairs, score_padded, scored_in_float32,
                                     tolerance_std)
 from rmaudit.results import ProbeResult
 from rmaudit.prefix_sharing import prefix_sharing_support
@@ -90,46 +93,40 @@ class InferenceInvariance(Probe):
             raise ProbeSkipped("fewer than two pairs to reward: give --data or keep the canonical pairs")
         texts = ctx.pair_texts(pairs)
         pooling = resolve_pooling(ctx.model, ctx.pooling)
-        reference = ctx.float32_rewards(texts, pooling)
+        reference = ctx.float32_rewards(texts, pooling)  # batched: exact to float32 rounding, for the dtype axis
         std = float(reference.std())
         if not std > 0:
             raise ProbeSkipped("every sampled text gets the same reward: no spread to measure changes against")
         n = len(pairs)
-        spread = np.unique(np.linspace(0, n - 1, num=min(n, int(self.setting("computation_pairs")))).round().astype(int))
-        few = [*spread, *(spread + n)]  # those pairs' chosen, then rejected texts: one padded batch
+        # padding's sample: the same padded float32 batches serve both probes (padded_rewards)
+        picked = sample_pairs(ctx, pairs, int(self.setting("computation_pairs")))
+        few = [*picked, *(i + n for i in picked)]  # those pairs' chosen, then rejected texts: one padded batch
         audit_dtype = model_dtype(ctx)
-        # axis -> (rewards or the error, the rewards it is compared with, which texts)
-        axes: dict[str, tuple[np.ndarray | str, np.ndarray, list[int]]] = {}
-        every = list(range(2 * n))
+        # axis -> (rewards or the error, the rewards it is compared with)
+        axes: dict[str, tuple[np.ndarray | str, np.ndarray]] = {}
         bf16_reason = ""
+        batch = [texts[i] for i in few]
         with scored_in_float32(ctx):
-            def score(items, side="right", batch_size=1, dtype=None):
-                saved, ctx.dtype = ctx.dtype, dtype
-                try:
-                    return score_batch(ctx, items, side=side, pooling=pooling, batch_size=batch_size)
-                finally:
-                    ctx.dtype = saved
-
-            batch = [texts[i] for i in few]
-            axes["batch"] = (_attempt(lambda: score(batch, batch_size=len(batch))), reference[few], few)
-            axes["padding_side"] = (_attempt(lambda: score(batch, side="left", batch_size=len(batch))), reference[few], few)
-            axes["attention"] = (_attempt(lambda: self._other_attention(ctx, lambda: score(batch, batch_size=len(batch)))),
-                                 reference[few], few)
+            alone = ctx.float32_rewards(batch, pooling, alone=True) if few else np.zeros(0)
+            for axis, side in (("batch", "right"), ("padding_side", "left")):
+                axes[axis] = (_attempt(partial(padded_rewards, ctx, batch, side=side, pooling=pooling)), alone)
+            axes["attention"] = (_attempt(lambda: self._other_attention(
+                ctx, lambda: score_padded(ctx, batch, side="right", pooling=pooling))), alone)
             if ctx.share_prefixes and prefix_sharing_support(ctx.model)[0]:
                 axes["prefix_sharing"] = (_attempt(lambda: score_texts(
                     ctx.model, ctx.tokenizer, batch, batch_size=len(batch), pooling=pooling, max_length=ctx.max_length,
-                    share_prefixes=True).rewards), reference[few], few)
+                    share_prefixes=True).rewards), alone)
             if audit_dtype == _float32():  # what a consumer reading in bf16 gets
                 subset, why = self._bf16_subset(ctx, n)
                 bf16_reason = why if len(subset) < 2 * n else ""
-                axes["dtype"] = (_attempt(lambda: score([texts[i] for i in subset], batch_size=8, dtype=_bfloat16())),
-                                 reference[subset], subset)
+                axes["dtype"] = (_attempt(lambda: self._bf16_rewards(ctx, [texts[i] for i in subset], pooling)),
+                                 reference[subset])
             layers = n_layers(ctx.model)
         audit = ctx.score_texts(texts)
         if audit_dtype != _float32():  # the numbers every probe of this audit used
-            axes["dtype"] = (audit, reference, every)
+            axes["dtype"] = (audit, reference)
         for axis, variants in self._input_variants(ctx, texts).items():  # read as the audit reads: like for like
-            axes[axis] = (_attempt(partial(ctx.score_texts, variants)), audit, every)
+            axes[axis] = (_attempt(partial(ctx.score_texts, variants)), audit)
         rms = float(np.sqrt(np.mean(reference ** 2)))
         tol32 = tolerance_std(_float32(), layers, rms, std, self.setting("tolerance_ulps"), self.setting("tolerance_floor_std"))
         tol16 = tolerance_std(_bfloat16(), layers, rms, std, self.setting("tolerance_ulps"), self.setting("tolerance_floor_std"))
@@ -139,7 +136,7 @@ class InferenceInvariance(Probe):
                                                   else f"the audit's own {str(audit_dtype).replace('torch.', '')} readings"),
                                    "accuracy_reference": metric(float(pair_credit(reference[:n] - reference[n:]).mean()))}
         findings: list[Finding] = []
-        for axis, (rewards, ref, _) in axes.items():
+        for axis, (rewards, ref) in axes.items():
             if isinstance(rewards, str):
                 metrics[f"{axis}:error"] = rewards
                 findings.append(note(Status.WARN, f"{axis}: cannot score this variant ({rewards})"))
@@ -201,6 +198,12 @@ class InferenceInvariance(Probe):
         native, why = bf16_support(ctx.device)
         k = n_pairs if native else max(1, min(n_pairs, int(self.setting("emulated_bf16_pairs"))))
         return [*range(k), *range(n_pairs, n_pairs + k)], why
+
+    @staticmethod
+    def _bf16_rewards(ctx, texts: list[str], pooling: str) -> np.ndarray:
+        """Rewards under bfloat16 autocast over ``ctx.model``'s (float32) weights, batches of 8."""
+        return score_texts(ctx.model, ctx.tokenizer, texts, batch_size=8, dtype=_bfloat16(), pooling=pooling,
+                           max_length=ctx.max_length).rewards
 
     @staticmethod
     def _other_attention(ctx, score: Callable[[], np.ndarray]) -> np.ndarray:

@@ -24,6 +24,7 @@ import torch
 
 from rmaudit.findings import Comparison, Finding, Limit, Setting, Status, note
 from rmaudit.probes.base import Probe, ProbeSkipped, clip_evidence, metric, with_reasons
+from rmaudit.data.pairs import PreferencePair
 from rmaudit.probes.context import FLOAT32_SAMPLE_PAIRS
 from rmaudit.results import ProbeResult
 from rmaudit.scoring import resolve_pooling, score_texts, tokenize_rendered
@@ -89,23 +90,31 @@ def n_layers(model: Any) -> int:
     return int(getattr(config, "num_hidden_layers", None) or getattr(config, "n_layer", None) or 1)
 
 
+def sample_pairs(ctx, pairs: Sequence[PreferencePair], n_pairs: int) -> list[int]:
+    """Indices of ``n_pairs`` of ``pairs`` (the audit's short pairs, ``ctx.short_pairs``)
+    spread by token length over the shorter half of those that fit the max length: varied
+    amounts of padding without paying float32 for long texts (padding bugs do not need
+    length). padding and inference_invariance pick their padded batch this way from the same
+    short pairs, so they share its float32 forwards (:func:`padded_rewards`)."""
+    texts = ctx.pair_texts(pairs)  # chosen block, then rejected block
+    ids, _ = tokenize_rendered(ctx.tokenizer, texts)
+    n, limit = len(pairs), ctx.max_length or math.inf
+    usable = sorted((max(len(ids[i]), len(ids[i + n])), i) for i in range(n) if max(len(ids[i]), len(ids[i + n])) < limit)
+    usable = usable[: max(n_pairs, math.ceil(len(usable) / 2))]
+    picks = np.unique(np.linspace(0, len(usable) - 1, num=min(n_pairs, len(usable))).round().astype(int))
+    return [usable[k][1] for k in picks] if usable else []
+
+
 def sample_texts(ctx, size: int) -> list[str]:
-    """``size`` distinct rendered conversations spread by token length over the texts of the
-    shorter half of the audit's short pairs' texts (``ctx.short_pairs``: the sample whose
-    float32 rewards inference_invariance reads too, so the two probes share those forwards):
-    varied amounts of padding without paying float32 for long texts."""
+    """The chosen, then the rejected texts of ``size // 2`` pairs (:func:`sample_pairs`)."""
     pairs = ctx.short_pairs(FLOAT32_SAMPLE_PAIRS)
     if not pairs:
         raise ProbeSkipped("no texts to score: give --data or keep the canonical pairs")
-    texts = sorted({ctx.render(m) for p in pairs for m in (p.chosen_messages(), p.rejected_messages())})
-    ids, _ = tokenize_rendered(ctx.tokenizer, texts)
-    limit = ctx.max_length or math.inf
-    usable = sorted((len(row), text) for row, text in zip(ids, texts) if len(row) < limit)
-    usable = usable[: max(size, math.ceil(len(usable) / 2))]  # the shorter half: padding bugs do not need length
-    if len(usable) < 2:
-        raise ProbeSkipped("fewer than two texts fit the max length: nothing to compare")
-    picks = np.unique(np.linspace(0, len(usable) - 1, num=min(size, len(usable))).round().astype(int))
-    return [usable[i][1] for i in picks]
+    picked = sample_pairs(ctx, pairs, max(1, size // 2))
+    texts = ctx.pair_texts([pairs[i] for i in picked])
+    if len(set(texts)) < 2:
+        raise ProbeSkipped("fewer than two distinct texts fit the max length: nothing to compare")
+    return texts
 
 
 def filler_text(ctx, texts: Sequence[str]) -> str:
@@ -117,20 +126,31 @@ def filler_text(ctx, texts: Sequence[str]) -> str:
     return texts[longest] + " and a few more words"
 
 
-def score_batch(ctx, texts: Sequence[str], *, side: str, pooling: str, batch_size: int) -> np.ndarray:
-    return score_texts(ctx.model, ctx.tokenizer, list(texts), batch_size=batch_size, dtype=ctx.dtype,
-                       pooling=pooling, padding_side=side, max_length=ctx.max_length).rewards
+def score_padded(ctx, texts: Sequence[str], *, side: str, pooling: str) -> np.ndarray:
+    """Rewards of ``texts`` in ONE batch with the filler, padded on ``side``, by ``ctx.model``."""
+    batch = [*texts, filler_text(ctx, texts)]
+    return score_texts(ctx.model, ctx.tokenizer, batch, batch_size=len(batch), dtype=ctx.dtype, pooling=pooling,
+                       padding_side=side, max_length=ctx.max_length).rewards[:-1]
+
+
+def padded_rewards(ctx, texts: Sequence[str], *, side: str, pooling: str) -> np.ndarray:
+    """:func:`score_padded` on the float32 model (``ctx.float32_model``), once per audit for
+    the same texts, side and pooling: padding's modes and inference_invariance's batch and
+    padding-side axes are this same batch."""
+    def compute() -> np.ndarray:
+        with scored_in_float32(ctx):
+            return score_padded(ctx, texts, side=side, pooling=pooling)
+
+    return ctx.shared(("float32-padded", tuple(texts), side, pooling), compute)
 
 
 def padded_modes(ctx, texts: Sequence[str], poolings: Sequence[str]) -> list[ModeResult]:
-    """Every sample text in ONE batch with the filler, for each side and pooling."""
-    batch = [*texts, filler_text(ctx, texts)]
+    """Every sample text in ONE float32 batch with the filler, for each side and pooling."""
     modes = []
     for pooling in poolings:
         for side in SIDES:
             try:
-                rewards = score_batch(ctx, batch, side=side, pooling=pooling, batch_size=len(batch))[:-1]
-                modes.append(ModeResult(side, pooling, rewards))
+                modes.append(ModeResult(side, pooling, padded_rewards(ctx, texts, side=side, pooling=pooling)))
             except Exception as exc:  # e.g. native pooling with no config.pad_token_id cannot batch
                 modes.append(ModeResult(side, pooling, None, f"{type(exc).__name__}: {exc}"))
     return modes
@@ -163,7 +183,8 @@ class PaddingProbe(Probe):
     settings = (
         Setting("tolerance_ulps", 16.0, "safety factor on the rounding bound of the padded-vs-alone comparison"),
         Setting("tolerance_floor_std", 1e-3, "never flag a change smaller than this many reward-stds"),
-        Setting("sample_size", 8, "texts scored alone and padded"),
+        Setting("sample_size", 8, "texts scored alone and padded: the chosen and rejected texts of half as many short "
+                                   "pairs (inference_invariance's computation_pairs; the same pairs share forwards)"),
     )
 
     def run(self, ctx) -> ProbeResult:
@@ -173,7 +194,7 @@ class PaddingProbe(Probe):
         audit_dtype = model_dtype(ctx)
         audit_std = self._audit_reward_std(ctx)
         with scored_in_float32(ctx):
-            alone = {p: ctx.float32_rewards(texts, p) for p in poolings}
+            alone = {p: ctx.float32_rewards(texts, p, alone=True) for p in poolings}
             modes = padded_modes(ctx, texts, poolings)
             std = self._reference_std(audit_std, alone[served])
             rms = float(np.sqrt(np.mean(alone[served] ** 2)))
@@ -278,7 +299,7 @@ class PaddingProbe(Probe):
             return
         variants = [end_of_turn_variants(t, tok.eos_token) for t in texts[:4]]
         flat = [v for pair in variants for v in pair]
-        rewards = ctx.float32_rewards(flat, served)  # alone, as the sample: a text ending in eos is read once
+        rewards = ctx.float32_rewards(flat, served)  # the sample's own readings (alone) are reused
         delta = float(np.max(np.abs(rewards[0::2] - rewards[1::2]))) / std
         metrics["eos_delta_std"] = metric(delta, 6)
         unchanged = delta <= tol
