@@ -176,6 +176,16 @@ def test_batches_respect_the_row_cap_and_the_padded_token_budget():
     assert [lengths[b[0]] for b in batches] == sorted((lengths[b[0]] for b in batches), reverse=True)
 
 
+def test_a_padding_cap_splits_a_batch_only_where_the_pads_cost_more_than_another_call():
+    from rmaudit.scoring import CALL_COST_TOKENS, length_sorted_batches
+
+    few_pads = [100, 100 - CALL_COST_TOKENS]  # 48 pads: over 10% of the batch, under a call's cost
+    assert list(length_sorted_batches(few_pads, batch_size=8, max_padding=0.1)) == [[0, 1]]
+    many_pads = [1000, 100 + CALL_COST_TOKENS, 100, 1000]  # the long pair pads by nothing, the short one by 48
+    assert list(length_sorted_batches(many_pads, batch_size=8, max_padding=0.1)) == [[0, 3], [1, 2]]
+    assert len(list(length_sorted_batches(many_pads, batch_size=8))) == 1  # no cap (a GPU): one batch
+
+
 def test_context_cache_scores_each_text_once_across_chunks(monkeypatch):
     import rmaudit.scoring as scoring
     from rmaudit.data.pairs import PreferencePair
