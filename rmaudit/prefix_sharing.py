@@ -171,6 +171,20 @@ def last_token_rewards(model: Any, sequences: Sequence[Sequence[int]], *, batch_
     return out[:, 0], stats
 
 
+def last_token_rewards_and_norms(model: Any, sequences: Sequence[Sequence[int]], *, batch_size: int,
+                                 batch_tokens: int, share: bool = True, max_padding: float | None = None,
+                                 advance: Callable[[int], None] = lambda n: None
+                                 ) -> tuple[np.ndarray, np.ndarray, SharingStats]:
+    """:func:`last_token_rewards` and the (N,) norms of the hidden states the head read, from
+    the same forward (``reward_scale`` compares them with the head's norm)."""
+    def read(hidden: torch.Tensor) -> torch.Tensor:
+        return torch.stack([apply_head(model, hidden), hidden.float().norm(dim=-1)], dim=1)
+
+    out, stats = last_token_readout(model, sequences, read, batch_size=batch_size, batch_tokens=batch_tokens,
+                                    share=share, max_padding=max_padding, advance=advance)
+    return out[:, 0], out[:, 1], stats
+
+
 def last_token_hidden(model: Any, sequences: Sequence[Sequence[int]], *, batch_size: int, batch_tokens: int,
                       share: bool = True, max_padding: float | None = None) -> tuple[np.ndarray, SharingStats]:
     """(N, d) float64 hidden states at the last token of each sequence (where the head reads)."""

@@ -25,7 +25,7 @@ import torch
 
 from rmaudit.errors import RmauditInputError
 from rmaudit.modeling.pooling import native_prefixes, pooled_rewards, position_ids_from_mask
-from rmaudit.prefix_sharing import SharingStats, last_token_rewards, prefix_sharing_support
+from rmaudit.prefix_sharing import SharingStats, last_token_rewards_and_norms, prefix_sharing_support
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +58,8 @@ class ScoreResult:
     n_truncated: int = 0
     sharing: SharingStats | None = None  # what shared prefixes saved (None: every text forwarded whole)
     also_rewards: np.ndarray | None = None  # rewards of the ``also`` readings (None: not read with the texts)
+    # norms of the hidden states the head read, NaN where not read (only shared-prefix forwards read them)
+    hidden_norms: np.ndarray | None = None
 
 
 # A chat template comes from the checkpoint, i.e. from whoever wrote it. transformers renders
@@ -242,6 +244,7 @@ def score_texts(
     pooling = resolve_pooling(model, pooling)
     share = share_prefixes and prefix_sharing_support(model)[0]
     rewards = np.zeros(len(texts), dtype=np.float64)
+    norms = np.full(len(texts), np.nan)
     lengths = np.zeros(len(texts), dtype=np.int64)
     truncated = 0
     sharing = SharingStats() if share else None
@@ -256,10 +259,11 @@ def score_texts(
                 readings = plain_readings(model, tokenizer, ids, pooling)
                 if readings is not None:
                     extra = list(also) if start == 0 else []
-                    chunk, stats = last_token_rewards(model, readings + extra, batch_size=batch_size,
-                                                      advance=_scaled(advance, len(ids), len(ids) + len(extra)),
-                                                      batch_tokens=batch_tokens or BATCH_TOKENS, max_padding=max_padding)
+                    chunk, chunk_norms, stats = last_token_rewards_and_norms(
+                        model, readings + extra, batch_size=batch_size, batch_tokens=batch_tokens or BATCH_TOKENS,
+                        advance=_scaled(advance, len(ids), len(ids) + len(extra)), max_padding=max_padding)
                     rewards[start:start + len(ids)] = chunk[:len(ids)]
+                    norms[start:start + len(ids)] = chunk_norms[:len(ids)]
                     if extra:
                         also_rewards = chunk[len(ids):]
                     sharing.add(stats)
@@ -271,7 +275,7 @@ def score_texts(
                 rewards[[start + i for i in batch]] = forward_rewards(model, input_ids, mask, pooling).double().numpy()
                 advance(len(batch))
     return ScoreResult(rewards=rewards, pooling=pooling, n_tokens=lengths, n_truncated=truncated, sharing=sharing,
-                       also_rewards=also_rewards)
+                       also_rewards=also_rewards, hidden_norms=norms)
 
 
 def plain_readings(model: Any, tokenizer: Any, ids: Sequence[Sequence[int]], pooling: str) -> list[list[int]] | None:

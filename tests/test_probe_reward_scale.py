@@ -91,3 +91,20 @@ def test_a_heavy_upper_tail_fails_on_max_abs_z():
     assert result.evidence[0]["response"].startswith("the river stone")
     healthy = run_configured(RewardScale, _ctx(model, tokenizer, PAIRS))
     assert _finding(healthy, "max_abs_z").status is Status.PASS
+
+
+@pytest.mark.parametrize("share", [True, False])
+def test_hidden_norms_come_with_the_rewards_where_prefixes_are_shared_and_match_a_forward(content_rm, monkeypatch, share):
+    """The scoring forward reads the norm of the state the head read (shared-prefix path):
+    reward_scale then forwards nothing; without sharing it forwards; the norms are the same."""
+    model, tokenizer = content_rm
+    conversations = [p.chosen_messages() for p in PAIRS[:8]] + [p.rejected_messages() for p in PAIRS[:8]]
+    expected = np.linalg.norm(_ctx(model, tokenizer, PAIRS).pooled_hidden(conversations), axis=1)
+    ctx = _ctx(model, tokenizer, PAIRS)
+    ctx.share_prefixes = share
+    ctx.score(conversations)
+    forwarded: list[int] = []
+    pooled_hidden = ctx.pooled_hidden
+    monkeypatch.setattr(ctx, "pooled_hidden", lambda items: (forwarded.append(len(items)), pooled_hidden(items))[1])
+    np.testing.assert_allclose(ctx.hidden_norms(conversations), expected, rtol=1e-4)
+    assert forwarded == ([] if share else [len(conversations)])

@@ -72,6 +72,7 @@ class AuditContext:
     notes: dict[str, Any] = field(default_factory=dict)   # facts for the report context
     record: dict[str, Any] = field(default_factory=dict)  # content-addressed identity of the inputs (rmaudit/record.py)
     _cache: ScoreCache = field(default_factory=ScoreCache, repr=False)  # key(pooling, text) -> reward
+    _norms: ScoreCache = field(default_factory=ScoreCache, repr=False)  # same keys -> norm of the state the head read
     _advance: Callable[[int], None] | None = field(default=None, repr=False)  # the open progress bar
     _rollouts: list | None = field(default=None, repr=False)
     _gold: "AuditContext | None" = field(default=None, repr=False)
@@ -132,6 +133,9 @@ class AuditContext:
                 self.notes["pooling"] = result.pooling
                 self._note_sharing(result.sharing)
                 self._cache.update(keys[todo], result.rewards)
+                if result.hidden_norms is not None:
+                    read = np.isfinite(result.hidden_norms)
+                    self._norms.update(keys[todo][read], result.hidden_norms[read])
                 if result.also_rewards is not None:
                     self.token_rewards().add(readings, result.also_rewards)
         return self._cache.get(keys)
@@ -199,6 +203,21 @@ class AuditContext:
             hidden, _ = last_token_hidden(self.model, ids, batch_size=self.batch_size, batch_tokens=BATCH_TOKENS,
                                           share=share, max_padding=padding_cap(self.device))
         return hidden
+
+    def hidden_norms(self, conversations: Sequence[Sequence[Message]]) -> np.ndarray:
+        """(N,) norms of the hidden states the head reads for each conversation: from the
+        scoring plan's forwards where they read them (shared-prefix forwards do, at no cost),
+        the rest forwarded here (:meth:`pooled_hidden`)."""
+        texts = [self.render(c) for c in conversations]
+        keys = text_keys(texts, salt=self.pooling.encode())
+        norms = np.full(len(texts), np.nan)
+        known = self._norms.has(keys)
+        norms[known] = self._norms.get(keys[known])
+        rest = np.flatnonzero(~known).tolist()
+        if len(rest):
+            hidden = self.pooled_hidden([conversations[i] for i in rest])
+            norms[rest] = np.linalg.norm(hidden, axis=1) if len(hidden) else np.nan
+        return norms
 
     def policy_samples(self) -> tuple[list, str]:
         """(rollouts, where they came from): read from --rollouts-file, else sampled once per

@@ -17,9 +17,10 @@ battery):
   (n - 1) / sqrt(n), 8.8 for 80 - and the outlier inflates the std it is measured in. A few
   responses far out in the upper tail are what PPO climbs; the evidence lists them.
 * **Scale.** Mean, spread and percentiles of the rewards (reported), and the head's weight
-  norm against the body's mean pooled hidden-state norm (on a sample): their product is the
-  largest reward a response aligned with the head could get, and ``reward std / that
-  product`` shows how much of the head's reach the data uses.
+  norm against the body's mean pooled hidden-state norm (on a sample; the scoring plan reads
+  those norms with the rewards where it shares prefixes, else they are forwarded): their
+  product is the largest reward a response aligned with the head could get, and ``reward
+  std / that product`` shows how much of the head's reach the data uses.
 """
 
 from __future__ import annotations
@@ -143,8 +144,8 @@ def _head_reach(ctx, pairs, sample: int, reward_std: float) -> dict[str, Any]:
         return {"head_weight_norm": None}
     weight_norm = float(head.weight.detach().float().norm())
     conversations = [p.chosen_messages() for p in pairs[: (sample + 1) // 2]] + [p.rejected_messages() for p in pairs[: sample // 2]]
-    hidden = ctx.pooled_hidden(conversations)
-    hidden_norm = float(np.linalg.norm(hidden, axis=1).mean()) if len(hidden) else float("nan")
+    norms = ctx.hidden_norms(conversations)  # read with the rewards by the scoring plan where it shared prefixes
+    hidden_norm = float(norms.mean()) if len(norms) else float("nan")
     reach = weight_norm * hidden_norm
     return {"head_weight_norm": metric(weight_norm), "hidden_norm_mean": metric(hidden_norm),
             "head_reach": metric(reach), "reward_std_over_reach": metric(reward_std / reach if reach > 0 else float("nan"))}
