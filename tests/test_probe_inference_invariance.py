@@ -154,3 +154,17 @@ def test_a_batched_float32_reading_reuses_the_batch_of_one_readings(tmp_path, mo
     assert (ctx.float32_rewards(texts[:6]) == alone).all() and scored == []  # nothing read again
     batched = ctx.float32_rewards(texts)
     assert (batched[:6] == alone).all() and sorted(scored) == sorted(set(texts[6:]))
+
+
+def test_computation_axes_that_cannot_be_checked_are_said_not_passed(tmp_path):
+    """Every sample pair longer than the max length: no padded batch can be built, and the
+    four computation axes warn that they were not checked instead of passing."""
+    require_smollm2()
+    loaded = load_reward_model(make_tiny_rm(tmp_path / "rm"))
+    ctx = AuditContext(checkpoint=tmp_path / "rm", model=loaded.model, tokenizer=loaded.tokenizer, eval_pairs=PAIRS,
+                       max_length=12)
+    result = run_configured(InferenceInvariance, ctx)
+    for axis in ("batch", "padding_side", "attention", "prefix_sharing"):
+        finding = next(f for f in result.findings if f"{axis}:" in f.message)
+        assert finding.status is Status.WARN and "no sample pair fits the max length (12 tokens)" in finding.message
+    assert result.status is not Status.PASS

@@ -45,8 +45,8 @@ import numpy as np
 from rmaudit.findings import Comparison, Finding, Limit, Setting, Status, note
 from rmaudit.probes.base import Probe, ProbeSkipped, metric, with_reasons
 from rmaudit.probes.context import FLOAT32_SAMPLE_PAIRS
-from rmaudit.probes.padding import (end_of_turn_variants, model_dtype, n_layers, padded_rewards, sample_pairs, score_padded, scored_in_float32,
-                                    tolerance_std)
+from rmaudit.probes.padding import (end_of_turn_variants, model_dtype, n_layers, padded_rewards, sample_pairs,
+                                    score_padded, scored_in_float32, tolerance_std)
 from rmaudit.results import ProbeResult
 from rmaudit.prefix_sharing import prefix_sharing_support
 from rmaudit.scoring import resolve_pooling, score_texts
@@ -107,15 +107,11 @@ class InferenceInvariance(Probe):
         bf16_reason = ""
         batch = [texts[i] for i in few]
         with scored_in_float32(ctx):
-            alone = ctx.float32_rewards(batch, pooling, alone=True) if few else np.zeros(0)
-            for axis, side in (("batch", "right"), ("padding_side", "left")):
-                axes[axis] = (_attempt(partial(padded_rewards, ctx, batch, side=side, pooling=pooling)), alone)
-            axes["attention"] = (_attempt(lambda: self._other_attention(
-                ctx, lambda: score_padded(ctx, batch, side="right", pooling=pooling))), alone)
-            if ctx.share_prefixes and prefix_sharing_support(ctx.model)[0]:
-                axes["prefix_sharing"] = (_attempt(lambda: score_texts(
-                    ctx.model, ctx.tokenizer, batch, batch_size=len(batch), pooling=pooling, max_length=ctx.max_length,
-                    share_prefixes=True).rewards), alone)
+            if few:
+                self._computation_axes(ctx, batch, pooling, axes)
+            else:  # said, not passed: the computation axes were not checked
+                reason = f"no sample pair fits the max length ({ctx.max_length} tokens) with room for padding"
+                axes.update((axis, (reason, np.zeros(0))) for axis in COMPUTATION_AXES)
             if audit_dtype == _float32():  # what a consumer reading in bf16 gets
                 subset, why = self._bf16_subset(ctx, n)
                 bf16_reason = why if len(subset) < 2 * n else ""
@@ -198,6 +194,19 @@ class InferenceInvariance(Probe):
         native, why = bf16_support(ctx.device)
         k = n_pairs if native else max(1, min(n_pairs, int(self.setting("emulated_bf16_pairs"))))
         return [*range(k), *range(n_pairs, n_pairs + k)], why
+
+    def _computation_axes(self, ctx, batch: list[str], pooling: str, axes: dict[str, Any]) -> None:
+        """The batch, padding-side, attention and prefix-sharing axes of ``batch`` against its
+        float32 readings alone, under ``scored_in_float32``."""
+        alone = ctx.float32_rewards(batch, pooling, alone=True)
+        for axis, side in (("batch", "right"), ("padding_side", "left")):
+            axes[axis] = (_attempt(partial(padded_rewards, ctx, batch, side=side, pooling=pooling)), alone)
+        axes["attention"] = (_attempt(lambda: self._other_attention(
+            ctx, lambda: score_padded(ctx, batch, side="right", pooling=pooling))), alone)
+        if ctx.share_prefixes and prefix_sharing_support(ctx.model)[0]:
+            axes["prefix_sharing"] = (_attempt(lambda: score_texts(
+                ctx.model, ctx.tokenizer, batch, batch_size=len(batch), pooling=pooling, max_length=ctx.max_length,
+                share_prefixes=True).rewards), alone)
 
     @staticmethod
     def _bf16_rewards(ctx, texts: list[str], pooling: str) -> np.ndarray:

@@ -23,8 +23,8 @@ import numpy as np
 import torch
 
 from rmaudit.findings import Comparison, Finding, Limit, Setting, Status, note
-from rmaudit.probes.base import Probe, ProbeSkipped, clip_evidence, metric, with_reasons
 from rmaudit.data.pairs import PreferencePair
+from rmaudit.probes.base import Probe, ProbeSkipped, clip_evidence, metric, with_reasons
 from rmaudit.probes.context import FLOAT32_SAMPLE_PAIRS
 from rmaudit.results import ProbeResult
 from rmaudit.scoring import resolve_pooling, score_texts, tokenize_rendered
@@ -99,7 +99,8 @@ def sample_pairs(ctx, pairs: Sequence[PreferencePair], n_pairs: int) -> list[int
     texts = ctx.pair_texts(pairs)  # chosen block, then rejected block
     ids, _ = tokenize_rendered(ctx.tokenizer, texts)
     n, limit = len(pairs), ctx.max_length or math.inf
-    usable = sorted((max(len(ids[i]), len(ids[i + n])), i) for i in range(n) if max(len(ids[i]), len(ids[i + n])) < limit)
+    widths = [max(len(ids[i]), len(ids[i + n])) for i in range(n)]
+    usable = sorted((width, i) for i, width in enumerate(widths) if width < limit)
     usable = usable[: max(n_pairs, math.ceil(len(usable) / 2))]
     picks = np.unique(np.linspace(0, len(usable) - 1, num=min(n_pairs, len(usable))).round().astype(int))
     return [usable[k][1] for k in picks] if usable else []
