@@ -45,7 +45,7 @@ class ScoreCache:
 
     def missing(self, keys: np.ndarray) -> np.ndarray:
         """Indices into ``keys`` of the first occurrence of each key not cached, in input order."""
-        absent = np.flatnonzero(~self._find(keys)[1])
+        absent = np.flatnonzero(~self.has(keys))
         _, first = np.unique(keys[absent], return_index=True)
         return absent[np.sort(first)]
 

@@ -214,9 +214,8 @@ class AuditContext:
         known = self._norms.has(keys)
         norms[known] = self._norms.get(keys[known])
         rest = np.flatnonzero(~known).tolist()
-        if len(rest):
-            hidden = self.pooled_hidden([conversations[i] for i in rest])
-            norms[rest] = np.linalg.norm(hidden, axis=1) if len(hidden) else np.nan
+        if rest:
+            norms[rest] = np.linalg.norm(self.pooled_hidden([conversations[i] for i in rest]), axis=1)
         return norms
 
     def policy_samples(self) -> tuple[list, str]:
@@ -300,9 +299,10 @@ class AuditContext:
         from rmaudit.scoring import padding_cap, score_texts
 
         model = self.float32_model()
-        keys = self._float32_keys(model, texts, pooling, b"float32-alone:" if alone else b"float32:")
-        if not alone:  # a batch-of-one reading is as exact: reuse it rather than read again
-            alone_keys = self._float32_keys(model, texts, pooling, b"float32-alone:")
+        alone_keys, keys = self._float32_keys(model, texts, pooling, (b"float32-alone:", b"float32:"))
+        if alone:
+            keys = alone_keys
+        else:  # a batch-of-one reading is as exact: reuse it rather than read again
             known = self._float32_cache.has(alone_keys)
             self._float32_cache.update(keys[known], self._float32_cache.get(alone_keys[known]))
         todo = self._float32_cache.missing(keys)
@@ -320,17 +320,19 @@ class AuditContext:
 
         return resolve_pooling(model, pooling or self.pooling)
 
-    def _float32_keys(self, model: Any, texts: Sequence[str], pooling: str | None, mode: bytes) -> np.ndarray:
-        """Keys of ``texts`` in the float32 cache under ``mode``: by the ids read where they name
-        the reward (a plain reading), so the two poolings of one text share a forward when they
-        read the same ids; else by text and pooling."""
+    def _float32_keys(self, model: Any, texts: Sequence[str], pooling: str | None,
+                      modes: Sequence[bytes]) -> list[np.ndarray]:
+        """Keys of ``texts`` in the float32 cache under each of ``modes`` (texts tokenised once):
+        by the ids read where they name the reward (a plain reading), so the two poolings of one
+        text share a forward when they read the same ids; else by text and pooling."""
         from rmaudit.scoring import plain_readings, tokenize_rendered
 
         pooling = self._float32_pooling(model, pooling)
         readings = plain_readings(model, self.tokenizer, tokenize_rendered(self.tokenizer, texts, self.max_length)[0],
                                   pooling)
-        return (text_keys([" ".join(map(str, r)) for r in readings], salt=mode + b"ids") if readings is not None
-                else text_keys(texts, salt=mode + pooling.encode()))
+        named = [" ".join(map(str, r)) for r in readings] if readings is not None else texts
+        suffix = b"ids" if readings is not None else pooling.encode()
+        return [text_keys(named, salt=mode + suffix) for mode in modes]
 
     def shared(self, key: Hashable, compute: Callable[[], Any]) -> Any:
         """``compute()`` once per audit for ``key``: a result several probes compute the same

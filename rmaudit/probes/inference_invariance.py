@@ -12,10 +12,9 @@ each axis:
   padded batch right- and left-padded with a longer filler (the very batches the padding
   probe reads, computed once: ``padding.padded_rewards``), ``attn_implementation`` eager vs
   sdpa, and the audit's own shortcut, shared prefixes (``rmaudit/prefix_sharing.py``),
-  where the audit uses it. A
-  change past the float32 rounding bound (``padding.tolerance_std``: eps x sqrt(2 x layers)
-  x reward rms, times a safety factor) fails: the reward depends on how PPO (or the
-  audit) batches it;
+  where the audit uses it. A change past the float32 rounding bound
+  (``padding.tolerance_std``: eps x sqrt(2 x layers) x reward rms, times a safety factor)
+  fails: the reward depends on how PPO (or the audit) batches it;
 * precision, graded against the bfloat16 rounding bound (warns: the rewards are another
   reading). In a bfloat16 audit it checks the audit's own readings, so the report says how
   far the numbers every probe used are from float32; in a float32 audit, bfloat16 autocast
