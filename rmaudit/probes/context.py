@@ -293,9 +293,9 @@ class AuditContext:
         float32 rounding (1e-5 reward-std on SmolLM2, far below bfloat16's effects): for
         verdicts and precision comparisons. ``alone``: each text a batch of one (no padding,
         no shared prefix), the reference that padding and batching comparisons are measured
-        against; it costs a forward per text (a float32 call reads every weight, about 85 ms
-        for SmolLM2-135M on 2 CPU cores however short the text), and a batched reading reuses
-        it where it exists."""
+        against; it costs a forward per text (a float32 call reads every weight: about 85 ms
+        for SmolLM2-135M on a 2-core AMD EPYC with AVX512-BF16, however short the text), and a
+        batched reading reuses it where it exists."""
         from rmaudit.scoring import padding_cap, score_texts
 
         model = self.float32_model()
