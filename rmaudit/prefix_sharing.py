@@ -261,22 +261,6 @@ def _plain_states(model: Any, rows: Sequence[Sequence[int]]) -> torch.Tensor:
                               use_cache=False).last_hidden_state
 
 
-def stacked_pair_rewards(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                         shared: torch.Tensor) -> torch.Tensor:
-    """(2B,) float32 rewards of a training batch: B chosen rows then B rejected rows,
-    right-padded, pair i sharing its first ``shared[i]`` tokens (at least one, fewer than
-    either side's length). Each pair's prefix is forwarded once, then both sides' own tokens
-    run stacked in one forward against copies of its cache. Differentiable: the loss and
-    gradients of the stacked plain forward (``pooled_rewards``) up to rounding."""
-    n_pairs = len(shared)
-    lengths = attention_mask.sum(dim=1).tolist()
-    sequences = [input_ids[row, :lengths[row]].tolist() for row in range(2 * n_pairs)]
-    groups = [PrefixGroup([i, i + n_pairs], int(s)) for i, s in enumerate(shared.tolist())]
-    cache, prefix_mask = _prefix_cache(model, [sequences[i][:g.shared] for i, g in enumerate(groups)])
-    members = [(i, i) for i in range(n_pairs)] + [(i, i + n_pairs) for i in range(n_pairs)]
-    return apply_head(model, _tail_hidden(model, cache, prefix_mask, groups, members, sequences))
-
-
 def _prefix_cache(model: Any, prefixes: Sequence[Sequence[int]]) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], torch.Tensor]:
     """(per-layer keys and values, mask) of the prefixes forwarded left-padded in one batch:
     left padding puts every prefix's end at the last column, so any narrower slice of the
@@ -290,15 +274,6 @@ def _prefix_cache(model: Any, prefixes: Sequence[Sequence[int]]) -> tuple[list[t
     if hasattr(cache, "layers"):  # transformers 5.x
         return [(layer.keys, layer.values) for layer in cache.layers], mask
     return list(zip(cache.key_cache, cache.value_cache)), mask  # transformers 4.x
-
-
-def _tail_hidden(model: Any, cache: list[tuple[torch.Tensor, torch.Tensor]], prefix_mask: torch.Tensor,
-                 groups: Sequence[PrefixGroup], part: Sequence[tuple[int, int]], sequences: Sequence[Sequence[int]]) -> torch.Tensor:
-    """(rows, d) hidden states at the last token of ``part`` ((group index, sequence index)
-    pairs), from :func:`_tail_states`."""
-    states = _tail_states(model, cache, prefix_mask, groups, part, sequences)
-    last = torch.tensor([len(sequences[i]) - groups[k].shared - 1 for k, i in part], device=states.device)
-    return states[torch.arange(len(part), device=states.device), last]
 
 
 def _tail_states(model: Any, cache: list[tuple[torch.Tensor, torch.Tensor]], prefix_mask: torch.Tensor,

@@ -111,11 +111,12 @@ def test_gradient_checkpointing_does_not_change_training(tmp_path, data_file):
     assert_same_weights_after_one_adam_step(tmp_path / "plain", tmp_path / "ckpt")
 
 
-def test_shared_prefix_forward_gives_the_stacked_forwards_rewards_and_gradients(tmp_path, data_file):
-    """The same batch through the plain stacked forward and through the shared-prefix one: the
-    same rewards and the same gradient on every parameter (float32, up to summation order)."""
-    recipe = _setup(_config(tmp_path / "run", data_file, batch_size=4, share_prefixes=True))
-    assert recipe.share_prefixes, recipe.prefix_sharing_reason
+def test_packed_rows_give_the_stacked_forwards_rewards_and_gradients(tmp_path, data_file):
+    """The same batch through the plain stacked forward and through packed rows (the shared
+    prompt once, each side's own tokens under a tree mask): the same rewards and the same
+    gradient on every parameter (float32, up to summation order)."""
+    recipe = _setup(_config(tmp_path / "run", data_file, batch_size=4))
+    assert recipe.share_prefixes, recipe.prefix_sharing_reason  # the default where the model allows it
     batch = next(iter(recipe.train_loader))
     assert bool((batch["shared"] > 0).all())
     results = []
@@ -133,20 +134,24 @@ def test_shared_prefix_forward_gives_the_stacked_forwards_rewards_and_gradients(
         torch.testing.assert_close(shared_grads[name], grad, rtol=1e-4, atol=1e-6, msg=name)
 
 
-def test_prefix_sharing_does_not_change_training_and_is_recorded(tmp_path, data_file):
-    plain = train(_config(tmp_path / "plain", data_file, max_steps=2))  # the default: off
-    shared = train(_config(tmp_path / "shared", data_file, max_steps=2, share_prefixes=True))
-    assert plain.train_metrics["loss"] == pytest.approx(shared.train_metrics["loss"], abs=1e-6)
-    # Two Adam steps amplify the gradients' rounding where a component is near eps (one up_proj
-    # weight moved 5% of lr); the gradients themselves agree to 1e-4 relative (test above).
-    a, b = load_weights(tmp_path / "plain"), load_weights(tmp_path / "shared")
-    for name in a:
-        torch.testing.assert_close(a[name], b[name], rtol=1e-4, atol=1e-4, msg=name)
-    runs = {name: json.loads((tmp_path / name / "rmaudit.json").read_text())["run"] for name in ("plain", "shared")}
-    assert runs["shared"]["prefix_sharing"] is True and runs["shared"]["forward"] == "stacked"
-    assert runs["plain"]["prefix_sharing"] is False and runs["plain"]["prefix_sharing_reason"] == "--no-share-prefixes"
-    ckpt = train(_config(tmp_path / "ckpt", data_file, max_steps=1, grad_checkpointing=True, share_prefixes=True))
-    assert "grad-checkpointing" in json.loads((ckpt.out_dir / "rmaudit.json").read_text())["run"]["prefix_sharing_reason"]
+def test_packing_does_not_change_training_and_is_recorded(tmp_path, data_file):
+    """One step over one batch of every training pair (the same batch whatever the grouping
+    key), packed by default, with gradient checkpointing, and plain: the same loss and weights."""
+    full = {"batch_size": 14, "max_steps": 1}  # 16 pairs less the 2 held out
+    runs = {"packed": train(_config(tmp_path / "packed", data_file, **full)),
+            "ckpt": train(_config(tmp_path / "ckpt", data_file, grad_checkpointing=True, **full)),
+            "plain": train(_config(tmp_path / "plain", data_file, share_prefixes=False, **full))}
+    for name in ("ckpt", "plain"):
+        assert runs[name].train_metrics["loss"] == pytest.approx(runs["packed"].train_metrics["loss"], abs=1e-6)
+        assert_same_weights_after_one_adam_step(tmp_path / "packed", tmp_path / name)
+    record = {name: json.loads((tmp_path / name / "rmaudit.json").read_text())["run"] for name in runs}
+    for name in ("packed", "ckpt"):
+        assert record[name]["prefix_sharing"] is True and record[name]["forward"] == "stacked"
+        assert record[name]["prefix_sharing_reason"].startswith("each pair packed into one row")
+    assert record["plain"]["prefix_sharing"] is False and record["plain"]["prefix_sharing_reason"] == "--no-share-prefixes"
+    # a packed batch pads less than the stacked one (grouped by packed width, the prompt once)
+    padding = {name: read_metrics(tmp_path / name)[0]["padded_fraction"] for name in ("packed", "plain")}
+    assert padding["packed"] < padding["plain"], padding
 
 
 def test_bf16_autocast_keeps_float32_master_weights(tmp_path, data_file):

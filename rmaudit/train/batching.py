@@ -30,6 +30,17 @@ class EncodedPair:
     def length(self) -> int:
         return max(len(self.chosen_ids), len(self.rejected_ids))
 
+    @property
+    def shared(self) -> int:
+        """Tokens both sides share from the start, each keeping one of its own (where its reward is read)."""
+        return min(common_prefix(self.chosen_ids, self.rejected_ids), len(self.chosen_ids) - 1,
+                   len(self.rejected_ids) - 1)
+
+    @property
+    def packed_length(self) -> int:
+        """Width of the pair packed into one row: the shared tokens once, then each side's own."""
+        return len(self.chosen_ids) + len(self.rejected_ids) - self.shared
+
 
 class PairDataset(torch.utils.data.Dataset):
     """A list of EncodedPair as a map-style dataset."""
@@ -115,10 +126,8 @@ def collate_pairs(pairs: list[EncodedPair], pad_token_id: int) -> dict[str, torc
         "rejected_ids": _pad(rejected, length, pad_token_id),
         "rejected_mask": _pad([[1] * len(r) for r in rejected], length, 0),
         "margin": torch.tensor([p.margin or 0.0 for p in pairs], dtype=torch.float32),
-        # tokens the two sides share from the start, each keeping one of its own: the prefix a
-        # shared-prefix forward runs once (rmaudit/prefix_sharing.py, stacked_pair_rewards)
-        "shared": torch.tensor([min(common_prefix(p.chosen_ids, p.rejected_ids), len(p.chosen_ids) - 1,
-                                    len(p.rejected_ids) - 1) for p in pairs], dtype=torch.long),
+        # what a packed row forwards once (rmaudit/train/packing.py)
+        "shared": torch.tensor([p.shared for p in pairs], dtype=torch.long),
     }
 
 

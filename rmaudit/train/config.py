@@ -110,12 +110,12 @@ class TrainConfig:
     freeze_layers: int = _opt(0, "Freeze the input embeddings and the lowest N transformer layers (0: train "
                                  "everything). Cuts backward compute on CPUs and small budgets.")
     grad_checkpointing: bool = _opt(False, "Recompute activations in the backward pass to save memory.")
-    share_prefixes: bool = _opt(False, "Forward the tokens a pair's chosen and rejected share (the prompt) once; "
-                                       "both sides' own tokens then run stacked against its key/value cache: the "
-                                       "same loss and gradients up to rounding, 35-40% fewer tokens on hh-rlhf "
-                                       "(rmaudit/prefix_sharing.py). Off by default: on a 2-core CPU a step was no "
-                                       "faster (two smaller forwards, each paying the per-call cost that bounds a "
-                                       "CPU step); it pays where compute bounds a step. Not with --grad-checkpointing.")
+    share_prefixes: bool = _opt(True, "Pack each pair into one row: the tokens chosen and rejected share (the "
+                                      "prompt) forwarded once, then each side's own tokens under a tree mask. The "
+                                      "same loss and gradients up to rounding, 35-40% fewer tokens on hh-rlhf "
+                                      "(rmaudit/train/packing.py). Used where the attention takes a custom mask "
+                                      "(sdpa, eager) and the architecture is tested for it; the plain stacked "
+                                      "forward otherwise, with the reason in the manifest.")
     seed: int = _opt(42, "Seed for head init, data order and every RNG.")
     # Run folder, logging, evaluation, checkpoints
     out: str = _opt("runs/rm", "Run folder: the final checkpoint, metrics.jsonl, config and periodic checkpoints.")

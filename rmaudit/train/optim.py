@@ -34,11 +34,19 @@ def param_groups(model: torch.nn.Module, lr: float, head_lr_mult: float, weight_
     ]
 
 
+# Devices whose fused AdamW kernel torch ships (torch>=2.4, the project's floor).
+FUSED_DEVICES = ("cpu", "cuda")
+
+
 def build_optimizer(model: torch.nn.Module, lr: float, head_lr_mult: float = 1.0,
                     weight_decay: float = 0.0) -> torch.optim.AdamW:
-    """AdamW (betas 0.9/0.999, eps 1e-8: the transformers/TRL defaults) with a head lr multiplier."""
+    """AdamW (betas 0.9/0.999, eps 1e-8: the transformers/TRL defaults) with a head lr multiplier,
+    the fused kernel where every parameter lives on a device that has it (transformers' default
+    optimizer, ``adamw_torch_fused``, since torch 2.8): on SmolLM2-135M on a 2-core AMD EPYC
+    with AVX512-BF16 one step took 0.08 s fused against 0.39 s with ``foreach``."""
+    fused = all(p.device.type in FUSED_DEVICES and p.dtype.is_floating_point for p in model.parameters())
     return torch.optim.AdamW(param_groups(model, lr, head_lr_mult, weight_decay), lr=lr,
-                             betas=(0.9, 0.999), eps=1e-8)
+                             betas=(0.9, 0.999), eps=1e-8, fused=fused or None)
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, total_steps: int, warmup_ratio: float,

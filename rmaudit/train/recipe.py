@@ -46,14 +46,14 @@ from rmaudit.modeling.loading import LoadedRewardModel, load_reward_model
 from rmaudit.modeling.manifest import (MANIFEST_NAME, DataFile, Manifest, package_versions, read_manifest,
                                        sha256_file, tokenizer_facts, write_json_atomic)
 from rmaudit.modeling.pooling import pooled_rewards, reward_body, reward_head
-from rmaudit.prefix_sharing import prefix_sharing_support, stacked_pair_rewards
-from rmaudit.train.batching import (LengthGroupedBatchSampler, PairDataset, collate_pairs, padded_fraction,
-                                    stack_batch)
+from rmaudit.train.batching import (EncodedPair, LengthGroupedBatchSampler, PairDataset, collate_pairs,
+                                    padded_fraction, stack_batch)
 from rmaudit.train.config import TrainConfig, write_config
 from rmaudit.train.encode import encode_pairs
 from rmaudit.train.loss import bradley_terry_loss, pair_statistics, split_stacked
 from rmaudit.train.metrics import MetricsLog
 from rmaudit.train.optim import build_optimizer, build_scheduler
+from rmaudit.train.packing import packed_pair_rewards, packed_padded_fraction, packing_support
 from rmaudit.train.state import find_checkpoint, load_training_state, save_training_state
 
 SPLIT_FILE = "split.json"
@@ -72,7 +72,7 @@ class PairRewards(nn.Module):
                 shared: torch.Tensor | None = None) -> torch.Tensor:
         if shared is None:  # one plain forward over the stacked rows
             return pooled_rewards(self.model, input_ids, attention_mask)
-        return stacked_pair_rewards(self.model, input_ids, attention_mask, shared)
+        return packed_pair_rewards(self.model, input_ids, attention_mask, shared)
 
 
 @dataclass
@@ -211,13 +211,10 @@ class BradleyTerryRecipe:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.train()
         self.model, self.tokenizer = model, tokenizer
-        supported, why = prefix_sharing_support(model)
-        self.share_prefixes = cfg.share_prefixes and supported and not cfg.grad_checkpointing
-        if not cfg.share_prefixes:
-            why = "--no-share-prefixes"
-        elif supported and cfg.grad_checkpointing:
-            why = "--grad-checkpointing keeps no key/value cache"
-        self.prefix_sharing_reason = why
+        supported, why = packing_support(model)
+        self.share_prefixes = cfg.share_prefixes and supported
+        self.prefix_sharing_reason = (f"each pair packed into one row: {why}" if self.share_prefixes
+                                      else "--no-share-prefixes" if not cfg.share_prefixes else why)
         self.train_encoded, self.train_lengths = encode_pairs(tokenizer, self.train_pairs, cfg.max_length,
                                                               cfg.truncation)
         self.eval_encoded, self.eval_lengths = encode_pairs(tokenizer, self.eval_pairs, cfg.max_length,
@@ -230,7 +227,7 @@ class BradleyTerryRecipe:
     def setup_optim(self) -> None:
         cfg, acc = self.config, self.accelerator
         n_proc = acc.num_processes
-        self.sampler = LengthGroupedBatchSampler([p.length for p in self.train_encoded], cfg.batch_size * n_proc,
+        self.sampler = LengthGroupedBatchSampler(self.batch_lengths(self.train_encoded), cfg.batch_size * n_proc,
                                                  seed=cfg.seed, shuffle=True)
         if len(self.sampler) == 0:
             raise RmauditInputError(f"{len(self.train_encoded)} training pairs do not fill one global batch of "
@@ -245,7 +242,7 @@ class BradleyTerryRecipe:
         self.net, self.optimizer, self.train_loader = acc.prepare(PairRewards(self.model), optimizer, train_loader)
         self.eval_loader = None
         if self.eval_encoded:
-            eval_sampler = LengthGroupedBatchSampler([p.length for p in self.eval_encoded],
+            eval_sampler = LengthGroupedBatchSampler(self.batch_lengths(self.eval_encoded),
                                                      cfg.eval_batch_size * n_proc, shuffle=False)
             self.eval_loader = acc.prepare(torch.utils.data.DataLoader(
                 PairDataset(self.eval_encoded), batch_sampler=eval_sampler,
@@ -255,6 +252,12 @@ class BradleyTerryRecipe:
             self.accelerator.init_trackers("rmaudit", config=cfg.to_dict())
             tracker = self.accelerator
         self.log = MetricsLog(self.out / METRICS_FILE, self.main, self.total_steps, cfg.progress, tracker=tracker)
+
+    def batch_lengths(self, pairs: list[EncodedPair]) -> list[int]:
+        """What a pair adds to its batch's width, to group pairs by: its packed row's width when
+        pairs are packed (grouping by the longer side would pad packed batches 10-13% instead
+        of 2%), its longer side otherwise."""
+        return [p.packed_length if self.share_prefixes else p.length for p in pairs]
 
     def maybe_resume(self) -> None:
         if not self.config.resume:
@@ -289,10 +292,10 @@ class BradleyTerryRecipe:
 
     def rewards(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """(chosen, rejected) rewards from ONE forward over the stacked batch, chosen rows first;
-        with shared prefixes, each pair's prompt is forwarded first and the stacked forward runs
-        both sides' own tokens against it."""
+        with shared prefixes, over one packed row per pair (the shared prompt once, then each
+        side's own tokens: rmaudit/train/packing.py)."""
         input_ids, attention_mask = stack_batch(batch)
-        shared = batch["shared"] if self.share_prefixes and bool((batch["shared"] > 0).all()) else None
+        shared = batch["shared"] if self.share_prefixes else None
         with self.autocast():
             rewards = self.net(input_ids, attention_mask, shared)
         return split_stacked(rewards.float())
@@ -304,9 +307,10 @@ class BradleyTerryRecipe:
         self.accelerator.backward(loss)
         acc = self.accelerator
         masks = torch.cat([batch["chosen_mask"], batch["rejected_mask"]])
+        padding = packed_padded_fraction(masks, batch["shared"]) if self.share_prefixes else padded_fraction(masks)
         return {"chosen": acc.gather(chosen.detach()), "rejected": acc.gather(rejected.detach()),
                 "margin": acc.gather(batch["margin"]), "tokens": int(acc.gather(masks.sum()).sum()),
-                "padded_fraction": padded_fraction(masks)}
+                "padded_fraction": padding}
 
     def optimizer_step(self) -> float | None:
         grad_norm = None  # not measured when clipping is off
