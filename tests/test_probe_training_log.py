@@ -183,3 +183,22 @@ def test_rmaudit_trainer_state_reads_like_its_metrics_log(tmp_path):
     assert from_state.train == from_jsonl.train and from_state.eval == from_jsonl.eval and from_state.eval
     folder = shutil.copytree(run, tmp_path / "copy", ignore=shutil.ignore_patterns("metrics.jsonl"))
     assert _audit(folder).metrics["loss_drop"] == _audit(run).metrics["loss_drop"]
+
+
+@pytest.mark.parametrize("late_norm, status", [(3.0, Status.PASS), (2000.0, Status.FAIL)])
+def test_a_norm_the_run_already_survived_is_no_spike_after_the_loss_saturated(trl_output, tmp_path, late_norm, status):
+    """A small set memorised: the loss reaches 0 and the norms fall to 1e-4; one later norm
+    below the early ones is no spike (the median before it is 1e-4), one far above them is."""
+    def plant(history):
+        train = [r for r in history if "loss" in r]
+        last = max(r["step"] for r in train)
+        history += [dict(train[-1], step=last + k) for k in range(1, 17)]  # 24 records: a window of 1e-4 norms
+        train = [r for r in history if "loss" in r]
+        for i, record in enumerate(train):
+            record["grad_norm"] = [2.0, 5.0, 10.0][i] if i < 3 else 1e-4
+            record["loss"] = 0.69 if i < 3 else 1e-6
+        train[-2]["grad_norm"] = late_norm
+
+    result = _audit(_edited_trl_state(trl_output, tmp_path, plant))
+    spike = _finding(result, "grad_norm_spike")
+    assert spike.status is status, spike.message

@@ -16,9 +16,12 @@ Graded:
   its random head put it did not learn (a learning-rate typo, frozen parameters, a head
   the optimiser does not reach). Needs at least 4 train records.
 * **Gradient-norm spikes**: each logged gradient norm against the median of the 10 before
-  it (or the run's median, whichever is larger: a norm that decays as the loss reaches 0
-  is not a spike). Spikes are the signature of the exploding reward (the margin term grows
-  until one batch throws the weights).
+  it, or the run's median, or a tenth of the largest norm before it, whichever is largest:
+  a norm that decays as the loss reaches 0 is not a spike, nor is a norm the run already
+  survived, coming back after the loss saturated at 0 (a small set memorised, where the
+  median norm is 1e-4).
+  Spikes are the signature of the exploding reward (the margin term grows until one batch
+  throws the weights).
 * **Accuracy flat while the loss falls**: from the first to the last quarter of the run the
   loss falls by more than ``overconfidence_loss_fall`` while train accuracy gains less
   than ``accuracy_gain``: the model is growing margins on pairs it already ranks right
@@ -49,6 +52,10 @@ from rmaudit.probes.base import Probe, ProbeSkipped, metric, with_reasons
 LN2 = math.log(2.0)
 NEAR_CHANCE = 0.1       # a last-quarter loss within this of log 2 has the loss_fall rule graded
 SPIKE_WINDOW = 10       # gradient norms a spike is compared with
+# A spike is also measured against this share of the largest norm before it: once the loss
+# saturates at 0 the norms fall to ~1e-4, and one pair the model still gets wrong would
+# otherwise read as a 10,000x spike at a norm smaller than step 3's.
+LEARNING_NORM_SHARE = 0.1
 MIN_TREND_RECORDS = 4   # fewer train records make no first-vs-last-quarter trend
 ACCURACY_HEADROOM = 0.9  # a run that starts above this cannot gain accuracy; its margins are reward_scale's
 METRICS_FILE = "metrics.jsonl"
@@ -141,7 +148,8 @@ class TrainingLog(Probe):
         Limit("loss_fall", Comparison.BELOW, fail=0.005,
               help="train loss fall from the first to the last quarter, graded when the last is within 0.1 of log 2"),
         Limit("grad_norm_spike", Comparison.AT_LEAST, warn=20.0, fail=100.0,
-              help="largest logged gradient norm over the median of the 10 before it (or the run's median, if larger)"),
+              help="largest logged gradient norm over the median of the 10 before it (or the run's median, or a "
+                   "tenth of the largest norm before it, if larger)"),
         Limit("accuracy_gain", Comparison.BELOW, warn=0.02,
               help="train accuracy gained from the first to the last quarter, graded when the loss fell by > loss_fall"),
     )
@@ -227,14 +235,17 @@ def _loss_metrics(curves: TrainingCurves) -> dict[str, Any]:
 
 def _grad_metrics(curves: TrainingCurves) -> dict[str, Any]:
     """The largest gradient norm over its local baseline: the median of the SPIKE_WINDOW norms
-    before it, or the run's median when that is larger (the first records have no baseline)."""
+    before it, the run's median or LEARNING_NORM_SHARE of the largest norm before it,
+    whichever is largest (the first records have no baseline)."""
     steps, grads = curves.series("grad_norm")
     keep = np.isfinite(grads)
     steps, grads = steps[keep], grads[keep]
     overall = float(np.median(grads)) if len(grads) else 0.0
     if len(grads) < 4 or overall <= 0:
         return {"grad_norm_spike": None}
-    baselines = np.array([max(float(np.median(grads[max(0, i - SPIKE_WINDOW):i])), overall) for i in range(3, len(grads))])
+    largest_before = np.maximum.accumulate(grads)
+    baselines = np.array([max(float(np.median(grads[max(0, i - SPIKE_WINDOW):i])), overall,
+                              LEARNING_NORM_SHARE * float(largest_before[i - 1])) for i in range(3, len(grads))])
     ratios = grads[3:] / baselines
     top = int(np.argmax(ratios))
     return {"grad_norm_median": metric(overall), "grad_norm_max": metric(grads[3 + top]),
