@@ -149,3 +149,27 @@ def test_config_without_pad_id_warns_and_still_checks_mask_pooling(tmp_path):
     assert result.metrics["config_pad_token_id"] is None and result.metrics["served_pooling"] == "mask"
     assert result.metrics["max_delta_std_right_mask"] <= result.metrics["tolerance_std"]
     assert "max_delta_std_right_native" not in result.metrics
+
+
+@pytest.mark.parametrize("side", ["right", "left"])
+def test_both_poolings_of_a_padded_batch_come_from_one_forward_and_equal_their_own(tmp_path, side):
+    """score_padded reads mask pooling from the hidden states the checkpoint's own forward
+    computed: the rewards of two separate forwards, from one."""
+    from rmaudit.modeling.pooling import reward_body
+    from rmaudit.probes.padding import filler_text, score_padded
+    from rmaudit.scoring import score_texts
+
+    loaded = load_reward_model(make_tiny_rm(tmp_path / "rm"))
+    ctx = AuditContext(checkpoint=tmp_path / "rm", model=loaded.model, tokenizer=loaded.tokenizer, eval_pairs=PAIRS)
+    texts = ctx.pair_texts(PAIRS[:4])
+    calls: list[int] = []
+    hook = reward_body(ctx.model).register_forward_pre_hook(lambda *args: calls.append(1))
+    both = score_padded(ctx, texts, side=side)
+    hook.remove()
+    assert len(calls) == 1
+    batch = [*texts, filler_text(ctx, texts)]
+    for pooling in ("mask", "native"):
+        own = score_texts(ctx.model, ctx.tokenizer, batch, batch_size=len(batch), pooling=pooling,
+                          padding_side=side).rewards[:-1]
+        np.testing.assert_allclose(both[pooling], own, rtol=0, atol=1e-6)
+    assert np.std(both["mask"]) > 1e-3

@@ -44,8 +44,8 @@ import numpy as np
 from rmaudit.findings import Comparison, Finding, Limit, Setting, Status, note
 from rmaudit.probes.base import Probe, ProbeSkipped, metric, with_reasons
 from rmaudit.probes.context import FLOAT32_SAMPLE_PAIRS
-from rmaudit.probes.padding import (end_of_turn_variants, model_dtype, n_layers, padded_rewards, sample_pairs,
-                                    score_padded, scored_in_float32, tolerance_std)
+from rmaudit.probes.padding import (end_of_turn_variants, model_dtype, n_layers, of_pooling, padded_rewards,
+                                    sample_pairs, score_padded, scored_in_float32, tolerance_std)
 from rmaudit.results import ProbeResult
 from rmaudit.prefix_sharing import prefix_sharing_support
 from rmaudit.scoring import resolve_pooling, score_texts
@@ -201,7 +201,7 @@ class InferenceInvariance(Probe):
         for axis, side in (("batch", "right"), ("padding_side", "left")):
             axes[axis] = (_attempt(partial(padded_rewards, ctx, batch, side=side, pooling=pooling)), alone)
         axes["attention"] = (_attempt(lambda: self._other_attention(
-            ctx, lambda: score_padded(ctx, batch, side="right", pooling=pooling))), alone)
+            ctx, lambda: of_pooling(score_padded(ctx, batch, side="right"), pooling))), alone)
         if ctx.share_prefixes and prefix_sharing_support(ctx.model)[0]:
             axes["prefix_sharing"] = (_attempt(lambda: score_texts(
                 ctx.model, ctx.tokenizer, batch, batch_size=len(batch), pooling=pooling, max_length=ctx.max_length,

@@ -27,7 +27,8 @@ from rmaudit.data.pairs import PreferencePair
 from rmaudit.probes.base import Probe, ProbeSkipped, clip_evidence, metric, with_reasons
 from rmaudit.probes.context import FLOAT32_SAMPLE_PAIRS
 from rmaudit.results import ProbeResult
-from rmaudit.scoring import resolve_pooling, score_texts, tokenize_rendered
+from rmaudit.modeling.pooling import apply_head, last_token_index, reward_body
+from rmaudit.scoring import autocast_for, forward_rewards, pad_batch, resolve_pooling, tokenize_rendered
 
 SIDES = ("right", "left")
 
@@ -127,26 +128,56 @@ def filler_text(ctx, texts: Sequence[str]) -> str:
     return texts[longest] + " and a few more words"
 
 
-def score_padded(ctx, texts: Sequence[str], *, side: str, pooling: str) -> np.ndarray:
-    """Rewards of ``texts`` in ONE batch with the filler, padded on ``side``, by ``ctx.model``."""
-    batch = [*texts, filler_text(ctx, texts)]
-    return score_texts(ctx.model, ctx.tokenizer, batch, batch_size=len(batch), dtype=ctx.dtype, pooling=pooling,
-                       padding_side=side, max_length=ctx.max_length).rewards[:-1]
+def score_padded(ctx, texts: Sequence[str], *, side: str) -> dict[str, np.ndarray | Exception]:
+    """Rewards of ``texts`` in ONE batch with the filler, padded on ``side``, by ``ctx.model``,
+    under both poolings from ONE forward: ``native`` from the checkpoint's own ``forward``,
+    ``mask`` from the hidden states its body returned inside that forward (the same call the
+    mask scorer makes: ``pooled_rewards``). Where the own forward cannot pool (no
+    ``config.pad_token_id``), its error stands in for the native rewards."""
+    model = ctx.model
+    ids, _ = tokenize_rendered(ctx.tokenizer, [*texts, filler_text(ctx, texts)], ctx.max_length)
+    input_ids, mask = pad_batch(ids, ctx.tokenizer.pad_token_id, side)
+    hidden: list[torch.Tensor] = []
+    hook = reward_body(model).register_forward_hook(lambda module, args, out: hidden.append(out.last_hidden_state))
+    out: dict[str, np.ndarray | Exception] = {}
+    with torch.inference_mode(), autocast_for(model, ctx.dtype):
+        try:
+            if getattr(model.config, "pad_token_id", None) is None:
+                raise ValueError("Cannot handle batch sizes > 1 if no padding token is defined (config.pad_token_id)")
+            out["native"] = forward_rewards(model, input_ids, mask, "native").double().numpy()[:-1]
+        except Exception as exc:  # noqa: BLE001 - reported as this pooling's result
+            out["native"] = exc
+        finally:
+            hook.remove()
+        if not hidden:  # the own forward failed before its body ran
+            out["mask"] = forward_rewards(model, input_ids, mask, "mask").double().numpy()[:-1]
+        else:
+            read = hidden[0][torch.arange(len(ids)), last_token_index(mask.to(hidden[0].device))]
+            out["mask"] = apply_head(model, read).double().cpu().numpy()[:-1]
+    return out
 
 
 def padded_rewards(ctx, texts: Sequence[str], *, side: str, pooling: str) -> np.ndarray:
     """:func:`score_padded` on the float32 model (``ctx.float32_model``), once per audit for
-    the same texts, side and pooling: padding's modes and inference_invariance's batch and
-    padding-side axes are this same batch."""
-    def compute() -> np.ndarray:
+    the same texts and side: padding's modes (both poolings) and inference_invariance's batch
+    and padding-side axes are this same forward."""
+    def compute() -> dict[str, np.ndarray | Exception]:
         with scored_in_float32(ctx):
-            return score_padded(ctx, texts, side=side, pooling=pooling)
+            return score_padded(ctx, texts, side=side)
 
-    return ctx.shared(("float32-padded", tuple(texts), side, pooling), compute)
+    return of_pooling(ctx.shared(("float32-padded", tuple(texts), side), compute), pooling)
+
+
+def of_pooling(readings: dict[str, np.ndarray | Exception], pooling: str) -> np.ndarray:
+    """One pooling's rewards from :func:`score_padded`; its error raised where it could not run."""
+    rewards = readings[pooling]
+    if isinstance(rewards, Exception):
+        raise rewards
+    return rewards
 
 
 def padded_modes(ctx, texts: Sequence[str], poolings: Sequence[str]) -> list[ModeResult]:
-    """Every sample text in ONE float32 batch with the filler, for each side and pooling."""
+    """Every sample text in ONE float32 batch with the filler, for each side (and pooling)."""
     modes = []
     for pooling in poolings:
         for side in SIDES:
