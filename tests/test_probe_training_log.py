@@ -202,3 +202,19 @@ def test_a_norm_the_run_already_survived_is_no_spike_after_the_loss_saturated(tr
     result = _audit(_edited_trl_state(trl_output, tmp_path, plant))
     spike = _finding(result, "grad_norm_spike")
     assert spike.status is status, spike.message
+
+
+def test_a_loss_that_ends_above_log_2_fails_as_worse_than_chance_not_near_it(trl_output, tmp_path):
+    """A run whose loss climbed to 2 (diverged, or ranks pairs backwards): the fail says the
+    loss is ABOVE log 2, and the near-chance rule, which is about a loss that stayed at log 2,
+    does not describe it."""
+    def plant(history):
+        for i, record in enumerate(r for r in history if "loss" in r):
+            record["loss"] = 0.69 + 0.2 * i
+
+    result = _audit(_edited_trl_state(trl_output, tmp_path, plant))
+    finding = _finding(result, "loss_drop")
+    assert result.status is Status.FAIL and finding.status is Status.FAIL
+    assert "above log 2" in finding.message and "worse than a constant reward" in finding.message
+    assert "never left chance" not in finding.message
+    assert all(f.metric != "loss_fall" for f in result.findings)

@@ -176,10 +176,8 @@ class TrainingLog(Probe):
             m["nonfinite_records"], f"{m['nonfinite_records']} logged losses or gradient norms are NaN or Inf"
                                     + (f" (first at step {m['first_nonfinite_step']:g})" if m["nonfinite_records"] else ""))]
         if m["loss_drop"] is not None:
-            findings.append(self.limit("loss_drop").check(m["loss_drop"], (
-                f"the last quarter's mean train loss is {m['final_loss']:.4f}, {m['loss_drop']:+.4f} below log 2 = 0.6931"
-                + (": it never left chance" if m["loss_drop"] < 0.01 else ""))))
-        if (m["loss_fall"] is not None and m["final_loss"] > LN2 - NEAR_CHANCE
+            findings.append(self.limit("loss_drop").check(m["loss_drop"], _loss_drop_message(m["final_loss"], m["loss_drop"])))
+        if (m["loss_fall"] is not None and abs(m["final_loss"] - LN2) <= NEAR_CHANCE
                 and m["n_train_records"] >= MIN_TREND_RECORDS):
             finding = self.limit("loss_fall").check(m["loss_fall"], (
                 f"the train loss moved {m['loss_fall']:+.4f} from the first to the last quarter and sits at "
@@ -231,6 +229,14 @@ def _loss_metrics(curves: TrainingCurves) -> dict[str, Any]:
     if len(eval_loss):
         out["final_eval_loss"] = metric(eval_loss[-1])
     return out
+
+
+def _loss_drop_message(final_loss: float, drop: float) -> str:
+    """Where the last quarter's loss sits against log 2, the loss of a constant reward."""
+    where = f"the last quarter's mean train loss is {final_loss:.4f}, "
+    if drop < -NEAR_CHANCE:  # a model that ranks pairs backwards, or a loss that diverged
+        return where + f"{-drop:.4f} above log 2 = 0.6931: worse than a constant reward (diverged, or learned backwards)"
+    return where + f"{drop:+.4f} below log 2 = 0.6931" + (": it never left chance" if drop < 0.01 else "")
 
 
 def _grad_metrics(curves: TrainingCurves) -> dict[str, Any]:
