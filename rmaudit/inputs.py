@@ -304,6 +304,7 @@ def _manifest_side(side: str, checkpoint: Path, manifest: Manifest, notes: dict[
     that file, the split is recomputed with ``split.eval_fraction`` (the same hash rule).
     """
     from rmaudit.data import load_pairs, prompt_hash, split_by_prompt
+    from rmaudit.data.split import legacy_prompt_hash
 
     record = manifest.data.get(side) or (manifest.data.get("train") if side == "eval" else None)
     if record is None:
@@ -316,8 +317,8 @@ def _manifest_side(side: str, checkpoint: Path, manifest: Manifest, notes: dict[
     settings = manifest.hyperparameters
     pairs = load_pairs(path, adapter=settings.get("adapter"), limit=settings.get("limit"))
     hashes = _split_hashes(manifest.split, side, checkpoint)
-    if hashes is not None:
-        pairs = [p for p in pairs if prompt_hash(p.prompt) in hashes]
+    if hashes is not None:  # split files written before 0.5.3 hold the legacy hash
+        pairs = [p for p in pairs if prompt_hash(p.prompt) in hashes or legacy_prompt_hash(p.prompt) in hashes]
     elif "eval" not in manifest.data and manifest.split.get("eval_fraction") is not None:
         train, held_out = split_by_prompt(pairs, float(manifest.split["eval_fraction"]))
         pairs = train if side == "train" else held_out

@@ -163,6 +163,29 @@ def test_manifest_split_is_the_default_and_flags_override(trained):
     assert len(ctx.train_pairs) == len(train_side)
 
 
+def test_a_split_file_written_before_0_5_3_still_recovers_its_held_out_pairs(trained, tmp_path):
+    """split.json of older checkpoints holds the legacy prompt hash (no NFKC after case
+    folding); a held-out prompt whose two hashes differ is still found."""
+    import shutil
+
+    from rmaudit.data.pairs import PreferencePair
+    from rmaudit.data.split import legacy_prompt_hash, prompt_hash
+
+    checkpoint = shutil.copytree(trained["checkpoint"], tmp_path / "rm")
+    greek = PreferencePair([{"role": "user", "content": "Spell \u1fd2 for me"}], "It is \u1fd2.", "No.")
+    assert prompt_hash(greek.prompt) != legacy_prompt_hash(greek.prompt)
+    data = write_pairs_jsonl([*load_pairs(trained["data"]), greek], tmp_path / "all.jsonl")
+    manifest = json.loads((checkpoint / "rmaudit.json").read_text())
+    manifest["data"]["train"]["path"] = str(data)
+    (checkpoint / "rmaudit.json").write_text(json.dumps(manifest))
+    split = json.loads((checkpoint / "split.json").read_text())
+    split["eval"].append(legacy_prompt_hash(greek.prompt))
+    (checkpoint / "split.json").write_text(json.dumps(split))
+    ctx = build_context(checkpoint, AuditOptions())
+    assert greek.prompt in [p.prompt for p in ctx.eval_pairs]
+    assert greek.prompt not in [p.prompt for p in ctx.train_pairs]
+
+
 def test_manifest_split_without_split_file_is_recomputed_and_edited_data_is_noted(trained, tmp_path):
     import shutil
 

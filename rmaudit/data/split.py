@@ -2,7 +2,10 @@
 
 The key of a pair is ``prompt_hash(prompt)``: the sha256 of the normalised prompt, where
 normalising means, per message, Unicode NFKC, whitespace runs collapsed to one space, ends
-trimmed and case folded (``str.casefold``), then ``role: content`` lines joined by newlines.
+trimmed, case folded (``str.casefold``) and NFKC again (folding can leave a decomposed
+sequence: 'ῒ' folds to iota and two combining marks, its capital to 'ϊ' and one, until NFKC
+composes both; before 0.5.3 that last step was missing, see :func:`legacy_prompt_hash`), then
+``role: content`` lines joined by newlines.
 Case is folded on purpose: the split exists to keep near-identical prompts on one side, and
 "What is 2+2?" / "what is 2+2?" in train and eval would be leakage; merging two prompts that
 differ only in case costs nothing. Python's salted ``hash()`` is never used.
@@ -23,19 +26,28 @@ from rmaudit.data.pairs import Message, PreferencePair
 _WHITESPACE = re.compile(r"\s+")
 
 
-def normalize_prompt(prompt_messages: list[Message]) -> str:
-    """The canonical text of a prompt that `prompt_hash` hashes (see module docstring)."""
-    return "\n".join(f"{_fold(m['role'])}: {_fold(m['content'])}" for m in prompt_messages)
+def normalize_prompt(prompt_messages: list[Message], recompose: bool = True) -> str:
+    """The canonical text of a prompt that `prompt_hash` hashes (see module docstring);
+    ``recompose=False`` leaves out the NFKC after case folding, as rmaudit did before 0.5.3."""
+    return "\n".join(f"{_fold(m['role'], recompose)}: {_fold(m['content'], recompose)}" for m in prompt_messages)
 
 
-def _fold(text: str) -> str:
+def _fold(text: str, recompose: bool) -> str:
     # Collapsing whitespace also removes newlines, so the "\n" between messages is unambiguous.
-    return _WHITESPACE.sub(" ", unicodedata.normalize("NFKC", text)).strip().casefold()
+    folded = _WHITESPACE.sub(" ", unicodedata.normalize("NFKC", text)).strip().casefold()
+    return unicodedata.normalize("NFKC", folded) if recompose else folded
 
 
 def prompt_hash(prompt_messages: list[Message]) -> str:
     """sha256 hex digest of the normalised prompt."""
     return hashlib.sha256(normalize_prompt(prompt_messages).encode("utf-8")).hexdigest()
+
+
+def legacy_prompt_hash(prompt_messages: list[Message]) -> str:
+    """The hash before 0.5.3 (no NFKC after case folding): the split files of checkpoints
+    trained then hold it, and differ from :func:`prompt_hash` only for the rare prompts
+    whose case folding is not NFKC-normal."""
+    return hashlib.sha256(normalize_prompt(prompt_messages, recompose=False).encode("utf-8")).hexdigest()
 
 
 def split_position(hash_hex: str, salt: str = "") -> float:
