@@ -36,7 +36,6 @@ from rmaudit.data.pairs import PreferencePair
 from rmaudit.data.split import prompt_hash
 from rmaudit.findings import Comparison, Finding, Limit, Setting, Status
 from rmaudit.probes.base import Probe, ProbeSkipped, clip_evidence, metric, with_reasons
-from rmaudit.probes.context import FLOAT32_SAMPLE_PAIRS
 from rmaudit.probes.padding import model_dtype
 from rmaudit.stats import cluster_bootstrap_interval, pair_credit, sigmoid, wilson_interval
 
@@ -140,9 +139,7 @@ class AccuracyProbe(Probe):
         dtype = model_dtype(ctx)
         if dtype == torch.float32:
             return []
-        pairs = ctx.short_pairs(FLOAT32_SAMPLE_PAIRS)
-        texts = ctx.pair_texts(pairs)
-        audit, exact = ctx.score_texts(texts), ctx.float32_rewards(texts)
+        pairs, audit, exact = ctx.precision_sample()
         n, name = len(pairs), str(dtype).replace("torch.", "")
         audit_margin, exact_margin = audit[:n] - audit[n:], exact[:n] - exact[n:]
         flipped = int((np.sign(audit_margin) != np.sign(exact_margin)).sum())

@@ -37,6 +37,10 @@ from rmaudit.stats import pair_credit
 BATTERY_FILE = "canonical_pairs.jsonl"
 DEFAULT_REQUIRED_MARGIN = 1.0
 USER_CATEGORY = "user"  # category of --pairs rows that name none
+# A bf16 audit keeps a pair's bf16 verdict only when its margin is farther than this many
+# times the precision sample's largest bf16 error from a threshold: a margin moves by two
+# texts' errors, and the largest of 24 sampled texts is doubled again for the battery's.
+BOUND_FACTOR = 4.0
 
 
 def load_canonical_pairs(paths: Sequence[Path]) -> list[PreferencePair]:
@@ -92,9 +96,9 @@ class CanonicalPairsProbe(Probe):
 
     def run(self, ctx):
         pairs = ctx.canonical_pairs
-        chosen, rejected, read_in = self._rewards(ctx, pairs)
-        margins = chosen - rejected
         required = np.array([p.meta.get("required_margin", DEFAULT_REQUIRED_MARGIN) for p in pairs], dtype=float)
+        chosen, rejected, reading = self._rewards(ctx, pairs, required)
+        margins = chosen - rejected
         std = ctx.reward_std()
         rows = _evidence(pairs, chosen, rejected, margins, required, std)
         wrong = pair_credit(margins) < 1.0
@@ -109,7 +113,7 @@ class CanonicalPairsProbe(Probe):
             "min_margin": round(float(margins.min()), 4),
             "mean_margin_std": _in_std(float(margins.mean()), std),
             "reward_std": round(std, 6) if math.isfinite(std) else None,
-            "read_in": read_in,
+            **reading,
             **_per_category(pairs, margins, met, wrong),
         }
         findings = [
@@ -125,20 +129,35 @@ class CanonicalPairsProbe(Probe):
         )
 
     @staticmethod
-    def _rewards(ctx, pairs: Sequence[PreferencePair]) -> tuple[np.ndarray, np.ndarray, str]:
-        """(chosen, rejected, the dtype they were read in). Each pair is a verdict of its own, so
-        an audit that reads bfloat16 decides these in float32 (``ctx.float32_rewards``): bf16
-        noise flipped 4 of 52 pairs of a tiny test RM whose float32 margins were all right, and
-        the battery is short texts, cheap to read exactly."""
+    def _rewards(ctx, pairs: Sequence[PreferencePair], required: np.ndarray) -> tuple[np.ndarray, np.ndarray, dict]:
+        """(chosen, rejected, how they were read). Each pair is a verdict of its own, and bf16
+        noise flipped 4 of 52 pairs of a tiny test RM whose float32 margins were all right. So
+        an audit that reads bfloat16 keeps a pair's bf16 reading only where its margin lies
+        farther than :data:`BOUND_FACTOR` times the largest bf16 error of the precision sample
+        (``ctx.precision_sample``, texts read both ways) from both its thresholds, 0 and its
+        required margin; the close calls are read again in float32 (``ctx.float32_rewards``)."""
         import torch
 
         from rmaudit.probes.padding import model_dtype
 
-        if model_dtype(ctx) == torch.float32:
-            chosen, rejected = ctx.pair_rewards(pairs)
-            return chosen, rejected, "float32"
-        rewards = ctx.float32_rewards(ctx.pair_texts(pairs), alone=False)
-        return rewards[:len(pairs)], rewards[len(pairs):], "float32 (decided pair by pair; the audit reads bfloat16)"
+        chosen, rejected = ctx.pair_rewards(pairs)
+        dtype = model_dtype(ctx)
+        if dtype == torch.float32:
+            return chosen, rejected, {"read_in": "float32"}
+        _, audit, exact = ctx.precision_sample()
+        bound = BOUND_FACTOR * float(np.abs(audit - exact).max())
+        margins = chosen - rejected
+        close = np.flatnonzero((np.abs(margins) <= bound) | (np.abs(margins - required) <= bound))
+        if len(close):
+            exact_pairs = ctx.float32_rewards(ctx.pair_texts([pairs[i] for i in close]), alone=False)
+            chosen[close], rejected[close] = exact_pairs[:len(close)], exact_pairs[len(close):]
+        name = str(dtype).replace("torch.", "")
+        return chosen, rejected, {
+            "read_in": (f"{name}; the {len(close)} pair(s) within {bound:.3g} of 0 or their required margin read in "
+                        f"float32 ({BOUND_FACTOR:g}x the largest {name} error of {len(audit)} texts read both ways)"),
+            "float32_pairs": int(len(close)),
+            "decision_bound": round(bound, 6),
+        }
 
 
 def _per_category(pairs: Sequence[PreferencePair], margins: np.ndarray, met: np.ndarray,

@@ -315,6 +315,15 @@ class AuditContext:
             self._float32_cache.update(keys[todo], result.rewards)
         return self._float32_cache.get(keys)
 
+    def precision_sample(self) -> tuple[list[PreferencePair], np.ndarray, np.ndarray]:
+        """(pairs, audit rewards, float32 rewards) of the ``short_pairs`` precision sample,
+        chosen texts then rejected: the audit's own reading of each text next to its exact
+        one. accuracy reports the verdicts bf16 flips on it; canonical_pairs takes its error
+        bound from it. Both readings are cached, so the probes share the forwards."""
+        pairs = self.short_pairs(FLOAT32_SAMPLE_PAIRS)
+        texts = self.pair_texts(pairs)
+        return pairs, self.score_texts(texts), self.float32_rewards(texts)
+
     def _float32_pooling(self, model: Any, pooling: str | None) -> str:
         from rmaudit.scoring import resolve_pooling
 
