@@ -189,53 +189,23 @@ def length_sorted_batches(lengths: Sequence[int], batch_size: int, batch_tokens:
 
     A batch holds at most ``batch_size`` rows and, when ``batch_tokens`` is set, at most that
     many padded tokens, ``row_overhead`` more per row (a text longer than the budget runs
-    alone). Without ``max_padding`` (a GPU) each batch is filled to those limits. With it (a
-    CPU, where a narrow batch runs nearly as fast per token) the batches are the cheapest cut
-    of the sorted order, each costing its padded tokens plus :data:`CALL_COST_TOKENS` for the
-    call, and none carrying more pads than ``max_padding`` of its tokens or a call's cost."""
-    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
-    widths = [max(1, lengths[i]) for i in order]
-    limit = batch_tokens if batch_tokens is not None else float("inf")
-    if max_padding is None:
-        cuts = _filled_cuts(widths, batch_size, limit, row_overhead)
-    else:
-        cuts = _cheapest_cuts(widths, [lengths[i] for i in order], batch_size, limit, row_overhead, max_padding)
-    for begin, end in zip(cuts, cuts[1:]):
-        yield order[begin:end]
-
-
-def _filled_cuts(widths: Sequence[int], batch_size: int, limit: float, row_overhead: int) -> list[int]:
-    """Batch boundaries in the sorted order, each batch filled to the row and token limits."""
-    cuts = [0]
-    for k in range(1, len(widths)):
-        rows = k - cuts[-1] + 1
-        if rows > batch_size or rows * (widths[cuts[-1]] + row_overhead) > limit:
-            cuts.append(k)
-    return cuts + [len(widths)] if widths else [0]
-
-
-def _cheapest_cuts(widths: Sequence[int], lengths: Sequence[int], batch_size: int, limit: float, row_overhead: int,
-                   max_padding: float) -> list[int]:
-    """Batch boundaries that minimise padded tokens plus a call's cost per batch (dynamic
-    programming over the sorted order: a batch is a run of it, its first row the widest)."""
-    n = len(widths)
-    real = np.concatenate([[0], np.cumsum(lengths)])
-    best = [0.0] + [float("inf")] * n  # best[j]: the cheapest cost of the first j rows
-    start = list(range(n + 1))
-    for j in range(1, n + 1):
-        for i in range(j - 1, -1, -1):
-            rows, cells = j - i, (j - i) * widths[i]
-            if rows > 1 and (rows > batch_size or rows * (widths[i] + row_overhead) > limit):
-                break  # wider and longer only from here
-            pads = cells - (real[j] - real[i])
-            if pads > max(max_padding * cells, CALL_COST_TOKENS):
-                continue
-            if best[i] + cells + CALL_COST_TOKENS <= best[j]:  # a tie: the fewer, wider batches
-                best[j], start[j] = best[i] + cells + CALL_COST_TOKENS, i
-    cuts = [n]
-    while cuts[-1] > 0:
-        cuts.append(start[cuts[-1]])
-    return cuts[::-1]
+    alone); with ``max_padding`` it also stops growing before pads would exceed that share of
+    its padded tokens and :data:`CALL_COST_TOKENS` (fewer pads cost less than another call)."""
+    batch: list[int] = []
+    real = 0
+    for i in sorted(range(len(lengths)), key=lambda i: -lengths[i]):
+        rows = len(batch) + 1
+        width = max(1, lengths[batch[0]] if batch else lengths[i])  # the longest row of the batch: sorted first
+        full = (rows > batch_size or (batch_tokens is not None and rows * (width + row_overhead) > batch_tokens)
+                or (max_padding is not None and rows * width - real - lengths[i] > max(max_padding * rows * width,
+                                                                                      CALL_COST_TOKENS)))
+        if batch and full:
+            yield batch
+            batch, real = [], 0
+        batch.append(i)
+        real += lengths[i]
+    if batch:
+        yield batch
 
 
 def padding_cap(device: Any) -> float | None:

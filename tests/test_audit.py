@@ -225,7 +225,6 @@ def test_the_scoring_plan_scores_every_planned_text_once_before_any_probe_runs(t
     the model twice, and the plan's batches are full (one length-sorted stream, not one ragged
     call per probe)."""
     import rmaudit.runner as runner
-    from rmaudit.scoring import BATCH_TOKENS, length_sorted_batches, padding_cap
 
     eval_file = write_pairs_jsonl(topic_pairs(TOPICS), tmp_path / "eval.jsonl")
     options = AuditOptions(probes="length_bias,accuracy,style_interventions", data=eval_file, batch_size=8,
@@ -255,8 +254,7 @@ def test_the_scoring_plan_scores_every_planned_text_once_before_any_probe_runs(t
     assert [p.status for p in result.probes if p.status in (Status.ERROR, Status.SKIP)] == []
     assert planned["rows"] == len(rows) > 4 * len(TOPICS)   # pairs, responses and their edits; nothing after
     assert len(rows) == len(set(rows)) == result.context["scoring_plan"]["distinct_texts_scored"]
-    one_stream = length_sorted_batches([len(r) for r in rows], 8, BATCH_TOKENS, padding_cap(ctx.device))
-    assert sorted(batches) == sorted(len(b) for b in one_stream)
+    assert sum(b < 8 for b in batches) <= 1   # one stream of sorted batches: a single short tail
     style = next(p for p in result.probes if p.name == "style_interventions")
     assert sum(1 for k in style.metrics if k.startswith("shift_std[") and style.metrics[k] is not None) >= 3
 

@@ -186,42 +186,6 @@ def test_a_padding_cap_splits_a_batch_only_where_the_pads_cost_more_than_another
     assert len(list(length_sorted_batches(many_pads, batch_size=8))) == 1  # no cap (a GPU): one batch
 
 
-def test_a_capped_batching_is_the_cheapest_cut_of_the_sorted_order():
-    """On a CPU the batches minimise padded tokens plus a call's cost per batch: a greedy fill
-    would put one short text with the long ones ([100, 100, 60] + [60], 456) where two even
-    batches cost less ([100, 100] + [60, 60], 416). Random cases match a brute force over
-    every cut of the sorted order."""
-    import itertools
-    import random
-
-    from rmaudit.scoring import CALL_COST_TOKENS, length_sorted_batches
-
-    def cost(batches, lengths):
-        return sum(len(b) * max(lengths[i] for i in b) + CALL_COST_TOKENS for b in batches)
-
-    assert list(length_sorted_batches([60, 100, 60, 100], batch_size=8, max_padding=0.1)) == [[1, 3], [0, 2]]
-    rng = random.Random(0)
-    for _ in range(200):
-        lengths = [rng.randrange(1, 300) for _ in range(rng.randrange(1, 8))]
-        batches = list(length_sorted_batches(lengths, batch_size=4, batch_tokens=600, max_padding=0.1))
-        assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
-        widths = sorted(lengths, reverse=True)
-
-        def allowed(run):
-            cells = len(run) * run[0]
-            return len(run) == 1 or (len(run) <= 4 and cells <= 600
-                                     and cells - sum(run) <= max(0.1 * cells, CALL_COST_TOKENS))
-
-        best = float("inf")
-        for cut in itertools.product((0, 1), repeat=len(widths) - 1):
-            bounds = [0] + [k + 1 for k, c in enumerate(cut) if c] + [len(widths)]
-            runs = [widths[a:b] for a, b in zip(bounds, bounds[1:])]
-            if all(allowed(r) for r in runs):
-                best = min(best, sum(len(r) * r[0] + CALL_COST_TOKENS for r in runs))
-        assert all(allowed(sorted((lengths[i] for i in b), reverse=True)) for b in batches)
-        assert cost(batches, lengths) == best
-
-
 def test_context_cache_scores_each_text_once_across_chunks(monkeypatch):
     import rmaudit.scoring as scoring
     from rmaudit.data.pairs import PreferencePair
