@@ -39,6 +39,15 @@ def test_invalid_json_array_names_the_line(tmp_path: Path):
     assert _error(path) == f"{path}: invalid JSON at line 3, column 14: Expecting value"
 
 
+@pytest.mark.parametrize("field", ["prompt", "chosen", "rejected"])
+def test_a_lone_surrogate_names_its_row_and_field(tmp_path: Path, field: str):
+    """A JSON escape like \\ud800 decodes to half a character; it is refused on load, not by
+    the tokenizer halfway through an audit."""
+    row = '{"prompt": "2+2?", "chosen": "4", "rejected": "5"}'.replace(f'"{field}": "', f'"{field}": "ok \\ud800 ')
+    path = _jsonl(tmp_path / "bad.jsonl", [GOOD, row])
+    assert _error(path) == f"{path}: row 2: field '{field}': character 4 is a lone surrogate (U+D800), not Unicode text"
+
+
 def test_missing_rejected(tmp_path: Path):
     path = _jsonl(tmp_path / "d.jsonl", [GOOD, GOOD, {"prompt": "q", "chosen": "a"}])
     assert _error(path) == f"{path}: row 3: field 'rejected': missing"

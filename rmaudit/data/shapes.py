@@ -90,6 +90,9 @@ def row_to_pair(row: dict, shape: str, columns: ColumnMap, path: Path, number: i
     convert = {EXPLICIT: _explicit, CONVERSATIONAL: _conversational, HH: _hh}[shape]
     prompt, chosen, rejected = convert(row, columns, path, number)
     check_turn_order(prompt, path, number, columns.name("prompt"))
+    # chosen first: an hh prompt is cut from the chosen transcript, so its error names that field
+    for field, text in [("chosen", chosen), ("rejected", rejected)] + [("prompt", m["content"]) for m in prompt]:
+        check_encodable(text, path, number, columns.name(field))
     used = {columns.name(f) for f in ("prompt", "chosen", "rejected", "margin", "category")}
     return PreferencePair(
         prompt=prompt, chosen=chosen, rejected=rejected,
@@ -192,6 +195,16 @@ def validate_messages(value: list, path: Path, number: int, field: str) -> list[
             raise input_error(path, number, field, f"{where}: 'content' must be a string, got {_describe(content)}")
         messages.append({"role": role, "content": content})
     return messages
+
+
+def check_encodable(text: str, path: Path, number: int, field: str) -> None:
+    """Refuse text UTF-8 cannot encode: a JSON escape such as "\\ud800" decodes to a lone
+    surrogate, which the tokenizer and every report format would fail on later."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise input_error(path, number, field, f"character {exc.start + 1} is a lone surrogate "
+                                               f"(U+{ord(text[exc.start]):04X}), not Unicode text") from None
 
 
 def check_turn_order(prompt: list[Message], path: Path, number: int, field: str) -> None:
