@@ -131,7 +131,7 @@ class CanonicalPairsProbe(Probe):
     @staticmethod
     def _rewards(ctx, pairs: Sequence[PreferencePair], required: np.ndarray) -> tuple[np.ndarray, np.ndarray, dict]:
         """(chosen, rejected, how they were read). Each pair is a verdict of its own, and bf16
-        noise flipped 4 of 52 pairs of a tiny test RM whose float32 margins were all right. So
+        noise alone flips 6 of the 52 verdicts of the fitted tiny RM in this probe's tests. So
         an audit that reads bfloat16 keeps a pair's bf16 reading only where its margin lies
         farther than :data:`BOUND_FACTOR` times the largest bf16 error of the precision sample
         (``ctx.precision_sample``, texts read both ways) from both its thresholds, 0 and its
