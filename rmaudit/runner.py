@@ -24,7 +24,7 @@ from rmaudit.distributed import gather_scores, world
 from rmaudit.findings import Status, note
 from rmaudit.multiple_testing import control_false_discoveries
 from rmaudit.options import AuditOptions
-from rmaudit.probes.base import Probe, ProbeSkipped
+from rmaudit.probes.base import Probe, ProbeSkipped, dtype_name
 from rmaudit.probes.context import AuditContext, TokenReadings
 from rmaudit.probes.registry import BrokenProbe, get_probe, select_probes
 from rmaudit.results import AuditResult, ProbeResult
@@ -151,7 +151,7 @@ def context_facts(ctx: AuditContext) -> dict[str, Any]:
     return {
         "checkpoint": str(ctx.checkpoint),
         "manifest_present": ctx.manifest is not None,
-        "dtype": str(ctx.dtype).replace("torch.", ""),
+        "dtype": dtype_name(ctx.dtype),
         "max_length": ctx.max_length,
         "n_eval_pairs": len(ctx.eval_pairs or []),
         "n_train_pairs": len(ctx.train_pairs or []),

@@ -35,7 +35,7 @@ import torch
 from rmaudit.data.pairs import PreferencePair
 from rmaudit.data.split import prompt_hash
 from rmaudit.findings import Comparison, Finding, Limit, Setting, Status
-from rmaudit.probes.base import Probe, ProbeSkipped, clip_evidence, metric, with_reasons
+from rmaudit.probes.base import Probe, ProbeSkipped, clip_evidence, dtype_name, metric, with_reasons
 from rmaudit.probes.padding import model_dtype
 from rmaudit.stats import cluster_bootstrap_interval, pair_credit, sigmoid, wilson_interval
 
@@ -106,7 +106,7 @@ class AccuracyProbe(Probe):
         categories = _per_category(pairs, margins)
         metrics = {**_overall(pairs, margins, std), "ece": metric(ece),
                    "identical_pairs_excluded": len(ctx.eval_pairs) - len(pairs), **_flatten(categories), **precision,
-                   "read_in": "float32" if regraded else str(model_dtype(ctx)).replace("torch.", "")}
+                   "read_in": "float32" if regraded else dtype_name(model_dtype(ctx))}
         findings = self._findings(metrics, categories) + check
         return self.result(
             findings, with_reasons(_summary(metrics), findings), metrics=metrics,
@@ -140,7 +140,7 @@ class AccuracyProbe(Probe):
         if dtype == torch.float32:
             return []
         pairs, audit, exact = ctx.precision_sample()
-        n, name = len(pairs), str(dtype).replace("torch.", "")
+        n, name = len(pairs), dtype_name(dtype)
         audit_margin, exact_margin = audit[:n] - audit[n:], exact[:n] - exact[n:]
         flipped = int((np.sign(audit_margin) != np.sign(exact_margin)).sum())
         scale = std if math.isfinite(std) and std > 0 else float(exact.std()) or 1.0

@@ -114,6 +114,11 @@ def _reject_unknown(probe: str, kind: str, given: Mapping[str, Any], known: list
 EVIDENCE_TEXT_LIMIT = 300
 
 
+def dtype_name(dtype: Any) -> str:
+    """How reports name a torch dtype: ``bfloat16``, not ``torch.bfloat16``."""
+    return str(dtype).replace("torch.", "")
+
+
 def clip_evidence(text: str | None, limit: int = EVIDENCE_TEXT_LIMIT) -> str | None:
     """Dataset text for an evidence row: at most ``limit`` characters, an ellipsis marking a cut.
     The HTML report shows it in full width; the JSON must stay small for 500-pair audits."""

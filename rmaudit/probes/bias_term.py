@@ -33,7 +33,7 @@ from typing import Any
 
 from rmaudit.findings import Comparison, Finding, Limit, Setting, Status, note
 from rmaudit.modeling.weight_files import read_tensors, safetensors_files
-from rmaudit.probes.base import Probe, ProbeSkipped
+from rmaudit.probes.base import Probe, ProbeSkipped, dtype_name
 
 HEAD_BIAS_PATTERNS = ("*score.bias", "*v_head*.bias", "*value_head*.bias", "*reward_head*.bias", "*classifier*.bias")
 PICKLE_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json")
@@ -58,7 +58,7 @@ def is_head_bias_key(key: str) -> bool:
 
 def read_head_biases(folder: Path, num_labels: int = 1) -> list[HeadBias]:
     """Every head bias tensor in the folder's safetensors files (header + those tensors only)."""
-    return [HeadBias(key=key, file=file, shape=list(tensor.shape), dtype=str(tensor.dtype).replace("torch.", ""),
+    return [HeadBias(key=key, file=file, shape=list(tensor.shape), dtype=dtype_name(tensor.dtype),
                      values=[float(v) for v in tensor.detach().float().flatten()[:16]],
                      is_reward_offset=tensor.numel() == num_labels)
             for key, file, tensor in read_tensors(folder, is_head_bias_key)]
@@ -279,7 +279,7 @@ def _num_labels(model: Any, folder: Path) -> int:
 
 
 def _parameter_dtype(model: Any) -> str:
-    return str(next(model.parameters()).dtype).replace("torch.", "")
+    return dtype_name(next(model.parameters()).dtype)
 
 
 def _one(values: list[float]) -> float | list[float]:

@@ -31,7 +31,7 @@ import numpy as np
 from rmaudit.data.pairs import PreferencePair
 from rmaudit.errors import input_error
 from rmaudit.findings import Comparison, Limit
-from rmaudit.probes.base import Probe, clip_evidence
+from rmaudit.probes.base import Probe, clip_evidence, dtype_name
 from rmaudit.stats import pair_credit
 
 BATTERY_FILE = "canonical_pairs.jsonl"
@@ -151,7 +151,7 @@ class CanonicalPairsProbe(Probe):
         if len(close):
             exact_pairs = ctx.float32_rewards(ctx.pair_texts([pairs[i] for i in close]), alone=False)
             chosen[close], rejected[close] = exact_pairs[:len(close)], exact_pairs[len(close):]
-        name = str(dtype).replace("torch.", "")
+        name = dtype_name(dtype)
         return chosen, rejected, {
             "read_in": (f"{name}; the {len(close)} pair(s) within {bound:.3g} of 0 or their required margin read in "
                         f"float32 ({BOUND_FACTOR:g}x the largest {name} error of {len(audit)} texts read both ways)"),

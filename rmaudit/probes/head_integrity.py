@@ -36,7 +36,7 @@ from scipy import stats
 from rmaudit.findings import Comparison, Finding, Limit, Setting, Status, note
 from rmaudit.modeling.pooling import HEAD_NAMES, reward_head
 from rmaudit.modeling.weight_files import read_tensors, safetensors_files
-from rmaudit.probes.base import Probe, metric, with_reasons
+from rmaudit.probes.base import Probe, dtype_name, metric, with_reasons
 from rmaudit.results import ProbeResult
 from rmaudit.stats import pair_credit
 
@@ -74,12 +74,8 @@ def head_weights(ctx, model) -> tuple[np.ndarray, str, str]:
         found = [tensor for _, _, tensor in read_tensors(folder, lambda k: k == key or k.endswith("." + key))
                  if tensor.numel() == loaded.numel()]
         if found:
-            return found[0].double().numpy().ravel(), _dtype_name(found[0].dtype), "the checkpoint's safetensors"
-    return loaded.double().cpu().numpy().ravel(), _dtype_name(loaded.dtype), "the loaded model"
-
-
-def _dtype_name(dtype) -> str:
-    return str(dtype).replace("torch.", "")
+            return found[0].double().numpy().ravel(), dtype_name(found[0].dtype), "the checkpoint's safetensors"
+    return loaded.double().cpu().numpy().ravel(), dtype_name(loaded.dtype), "the loaded model"
 
 
 def rounding_tolerance(weights: np.ndarray, dtype: str) -> dict[str, float]:

@@ -24,7 +24,7 @@ import torch
 
 from rmaudit.findings import Comparison, Finding, Limit, Setting, Status, note
 from rmaudit.data.pairs import PreferencePair
-from rmaudit.probes.base import Probe, ProbeSkipped, clip_evidence, metric, with_reasons
+from rmaudit.probes.base import Probe, ProbeSkipped, clip_evidence, dtype_name, metric, with_reasons
 from rmaudit.probes.context import FLOAT32_SAMPLE_PAIRS
 from rmaudit.results import ProbeResult
 from rmaudit.modeling.pooling import apply_head, last_token_index, reward_body
@@ -235,8 +235,8 @@ class PaddingProbe(Probe):
                                 self.setting("tolerance_floor_std"))
             findings: list[Finding] = []
             metrics: dict[str, Any] = {
-                "served_pooling": served, "dtype": str(dtype).replace("torch.", ""),
-                "audit_dtype": str(audit_dtype).replace("torch.", ""), "n_texts": len(texts),
+                "served_pooling": served, "dtype": dtype_name(dtype),
+                "audit_dtype": dtype_name(audit_dtype), "n_texts": len(texts),
                 "reward_std": metric(std), "tolerance_std": metric(tol, 6),
             }
             deltas = self._check_modes(modes, alone, std, tol, metrics, findings)
