@@ -93,7 +93,7 @@ def test_groups_too_big_for_the_cache_budget_are_split_and_stay_exact(monkeypatc
     calls = []
     original = prefix_sharing._tail_states
     monkeypatch.setattr(prefix_sharing, "_tail_states",
-                        lambda m, cache, mask, groups, part, seqs: calls.append((groups, part)) or original(m, cache, mask, groups, part, seqs))
+                        lambda m, caches, where, groups, part, seqs: calls.append((groups, part)) or original(m, caches, where, groups, part, seqs))
     with torch.inference_mode():
         shared, stats = last_token_rewards(model, ids, batch_size=16, batch_tokens=16384)
         plain, _ = last_token_rewards(model, ids, batch_size=16, batch_tokens=16384, share=False)
@@ -103,6 +103,39 @@ def test_groups_too_big_for_the_cache_budget_are_split_and_stay_exact(monkeypatc
         width = max(len(ids[i]) - groups[k].shared for k, i in part)
         assert len(part) == 1 or len(part) * (prefix + width) <= 1024
     np.testing.assert_allclose(shared, plain, atol=1e-5)
+
+
+def test_tails_of_several_prefix_batches_share_calls_against_their_joined_caches(monkeypatch):
+    """Prefix batches of two prompts each, of different widths: their members' own tokens are
+    forwarded together (fewer tail calls than prefix batches), each row against its own
+    prompt's cache left-padded to the widest, also in calls whose rows all have narrower
+    prefixes (the columns every row pads are cut), and every reward is still the plain one."""
+    model, tokenizer = tiny_rm(seed=2)
+    prompts = [f"{PROMPTS[i % 3]} " + "Please be thorough. " * i for i in range(8)]
+    texts = [render(tokenizer, [{"role": "user", "content": p}, {"role": "assistant", "content": a}])
+             for p in prompts for a in ANSWERS]
+    ids, _ = tokenize_rendered(tokenizer, texts)
+    monkeypatch.setitem(prefix_sharing.CACHE_BYTES, "cpu", 1)  # the 1,024-position floor: several tail calls
+    prefix_calls, tail_calls = [], []
+    prefix, tail = prefix_sharing._prefix_cache, prefix_sharing._tail_states
+
+    def tail_spy(m, caches, where, groups, part, seqs):
+        widths = [caches[where[k][0]].mask.size(1) for k, _ in part]  # of each row's prefix batch
+        tail_calls.append(({k for k, _ in part}, max(groups[k].shared for k, _ in part), widths))
+        return tail(m, caches, where, groups, part, seqs)
+
+    monkeypatch.setattr(prefix_sharing, "_prefix_cache",
+                        lambda m, prefixes: prefix_calls.append(len(prefixes)) or prefix(m, prefixes))
+    monkeypatch.setattr(prefix_sharing, "_tail_states", tail_spy)
+    with torch.inference_mode():
+        shared, stats = last_token_rewards(model, ids, batch_size=2, batch_tokens=16384)
+        plain, _ = last_token_rewards(model, ids, batch_size=2, batch_tokens=16384, share=False)
+    assert len(prefix_calls) >= 3 and max(prefix_calls) <= 2 and stats.grouped == len(ids)
+    assert max(len(groups) for groups, _, _ in tail_calls) > 2  # rows of several prefix calls in one call
+    assert any(max(widths) > longest for _, longest, widths in tail_calls)  # pad columns cut off
+    assert any(min(widths) < longest for _, longest, widths in tail_calls)  # a narrower cache padded
+    np.testing.assert_allclose(shared, plain, atol=1e-5)
+    assert np.std(plain) > 0.01
 
 
 def test_sequences_that_begin_another_are_read_inside_it_at_no_extra_forward():

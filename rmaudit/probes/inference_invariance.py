@@ -42,7 +42,7 @@ from typing import Any, Callable
 import numpy as np
 
 from rmaudit.findings import Comparison, Finding, Limit, Setting, Status, note
-from rmaudit.probes.base import Probe, ProbeSkipped, metric, with_reasons
+from rmaudit.probes.base import Probe, ProbeSkipped, dtype_name, metric, with_reasons
 from rmaudit.probes.context import FLOAT32_SAMPLE_PAIRS
 from rmaudit.probes.padding import (end_of_turn_variants, model_dtype, n_layers, of_pooling, padded_rewards,
                                     sample_pairs, score_padded, scored_in_float32, tolerance_std)
@@ -128,7 +128,7 @@ class InferenceInvariance(Probe):
         metrics: dict[str, Any] = {"n_texts": 2 * n, "reward_std": metric(std, 6), "tolerance_float32_std": metric(tol32, 6),
                                    "tolerance_bfloat16_std": metric(tol16, 6), "bf16_sample_reason": bf16_reason or None,
                                    "dtype_axis": ("bfloat16 autocast over the float32 weights" if audit_dtype == _float32()
-                                                  else f"the audit's own {str(audit_dtype).replace('torch.', '')} readings"),
+                                                  else f"the audit's own {dtype_name(audit_dtype)} readings"),
                                    "accuracy_reference": metric(float(pair_credit(reference[:n] - reference[n:]).mean()))}
         findings: list[Finding] = []
         for axis, (rewards, ref) in axes.items():
