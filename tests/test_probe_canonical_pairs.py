@@ -133,11 +133,11 @@ def test_a_bf16_audit_reads_its_close_calls_in_float32(checkpoints, monkeypatch)
     with the bound taken from the precision sample, every pair near a threshold is read in
     float32, so each verdict is the float32 audit's, and pairs far from both thresholds keep
     their bf16 reading (within the bound of float32)."""
-    import rmaudit.probes.canonical_pairs as canonical
+    import rmaudit.probes.context as context
 
     exact = audit(checkpoints["healthy"], dtype="float32")
     half = audit(checkpoints["healthy"], dtype="bfloat16")
-    monkeypatch.setattr(canonical, "BOUND_FACTOR", 0.0)
+    monkeypatch.setattr(context, "MARGIN_BOUND_FACTOR", 0.0)
     bf16_only = audit(checkpoints["healthy"], dtype="bfloat16")
 
     def by_pair(probe):

@@ -160,3 +160,34 @@ def test_ks_test_recognises_the_usual_initialisations(draw, expected):
     name, p = best_init_match(weights)
     assert name == expected and p > 0.01
     assert best_init_match(weights * 5 + 0.1)[1] < 1e-6  # a trained head's weights are unlike any init
+
+
+def test_margins_inside_the_precision_error_bound_are_ties_in_the_chance_test():
+    """An init-like head whose pairs lean right only by rounding noise (planted: 62% of 300
+    margins positive, all smaller than the bound) passes the chance test when those margins
+    count; with the bound they are ties and the head is flagged untrained. Its healthy twin,
+    the same signs at whole reward units, is decided by the same bound as above chance."""
+    probe = HeadIntegrity()
+    rng = np.random.default_rng(1)
+    weights = rng.normal(0, 1 / math.sqrt(577), 576)  # OpenRLHF's init, as hh20's KS test found
+    signs = np.where(np.arange(300) < 186, 1.0, -1.0)
+    noise = signs * rng.uniform(0.001, 0.01, 300)
+
+    def verdict(margins, bound):
+        metrics: dict = {}
+        return probe._untrained(weights, margins, bound, metrics)[0], metrics
+
+    counted, _ = verdict(noise, 0.0)
+    tied, metrics = verdict(noise, 0.02)
+    assert counted.status is Status.PASS and tied.status is Status.FAIL
+    assert metrics["tied_by_precision"] == 300 and metrics["accuracy"] == 0.5
+    assert "300 margins within the 0.02 precision error bound count as ties" in tied.message
+    decided, metrics = verdict(signs * rng.uniform(0.5, 2.0, 300), 0.02)
+    assert decided.status is Status.PASS and metrics["tied_by_precision"] == 0
+
+
+def test_a_bf16_audit_states_its_margin_error_bound_and_float32_has_none(fitted):
+    exact, half = _audit(fitted[0]), _audit(fitted[0], dtype="bfloat16")
+    assert exact.metrics["margin_error_bound"] == 0 and exact.metrics["tied_by_precision"] == 0
+    assert half.metrics["margin_error_bound"] > 0
+    assert half.status is exact.status is Status.PASS  # a fitted head's margins are far beyond it

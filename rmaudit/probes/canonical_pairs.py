@@ -32,15 +32,12 @@ from rmaudit.data.pairs import PreferencePair
 from rmaudit.errors import input_error
 from rmaudit.findings import Comparison, Limit
 from rmaudit.probes.base import Probe, clip_evidence, dtype_name
+from rmaudit.probes.context import MARGIN_BOUND_FACTOR
 from rmaudit.stats import pair_credit
 
 BATTERY_FILE = "canonical_pairs.jsonl"
 DEFAULT_REQUIRED_MARGIN = 1.0
 USER_CATEGORY = "user"  # category of --pairs rows that name none
-# A bf16 audit keeps a pair's bf16 verdict only when its margin is farther than this many
-# times the precision sample's largest bf16 error from a threshold: a margin moves by two
-# texts' errors, and the largest of 24 sampled texts is doubled again for the battery's.
-BOUND_FACTOR = 4.0
 
 
 def load_canonical_pairs(paths: Sequence[Path]) -> list[PreferencePair]:
@@ -133,9 +130,9 @@ class CanonicalPairsProbe(Probe):
         """(chosen, rejected, how they were read). Each pair is a verdict of its own, and bf16
         noise alone flips 6 of the 52 verdicts of the fitted tiny RM in this probe's tests. So
         an audit that reads bfloat16 keeps a pair's bf16 reading only where its margin lies
-        farther than :data:`BOUND_FACTOR` times the largest bf16 error of the precision sample
-        (``ctx.precision_sample``, texts read both ways) from both its thresholds, 0 and its
-        required margin; the close calls are read again in float32 (``ctx.float32_rewards``)."""
+        farther than ``ctx.margin_error_bound()`` (4 times the largest bf16 error of the
+        precision sample, texts read both ways) from both its thresholds, 0 and its required
+        margin; the close calls are read again in float32 (``ctx.float32_rewards``)."""
         import torch
 
         from rmaudit.probes.padding import model_dtype
@@ -144,8 +141,7 @@ class CanonicalPairsProbe(Probe):
         dtype = model_dtype(ctx)
         if dtype == torch.float32:
             return chosen, rejected, {"read_in": "float32"}
-        _, audit, exact = ctx.precision_sample()
-        bound = BOUND_FACTOR * float(np.abs(audit - exact).max())
+        bound, sample = ctx.margin_error_bound(), len(ctx.precision_sample()[1])
         margins = chosen - rejected
         close = np.flatnonzero((np.abs(margins) <= bound) | (np.abs(margins - required) <= bound))
         if len(close):
@@ -154,7 +150,7 @@ class CanonicalPairsProbe(Probe):
         name = dtype_name(dtype)
         return chosen, rejected, {
             "read_in": (f"{name}; the {len(close)} pair(s) within {bound:.3g} of 0 or their required margin read in "
-                        f"float32 ({BOUND_FACTOR:g}x the largest {name} error of {len(audit)} texts read both ways)"),
+                        f"float32 ({MARGIN_BOUND_FACTOR:g}x the largest {name} error of {sample} texts read both ways)"),
             "float32_pairs": int(len(close)),
             "decision_bound": round(bound, 6),
         }

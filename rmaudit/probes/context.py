@@ -26,6 +26,10 @@ from rmaudit.score_cache import ScoreCache, text_keys
 # Labelled pairs (ctx.short_pairs) whose float32 rewards are the reference of the precision and
 # batching comparisons; padding and inference_invariance draw from the same ones and share them.
 FLOAT32_SAMPLE_PAIRS = 12
+# A reward margin moves by the errors of two texts, and 24 sampled texts understate the largest
+# error of a hundred (hh20: the battery's largest margin error was 2.5x the sample's largest
+# text error), so a margin decides at reduced precision only beyond 4x that error (0.5.4).
+MARGIN_BOUND_FACTOR = 4.0
 
 # How a user supplies each input, for the skip reason.
 INPUT_FLAGS = {"eval_pairs": "--data", "all_eval_pairs": "--data", "train_pairs": "--train-data",
@@ -323,6 +327,17 @@ class AuditContext:
         pairs = self.short_pairs(FLOAT32_SAMPLE_PAIRS)
         texts = self.pair_texts(pairs)
         return pairs, self.score_texts(texts), self.float32_rewards(texts)
+
+    def margin_error_bound(self) -> float:
+        """How far this audit's reading may move a reward margin from its float32 value: 0 when
+        it reads float32; else :data:`MARGIN_BOUND_FACTOR` times the largest reward error of the
+        precision sample. A margin within it is a close call this audit's dtype cannot decide."""
+        import torch
+
+        if (self.dtype or next(self.model.parameters()).dtype) == torch.float32:
+            return 0.0
+        _, audit, exact = self.precision_sample()
+        return MARGIN_BOUND_FACTOR * float(np.abs(audit - exact).max())
 
     def _float32_pooling(self, model: Any, pooling: str | None) -> str:
         from rmaudit.scoring import resolve_pooling
