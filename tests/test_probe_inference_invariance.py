@@ -157,6 +157,31 @@ def test_a_batched_float32_reading_reuses_the_batch_of_one_readings(tmp_path, mo
     assert (batched[:6] == alone).all() and sorted(scored) == sorted(set(texts[6:]))
 
 
+def test_a_float32_reading_shows_its_own_bar_counting_the_texts_it_reads(tmp_path, monkeypatch):
+    """canonical_pairs' close calls took 10 s of float32 on SmolLM2 under a bare 'running'
+    line; the reading has a bar of its own, advanced text by text to its total."""
+    import contextlib
+
+    import rmaudit.scoring
+
+    require_smollm2()
+    loaded = load_reward_model(make_tiny_rm(tmp_path / "rm"))
+    ctx = AuditContext(checkpoint=tmp_path / "rm", model=loaded.model, tokenizer=loaded.tokenizer, eval_pairs=PAIRS,
+                       progress=True)
+    bars: list[list] = []
+
+    @contextlib.contextmanager
+    def recorded(total, description="scoring"):
+        bars.append([description, total, 0])
+        yield lambda n: bars[-1].__setitem__(2, bars[-1][2] + n)
+
+    monkeypatch.setattr(rmaudit.scoring, "scoring_progress", recorded)
+    texts = ctx.pair_texts(PAIRS)
+    ctx.float32_rewards(texts[:3], alone=True)
+    ctx.float32_rewards(texts)  # the three read alone are reused, not counted again
+    assert bars == [["float32 reference", 3, 3], ["float32 reference", len(set(texts)) - 3, len(set(texts)) - 3]]
+
+
 def test_computation_axes_that_cannot_be_checked_are_said_not_passed(tmp_path):
     """Every sample pair longer than the max length: no padded batch can be built, and the
     four computation axes warn that they were not checked instead of passing."""

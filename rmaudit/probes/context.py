@@ -173,7 +173,7 @@ class AuditContext:
                 np.array([m[3] for m in memo], dtype=np.float64))  # type: ignore[index]
 
     @contextlib.contextmanager
-    def progress_bar(self, total: int) -> Iterator[Callable[[int], None]]:
+    def progress_bar(self, total: int, description: str = "scoring") -> Iterator[Callable[[int], None]]:
         """One bar per outermost scoring call (nested calls advance it); none without --progress."""
         if self._advance is not None:
             yield self._advance
@@ -183,7 +183,7 @@ class AuditContext:
             return
         from rmaudit.scoring import scoring_progress
 
-        with scoring_progress(total) as advance:
+        with scoring_progress(total, description) as advance:
             self._advance = advance
             try:
                 yield advance
@@ -314,8 +314,12 @@ class AuditContext:
             batching: dict[str, Any] = ({"batch_size": 1} if alone else
                                         {"batch_size": self.batch_size, "share_prefixes": self.share_prefixes,
                                          "max_padding": padding_cap(self.device)})
-            result = score_texts(model, self.tokenizer, [texts[i] for i in todo],
-                                 pooling=self._float32_pooling(model, pooling), max_length=self.max_length, **batching)
+            # a bar of its own: float32 is the audit's slowest read a token (1.6x bf16 on an
+            # AVX512-BF16 CPU, benchmarks/results/scoring.md), 10 s of canonical_pairs on SmolLM2
+            with self.progress_bar(len(todo), "float32 reference") as advance:
+                result = score_texts(model, self.tokenizer, [texts[i] for i in todo], progress=advance,
+                                     pooling=self._float32_pooling(model, pooling), max_length=self.max_length,
+                                     **batching)
             self._float32_cache.update(keys[todo], result.rewards)
         return self._float32_cache.get(keys)
 
