@@ -8,13 +8,18 @@ Three ways to reward the chosen and rejected texts of the same held-out hh sampl
 * ``rmaudit``: the audit's own path (``AuditContext.score_texts``): weights loaded in the
   machine's fast dtype (what ``--dtype auto`` picks), length-sorted token-budget batches with
   at most 10% padding, shared prefixes forwarded once; and the same without prefix sharing;
+* ``rmaudit, float32``: the audit's path with float32 weights, what ``--dtype float32``
+  reads: exact, for the price of float32 arithmetic (shown only when the fast dtype is not
+  float32 already);
 * ``roofline``: the same model in the fast dtype on unpadded input (each text alone): no
   padding at all. In float32 no padding scheme beats it; in bf16 on a 2-core AVX512-BF16
   CPU length-sorted batches did (110%, results/scoring.md), a single row leaving the bf16
   units idle.
 
 Rates are real (unpadded) tokens per second; agreement is the Spearman rank correlation of
-rmaudit's rewards with the float32 straightforward ones.
+rmaudit's rewards with the float32 straightforward ones. Once, untimed, the float32 weights
+rounded to the fast dtype are read with float32 arithmetic: the agreement that rounding the
+weights alone leaves, a ceiling for any scorer that holds them in that dtype.
 
     python benchmarks/bench_scoring.py runs/hh --pairs 64 --repeats 3
 """
@@ -75,6 +80,21 @@ def rmaudit_scorer(model, tokenizer, texts, max_length, share: bool) -> np.ndarr
                        max_padding=padding_cap("cpu")).rewards
 
 
+def rounded_weights(exact, fast):
+    """A float32 copy of ``exact`` whose weights are rounded to ``fast``'s dtype: the agreement
+    that rounding the weights alone leaves, whatever the arithmetic."""
+    import copy
+
+    import torch
+
+    dtype = next(fast.parameters()).dtype
+    model = copy.deepcopy(exact)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.copy_(parameter.to(dtype).float())
+    return model
+
+
 def roofline(model, ids) -> None:
     import torch
 
@@ -104,7 +124,9 @@ def main() -> None:
     tokens = sum(len(r) for r in ids)
     padded = sum(len(ids[s:s + BATCH]) * max(len(r) for r in ids[s:s + BATCH]) for s in range(0, len(ids), BATCH))
     seconds: dict[str, list[float]] = {"straightforward": [], "rmaudit": [], "rmaudit, no prefix sharing": [],
-                                       "roofline": []}
+                                       "rmaudit, float32": [], "roofline": []}
+    if dtype_name == "float32":
+        del seconds["rmaudit, float32"]
     rewards: dict[str, np.ndarray] = {}
     for round_ in range(args.repeats):
         names = list(seconds) if round_ % 2 == 0 else list(seconds)[::-1]  # alternate the order
@@ -114,13 +136,16 @@ def main() -> None:
                 rewards[name] = straightforward(exact.model, tokenizer, ids)
             elif name == "roofline":
                 roofline(fast.model, ids)
+            elif name == "rmaudit, float32":
+                rewards[name] = rmaudit_scorer(exact.model, tokenizer, texts, max_length, share=True)
             else:
                 rewards[name] = rmaudit_scorer(fast.model, tokenizer, texts, max_length, share=name == "rmaudit")
             seconds[name].append(time.perf_counter() - start)
         print(f"round {round_ + 1}: " + ", ".join(f"{k} {v[-1]:.1f} s" for k, v in seconds.items()), file=sys.stderr)
     med = {k: statistics.median(v) for k, v in seconds.items()}
-    rho = {k: float(stats.spearmanr(rewards["straightforward"], rewards[k]).statistic)
-           for k in ("rmaudit", "rmaudit, no prefix sharing")}
+    rewards["weights rounded"] = rmaudit_scorer(rounded_weights(exact.model, fast.model), tokenizer, texts,
+                                                max_length, share=True)
+    rho = {k: float(stats.spearmanr(rewards["straightforward"], v).statistic) for k, v in rewards.items()}
     n = len(texts) // 2
     flips = int((np.sign(rewards["rmaudit"][:n] - rewards["rmaudit"][n:])
                  != np.sign(rewards["straightforward"][:n] - rewards["straightforward"][n:])).sum())
@@ -139,7 +164,13 @@ def main() -> None:
               f"roofline rate: **{med['roofline'] / med['rmaudit']:.0%}** (goal >= 80%); Spearman of rmaudit's rewards "
               f"with the float32 straightforward ones: **{rho['rmaudit']:.5f}** (goal >= 0.999; "
               f"{rho['rmaudit, no prefix sharing']:.5f} without prefix sharing); {flips} of {n} pair verdicts differ "
-              "from float32.", ""]
+              f"from float32. Reward std (float32) {np.std(rewards['straightforward']):.3f}. The weights rounded to "
+              f"{dtype_name} and read in float32 arithmetic: Spearman {rho['weights rounded']:.5f}."]
+    if "rmaudit, float32" in med:
+        lines[-1] += (f" The exact path (`--dtype float32`): {med['straightforward'] / med['rmaudit, float32']:.2f}x "
+                      f"the straightforward way, {med['roofline'] / med['rmaudit, float32']:.0%} of the roofline, "
+                      f"Spearman {rho['rmaudit, float32']:.5f}.")
+    lines.append("")
     report = "\n".join(lines)
     publish(report, RESULTS, "Scoring benchmark", write=not args.no_write)
 
