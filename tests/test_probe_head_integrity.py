@@ -182,6 +182,7 @@ def test_margins_inside_the_precision_error_bound_are_ties_in_the_chance_test():
     assert counted.status is Status.PASS and tied.status is Status.FAIL
     assert metrics["tied_by_precision"] == 300 and metrics["accuracy"] == 0.5
     assert "300 margins within the 0.02 precision error bound count as ties" in tied.message
+    assert "looks untrained at this precision (--dtype float32 reads the 300 ties exactly)" in tied.message
     decided, metrics = verdict(signs * rng.uniform(0.5, 2.0, 300), 0.02)
     assert decided.status is Status.PASS and metrics["tied_by_precision"] == 0
 
