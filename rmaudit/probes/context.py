@@ -326,11 +326,15 @@ class AuditContext:
     def precision_sample(self) -> tuple[list[PreferencePair], np.ndarray, np.ndarray]:
         """(pairs, audit rewards, float32 rewards) of the ``short_pairs`` precision sample,
         chosen texts then rejected: the audit's own reading of each text next to its exact
-        one. accuracy reports the verdicts bf16 flips on it; canonical_pairs takes its error
-        bound from it. Both readings are cached, so the probes share the forwards."""
-        pairs = self.short_pairs(FLOAT32_SAMPLE_PAIRS)
-        texts = self.pair_texts(pairs)
-        return pairs, self.score_texts(texts), self.float32_rewards(texts)
+        one. accuracy reports the verdicts bf16 flips on it; :meth:`margin_error_bound` (for
+        canonical_pairs and head_integrity) is read from it. Computed once per audit: each
+        call rendered, tokenised and looked up the same texts again."""
+        def compute() -> tuple[list[PreferencePair], np.ndarray, np.ndarray]:
+            pairs = self.short_pairs(FLOAT32_SAMPLE_PAIRS)
+            texts = self.pair_texts(pairs)
+            return pairs, self.score_texts(texts), self.float32_rewards(texts)
+
+        return self.shared("precision_sample", compute)
 
     def margin_error_bound(self) -> float:
         """How far this audit's reading may move a reward margin from its float32 value: 0 when
