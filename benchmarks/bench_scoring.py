@@ -19,7 +19,8 @@ Three ways to reward the chosen and rejected texts of the same held-out hh sampl
 Rates are real (unpadded) tokens per second; agreement is the Spearman rank correlation of
 rmaudit's rewards with the float32 straightforward ones. Once, untimed, the float32 weights
 rounded to the fast dtype are read with float32 arithmetic: the agreement that rounding the
-weights alone leaves, a ceiling for any scorer that holds them in that dtype.
+weights alone leaves, a ceiling for any scorer that holds them in that dtype (where the fast
+dtype is not float32 itself).
 
     python benchmarks/bench_scoring.py runs/hh --pairs 64 --repeats 3
 """
@@ -143,8 +144,9 @@ def main() -> None:
             seconds[name].append(time.perf_counter() - start)
         print(f"round {round_ + 1}: " + ", ".join(f"{k} {v[-1]:.1f} s" for k, v in seconds.items()), file=sys.stderr)
     med = {k: statistics.median(v) for k, v in seconds.items()}
-    rewards["weights rounded"] = rmaudit_scorer(rounded_weights(exact.model, fast.model), tokenizer, texts,
-                                                max_length, share=True)
+    if dtype_name != "float32":  # float32 weights rounded to float32 are the weights themselves
+        rewards["weights rounded"] = rmaudit_scorer(rounded_weights(exact.model, fast.model), tokenizer, texts,
+                                                    max_length, share=True)
     rho = {k: float(stats.spearmanr(rewards["straightforward"], v).statistic) for k, v in rewards.items()}
     n = len(texts) // 2
     flips = int((np.sign(rewards["rmaudit"][:n] - rewards["rmaudit"][n:])
@@ -164,8 +166,10 @@ def main() -> None:
               f"roofline rate: **{med['roofline'] / med['rmaudit']:.0%}** (goal >= 80%); Spearman of rmaudit's rewards "
               f"with the float32 straightforward ones: **{rho['rmaudit']:.5f}** (goal >= 0.999; "
               f"{rho['rmaudit, no prefix sharing']:.5f} without prefix sharing); {flips} of {n} pair verdicts differ "
-              f"from float32. Reward std (float32) {np.std(rewards['straightforward']):.3f}. The weights rounded to "
-              f"{dtype_name} and read in float32 arithmetic: Spearman {rho['weights rounded']:.5f}."]
+              f"from float32. Reward std (float32) {np.std(rewards['straightforward']):.3f}."]
+    if "weights rounded" in rho:
+        lines[-1] += (f" The weights rounded to {dtype_name} and read in float32 arithmetic: Spearman "
+                      f"{rho['weights rounded']:.5f}.")
     if "rmaudit, float32" in med:
         lines[-1] += (f" The exact path (`--dtype float32`): {med['straightforward'] / med['rmaudit, float32']:.2f}x "
                       f"the straightforward way, {med['roofline'] / med['rmaudit, float32']:.0%} of the roofline, "
