@@ -151,4 +151,8 @@ def test_a_bf16_audit_reads_its_close_calls_in_float32(checkpoints, monkeypatch)
     bound, reread = half.metrics["decision_bound"], half.metrics["float32_pairs"]
     assert 0 < reread < 52 and bound > 0
     moved = [abs(half_rows[k]["margin"] - exact_rows[k]["margin"]) for k in exact_rows]
-    assert sum(m < 1e-3 for m in moved) >= reread and max(moved) <= bound
+    # float32 read in two batchings agrees to rounding: relative to the reward scale, as this
+    # head's rewards are in the hundreds (an AVX2 CPU moved one re-read margin by 1.2e-3, 8e-6
+    # std; bf16 moved the others by 2e-3 std and more)
+    float32_rounding = 1e-4 * half.metrics["reward_std"]
+    assert sum(m < float32_rounding for m in moved) >= reread and max(moved) <= bound
