@@ -327,8 +327,9 @@ class AuditContext:
         """(pairs, audit rewards, float32 rewards) of the ``short_pairs`` precision sample,
         chosen texts then rejected: the audit's own reading of each text next to its exact
         one. accuracy reports the verdicts bf16 flips on it; :meth:`margin_error_bound` (for
-        canonical_pairs and head_integrity) is read from it. Computed once per audit: each
-        call rendered, tokenised and looked up the same texts again."""
+        canonical_pairs and head_integrity) is read from it. Computed once per audit
+        (:meth:`shared`), so its several callers do not render, tokenise and look up the
+        same texts again."""
         def compute() -> tuple[list[PreferencePair], np.ndarray, np.ndarray]:
             pairs = self.short_pairs(FLOAT32_SAMPLE_PAIRS)
             texts = self.pair_texts(pairs)
