@@ -14,7 +14,10 @@ all: it is read inside the longer one. It is the exact "prefix sharing" of prefe
 a block-sparse mask so every cache-capable architecture runs it unchanged.
 
 On held-out hh-rlhf the prompt is about three quarters of each text, so a chosen/rejected
-pair costs a prompt and two answers instead of two prompts and two answers.
+pair costs a prompt and two answers instead of two prompts and two answers. Sharing is two
+levels deep: the prompts themselves share a root, the system prompt a chat template puts
+first (:class:`SharedRoots`), which is forwarded once and each prompt's own tokens run
+against it, so a pair costs its prompt after the system prompt and two answers.
 
 Only causal decoders whose cache behaves as a plain forward are eligible
 (:func:`prefix_sharing_support`): an encoder attends both ways, a sliding window forgets the
@@ -33,7 +36,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
-from rmaudit.modeling.pooling import apply_head, position_ids_from_mask, reward_body
+from rmaudit.modeling.pooling import apply_head, last_token_index, position_ids_from_mask, reward_body
 
 # Architectures whose prefix-shared rewards were compared with their plain forward (tests).
 TESTED_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3", "gemma", "phi3", "olmo2", "gpt_neox", "smollm3")
@@ -251,12 +254,15 @@ def last_token_readout(model: Any, sequences: Sequence[Sequence[int]], read: Cal
             part = sorted((members[r] for r in part_rows), key=lambda m: where[m[0]])  # rows of one cache together
             store(_tail_states(model, caches, where, batch, part, sequences), list(enumerate(h for _, h in part)))
         stats.grouped += sum(len(reads[h]) for _, h in members)
-        stats.tokens_forwarded += sum(g.shared + sum(len(sequences[h]) - g.shared for h in g.members) for g in batch)
+        stats.tokens_forwarded += sum(len(sequences[h]) - g.shared for g in batch for h in g.members)
 
     # Prefix batches are held in a window whose caches, counted at its widest, fit a tail
     # call's budget, and their members' tails are batched together: a prefix batch of a dozen
     # prompts has tails too few and too varied in length to fill a call, and every call reads
     # all the weights (256 hh pairs: 159 tail calls without the window, 69 with it, 0.5.5).
+    prefixes = [sequences[hosts[g.members[0]]][:g.shared] for g in groups]
+    roots = shared_roots(model, prefixes, batch_size=batch_size, batch_tokens=batch_tokens, max_padding=max_padding)
+    stats.tokens_forwarded += roots.tokens
     window: list[tuple[list[PrefixGroup], CachedPrefixes]] = []
     for rows in length_sorted_batches([g.shared for g in groups], batch_size, batch_tokens, max_padding):
         batch = [PrefixGroup([hosts[m] for m in groups[k].members], groups[k].shared) for k in rows]
@@ -264,7 +270,9 @@ def last_token_readout(model: Any, sequences: Sequence[Sequence[int]], read: Cal
         if window and len(held) * max(g.shared for g in held) > budget:
             read_tails(window)
             window = []
-        window.append((batch, _prefix_cache(model, [sequences[g.members[0]][:g.shared] for g in batch])))
+        cache, forwarded = roots.prefix_cache(model, list(rows), prefixes)
+        stats.tokens_forwarded += forwarded
+        window.append((batch, cache))
     if window:
         read_tails(window)
     alone_hosts = [hosts[k] for k in alone]
@@ -276,6 +284,77 @@ def last_token_readout(model: Any, sequences: Sequence[Sequence[int]], read: Cal
         store(_plain_states(model, [sequences[h] for h in rows]), list(enumerate(rows)))
         stats.tokens_forwarded += sum(len(sequences[h]) for h in rows)
     return (out if out is not None else np.zeros((0, 1))), stats
+
+
+@dataclass
+class SharedRoots:
+    """Roots: the beginnings shared by several groups' prefixes, forwarded once per call.
+
+    A chat template's system prompt begins every prompt (SmolLM2's default one and the user
+    turn's header are 24 tokens; Llama 3.1 puts a date header there): the groups' prefixes
+    are prompts that differ after it, so each is forwarded as its own tokens against its
+    root's cache, the way a group's members run against their prefix (32 held-out hh pairs
+    under SmolLM2's template: 8.6% fewer tokens forwarded, benchmarks/results/scoring.md)."""
+
+    groups: list[PrefixGroup]  # members: indices of the groups' prefixes; shared: the root's length
+    caches: list[CachedPrefixes]
+    where: list[tuple[int, int]]  # root k is row where[k][1] of caches[where[k][0]]
+    of_prefix: dict[int, int]  # prefix index -> its root
+    tokens: int  # tokens forwarded for the roots
+
+    def prefix_cache(self, model: Any, rows: Sequence[int], prefixes: Sequence[Sequence[int]]) -> tuple[CachedPrefixes, int]:
+        """(the cache of ``prefixes[r]`` for r in ``rows``, in that order, left-padded; tokens
+        forwarded): those with a root forwarded after it, the others whole."""
+        rooted = [r for r in rows if r in self.of_prefix]
+        whole = [r for r in rows if r not in self.of_prefix]
+        parts: list[tuple[list[int], CachedPrefixes]] = []
+        if whole:
+            parts.append((whole, _prefix_cache(model, [prefixes[r] for r in whole])))
+        if rooted:
+            part = sorted(((self.of_prefix[r], r) for r in rooted), key=lambda m: self.where[m[0]])  # one cache's rows together
+            parts.append(([r for _, r in part], _extended_cache(model, self.caches, self.where, self.groups, part, prefixes)))
+        forwarded = sum(len(prefixes[r]) - (self.groups[self.of_prefix[r]].shared if r in self.of_prefix else 0)
+                        for r in rows)
+        return _in_order(parts, list(rows)), forwarded
+
+
+def shared_roots(model: Any, prefixes: Sequence[Sequence[int]], *, batch_size: int, batch_tokens: int,
+                 max_padding: float | None) -> SharedRoots:
+    """The roots worth a cache among ``prefixes`` (:func:`prefix_groups` over them: each keeps
+    a token of its own), forwarded now; those saving most are held, within a quarter of a
+    call's cache budget, as they stay in memory for the whole call."""
+    from rmaudit.scoring import length_sorted_batches  # scoring imports this module
+
+    found, _ = prefix_groups(prefixes)
+    room = _cache_positions(model) // 4
+    held: list[PrefixGroup] = []
+    for group in sorted(found, key=lambda g: -(len(g.members) - 1) * g.shared):
+        if group.shared <= room:
+            held.append(group)
+            room -= group.shared
+    caches: list[CachedPrefixes] = []
+    where: list[tuple[int, int]] = [(0, 0)] * len(held)
+    for rows in length_sorted_batches([g.shared for g in held], batch_size, batch_tokens, max_padding):
+        caches.append(_prefix_cache(model, [prefixes[held[k].members[0]][:held[k].shared] for k in rows]))
+        for row, k in enumerate(rows):
+            where[k] = (len(caches) - 1, row)
+    return SharedRoots(held, caches, where, {m: k for k, g in enumerate(held) for m in g.members},
+                       sum(g.shared for g in held))
+
+
+def _in_order(parts: Sequence[tuple[list[int], CachedPrefixes]], order: list[int]) -> CachedPrefixes:
+    """The rows of several left-padded caches (each with the ids of its rows) joined in ``order``."""
+    if len(parts) == 1 and parts[0][0] == order:
+        return parts[0][1]
+    width = max(cache.mask.size(1) for _, cache in parts)
+    ids = [r for rows, _ in parts for r in rows]
+    index = torch.tensor([ids.index(r) for r in order], device=parts[0][1].mask.device)
+
+    def joined(tensors: Sequence[torch.Tensor], dim: int) -> torch.Tensor:
+        return torch.cat([_last_columns(t, width, dim) for t in tensors]).index_select(0, index)
+    layers = [(joined([c.layers[n][0] for _, c in parts], 2), joined([c.layers[n][1] for _, c in parts], 2))
+              for n in range(len(parts[0][1].layers))]
+    return CachedPrefixes(layers, joined([c.mask for _, c in parts], 1))
 
 
 def _plain_states(model: Any, rows: Sequence[Sequence[int]]) -> torch.Tensor:
@@ -297,10 +376,15 @@ def _prefix_cache(model: Any, prefixes: Sequence[Sequence[int]]) -> CachedPrefix
     ids = torch.tensor([[0] * (width - len(p)) + list(p) for p in prefixes], device=device)
     mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prefixes], device=device)
     out = reward_body(model)(input_ids=ids, attention_mask=mask, position_ids=position_ids_from_mask(mask), use_cache=True)
-    cache = out.cache if getattr(out, "cache", None) is not None else out.past_key_values
+    return CachedPrefixes(_cache_layers(out.cache if getattr(out, "cache", None) is not None else out.past_key_values),
+                          mask)
+
+
+def _cache_layers(cache: Any) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """(keys, values) per layer of a transformers cache."""
     if hasattr(cache, "layers"):  # transformers 5.x
-        return CachedPrefixes([(layer.keys, layer.values) for layer in cache.layers], mask)
-    return CachedPrefixes(list(zip(cache.key_cache, cache.value_cache)), mask)  # transformers 4.x
+        return [(layer.keys, layer.values) for layer in cache.layers]
+    return list(zip(cache.key_cache, cache.value_cache))  # transformers 4.x
 
 
 def _last_columns(tensor: torch.Tensor, width: int, dim: int) -> torch.Tensor:
@@ -322,6 +406,36 @@ def _tail_states(model: Any, caches: Sequence[CachedPrefixes], where: Sequence[t
     copy of its group's cached prefix (group k is row ``where[k][1]`` of cache ``where[k][0]``),
     every copy cut or left-padded to the longest prefix of the part: column c is the member's
     token ``shared + c``."""
+    return _forward_against(model, caches, where, groups, part, sequences)[0].last_hidden_state
+
+
+def _extended_cache(model: Any, caches: Sequence[CachedPrefixes], where: Sequence[tuple[int, int]],
+                    groups: Sequence[PrefixGroup], part: Sequence[tuple[int, int]],
+                    sequences: Sequence[Sequence[int]]) -> CachedPrefixes:
+    """The cache of each sequence in ``part`` whole, its own tokens forwarded as in
+    :func:`_tail_states` against its group's cached prefix; rows in ``part`` order, left-padded."""
+    _, cache, mask = _forward_against(model, caches, where, groups, part, sequences)
+    return _right_aligned(_cache_layers(cache), mask)
+
+
+def _right_aligned(layers: Sequence[tuple[torch.Tensor, torch.Tensor]], mask: torch.Tensor) -> CachedPrefixes:
+    """A cache whose rows each hold their tokens in one run of columns (a left-padded prefix
+    then right-padded own tokens) turned left-padded: each row rotated so its last real column
+    is the last column, its trailing pads wrapping round to the front, where they stay masked."""
+    width = mask.size(1)
+    shift = width - 1 - last_token_index(mask)
+    index = (torch.arange(width, device=mask.device)[None, :] - shift[:, None]) % width
+
+    def rotated(tensor: torch.Tensor) -> torch.Tensor:  # (rows, heads, width, head dim)
+        return tensor.gather(2, index[:, None, :, None].expand(-1, tensor.size(1), -1, tensor.size(3)))
+    return CachedPrefixes([(rotated(keys), rotated(values)) for keys, values in layers], mask.gather(1, index))
+
+
+def _forward_against(model: Any, caches: Sequence[CachedPrefixes], where: Sequence[tuple[int, int]],
+                     groups: Sequence[PrefixGroup], part: Sequence[tuple[int, int]],
+                     sequences: Sequence[Sequence[int]]) -> tuple[Any, Any, torch.Tensor]:
+    """(the body's output, its cache: the copied prefixes and the own tokens, their joint
+    mask) for the members' own tokens of ``part`` run as :func:`_tail_states` describes."""
     from transformers import DynamicCache
 
     device = _device(model)
@@ -345,10 +459,11 @@ def _tail_states(model: Any, caches: Sequence[CachedPrefixes], where: Sequence[t
     mask = torch.tensor([[1] * len(t) + [0] * (tail_width - len(t)) for t in tails], device=device)
     shared = torch.tensor([groups[k].shared for k, _ in part], device=device)
     body = reward_body(model)
-    out = body(input_ids=ids, attention_mask=torch.cat([gathered([c.mask for c in caches], 1), mask], dim=1),
+    joint = torch.cat([gathered([c.mask for c in caches], 1), mask], dim=1)
+    out = body(input_ids=ids, attention_mask=joint,
                position_ids=shared[:, None] + torch.arange(tail_width, device=device)[None, :], use_cache=True,
                **{_cache_argument(body): copy})
-    return out.last_hidden_state
+    return out, copy, joint
 
 
 def _cache_argument(body: Any) -> str:

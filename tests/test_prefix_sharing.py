@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rmaudit import prefix_sharing
-from rmaudit.prefix_sharing import (TESTED_MODEL_TYPES, fold_prefixes, last_token_rewards, prefix_groups,
+from rmaudit.prefix_sharing import (TESTED_MODEL_TYPES, common_prefix, fold_prefixes, last_token_rewards, prefix_groups,
                                     prefix_sharing_support)
 from rmaudit.scoring import render, score_texts, tokenize_rendered
 from tiny_models import tiny_rm, tiny_tokenizer
@@ -68,6 +68,37 @@ def test_shared_prefixes_give_the_plain_rewards_for_every_enabled_architecture(m
     assert np.std(plain) > 0.01  # the rewards differ, so equal rewards are not a constant
 
 
+SYSTEM = "You are a careful assistant. Answer briefly, truthfully and kindly, in plain words."
+
+
+@pytest.mark.parametrize("model_type", TESTED_MODEL_TYPES)
+def test_a_system_prompt_that_begins_every_prompt_is_forwarded_once(model_type, monkeypatch):
+    """Three prompts after one system prompt (a chat template's default) and two after a short one
+    (sharing too few tokens to be worth a cache): the
+    system prompt is forwarded once, each prompt's own tokens against its cache, in a prefix
+    batch that also holds the prompts without it (forwarded whole), and every reward is still
+    the plain one."""
+    tokenizer = tiny_tokenizer()
+    model = tiny_model(model_type, tokenizer)
+    convs = ([[{"role": "system", "content": SYSTEM}, *c] for c in conversations()[:15]]
+             + [[{"role": "system", "content": "Be brief."}, *c] for c in conversations()[:10]])
+    ids, _ = tokenize_rendered(tokenizer, [render(tokenizer, c) for c in convs])
+    root = min(common_prefix(ids[0], ids[5]), common_prefix(ids[0], ids[10]))  # where the three prompts part
+    assert root >= prefix_sharing.MIN_SHARED_TOKENS
+    joins = []
+    in_order = prefix_sharing._in_order
+    monkeypatch.setattr(prefix_sharing, "_in_order", lambda parts, order: joins.append(len(parts)) or in_order(parts, order))
+    with torch.inference_mode():
+        shared, stats = last_token_rewards(model, ids, batch_size=16, batch_tokens=16384)
+        plain, _ = last_token_rewards(model, ids, batch_size=16, batch_tokens=16384, share=False)
+        monkeypatch.setattr(prefix_sharing, "shared_roots", lambda *a, **k: prefix_sharing.SharedRoots([], [], [], {}, 0))
+        _, rootless = last_token_rewards(model, ids, batch_size=16, batch_tokens=16384)
+    np.testing.assert_allclose(shared, plain, atol=1e-5 * max(1.0, float(np.abs(plain).max())))
+    assert np.std(plain) > 0.01
+    assert 2 in joins  # prompts with and without the root in one prefix batch
+    assert rootless.tokens_forwarded - stats.tokens_forwarded == 2 * root  # three prompts, the root forwarded once
+
+
 @pytest.mark.parametrize("pooling", ["mask", "native"])
 def test_score_texts_with_shared_prefixes_matches_the_models_own_forward_alone(pooling):
     """Each text alone through the model's own forward (native) or the body at its last token
@@ -117,15 +148,15 @@ def test_tails_of_several_prefix_batches_share_calls_against_their_joined_caches
     ids, _ = tokenize_rendered(tokenizer, texts)
     monkeypatch.setitem(prefix_sharing.CACHE_BYTES, "cpu", 1)  # the 1,024-position floor: several tail calls
     prefix_calls, tail_calls = [], []
-    prefix, tail = prefix_sharing._prefix_cache, prefix_sharing._tail_states
+    prefix, tail = prefix_sharing.SharedRoots.prefix_cache, prefix_sharing._tail_states
 
     def tail_spy(m, caches, where, groups, part, seqs):
         widths = [caches[where[k][0]].mask.size(1) for k, _ in part]  # of each row's prefix batch
         tail_calls.append(({k for k, _ in part}, max(groups[k].shared for k, _ in part), widths))
         return tail(m, caches, where, groups, part, seqs)
 
-    monkeypatch.setattr(prefix_sharing, "_prefix_cache",
-                        lambda m, prefixes: prefix_calls.append(len(prefixes)) or prefix(m, prefixes))
+    monkeypatch.setattr(prefix_sharing.SharedRoots, "prefix_cache",  # one prefix batch, with or without roots
+                        lambda self, m, rows, prefixes: prefix_calls.append(len(rows)) or prefix(self, m, rows, prefixes))
     monkeypatch.setattr(prefix_sharing, "_tail_states", tail_spy)
     with torch.inference_mode():
         shared, stats = last_token_rewards(model, ids, batch_size=2, batch_tokens=16384)
