@@ -209,8 +209,9 @@ def last_token_readout(model: Any, sequences: Sequence[Sequence[int]], read: Cal
                        advance: Callable[[int], None] = lambda n: None) -> tuple[np.ndarray, SharingStats]:
     """(N, k) float64: ``read`` applied to the (rows, d) hidden states at the last token of
     each sequence, and what was shared. With ``share``, a sequence that is a prefix of
-    another (or equal to it) is read inside it (:func:`fold_prefixes`) and shared prefixes
-    are forwarded once (:func:`prefix_groups`)."""
+    another (or equal to it) is read inside it (:func:`fold_prefixes`), shared prefixes
+    are forwarded once (:func:`prefix_groups`), and so are their own common roots
+    (:func:`shared_roots`)."""
     from rmaudit.scoring import length_sorted_batches  # scoring imports this module
 
     out: np.ndarray | None = None
