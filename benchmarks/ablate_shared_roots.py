@@ -40,7 +40,7 @@ def main() -> None:
     with_roots = prefix_sharing.shared_roots
 
     def without_roots(*args, **kwargs):
-        return prefix_sharing.SharedRoots([], [], [], {}, 0)
+        return prefix_sharing.SharedRoots.none()
 
     variants = {"shared roots": with_roots, "no shared roots": without_roots}
     rmaudit_scorer(fast.model, fast.tokenizer, texts, max_length, share=True)  # warm-up, untimed

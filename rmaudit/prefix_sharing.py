@@ -257,13 +257,13 @@ def last_token_readout(model: Any, sequences: Sequence[Sequence[int]], read: Cal
         stats.grouped += sum(len(reads[h]) for _, h in members)
         stats.tokens_forwarded += sum(len(sequences[h]) - g.shared for g in batch for h in g.members)
 
+    prefixes = [sequences[hosts[g.members[0]]][:g.shared] for g in groups]
+    roots = shared_roots(model, prefixes, batch_size=batch_size, batch_tokens=batch_tokens, max_padding=max_padding)
+    stats.tokens_forwarded += roots.tokens
     # Prefix batches are held in a window whose caches, counted at its widest, fit a tail
     # call's budget, and their members' tails are batched together: a prefix batch of a dozen
     # prompts has tails too few and too varied in length to fill a call, and every call reads
     # all the weights (256 hh pairs: 159 tail calls without the window, 69 with it, 0.5.5).
-    prefixes = [sequences[hosts[g.members[0]]][:g.shared] for g in groups]
-    roots = shared_roots(model, prefixes, batch_size=batch_size, batch_tokens=batch_tokens, max_padding=max_padding)
-    stats.tokens_forwarded += roots.tokens
     window: list[tuple[list[PrefixGroup], CachedPrefixes]] = []
     for rows in length_sorted_batches([g.shared for g in groups], batch_size, batch_tokens, max_padding):
         batch = [PrefixGroup([hosts[m] for m in groups[k].members], groups[k].shared) for k in rows]
@@ -302,6 +302,11 @@ class SharedRoots:
     where: list[tuple[int, int]]  # root k is row where[k][1] of caches[where[k][0]]
     of_prefix: dict[int, int]  # prefix index -> its root
     tokens: int  # tokens forwarded for the roots
+
+    @classmethod
+    def none(cls) -> "SharedRoots":
+        """No roots: every prefix forwarded whole (the one level of sharing before 0.5.7)."""
+        return cls([], [], [], {}, 0)
 
     def prefix_cache(self, model: Any, rows: Sequence[int], prefixes: Sequence[Sequence[int]]) -> tuple[CachedPrefixes, int]:
         """(the cache of ``prefixes[r]`` for r in ``rows``, in that order, left-padded; tokens
@@ -407,7 +412,7 @@ def _tail_states(model: Any, caches: Sequence[CachedPrefixes], where: Sequence[t
     copy of its group's cached prefix (group k is row ``where[k][1]`` of cache ``where[k][0]``),
     every copy cut or left-padded to the longest prefix of the part: column c is the member's
     token ``shared + c``."""
-    return _forward_against(model, caches, where, groups, part, sequences)[0].last_hidden_state
+    return _forward_against(model, caches, where, groups, part, sequences)[0]
 
 
 def _extended_cache(model: Any, caches: Sequence[CachedPrefixes], where: Sequence[tuple[int, int]],
@@ -434,8 +439,8 @@ def _right_aligned(layers: Sequence[tuple[torch.Tensor, torch.Tensor]], mask: to
 
 def _forward_against(model: Any, caches: Sequence[CachedPrefixes], where: Sequence[tuple[int, int]],
                      groups: Sequence[PrefixGroup], part: Sequence[tuple[int, int]],
-                     sequences: Sequence[Sequence[int]]) -> tuple[Any, Any, torch.Tensor]:
-    """(the body's output, its cache: the copied prefixes and the own tokens, their joint
+                     sequences: Sequence[Sequence[int]]) -> tuple[torch.Tensor, Any, torch.Tensor]:
+    """(the last hidden states, the cache: the copied prefixes and the own tokens, their joint
     mask) for the members' own tokens of ``part`` run as :func:`_tail_states` describes."""
     from transformers import DynamicCache
 
@@ -464,7 +469,7 @@ def _forward_against(model: Any, caches: Sequence[CachedPrefixes], where: Sequen
     out = body(input_ids=ids, attention_mask=joint,
                position_ids=shared[:, None] + torch.arange(tail_width, device=device)[None, :], use_cache=True,
                **{_cache_argument(body): copy})
-    return out, copy, joint
+    return out.last_hidden_state, copy, joint
 
 
 def _cache_argument(body: Any) -> str:

@@ -73,11 +73,10 @@ SYSTEM = "You are a careful assistant. Answer briefly, truthfully and kindly, in
 
 @pytest.mark.parametrize("model_type", TESTED_MODEL_TYPES)
 def test_a_system_prompt_that_begins_every_prompt_is_forwarded_once(model_type, monkeypatch):
-    """Three prompts after one system prompt (a chat template's default) and two after a short one
-    (sharing too few tokens to be worth a cache): the
-    system prompt is forwarded once, each prompt's own tokens against its cache, in a prefix
-    batch that also holds the prompts without it (forwarded whole), and every reward is still
-    the plain one."""
+    """Three prompts after one system prompt (a chat template's default) and two after a short
+    one (too few shared tokens to be worth a cache): the system prompt is forwarded once, each
+    prompt's own tokens against its cache, in a prefix batch that also holds the prompts
+    without it (forwarded whole), and every reward is still the plain one."""
     tokenizer = tiny_tokenizer()
     model = tiny_model(model_type, tokenizer)
     convs = ([[{"role": "system", "content": SYSTEM}, *c] for c in conversations()[:15]]
@@ -91,7 +90,7 @@ def test_a_system_prompt_that_begins_every_prompt_is_forwarded_once(model_type, 
     with torch.inference_mode():
         shared, stats = last_token_rewards(model, ids, batch_size=16, batch_tokens=16384)
         plain, _ = last_token_rewards(model, ids, batch_size=16, batch_tokens=16384, share=False)
-        monkeypatch.setattr(prefix_sharing, "shared_roots", lambda *a, **k: prefix_sharing.SharedRoots([], [], [], {}, 0))
+        monkeypatch.setattr(prefix_sharing, "shared_roots", lambda *a, **k: prefix_sharing.SharedRoots.none())
         _, rootless = last_token_rewards(model, ids, batch_size=16, batch_tokens=16384)
     np.testing.assert_allclose(shared, plain, atol=1e-5 * max(1.0, float(np.abs(plain).max())))
     assert np.std(plain) > 0.01
