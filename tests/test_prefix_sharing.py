@@ -1,6 +1,7 @@
 """Prefix sharing gives the plain forward's rewards: for every architecture it is enabled for,
-under mask and native pooling, with groups split to fit the cache budget, and only where it
-is exact (not for encoders, sliding windows or a config pad id the scorer does not pad with)."""
+under mask and native pooling, with the prefix tree split into rows of a token budget, and
+only where it is exact (not for encoders, sliding windows, length-scaled rotary positions or
+a config pad id the scorer does not pad with)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rmaudit import prefix_sharing
-from rmaudit.prefix_sharing import (TESTED_MODEL_TYPES, common_prefix, fold_prefixes, last_token_rewards, prefix_groups,
+from rmaudit.prefix_sharing import (TESTED_MODEL_TYPES, fold_prefixes, last_token_rewards,
                                     prefix_sharing_support)
 from rmaudit.scoring import render, score_texts, tokenize_rendered
 from tiny_models import tiny_rm, tiny_tokenizer
@@ -72,30 +73,23 @@ SYSTEM = "You are a careful assistant. Answer briefly, truthfully and kindly, in
 
 
 @pytest.mark.parametrize("model_type", TESTED_MODEL_TYPES)
-def test_a_system_prompt_that_begins_every_prompt_is_forwarded_once(model_type, monkeypatch):
-    """Three prompts after one system prompt (a chat template's default) and two after a short
-    one (too few shared tokens to be worth a cache): the system prompt is forwarded once, each
-    prompt's own tokens against its cache, in a prefix batch that also holds the prompts
-    without it (forwarded whole), and every reward is still the plain one."""
+def test_a_system_prompt_that_begins_every_prompt_is_forwarded_once(model_type):
+    """Three prompts after one system prompt (a chat template's default), two after another,
+    several answers each, a text that extends another and a duplicate: every distinct prefix
+    of them is forwarded exactly once (the tokens forwarded are the nodes of their trie), and
+    every reward is still the plain one."""
     tokenizer = tiny_tokenizer()
     model = tiny_model(model_type, tokenizer)
-    convs = ([[{"role": "system", "content": SYSTEM}, *c] for c in conversations()[:15]]
+    convs = ([[{"role": "system", "content": SYSTEM}, *c] for c in conversations()]
              + [[{"role": "system", "content": "Be brief."}, *c] for c in conversations()[:10]])
     ids, _ = tokenize_rendered(tokenizer, [render(tokenizer, c) for c in convs])
-    root = min(common_prefix(ids[0], ids[5]), common_prefix(ids[0], ids[10]))  # where the three prompts part
-    assert root >= prefix_sharing.MIN_SHARED_TOKENS
-    joins = []
-    in_order = prefix_sharing._in_order
-    monkeypatch.setattr(prefix_sharing, "_in_order", lambda parts, order: joins.append(len(parts)) or in_order(parts, order))
+    trie_nodes = len({tuple(row[:k]) for row in ids for k in range(1, len(row) + 1)})
     with torch.inference_mode():
         shared, stats = last_token_rewards(model, ids, batch_size=16, batch_tokens=16384)
         plain, _ = last_token_rewards(model, ids, batch_size=16, batch_tokens=16384, share=False)
-        monkeypatch.setattr(prefix_sharing, "shared_roots", lambda *a, **k: prefix_sharing.SharedRoots.none())
-        _, rootless = last_token_rewards(model, ids, batch_size=16, batch_tokens=16384)
     np.testing.assert_allclose(shared, plain, atol=1e-5 * max(1.0, float(np.abs(plain).max())))
     assert np.std(plain) > 0.01
-    assert 2 in joins  # prompts with and without the root in one prefix batch
-    assert rootless.tokens_forwarded - stats.tokens_forwarded == 2 * root  # three prompts, the root forwarded once
+    assert stats.tokens_forwarded == trie_nodes < 0.5 * stats.tokens
 
 
 @pytest.mark.parametrize("pooling", ["mask", "native"])
@@ -114,58 +108,53 @@ def test_score_texts_with_shared_prefixes_matches_the_models_own_forward_alone(p
         np.testing.assert_allclose(result.rewards, own, atol=1e-5)
 
 
-def test_groups_too_big_for_the_cache_budget_are_split_and_stay_exact(monkeypatch):
+def test_rows_over_the_token_budget_are_split_each_whole_and_stay_exact(monkeypatch):
+    """A small row budget: several packed rows, each within it (or one sequence alone), each
+    holding the whole path of every sequence it reads, ancestors before descendants, and
+    the rewards still the plain ones."""
     model, tokenizer = tiny_rm(seed=1)
-    texts = [render(tokenizer, [{"role": "user", "content": PROMPTS[0] * 3},
+    texts = [render(tokenizer, [{"role": "user", "content": PROMPTS[i % 3] * (1 + i % 2)},
                                 {"role": "assistant", "content": f"answer number {i} " * (1 + i % 4)}]) for i in range(40)]
     ids, _ = tokenize_rendered(tokenizer, texts)
-    monkeypatch.setitem(prefix_sharing.CACHE_BYTES, "cpu", 1)  # the 1,024-position floor: a few rows per batch
-    calls = []
-    original = prefix_sharing._tail_states
-    monkeypatch.setattr(prefix_sharing, "_tail_states",
-                        lambda m, caches, where, groups, part, seqs: calls.append((groups, part)) or original(m, caches, where, groups, part, seqs))
+    budget = 2 * max(map(len, ids))
+    monkeypatch.setitem(prefix_sharing.PACKED_TOKENS, "cpu", budget)
+    rows = []
+    packed = prefix_sharing._packed_states
+    monkeypatch.setattr(prefix_sharing, "_packed_states", lambda m, seqs, segments: rows.append(segments) or packed(m, seqs, segments))
     with torch.inference_mode():
         shared, stats = last_token_rewards(model, ids, batch_size=16, batch_tokens=16384)
         plain, _ = last_token_rewards(model, ids, batch_size=16, batch_tokens=16384, share=False)
-    assert len(calls) > 3 and stats.grouped == 40
-    for groups, part in calls:  # each part's copied cache (prefix + own tokens, padded) fits the budget
-        prefix = max(groups[k].shared for k, _ in part)
-        width = max(len(ids[i]) - groups[k].shared for k, i in part)
-        assert len(part) == 1 or len(part) * (prefix + width) <= 1024
     np.testing.assert_allclose(shared, plain, atol=1e-5)
+    assert len(rows) > 3 and stats.grouped == 40
+    assert stats.tokens_forwarded == sum(len(s) for segments in rows for s in segments)
+    for segments in rows:
+        assert sum(map(len, segments)) <= budget
+        for n, segment in enumerate(segments):
+            assert all(a in segments[:n] for a in segment.path()[:-1])
 
 
-def test_tails_of_several_prefix_batches_share_calls_against_their_joined_caches(monkeypatch):
-    """Prefix batches of two prompts each, of different widths: their members' own tokens are
-    forwarded together (fewer tail calls than prefix batches), each row against its own
-    prompt's cache left-padded to the widest, also in calls whose rows all have narrower
-    prefixes (the columns every row pads are cut), and every reward is still the plain one."""
-    model, tokenizer = tiny_rm(seed=2)
-    prompts = [f"{PROMPTS[i % 3]} " + "Please be thorough. " * i for i in range(8)]
-    texts = [render(tokenizer, [{"role": "user", "content": p}, {"role": "assistant", "content": a}])
-             for p in prompts for a in ANSWERS]
-    ids, _ = tokenize_rendered(tokenizer, texts)
-    monkeypatch.setitem(prefix_sharing.CACHE_BYTES, "cpu", 1)  # the 1,024-position floor: several tail calls
-    prefix_calls, tail_calls = [], []
-    prefix, tail = prefix_sharing.SharedRoots.prefix_cache, prefix_sharing._tail_states
-
-    def tail_spy(m, caches, where, groups, part, seqs):
-        widths = [caches[where[k][0]].mask.size(1) for k, _ in part]  # of each row's prefix batch
-        tail_calls.append(({k for k, _ in part}, max(groups[k].shared for k, _ in part), widths))
-        return tail(m, caches, where, groups, part, seqs)
-
-    monkeypatch.setattr(prefix_sharing.SharedRoots, "prefix_cache",  # one prefix batch, with or without roots
-                        lambda self, m, rows, prefixes: prefix_calls.append(len(rows)) or prefix(self, m, rows, prefixes))
-    monkeypatch.setattr(prefix_sharing, "_tail_states", tail_spy)
-    with torch.inference_mode():
-        shared, stats = last_token_rewards(model, ids, batch_size=2, batch_tokens=16384)
-        plain, _ = last_token_rewards(model, ids, batch_size=2, batch_tokens=16384, share=False)
-    assert len(prefix_calls) >= 3 and max(prefix_calls) <= 2 and stats.grouped == len(ids)
-    assert max(len(groups) for groups, _, _ in tail_calls) > 2  # rows of several prefix calls in one call
-    assert any(max(widths) > longest for _, longest, widths in tail_calls)  # pad columns cut off
-    assert any(min(widths) < longest for _, longest, widths in tail_calls)  # a narrower cache padded
-    np.testing.assert_allclose(shared, plain, atol=1e-5)
-    assert np.std(plain) > 0.01
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.lists(st.integers(0, 3), min_size=1, max_size=8), min_size=1, max_size=16), st.integers(1, 20))
+def test_the_prefix_tree_forwards_each_distinct_prefix_once_and_rows_hold_whole_paths(sequences, budget):
+    """Small alphabets make deep trees: each sequence is the tokens along its path, the
+    segments hold each distinct prefix once (the trie's nodes), siblings part at their first
+    token, and every packed row holds each of its sequences' whole path."""
+    hosts = sorted(set(fold_prefixes(sequences)))
+    seqs = [sequences[h] for h in hosts]
+    order, leaves = prefix_sharing.prefix_tree(seqs)
+    assert sorted(order) == list(range(len(seqs)))
+    segments = {id(s): s for leaf in leaves.values() for s in leaf.path()}.values()
+    for i, leaf in leaves.items():
+        assert [t for s in leaf.path() for t in seqs[s.source][s.start:s.end]] == list(seqs[i])
+    assert sum(map(len, segments)) == len({tuple(s[:k]) for s in seqs for k in range(1, len(s) + 1)})
+    firsts = [(id(s.parent), seqs[s.source][s.start]) for s in segments]
+    assert len(firsts) == len(set(firsts)) and all(len(s) > 0 for s in segments)
+    read = []
+    for row, members in prefix_sharing.packed_calls(order, leaves, budget):
+        assert len(members) == 1 or sum(map(len, row)) <= budget
+        assert all(all(s in row for s in leaves[i].path()) for i in members)
+        read += members
+    assert sorted(read) == list(range(len(seqs)))
 
 
 def test_sequences_that_begin_another_are_read_inside_it_at_no_extra_forward():
@@ -184,24 +173,9 @@ def test_sequences_that_begin_another_are_read_inside_it_at_no_extra_forward():
         _, alone_stats = last_token_rewards(model, ids, batch_size=16, batch_tokens=16384)
     np.testing.assert_allclose(shared, plain, atol=1e-5)
     assert rider_stats.tokens_forwarded == alone_stats.tokens_forwarded  # the extra readings rode along
-    # the prompt's reading must lie outside what its group shares: a few shared tokens fewer
-    assert alone_stats.tokens_forwarded <= stats.tokens_forwarded < alone_stats.tokens_forwarded + len(prompt)
+    assert stats.tokens_forwarded == alone_stats.tokens_forwarded  # the prompt too, inside its shared segment
     assert stats.grouped == len(riders) + 1
     assert len(set(np.round(plain[len(ids):len(ids) + 6], 4)) - set(np.round(plain[:6], 4))) > 0  # they differ
-
-
-def test_prefix_groups_keep_a_token_of_their_own_and_prefer_long_prefixes():
-    system = list(range(100, 120))  # 20 tokens every sequence starts with
-    a, b = system + list(range(500, 560)), system + list(range(600, 660))  # two prompts of 60 more tokens
-    seqs = [a + [1, 2], a + [3], b + [4, 5, 6], b + [7], a + [1, 2], a[:30], list(range(900, 905))]
-    groups, alone = prefix_groups(seqs, min_shared=16)
-    by_members = {tuple(sorted(g.members)): g.shared for g in groups}
-    assert by_members[(0, 1, 4)] == 80      # prompt a (and the duplicate), not the 20-token system prompt
-    assert by_members[(2, 3)] == 80
-    assert sorted(alone) == [5, 6]          # a[:30] shares only 30 of a's 80 tokens (under half); the last shares none
-    for g in groups:
-        assert all(len(seqs[i]) - g.shared >= 1 for i in g.members)
-        assert all(seqs[i][:g.shared] == seqs[g.members[0]][:g.shared] for i in g.members)
 
 
 def test_no_sharing_where_it_would_not_be_exact():
@@ -229,17 +203,17 @@ def test_native_pooling_with_a_foreign_pad_id_is_scored_plainly_and_says_why():
     assert shared.sharing.grouped == 0 and "pad" in shared.sharing.unshared_reason
 
 
-def length_scaled_rope_rm(tokenizer):
-    """A tiny Llama with LongRoPE: a forward whose positions pass 40 uses the long rotary
-    factors, a shorter one the short factors. A shared prefix (30-40 tokens) forwarded alone
-    is encoded with the short ones, the plain forward of its text with the long ones: sharing
-    is not exact for it."""
+def length_scaled_rope_rm(tokenizer, original_max: int = 40):
+    """A tiny Llama with LongRoPE: a forward whose positions pass ``original_max`` uses the long
+    rotary factors, a shorter one the short factors. A text shorter than that, forwarded alone, is
+    encoded with the short ones; packed in a row with longer texts, with the long ones:
+    sharing is not exact for it."""
     from transformers import LlamaConfig, LlamaForSequenceClassification
 
     rope = {"rope_type": "longrope", "short_factor": [1.0] * 4, "long_factor": [4.0, 8.0, 16.0, 32.0],
-            "original_max_position_embeddings": 40, "factor": 4.0}
+            "original_max_position_embeddings": original_max, "factor": 4.0}
     config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=160, num_labels=1,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4 * original_max, num_labels=1,
                          pad_token_id=tokenizer.pad_token_id, rope_scaling=rope)
     torch.manual_seed(0)
     return LlamaForSequenceClassification(config).eval()
@@ -255,10 +229,11 @@ def test_length_dependent_rotary_scaling_is_not_shared_because_it_is_not_exact()
     pairs = synthetic_pairs(seed=1000, n=12, rule="content")
     ids, _ = tokenize_rendered(tokenizer, [render(tokenizer, p.chosen_messages()) for p in pairs]
                                + [render(tokenizer, p.rejected_messages()) for p in pairs])
+    ids += [row[:30] for row in ids[:4]]  # short readings: the short factors alone, the long ones inside a text
     with torch.inference_mode():  # forced anyway: the rewards really move
         shared, _ = last_token_rewards(model, ids, batch_size=16, batch_tokens=16384, share=True)
-        plain, _ = last_token_rewards(model, ids, batch_size=16, batch_tokens=16384, share=False)
-    assert np.abs(shared - plain).max() > 0.01 * np.std(plain)
+        alone, _ = last_token_rewards(model, ids, batch_size=1, batch_tokens=16384, share=False)
+    assert np.abs(shared - alone).max() > 1e-3 * np.std(alone)  # rounding moves them by 1e-6 of it
 
 
 @settings(max_examples=200, deadline=None)

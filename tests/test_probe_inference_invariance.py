@@ -12,6 +12,7 @@ from rmaudit.modeling.loading import load_reward_model
 from rmaudit.probes.context import AuditContext
 from rmaudit.probes.inference_invariance import InferenceInvariance, _toggle_end_of_turn
 from rmaudit.results import Status
+from rmaudit.scoring import render
 from tiny_models import make_tiny_rm, require_smollm2, tiny_tokenizer
 
 PAIRS = synthetic_pairs(seed=1000, n=12, rule="content")
@@ -84,21 +85,27 @@ def test_the_bf16_axis_rewards_a_small_sample_only_where_bf16_is_emulated(tmp_pa
 
 
 def test_the_audits_own_prefix_sharing_is_checked_on_the_audited_model(tmp_path, monkeypatch):
-    """A guard that wrongly let a model share prefixes (planted: LongRoPE, whose prefix alone
-    is encoded with other rotary factors) is caught: the prefix_sharing axis fails."""
+    """A guard that wrongly let a model share prefixes (planted: LongRoPE, whose rotary factors
+    follow the longest position of a forward: a short text read alone gets the short ones,
+    packed in a row with longer texts the long ones) is caught: the prefix_sharing axis fails."""
     require_smollm2()
     import rmaudit.probes.inference_invariance as invariance
     import rmaudit.scoring as scoring
     from test_prefix_sharing import length_scaled_rope_rm
 
     tokenizer = tiny_tokenizer()
-    folder = make_tiny_rm(tmp_path / "rm", model=length_scaled_rope_rm(tokenizer), tokenizer=tokenizer)
+    lengths = sorted(len(tokenizer(render(tokenizer, c))["input_ids"]) for p in PAIRS
+                     for c in (p.chosen_messages(), p.rejected_messages()))
+    # the sample spreads over the shorter half of the pairs: a quarter of all texts lie below it
+    model = length_scaled_rope_rm(tokenizer, original_max=lengths[len(lengths) // 4])
+    folder = make_tiny_rm(tmp_path / "rm", model=model, tokenizer=tokenizer)
     for module in (invariance, scoring):
         monkeypatch.setattr(module, "prefix_sharing_support", lambda model: (True, "forced by the test"))
     result, _ = _audit(folder)
     finding = next(f for f in result.findings if f.metric == "prefix_sharing:max_delta_std")
     assert finding.status is Status.FAIL and finding.value > finding.limit
-    assert result.metrics["batch:max_delta_std"] <= result.metrics["tolerance_float32_std"]  # the plain paths agree
+    # LongRoPE moves the plain padded batch too (its longest row sets the factors): the batch axis says so
+    assert result.metrics["batch:max_delta_std"] > result.metrics["tolerance_float32_std"]
 
 
 def _rows_forwarded(model) -> tuple[list[int], object]:
