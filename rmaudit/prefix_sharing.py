@@ -18,9 +18,9 @@ per architecture in tests/test_prefix_sharing.py, and on the audited model itsel
 preference tuning (Wang & Hegde 2024, arXiv:2410.20305) taken to the whole tree.
 
 On held-out hh-rlhf under SmolLM2's template a pair costs its prompt after the system prompt
-and two answers instead of two whole conversations, and no call carries a pad: 64 texts of
-32 pairs forward 7,927 tokens in two calls (26,464 in file-order batches of 16; a trie of
-them has 7,903 nodes; benchmarks/results/scoring.md).
+and two answers instead of two whole conversations, and no row carries a pad: 64 texts of
+32 pairs forward 8,140 tokens in five rows of at most 2,048 (26,464 in file-order batches
+of 16; a trie of them has 7,903 nodes; benchmarks/results/scoring.md).
 
 Only causal decoders whose attention is a plain softmax over every earlier token are
 eligible (:func:`prefix_sharing_support`): an encoder attends both ways, a sliding window
@@ -45,12 +45,11 @@ from rmaudit.tree_attention import SEGMENTS_KWARG, PackedSegment, tree_attention
 TESTED_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3", "gemma", "phi3", "olmo2", "gpt_neox", "smollm3")
 # Rotary scalings whose frequencies depend on the length of the sequence being forwarded.
 LENGTH_DEPENDENT_ROPE = ("dynamic", "longrope")
-# Tokens of one packed row on a CPU: past about 2k tokens a (row, MLP width) activation no
-# longer fits the caches and the elementwise ops slow down; at 1k the re-forwarded ancestors
-# and the calls' fixed cost grow (64 hh texts on a 2-core AVX2 EPYC, float32: 1024, 2048,
-# 3072, 4096 and 8192 tokens a row ran in 1.11, 1.14, 1.14, 1.22 and 1.21x less time than
-# the cache-copy path of 0.5.7 in paired rounds; 2048-4096 within the noise of each other).
-# Elsewhere the caller's token budget.
+# Tokens of one packed row on a CPU. Smaller rows forward the shared system prompt once per
+# row and run shorter matmuls; bigger ones spill the MLP's (row, width) activations out of
+# the caches. 64 hh texts on a 2-core AVX2 EPYC in float32 (benchmarks/ablate_packed_rows.py,
+# 5 paired rounds): 1024, 3072 and 4096 tokens ran at 1.06x, 0.97x and 0.94x the speed of
+# 2048, all within the rounds' spread (0.86-1.11x). Elsewhere the caller's token budget.
 PACKED_TOKENS = {"cpu": 2048}
 
 

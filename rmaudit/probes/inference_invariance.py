@@ -7,7 +7,7 @@ each axis:
 
 * computation axes, where nothing should change but rounding, on ``computation_pairs`` pairs
   spread over the shorter half of the sample (padding's own sample: ``padding.sample_pairs``;
-  a batching bug moves every padded row, a cache that does not reproduce the prefix moves
+  a batching bug moves every padded row, a packed row whose texts see each other moves
   every shared one), against their float32 readings alone (batch of one, no padding): one
   padded batch right- and left-padded with a longer filler (the very batches the padding
   probe reads, computed once: ``padding.padded_rewards``), ``attn_implementation`` eager vs
