@@ -262,16 +262,18 @@ def packed_calls(order: Sequence[int], leaves: dict[int, Segment], budget: int
     the system prompt is forwarded once per row."""
     segments: list[Segment] = []
     members: list[int] = []
-    placed: set[int] = set()
+    placed: set[Segment] = set()
+    width = 0
     for i in order:
         path = leaves[i].path()
-        new = [s for s in path if id(s) not in placed]
-        if members and sum(map(len, segments)) + sum(map(len, new)) > budget:
+        new = [s for s in path if s not in placed]
+        if members and width + sum(map(len, new)) > budget:
             yield segments, members
-            segments, members, placed, new = [], [], set(), path
+            segments, members, placed, width, new = [], [], set(), 0, path
         segments += new
         members.append(i)
-        placed.update(id(s) for s in new)
+        placed.update(new)
+        width += sum(map(len, new))
     if members:
         yield segments, members
 
