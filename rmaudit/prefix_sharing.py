@@ -39,7 +39,7 @@ import numpy as np
 import torch
 
 from rmaudit.modeling.pooling import apply_head, position_ids_from_mask, reward_body
-from rmaudit.tree_attention import SEGMENTS_KWARG, PackedSegment, tree_attention_on
+from rmaudit.tree_attention import SEGMENTS_KWARG, PackedSegment, ran_tree_attention, tree_attention_on
 
 # Architectures whose prefix-shared rewards were compared with their plain forward (tests).
 TESTED_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3", "gemma", "phi3", "olmo2", "gpt_neox", "smollm3")
@@ -293,9 +293,10 @@ def _packed_states(model: Any, sequences: Sequence[Sequence[int]], segments: Seq
         positions += range(segment.start, segment.end)
         ancestors = [(column[a], column[a] + len(a)) for a in segment.path()[:-1]]
         packed.append(PackedSegment.build(column[segment], len(ids), ancestors, device))
-    out = reward_body(model)(input_ids=torch.tensor([ids], device=device),
-                             position_ids=torch.tensor([positions], device=device), use_cache=False,
-                             **{SEGMENTS_KWARG: packed})
+    with ran_tree_attention(model):
+        out = reward_body(model)(input_ids=torch.tensor([ids], device=device),
+                                 position_ids=torch.tensor([positions], device=device), use_cache=False,
+                                 **{SEGMENTS_KWARG: packed})
     return out.last_hidden_state[0], column
 
 

@@ -26,6 +26,7 @@ import torch
 
 NAME = "rmaudit_tree"
 SEGMENTS_KWARG = "rmaudit_segments"
+CALLS = [0]  # tree_attention calls so far: a packed forward that made none read its rows unisolated
 
 
 @dataclass
@@ -55,6 +56,7 @@ def tree_attention(module: Any, query: torch.Tensor, key: torch.Tensor, value: t
     """transformers' attention-function signature: ``query`` (1, heads, row, head dim),
     ``key``/``value`` (1, key/value heads, row, head dim); returns (1, row, heads, head dim)."""
     segments: Sequence[PackedSegment] = kwargs[SEGMENTS_KWARG]
+    CALLS[0] += 1
     if kwargs.get("softcap") is not None or kwargs.get("sliding_window") is not None:
         raise ValueError("tree attention has no softcap or sliding window (prefix_sharing_support excludes them)")
     gqa = query.size(1) != key.size(1)
@@ -99,3 +101,18 @@ def tree_attention_on(model: Any) -> Iterator[None]:
         yield
     finally:
         config._attn_implementation = own
+
+
+@contextlib.contextmanager
+def ran_tree_attention(model: Any) -> Iterator[None]:
+    """Fail loudly where a forward inside the block never called :func:`tree_attention`: an
+    architecture whose attention does not go through transformers' attention interface (or
+    drops the keyword arguments on the way) would let every text of a row attend to the
+    texts packed before it, a wrong reward that nothing else would flag at once."""
+    before = CALLS[0]
+    yield
+    if CALLS[0] == before:
+        raise RuntimeError(f"{getattr(model.config, 'model_type', '?')}: the packed forward never ran rmaudit's tree "
+                           "attention (its attention bypasses transformers' attention interface); score with "
+                           "--no-share-prefixes and report it")
+

@@ -191,6 +191,21 @@ def test_no_sharing_where_it_would_not_be_exact():
     assert not supported and "sliding window" in why
 
 
+def test_a_packed_forward_whose_attention_bypasses_tree_attention_fails_loudly():
+    """BLOOM computes its own attention (ALiBi), not through transformers' interface: forced to
+    pack, its texts would attend to the texts before them in the row. The scorer raises
+    instead of returning those rewards."""
+    from transformers import BloomConfig, BloomForSequenceClassification
+
+    tokenizer = tiny_tokenizer()
+    bloom = BloomForSequenceClassification(BloomConfig(vocab_size=len(tokenizer), hidden_size=32, n_layer=2, n_head=4,
+                                                       num_labels=1)).eval()
+    assert not prefix_sharing_support(bloom)[0]
+    ids, _ = tokenize_rendered(tokenizer, texts_of(tokenizer))
+    with torch.inference_mode(), pytest.raises(RuntimeError, match="never ran rmaudit's tree attention"):
+        last_token_rewards(bloom, ids, batch_size=16, batch_tokens=16384, share=True)
+
+
 def test_native_pooling_with_a_foreign_pad_id_is_scored_plainly_and_says_why():
     """config.pad_token_id differs from the tokenizer's pad: the model reads a pad position
     whose place depends on the batch, so only the plain batched forward reproduces it."""
