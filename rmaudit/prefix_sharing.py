@@ -186,7 +186,8 @@ def last_token_readout(model: Any, sequences: Sequence[Sequence[int]], read: Cal
     for i, h in enumerate(host):
         reads.setdefault(h, []).append(i)
     hosts = list(reads)
-    order, leaves = prefix_tree([sequences[h] for h in hosts])
+    host_sequences = [sequences[h] for h in hosts]
+    order, leaves = prefix_tree(host_sequences)
     # read from a forward that serves another sequence too: through a shared segment, or in a
     # host that reads several
     stats.grouped = sum(len(reads[hosts[k]]) for k, leaf in leaves.items()
@@ -194,7 +195,7 @@ def last_token_readout(model: Any, sequences: Sequence[Sequence[int]], read: Cal
     budget = min(batch_tokens, PACKED_TOKENS.get(_device(model).type, batch_tokens))
     with tree_attention_on(model):
         for segments, members in packed_calls(order, leaves, budget):
-            states, column = _packed_states(model, [sequences[h] for h in hosts], segments)
+            states, column = _packed_states(model, host_sequences, segments)
             at, rows = [], []
             for k in members:
                 path = leaves[k].path()
