@@ -13,11 +13,12 @@ import dataclasses
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
 from rmaudit.data.pairs import PreferencePair
+from rmaudit.data.store import first_of_each, keep_where, subset
 from rmaudit.errors import RmauditInputError, input_error
 from rmaudit.modeling.manifest import Manifest
 from rmaudit.options import AuditOptions, Dtype
@@ -95,7 +96,7 @@ def build_context(checkpoint: Path, options: AuditOptions) -> AuditContext:
 
 
 def eval_sample(checkpoint: Path, options: AuditOptions, manifest: Manifest | None,
-                notes: dict[str, Any]) -> tuple[list[PreferencePair] | None, list[PreferencePair] | None]:
+                notes: dict[str, Any]) -> tuple[Sequence[PreferencePair] | None, Sequence[PreferencePair] | None]:
     """(every held-out pair, the scored sample of at most --max-pairs): --data, else the
     manifest's split. benchmarks/bench_audit.py reads the same sample for its floor."""
     all_eval_pairs = _side_pairs("eval", options.data, checkpoint, manifest, notes, options.skip_bad_rows,
@@ -221,12 +222,12 @@ def _try_template(tokenizer: Any) -> None:
         raise RmauditInputError(f"chat template: cannot render a conversation: {type(exc).__name__}: {exc}") from None
 
 
-def sample_pairs(pairs: list[PreferencePair], max_pairs: int, seed: int) -> list[PreferencePair]:
-    """At most ``max_pairs`` pairs, a seeded uniform sample kept in file order."""
+def sample_pairs(pairs: Sequence[PreferencePair], max_pairs: int, seed: int) -> Sequence[PreferencePair]:
+    """At most ``max_pairs`` pairs, a seeded uniform sample kept in file order (a view of a store)."""
     if len(pairs) <= max_pairs:
         return pairs
     keep = np.sort(np.random.default_rng(seed).choice(len(pairs), size=max_pairs, replace=False))
-    return [pairs[i] for i in keep]
+    return subset(pairs, keep.tolist())
 
 
 # ----------------------------------------------------------------------------- data sides
@@ -247,7 +248,7 @@ def _preflight_policy(policy: Path | None) -> None:
                                 "code; --allow-pickle and --trust-remote-code apply to the reward model)") from None
 
 
-def _check_annotator_field(field: str | None, pairs: list[PreferencePair] | None, data: Path | None) -> None:
+def _check_annotator_field(field: str | None, pairs: Sequence[PreferencePair] | None, data: Path | None) -> None:
     """--annotator-field must name a column the eval data has (checked before the model loads)."""
     if field is None:
         return
@@ -261,15 +262,16 @@ def _check_annotator_field(field: str | None, pairs: list[PreferencePair] | None
 
 def _side_pairs(side: str, flag_path: Path | None, checkpoint: Path, manifest: Manifest | None,
                 notes: dict[str, Any], skip_bad_rows: bool,
-                annotator_field: str | None = None) -> list[PreferencePair] | None:
+                annotator_field: str | None = None) -> Sequence[PreferencePair] | None:
     """Pairs of one side ("eval" or "train"): the flag's file, else the manifest's split, else
-    None. Exact duplicate pairs are kept once: a copy is not independent evidence."""
+    None, in a :class:`PairStore` (the file is streamed, memory does not grow with it). Exact
+    duplicate pairs are kept once: a copy is not independent evidence."""
     from rmaudit.data import read_pairs
 
-    pairs: list[PreferencePair] | None
+    pairs: Sequence[PreferencePair] | None
     if flag_path is not None:
         notes[f"{side}_source"] = str(flag_path)
-        loaded = read_pairs(flag_path, skip_bad_rows=skip_bad_rows)
+        loaded = read_pairs(flag_path, skip_bad_rows=skip_bad_rows, store=True)
         if loaded.bad_rows:
             notes[f"{side}_bad_rows_skipped"] = (f"{len(loaded.bad_rows)}; first: "
                                                  + " | ".join(m for _, m in loaded.bad_rows[:5]))
@@ -279,32 +281,28 @@ def _side_pairs(side: str, flag_path: Path | None, checkpoint: Path, manifest: M
     return None if pairs is None else drop_duplicate_pairs(pairs, side, notes, annotator_field)
 
 
-def drop_duplicate_pairs(pairs: list[PreferencePair], side: str, notes: dict[str, Any],
-                         annotator_field: str | None = None) -> list[PreferencePair]:
+def drop_duplicate_pairs(pairs: Sequence[PreferencePair], side: str, notes: dict[str, Any],
+                         annotator_field: str | None = None) -> Sequence[PreferencePair]:
     """The first of each identical (prompt, chosen, rejected); the count goes in the notes. With
     ``annotator_field``, the same pair labelled by two annotators is two labels and stays."""
-    seen: set[tuple] = set()
-    kept = []
-    for pair in pairs:
-        key = (tuple((m["role"], m["content"]) for m in pair.prompt), pair.chosen, pair.rejected,
-               pair.meta.get(annotator_field) if annotator_field else None)
-        if key not in seen:
-            seen.add(key)
-            kept.append(pair)
-    if len(kept) < len(pairs):
-        notes[f"{side}_duplicate_pairs_dropped"] = len(pairs) - len(kept)
-    return kept
+    kept = first_of_each(pairs, lambda p: ([[m["role"], m["content"]] for m in p.prompt], p.chosen, p.rejected,
+                                           p.meta.get(annotator_field) if annotator_field else None))
+    if len(kept) == len(pairs):
+        return pairs
+    notes[f"{side}_duplicate_pairs_dropped"] = len(pairs) - len(kept)
+    return subset(pairs, kept)
 
 
-def _manifest_side(side: str, checkpoint: Path, manifest: Manifest, notes: dict[str, Any]) -> list[PreferencePair] | None:
+def _manifest_side(side: str, checkpoint: Path, manifest: Manifest,
+                   notes: dict[str, Any]) -> Sequence[PreferencePair] | None:
     """Reload the data file the trainer recorded and keep the side's pairs by prompt hash.
 
     The trainer records ``data.train`` (and ``data.eval`` for a separate held-out file), and
     the prompt hashes of both sides in ``split.prompt_hashes_file`` in the checkpoint. Without
     that file, the split is recomputed with ``split.eval_fraction`` (the same hash rule).
     """
-    from rmaudit.data import load_pairs, prompt_hash, split_by_prompt
-    from rmaudit.data.split import legacy_prompt_hash
+    from rmaudit.data import prompt_hash, read_pairs
+    from rmaudit.data.split import legacy_prompt_hash, on_eval_side
 
     record = manifest.data.get(side) or (manifest.data.get("train") if side == "eval" else None)
     if record is None:
@@ -315,13 +313,15 @@ def _manifest_side(side: str, checkpoint: Path, manifest: Manifest, notes: dict[
         return None
     _note_hash_check(side, path, record.sha256, notes)
     settings = manifest.hyperparameters
-    pairs = load_pairs(path, adapter=settings.get("adapter"), limit=settings.get("limit"))
+    pairs: Sequence[PreferencePair] = read_pairs(path, adapter=settings.get("adapter"), limit=settings.get("limit"),
+                                                 store=True).pairs
     hashes = _split_hashes(manifest.split, side, checkpoint)
     if hashes is not None:  # split files written before 0.5.3 hold the legacy hash
-        pairs = [p for p in pairs if prompt_hash(p.prompt) in hashes or legacy_prompt_hash(p.prompt) in hashes]
+        pairs = keep_where(pairs, lambda p: prompt_hash(p.prompt) in hashes or legacy_prompt_hash(p.prompt) in hashes)
     elif "eval" not in manifest.data and manifest.split.get("eval_fraction") is not None:
-        train, held_out = split_by_prompt(pairs, float(manifest.split["eval_fraction"]))
-        pairs = train if side == "train" else held_out
+        # split_by_prompt's rule as a filter, so the side stays a view of the stored file
+        fraction = float(manifest.split["eval_fraction"])
+        pairs = keep_where(pairs, lambda p: on_eval_side(p, fraction) == (side == "eval"))
     notes[f"{side}_source"] = f"manifest: {path}"
     return pairs or None
 

@@ -95,9 +95,11 @@ def flat_metrics(result: AuditResult) -> dict[str, float]:
     return out
 
 
-def _pairs(source: str | Path | Sequence[PreferencePair]) -> list[PreferencePair]:
+def _pairs(source: str | Path | Sequence[PreferencePair]) -> Sequence[PreferencePair]:
+    """A file's pairs stream into a PairStore (held for the whole training run, in a temporary
+    file rather than in memory, as the audit holds its --data); given pairs are kept as a list."""
     if isinstance(source, (str, Path)):
-        from rmaudit.data import load_pairs
+        from rmaudit.data import read_pairs
 
-        return load_pairs(Path(source))
+        return read_pairs(Path(source), store=True).pairs
     return list(source)

@@ -3,8 +3,10 @@ shared score cache (each distinct text goes through the model once per audit).""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -12,6 +14,7 @@ from helpers_audit import CANONICAL_FILE, TOPICS, save_rm, topic_pairs, write_pa
 from rmaudit.audit import AuditOptions, build_context, run_audit, run_probes, sample_pairs
 from rmaudit.probes.registry import get_probe, probe_names, select_probes, unregister_probe
 from rmaudit.data import load_pairs, split_by_prompt
+from rmaudit.data.store import PairStore
 from rmaudit.errors import RmauditInputError
 from rmaudit.probes import Probe, register_probe
 from rmaudit.results import Status
@@ -131,6 +134,24 @@ def test_each_distinct_text_is_scored_once_per_audit(tiny_checkpoint, tmp_path):
     assert [p.status for p in result.probes if p.status in (Status.ERROR, Status.SKIP)] == []
     texts = {ctx.render(m) for p in battery + topic_pairs(TOPICS[:10]) for m in (p.chosen_messages(), p.rejected_messages())}
     assert first_pass == len(seen) == len(set(seen)) == len(texts)
+
+
+def test_held_out_pairs_come_from_a_store_and_are_rewarded_by_content_once(tiny_checkpoint, tmp_path):
+    """--data streams into a PairStore (a new object per read): the pair memo must find a pair
+    again by its content, in any order, and an edited pair must be scored afresh."""
+    ctx = build_context(tiny_checkpoint, AuditOptions(data=write_pairs_jsonl(topic_pairs(TOPICS[:10]),
+                                                                            tmp_path / "eval.jsonl")))
+    assert isinstance(ctx.eval_pairs, PairStore) and len(ctx.eval_pairs) == 10
+    chosen, rejected = ctx.pair_rewards(ctx.eval_pairs)
+    scored = ctx.n_scored
+    again_chosen, again_rejected = ctx.pair_rewards(list(ctx.eval_pairs)[::-1])
+    assert ctx.n_scored == scored
+    np.testing.assert_array_equal(again_chosen[::-1], chosen)
+    np.testing.assert_array_equal(again_rejected[::-1], rejected)
+    edited = dataclasses.replace(ctx.eval_pairs[3], chosen=ctx.eval_pairs[3].chosen + " Edited.")
+    edited_chosen, edited_rejected = ctx.pair_rewards([edited])
+    assert ctx.n_scored == scored + 1 and edited_rejected[0] == rejected[3]
+    assert edited_chosen[0] == ctx.score([edited.chosen_messages()])[0]
 
 
 @pytest.fixture(scope="module")

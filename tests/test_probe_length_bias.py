@@ -106,3 +106,25 @@ def test_fit_length_recovers_a_known_line():
     fit = fit_length(lengths, 0.02 * lengths + 1.0)
     assert fit.slope == pytest.approx(0.02) and fit.r2 == pytest.approx(1.0) and fit.spearman == pytest.approx(1.0)
     assert fit_length(np.full(10, 5.0), np.arange(10.0)) is None
+
+
+def test_charts_of_a_large_eval_set_draw_a_spread_sample_and_say_so():
+    """Every pair enters the fits; the scatter draws at most CHART_PAIRS of them (100k points
+    made megabytes of report), an even spread including both ends, and its title says so."""
+    from rmaudit.probes.length_bias import CHART_PAIRS, length_charts
+
+    rng = np.random.default_rng(0)
+    n = 3 * CHART_PAIRS + 7
+    len_c, len_r = rng.integers(5, 300, n).astype(float), rng.integers(5, 300, n).astype(float)
+    r_c, r_r = 0.01 * len_c + rng.normal(size=n), 0.01 * len_r + rng.normal(size=n)
+    pooled = fit_length(np.concatenate([len_c, len_r]), np.concatenate([r_c, r_r]))
+    within = fit_length(len_c - len_r, r_c - r_r)
+    charts = length_charts(len_c, len_r, r_c, r_r, pooled, within)["charts"]
+    for chart in charts:
+        validate_chart(chart)
+        assert f"{CHART_PAIRS:,} of {n:,} pairs shown" in chart["title"]
+        assert all(len(s["x"]) == len(s["y"]) == CHART_PAIRS for s in chart["series"])
+    chosen = charts[0]["series"][0]
+    assert chosen["x"][0] == len_c[0] and chosen["x"][-1] == len_c[-1] and chosen["y"][-1] == r_c[-1]
+    small = length_charts(len_c[:50], len_r[:50], r_c[:50], r_r[:50], pooled, within)["charts"]
+    assert "shown" not in small[0]["title"] and len(small[0]["series"][0]["x"]) == 50

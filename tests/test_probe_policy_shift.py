@@ -81,3 +81,18 @@ def test_without_train_data_half_the_held_out_responses_are_the_reference(conten
     assert result.metrics["reference"].startswith("half of the held-out")
     assert result.metrics["n_reference"] == result.metrics["n_held_out"] == 40
     assert any("train-split data would" in f.message for f in result.findings)
+
+
+@pytest.mark.parametrize("n_pairs", [1, 4, 7])
+def test_human_responses_read_the_same_conversations_as_the_flat_list(n_pairs):
+    """policy_shift reads conversations start:stop of (chosen, rejected, ...) without listing
+    every pair's (a stored eval file is read back only where needed): the same slices."""
+    from rmaudit.data import PreferencePair
+    from rmaudit.data.store import PairStore
+    from rmaudit.probes.policy_shift import _conversations
+
+    pairs = [PreferencePair([{"role": "user", "content": f"q{i}"}], f"c{i}", f"r{i}") for i in range(n_pairs)]
+    flat = [c for p in pairs for c in (p.chosen_messages(), p.rejected_messages())]
+    for start in range(len(flat) + 1):
+        for stop in range(start, len(flat) + 3):
+            assert _conversations(PairStore(pairs), start, stop) == flat[start:stop]

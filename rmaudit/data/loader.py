@@ -10,6 +10,7 @@ from rmaudit.data.adapters import ADAPTERS, detect_adapter
 from rmaudit.data.formats import iter_rows
 from rmaudit.data.pairs import PreferencePair
 from rmaudit.data.shapes import ColumnMap, SkipRow, detect_shape, row_to_pair
+from rmaudit.data.store import PairStore
 from rmaudit.errors import RmauditInputError, input_error
 
 log = logging.getLogger(__name__)
@@ -19,7 +20,8 @@ log = logging.getLogger(__name__)
 class LoadedPairs:
     """The pairs of one file plus what the loader had to set aside."""
 
-    pairs: list[PreferencePair]
+    pairs: list[PreferencePair] | PairStore
+    """A list, or with ``store=True`` a :class:`PairStore` (pairs in a temporary file)."""
     shape: str
     """"explicit", "conversational", "hh", "llmbar" or "pandalm"."""
     skipped: dict[str, list[int]] = field(default_factory=dict)
@@ -39,12 +41,14 @@ def load_pairs(path: str | Path, *, columns: ColumnMap | None = None, adapter: s
     ``skip_bad_rows`` skips malformed rows (counted and logged) instead of stopping at the first.
     Skipped rows and identical chosen/rejected pairs are logged as warnings with counts.
     """
-    return read_pairs(path, columns=columns, adapter=adapter, limit=limit, skip_bad_rows=skip_bad_rows).pairs
+    return list(read_pairs(path, columns=columns, adapter=adapter, limit=limit, skip_bad_rows=skip_bad_rows).pairs)
 
 
 def read_pairs(path: str | Path, *, columns: ColumnMap | None = None, adapter: str | None = None,
-               limit: int | None = None, skip_bad_rows: bool = False) -> LoadedPairs:
-    """Like `load_pairs`, but also report the skipped rows and identical pairs."""
+               limit: int | None = None, skip_bad_rows: bool = False, store: bool = False) -> LoadedPairs:
+    """Like `load_pairs`, but also report the skipped rows and identical pairs. ``store``: the
+    pairs go to a :class:`PairStore` as they are read, so memory does not grow with the file
+    (the audit's way; rows are checked as before, the first bad one stops the read)."""
     path = Path(path)
     if adapter is not None and adapter not in ADAPTERS:
         raise input_error(path, None, None, f"unknown adapter {adapter!r} (known: {', '.join(ADAPTERS)})")
@@ -57,7 +61,7 @@ def read_pairs(path: str | Path, *, columns: ColumnMap | None = None, adapter: s
     bad_rows: list[tuple[int, str]] | None = [] if skip_bad_rows else None
     for number, row in iter_rows(path, bad_rows=bad_rows):
         if loaded is None:
-            loaded = LoadedPairs([], _pick_shape(row, path, number, columns, adapter))
+            loaded = LoadedPairs(PairStore() if store else [], _pick_shape(row, path, number, columns, adapter))
         try:
             _add_row(loaded, row, path, number, columns)
         except RmauditInputError as exc:

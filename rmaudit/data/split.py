@@ -57,6 +57,11 @@ def split_position(hash_hex: str, salt: str = "") -> float:
     return int(hash_hex[:16], 16) / 2**64
 
 
+def on_eval_side(pair: PreferencePair, eval_fraction: float, salt: str = "") -> bool:
+    """Whether the pair's prompt falls on the eval side of a split with this fraction."""
+    return split_position(prompt_hash(pair.prompt), salt) < eval_fraction
+
+
 def split_by_prompt(pairs: list[PreferencePair], eval_fraction: float,
                     salt: str = "") -> tuple[list[PreferencePair], list[PreferencePair]]:
     """Split pairs into (train, eval) by prompt; pairs sharing a prompt stay together.
@@ -69,6 +74,6 @@ def split_by_prompt(pairs: list[PreferencePair], eval_fraction: float,
     train: list[PreferencePair] = []
     evaluation: list[PreferencePair] = []
     for pair in pairs:
-        side = evaluation if split_position(prompt_hash(pair.prompt), salt) < eval_fraction else train
+        side = evaluation if on_eval_side(pair, eval_fraction, salt) else train
         side.append(pair)
     return train, evaluation

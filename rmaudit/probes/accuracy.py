@@ -34,6 +34,7 @@ import torch
 
 from rmaudit.data.pairs import PreferencePair
 from rmaudit.data.split import prompt_hash
+from rmaudit.data.store import keep_where
 from rmaudit.findings import Comparison, Finding, Limit, Setting, Status
 from rmaudit.probes.base import Probe, ProbeSkipped, clip_evidence, dtype_name, metric, with_reasons
 from rmaudit.probes.padding import model_dtype
@@ -88,7 +89,7 @@ class AccuracyProbe(Probe):
 
     def run(self, ctx):
         # A pair whose chosen equals its rejected carries no preference: it can only tie.
-        pairs = [p for p in ctx.eval_pairs if p.chosen != p.rejected]
+        pairs = keep_where(ctx.eval_pairs, lambda p: p.chosen != p.rejected)
         if not pairs:
             raise ProbeSkipped("every held-out pair has identical chosen and rejected responses")
         std = ctx.reward_std()

@@ -24,6 +24,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from rmaudit.data.pairs import Message, PreferencePair
+from rmaudit.data.store import head
 from rmaudit.probes.base import Probe, ProbeSkipped, clip_evidence, metric, with_reasons
 from rmaudit.resources import probe_data_dir
 from rmaudit.findings import Comparison, Finding, Limit, Setting, Status, note, worst
@@ -237,19 +238,19 @@ class ChatTemplateProbe(Probe):
     settings = (Setting("max_pairs", 100, "pairs scored under both templates (each costs two more forward passes)"),)
 
     def plan(self, ctx):
-        pairs = list(ctx.eval_pairs or ctx.canonical_pairs)[: int(self.setting("max_pairs"))]
+        pairs = head(ctx.eval_pairs or ctx.canonical_pairs, int(self.setting("max_pairs")))
         rendered = render_with_policy(pairs, policy_template(ctx))
         return [*super().plan(ctx), [text for _, texts in rendered for text in texts]]
 
     def run(self, ctx) -> ProbeResult:
         policy = policy_template(ctx)
         rm_template = template_text(ctx.tokenizer) or FALLBACK_TEMPLATE
-        pairs = list(ctx.eval_pairs or ctx.canonical_pairs)
+        pairs = ctx.eval_pairs or ctx.canonical_pairs
         if not pairs:
             raise ProbeSkipped("no conversations to compare: give --data or keep the canonical pairs")
 
         comparisons = self._compare_all(pairs, (ctx.tokenizer, rm_template), policy)
-        shift = score_both(ctx, pairs[: int(self.setting("max_pairs"))], policy)
+        shift = score_both(ctx, head(pairs, int(self.setting("max_pairs"))), policy)
         std = ctx.reward_std()
         shifts_std = (shift.policy - shift.rm) / std
         bos = self._double_bos(ctx, comparisons, policy)
@@ -264,7 +265,7 @@ class ChatTemplateProbe(Probe):
 
     @staticmethod
     def _compare_all(pairs, rm: tuple[Any, str], policy: PolicyTemplate) -> list[Rendering]:
-        samples = [(f"{Path(p.source).name or 'pair'} row {p.row}", p.chosen_messages()) for p in pairs[:N_RENDERED]]
+        samples = [(f"{Path(p.source).name or 'pair'} row {p.row}", p.chosen_messages()) for p in head(pairs, N_RENDERED)]
         samples += [(f"structure probe: {'system prompt' if i == 0 else 'multi-turn'}", m) for i, m in enumerate(STRUCTURE_PROBES)]
         return [compare(i, origin, messages, rm, policy) for i, (origin, messages) in enumerate(samples)]
 

@@ -18,6 +18,7 @@ from typing import Any, Callable, Hashable, Iterator, Sequence
 import numpy as np
 
 from rmaudit.data.pairs import Message, PreferencePair
+from rmaudit.data.store import PairChain, head
 from rmaudit.modeling.manifest import Manifest
 from rmaudit.probes.base import ProbeSkipped
 from rmaudit.score_cache import ScoreCache, text_keys
@@ -50,9 +51,11 @@ class AuditContext:
     model: Any = None                      # a transformers *ForSequenceClassification, eval mode
     tokenizer: Any = None                  # the RM's tokenizer (with its chat template)
     manifest: Manifest | None = None       # rmaudit.json of the checkpoint, if any
-    eval_pairs: list[PreferencePair] | None = None      # the scored sample (--max-pairs)
-    all_eval_pairs: list[PreferencePair] | None = None  # the whole eval split, for model-free counts
-    train_pairs: list[PreferencePair] | None = None
+    # Pair sequences: a PairStore (rmaudit/data/store.py) when read from a file, so iterate or
+    # index them; a list() of a store holds every pair in memory again.
+    eval_pairs: Sequence[PreferencePair] | None = None      # the scored sample (--max-pairs)
+    all_eval_pairs: Sequence[PreferencePair] | None = None  # the whole eval split, for model-free counts
+    train_pairs: Sequence[PreferencePair] | None = None
     policy_tokenizer: Any = None           # --policy: tokenizer (and chat template) PPO will use
     policy: str | None = None              # --policy as given: a causal-LM folder or "builtin"
     rollouts_file: Path | None = None      # --rollouts-file: samples from any policy (JSONL prompt/response)
@@ -81,8 +84,9 @@ class AuditContext:
     _rollouts: list | None = field(default=None, repr=False)
     _gold: "AuditContext | None" = field(default=None, repr=False)
     _labelled_texts: "RenderedPairs | None" = field(default=None, repr=False)
-    # id(pair) -> (pair, its content fingerprint, chosen reward, rejected reward): see pair_rewards
-    _pair_memo: dict[int, tuple] = field(default_factory=dict, repr=False)
+    # a pair's content fingerprint -> its chosen and its rejected reward: see pair_rewards
+    _pair_chosen: ScoreCache = field(default_factory=ScoreCache, repr=False)
+    _pair_rejected: ScoreCache = field(default_factory=ScoreCache, repr=False)
     _sharing: Any = field(default=None, repr=False)  # SharingStats of every scoring call so far
     _token_rewards: Any = field(default=None, repr=False)  # PrefixRewards: see token_rewards
     # Loads the checkpoint again with float32 weights (build_context sets it): the reference
@@ -158,19 +162,21 @@ class AuditContext:
         """(chosen rewards, rejected rewards) for pairs, through the shared cache."""
         from rmaudit.scoring import CHUNK_TEXTS
 
-        # Pairs seen before come from a memo: at 100k pairs, rendering 200k conversations again
-        # to find their cache keys cost each probe about 40 s (benchmarks/results/scale.md).
-        memo = [self._pair_memo.get(id(p)) for p in pairs]
-        fresh = [i for i, (p, m) in enumerate(zip(pairs, memo)) if m is None or m[0] is not p or m[1] != _fingerprint(p)]
+        # Pairs seen before are looked up by a fingerprint of their content: at 100k pairs,
+        # rendering 200k conversations again to find their cache keys cost each probe about
+        # 40 s (benchmarks/results/scale.md). Content, not id(): a PairStore reads a new object
+        # each time, and the memo holds 16 bytes a pair, not the pair.
+        keys = np.fromiter((_fingerprint(p) for p in pairs), dtype=np.uint64, count=len(pairs))
+        fresh = self._pair_chosen.missing(keys).tolist()
         step = max(1, CHUNK_TEXTS // 2)
         with self.progress_bar(2 * len(fresh)):
             for start in range(0, len(fresh), step):
-                part = [pairs[i] for i in fresh[start:start + step]]
+                rows = fresh[start:start + step]
+                part = [pairs[i] for i in rows]
                 both = self.score([p.chosen_messages() for p in part] + [p.rejected_messages() for p in part])
-                for i, pair, c, r in zip(fresh[start:start + step], part, both[:len(part)], both[len(part):]):
-                    memo[i] = self._pair_memo[id(pair)] = (pair, _fingerprint(pair), float(c), float(r))
-        return (np.array([m[2] for m in memo], dtype=np.float64),  # type: ignore[index]
-                np.array([m[3] for m in memo], dtype=np.float64))  # type: ignore[index]
+                self._pair_chosen.update(keys[rows], both[:len(part)])
+                self._pair_rejected.update(keys[rows], both[len(part):])
+        return self._pair_chosen.get(keys), self._pair_rejected.get(keys)
 
     @contextlib.contextmanager
     def progress_bar(self, total: int, description: str = "scoring") -> Iterator[Callable[[int], None]]:
@@ -382,20 +388,24 @@ class AuditContext:
         there are enough, else with the canonical battery. For probes whose question does not
         depend on length (does batching, padding or precision move a reward) and whose float32
         forwards cost grows with it; probes asking for the same number get the same pairs."""
-        pool = list(self.eval_pairs or [])
-        if len(pool) < limit:
-            pool = self.labelled_pairs()
-        if len(pool) <= limit:
-            return pool
-        shorter = sorted(pool, key=_characters)[: max(limit, len(pool) // 2)]
-        picks = np.unique(np.linspace(0, len(shorter) - 1, num=limit).round().astype(int))
-        return [shorter[i] for i in picks]
+        def compute() -> list[PreferencePair]:
+            pool = self.eval_pairs or []
+            if len(pool) < limit:
+                pool = self.labelled_pairs()
+            if len(pool) <= limit:
+                return list(pool)
+            characters = np.fromiter((_characters(p) for p in pool), dtype=np.int64, count=len(pool))
+            shorter = np.argsort(characters, kind="stable")[: max(limit, len(pool) // 2)]
+            picks = np.unique(np.linspace(0, len(shorter) - 1, num=limit).round().astype(int))
+            return [pool[int(shorter[i])] for i in picks]
 
-    def labelled_pairs(self, limit: int | None = None) -> list[PreferencePair]:
-        """Held-out pairs first, then the canonical battery, at most ``limit``: the most labelled
-        evidence available (a demo split of 8 pairs alone proves nothing)."""
-        pairs = list(self.eval_pairs or []) + list(self.canonical_pairs or [])
-        return pairs[:limit] if limit is not None else pairs
+        return self.shared(("short_pairs", limit), compute)
+
+    def labelled_pairs(self, limit: int | None = None) -> Sequence[PreferencePair]:
+        """Held-out pairs first, then the canonical battery, at most ``limit`` (a list): the most
+        labelled evidence available (a demo split of 8 pairs alone proves nothing)."""
+        pairs = PairChain(self.eval_pairs or [], self.canonical_pairs or [])
+        return head(pairs, limit) if limit is not None else pairs
 
     def scores(self, exclude: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(text keys, rewards) in the cache, less the keys in ``exclude``: what one process
@@ -451,9 +461,10 @@ class AuditContext:
 
 
 def _fingerprint(pair: PreferencePair) -> int:
-    """A hash of what a pair's rewards depend on; strings cache their hash, so this costs a
-    tuple, not a render. With the identity check it catches a pair edited in place."""
-    return hash((pair.chosen, pair.rejected, tuple((str(m.get("role")), str(m.get("content"))) for m in pair.prompt)))
+    """A 64-bit hash of what a pair's rewards depend on (a tuple, not a render); a pair edited
+    in place gets a new one. Two pairs share one with probability about n^2 / 2^65."""
+    content = (pair.chosen, pair.rejected, tuple((str(m.get("role")), str(m.get("content"))) for m in pair.prompt))
+    return hash(content) & 0xFFFF_FFFF_FFFF_FFFF
 
 
 class TokenReadings(list):

@@ -18,8 +18,9 @@ when the effect already crosses a limit.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 from scipy import stats
@@ -32,6 +33,7 @@ from rmaudit.scoring import CHUNK_TEXTS
 from rmaudit.stats import pair_credit
 
 EVIDENCE_ROWS = 10
+CHART_PAIRS = 5000  # pairs drawn in the scatter charts (every pair enters the fits)
 
 
 @dataclass
@@ -59,13 +61,13 @@ class PreferenceSplit:
     gap_p: float | None             # Fisher exact test of accuracy vs length direction
 
 
-def response_lengths(tokenizer: Any, responses: Sequence[str]) -> np.ndarray:
+def response_lengths(tokenizer: Any, responses: Iterable[str]) -> np.ndarray:
     """Tokens of each response alone (no template, no special tokens), with the RM tokenizer."""
-    lengths = np.empty(len(responses), dtype=np.float64)
-    for start in range(0, len(responses), CHUNK_TEXTS):  # token lists of one chunk at a time, not of 100k
-        ids = tokenizer(list(responses[start:start + CHUNK_TEXTS]), add_special_tokens=False)["input_ids"]
-        lengths[start:start + len(ids)] = [len(row) for row in ids]
-    return lengths
+    lengths: list[int] = []
+    stream = iter(responses)
+    while chunk := list(itertools.islice(stream, CHUNK_TEXTS)):  # one chunk's token lists at a time, not 100k
+        lengths += [len(row) for row in tokenizer(chunk, add_special_tokens=False)["input_ids"]]
+    return np.array(lengths, dtype=np.float64)
 
 
 def fit_length(lengths: np.ndarray, rewards: np.ndarray) -> LengthFit | None:
@@ -109,18 +111,24 @@ def length_evidence(pairs: Sequence[PreferencePair], len_c, len_r, r_c, r_r, dir
     order = sorted(np.flatnonzero(follows_length), key=lambda i: -abs(len_c[i] - len_r[i]))
     return [
         {
-            "source": pairs[i].source, "row": pairs[i].row, "prompt": clip_evidence(pairs[i].prompt_text()),
-            "chosen": clip_evidence(pairs[i].chosen), "rejected": clip_evidence(pairs[i].rejected),
+            "source": pair.source, "row": pair.row, "prompt": clip_evidence(pair.prompt_text()),
+            "chosen": clip_evidence(pair.chosen), "rejected": clip_evidence(pair.rejected),
             "chosen_tokens": int(len_c[i]), "rejected_tokens": int(len_r[i]),
             "reward_chosen": metric(r_c[i]), "reward_rejected": metric(r_r[i]),
         }
-        for i in order[:EVIDENCE_ROWS]
+        for i, pair in ((i, pairs[i]) for i in order[:EVIDENCE_ROWS])
     ]
 
 
 def length_charts(len_c, len_r, r_c, r_r, pooled: LengthFit, within: LengthFit | None) -> dict[str, Any]:
+    """The scatter charts; beyond CHART_PAIRS pairs an evenly spread sample of them (the fits
+    and metrics use every pair): at 100k pairs every point made megabytes of report and of memory."""
+    n = len(len_c)
+    shown = np.unique(np.linspace(0, n - 1, num=min(n, CHART_PAIRS)).round().astype(int)) if n else np.arange(0)
+    len_c, len_r, r_c, r_r = len_c[shown], len_r[shown], r_c[shown], r_r[shown]
+    sample = f"; {len(shown):,} of {n:,} pairs shown" if len(shown) < n else ""
     charts = [{
-        "kind": "scatter", "title": f"Reward vs response length (R² = {pooled.r2:.3f})",
+        "kind": "scatter", "title": f"Reward vs response length (R² = {pooled.r2:.3f}{sample})",
         "x_label": "response length (tokens)", "y_label": "reward",
         "series": [
             {"name": "chosen", "x": len_c.tolist(), "y": r_c.tolist()},
@@ -130,7 +138,7 @@ def length_charts(len_c, len_r, r_c, r_r, pooled: LengthFit, within: LengthFit |
     }]
     if within is not None:
         charts.append({
-            "kind": "scatter", "title": f"Within pair: reward gap vs length gap (R² = {within.r2:.3f})",
+            "kind": "scatter", "title": f"Within pair: reward gap vs length gap (R² = {within.r2:.3f}{sample})",
             "x_label": "tokens(chosen) − tokens(rejected)", "y_label": "reward(chosen) − reward(rejected)",
             "series": [{"name": "pairs", "x": (len_c - len_r).tolist(), "y": (r_c - r_r).tolist()}],
             "fit": {"slope": within.slope, "intercept": within.intercept, "label": f"fit, R² = {within.r2:.3f}"},
@@ -162,9 +170,9 @@ class LengthBiasProbe(Probe):
     )
 
     def run(self, ctx) -> ProbeResult:
-        pairs = list(ctx.eval_pairs)
-        raw_c = response_lengths(ctx.tokenizer, [p.chosen for p in pairs])
-        raw_r = response_lengths(ctx.tokenizer, [p.rejected for p in pairs])
+        pairs = ctx.eval_pairs
+        raw_c = response_lengths(ctx.tokenizer, (p.chosen for p in pairs))
+        raw_r = response_lengths(ctx.tokenizer, (p.rejected for p in pairs))
         # The lengths the model saw: one huge response must not drive the fit with tokens
         # that were cut off before scoring (texts keep their end, so the response is cut last).
         bound = float(ctx.max_length) if ctx.max_length else np.inf

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
+from rmaudit.data.store import subset
 from rmaudit.findings import Comparison, Finding, Limit, Setting, Status, note
 from rmaudit.probes.base import Probe, ProbeSkipped, clip_evidence, metric, with_reasons
 from rmaudit.stats import cluster_bootstrap_statistic
@@ -97,14 +98,15 @@ class PolicyShift(Probe):
     def _human_responses(self, ctx) -> tuple[list, list, str]:
         """(reference conversations, held-out conversations, what the reference is)."""
         cap = int(self.setting("max_responses"))
-        held = [c for p in ctx.eval_pairs for c in (p.chosen_messages(), p.rejected_messages())]
         if ctx.train_pairs:
-            train = [c for p in ctx.train_pairs for c in (p.chosen_messages(), p.rejected_messages())]
-            return train[:cap], held[:cap], "training responses"
-        if len(held) < 8:
+            return (_conversations(ctx.train_pairs, 0, cap), _conversations(ctx.eval_pairs, 0, cap),
+                    "training responses")
+        n = 2 * len(ctx.eval_pairs)
+        if n < 8:
             raise ProbeSkipped("no training responses (--train-data) and too few held-out ones to split")
-        half = len(held) // 2
-        return held[:half][:cap], held[half:][:cap], "half of the held-out responses (no --train-data or manifest split)"
+        half = n // 2
+        return (_conversations(ctx.eval_pairs, 0, min(half, cap)), _conversations(ctx.eval_pairs, half, half + cap),
+                "half of the held-out responses (no --train-data or manifest split)")
 
     def _findings(self, m: dict[str, Any]) -> list[Finding]:
         findings = [self.limit("beyond_p99_share").check(m["beyond_p99_share"], (
@@ -187,3 +189,12 @@ def _chart(d_held: np.ndarray, d_policy: np.ndarray, rewards: np.ndarray, p99: f
          "y_label": "reward", "series": [{"name": "sample", "x": [metric(v) for v in d_policy],
                                            "y": [metric(v) for v in rewards]}]},
     ]}
+
+
+def _conversations(pairs, start: int, stop: int) -> list:
+    """Conversations ``start:stop`` of the pairs' chosen, rejected, chosen, ... sequence,
+    reading only the pairs they come from."""
+    out = []
+    for k, pair in enumerate(subset(pairs, range(start // 2, min(len(pairs), (stop + 1) // 2))), start=start // 2):
+        out += [c for j, c in ((2 * k, pair.chosen_messages()), (2 * k + 1, pair.rejected_messages())) if start <= j < stop]
+    return out

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from rmaudit.data.store import first_of_each
 from rmaudit.findings import Comparison, Finding, Limit, Setting, Status, note
 from rmaudit.interventions import StyleEdit, select_edits
 from rmaudit.probes.base import Probe, ProbeSkipped, clip_evidence, metric, with_reasons
@@ -140,11 +141,14 @@ def _responses(ctx, limit: int) -> list[dict[str, Any]]:
     """Distinct (prompt, chosen response) of the held-out pairs - a seeded sample of at most
     ``limit`` - topped up from the canonical battery when the held-out split is smaller (the
     demo's 7 pairs); each row's prompt is its bootstrap cluster."""
-    held_out = _distinct_chosen(ctx.eval_pairs or [], "held-out")
-    if len(held_out) > limit:
-        picked = np.random.default_rng(ctx.seed).choice(len(held_out), size=limit, replace=False)
-        held_out = [held_out[i] for i in sorted(picked)]
-    rows = held_out + _distinct_chosen(ctx.canonical_pairs or [], "canonical")[: limit - len(held_out)]
+    held = ctx.eval_pairs or []
+    picked = _distinct_chosen(held)
+    if len(picked) > limit:
+        drawn = np.random.default_rng(ctx.seed).choice(len(picked), size=limit, replace=False)
+        picked = [picked[i] for i in sorted(drawn)]
+    rows = [_response_row(held[i], "held-out") for i in picked]  # only the sample is read back
+    canonical = ctx.canonical_pairs or []
+    rows += [_response_row(canonical[i], "canonical") for i in _distinct_chosen(canonical)[: limit - len(rows)]]
     if not rows:
         raise ProbeSkipped("no responses to edit: give --data (held-out pairs) or keep the canonical pairs")
     prompt_ids: dict[tuple, int] = {}   # the cluster label: stable across runs (str hashes are salted)
@@ -153,14 +157,15 @@ def _responses(ctx, limit: int) -> list[dict[str, Any]]:
     return rows
 
 
-def _distinct_chosen(pairs, origin: str) -> list[dict[str, Any]]:
-    seen: dict[tuple, dict[str, Any]] = {}
-    for pair in pairs:
-        prompt = tuple((m["role"], m["content"]) for m in pair.prompt)
-        if pair.chosen.strip() and (prompt, pair.chosen) not in seen:
-            seen[(prompt, pair.chosen)] = {"prompt": list(pair.prompt), "response": pair.chosen,
-                                           "messages": pair.chosen_messages(), "key": prompt, "origin": origin}
-    return list(seen.values())
+def _distinct_chosen(pairs) -> list[int]:
+    """Indices of the first pair of each distinct (prompt, non-blank chosen response)."""
+    return first_of_each(pairs, lambda p: ([[m["role"], m["content"]] for m in p.prompt], p.chosen)
+                         if p.chosen.strip() else None)
+
+
+def _response_row(pair, origin: str) -> dict[str, Any]:
+    return {"prompt": list(pair.prompt), "response": pair.chosen, "messages": pair.chosen_messages(),
+            "key": tuple((m["role"], m["content"]) for m in pair.prompt), "origin": origin}
 
 
 def _chart(rows: list[dict[str, Any]]) -> dict[str, Any]:
