@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from rmaudit.data import PreferencePair, read_pairs
-from rmaudit.data.store import PairChain, PairStore, first_of_each, head, keep_where, subset
+from rmaudit.data.store import PairChain, PairStore, column, first_of_each, head, keep_where, subset
 
 
 def _pair(i: int, **extra) -> PreferencePair:
@@ -95,3 +95,20 @@ def test_duplicates_and_the_sample_are_views_of_the_store():
     assert notes["eval_duplicate_pairs_dropped"] == 1
     sample = sample_pairs(kept, 2, seed=0)
     assert isinstance(sample, PairStore) and len(sample) == 2 and all(p in list(kept) for p in sample)
+
+
+def test_a_column_is_read_once_per_store_and_its_views_inherit_it():
+    calls = []
+
+    def row_of(pair):
+        calls.append(pair.row)
+        return pair.row
+
+    store = PairStore(_pair(i) for i in range(10))
+    assert column(store, "row", row_of, np.int64).tolist() == list(range(1, 11)) and len(calls) == 10
+    view = keep_where(store, lambda p: p.row % 2 == 0)
+    assert column(view, "row", row_of, np.int64).tolist() == [2, 4, 6, 8, 10] and len(calls) == 10
+    chain = PairChain(view, [_pair(20)])  # a list part is computed each time: it may be edited
+    assert column(chain, "row", row_of, np.int64).tolist() == [2, 4, 6, 8, 10, 21] and len(calls) == 11
+    store.append(_pair(10))  # the root grew: its column is computed again
+    assert column(store, "row", row_of, np.int64)[-1] == 11 and len(calls) == 22

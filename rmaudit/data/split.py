@@ -20,8 +20,12 @@ from __future__ import annotations
 import hashlib
 import re
 import unicodedata
+from typing import Sequence
+
+import numpy as np
 
 from rmaudit.data.pairs import Message, PreferencePair
+from rmaudit.data.store import column
 
 _WHITESPACE = re.compile(r"\s+")
 
@@ -41,6 +45,13 @@ def _fold(text: str, recompose: bool) -> str:
 def prompt_hash(prompt_messages: list[Message]) -> str:
     """sha256 hex digest of the normalised prompt."""
     return hashlib.sha256(normalize_prompt(prompt_messages).encode("utf-8")).hexdigest()
+
+
+def prompt_keys(pairs: Sequence[PreferencePair]) -> np.ndarray:
+    """(N,) uint64: the first 8 bytes of each pair's prompt hash, the prompt's cluster label for
+    intervals; 8 bytes a pair where the hex digests held 0.5 KiB as strings and a numpy array.
+    Two prompts share a label with probability about n^2 / 2^65."""
+    return column(pairs, "rmaudit.prompt_key", lambda p: int(prompt_hash(p.prompt)[:16], 16), np.uint64)
 
 
 def legacy_prompt_hash(prompt_messages: list[Message]) -> str:

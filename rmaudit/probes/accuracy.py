@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from rmaudit.data.pairs import PreferencePair
-from rmaudit.data.split import prompt_hash
+from rmaudit.data.split import prompt_keys
 from rmaudit.data.store import keep_where
 from rmaudit.findings import Comparison, Finding, Limit, Setting, Status
 from rmaudit.probes.base import Probe, ProbeSkipped, clip_evidence, dtype_name, metric, with_reasons
@@ -165,11 +165,12 @@ class AccuracyProbe(Probe):
 
 def accuracy_interval(pairs: Sequence[PreferencePair], credit: np.ndarray) -> tuple[float, float, str]:
     """95% interval of the accuracy: Wilson when every prompt is unique, else clustered by prompt."""
-    prompts = [prompt_hash(p.prompt) for p in pairs]
-    if len(set(prompts)) == len(prompts):
+    prompts = prompt_keys(pairs)
+    n_prompts = len(np.unique(prompts))
+    if n_prompts == len(prompts):
         return (*wilson_interval(float(credit.sum()), len(credit)), "Wilson")
-    low, high = cluster_bootstrap_interval(credit, np.array(prompts))
-    return low, high, f"bootstrap over {len(set(prompts))} prompts"
+    low, high = cluster_bootstrap_interval(credit, prompts)
+    return low, high, f"bootstrap over {n_prompts} prompts"
 
 
 def _overall(pairs: Sequence[PreferencePair], margins: np.ndarray, std: float) -> dict[str, Any]:

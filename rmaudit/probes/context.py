@@ -18,7 +18,7 @@ from typing import Any, Callable, Hashable, Iterator, Sequence
 import numpy as np
 
 from rmaudit.data.pairs import Message, PreferencePair
-from rmaudit.data.store import PairChain, head
+from rmaudit.data.store import PairChain, column, head
 from rmaudit.modeling.manifest import Manifest
 from rmaudit.probes.base import ProbeSkipped
 from rmaudit.score_cache import ScoreCache, text_keys
@@ -166,7 +166,7 @@ class AuditContext:
         # rendering 200k conversations again to find their cache keys cost each probe about
         # 40 s (benchmarks/results/scale.md). Content, not id(): a PairStore reads a new object
         # each time, and the memo holds 16 bytes a pair, not the pair.
-        keys = np.fromiter((_fingerprint(p) for p in pairs), dtype=np.uint64, count=len(pairs))
+        keys = column(pairs, "rmaudit.fingerprint", _fingerprint, np.uint64)
         fresh = self._pair_chosen.missing(keys).tolist()
         step = max(1, CHUNK_TEXTS // 2)
         with self.progress_bar(2 * len(fresh)):

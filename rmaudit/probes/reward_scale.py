@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from rmaudit.data.split import prompt_hash
+from rmaudit.data.split import prompt_keys
 from rmaudit.findings import Comparison, Finding, Limit, Setting
 from rmaudit.probes.base import Probe, ProbeSkipped, clip_evidence, metric, percent, with_reasons
 from rmaudit.stats import cluster_bootstrap_interval
@@ -69,7 +69,7 @@ class RewardScale(Probe):
         finite = np.isfinite(rewards)
         pair_finite = np.isfinite(chosen) & np.isfinite(rejected)
         margins = (chosen - rejected)[pair_finite]
-        prompts = np.array([prompt_hash(p.prompt) for p, ok in zip(pairs, pair_finite) if ok])
+        prompts = prompt_keys(pairs)[pair_finite]
         z = np.full(len(rewards), np.inf)     # signed robust z; a non-finite reward is the most extreme
         if finite.any():
             z[finite] = robust_z(rewards[finite]) * np.sign(rewards[finite] - np.median(rewards[finite]))
@@ -80,9 +80,8 @@ class RewardScale(Probe):
             **_head_reach(ctx, pairs, int(self.setting("hidden_sample")), float(np.std(rewards[finite]))),
         }
         findings = self._findings(metrics)
-        texts = [(p, p.chosen) for p in pairs] + [(p, p.rejected) for p in pairs]
         return self.result(findings, with_reasons(_summary(metrics), findings), metrics=metrics,
-                           evidence=_evidence(texts, rewards, z) if metrics["reward_mean"] is not None else [],
+                           evidence=_evidence(pairs, rewards, z) if metrics["reward_mean"] is not None else [],
                            chart=_chart(rewards[finite], margins, float(self.setting("saturation_margin"))))
 
     def _findings(self, m: dict[str, Any]) -> list[Finding]:
@@ -162,14 +161,16 @@ def _summary(m: dict[str, Any]) -> str:
     return "; ".join(parts)
 
 
-def _evidence(texts, rewards: np.ndarray, z: np.ndarray) -> list[dict[str, Any]]:
-    """The responses furthest from the median (non-finite first): the tail PPO would climb."""
+def _evidence(pairs, rewards: np.ndarray, z: np.ndarray) -> list[dict[str, Any]]:
+    """The responses furthest from the median (non-finite first): the tail PPO would climb.
+    ``rewards`` and ``z``: every pair's chosen response, then every rejected one."""
     finite = np.isfinite(rewards)
     rows = []
     for i in np.argsort(-np.abs(z), kind="stable")[:EVIDENCE_ROWS]:
-        pair, response = texts[i]
-        rows.append({"prompt": clip_evidence(pair.prompt_text()), "response": clip_evidence(response),
-                     "side": "chosen" if i < len(texts) // 2 else "rejected",
+        pair, chosen = pairs[i % len(pairs)], i < len(pairs)  # only the rows shown are read back
+        rows.append({"prompt": clip_evidence(pair.prompt_text()),
+                     "response": clip_evidence(pair.chosen if chosen else pair.rejected),
+                     "side": "chosen" if chosen else "rejected",
                      "reward": metric(rewards[i]) if np.isfinite(rewards[i]) else str(rewards[i]),
                      "robust_z": metric(z[i], 2) if finite[i] else None})
     return rows
