@@ -11,7 +11,8 @@ import torch
 from helpers_probe_heads import fitted_rm, synthetic_pairs
 from helpers_probe import run_configured
 from rmaudit.probes.context import AuditContext
-from rmaudit.probes.length_bias import LengthBiasProbe, fit_length, preference_split, response_lengths
+from rmaudit.probes.length_bias import (LengthBiasProbe, fit_length, pair_response_lengths, preference_split,
+                                        response_lengths)
 from rmaudit.report.charts import validate_chart
 from rmaudit.results import Status
 
@@ -86,6 +87,10 @@ def test_lengths_count_response_tokens_only(content_rm):
     _, tokenizer = content_rm
     lengths = response_lengths(tokenizer, ["hello world", "hello world hello world"])
     assert lengths[1] == 2 * lengths[0] and lengths[0] == len(tokenizer("hello world", add_special_tokens=False)["input_ids"])
+    pairs = synthetic_pairs(2, 30, "content")
+    chosen, rejected = pair_response_lengths(tokenizer, iter(pairs))  # one pass, as over a stored file
+    np.testing.assert_array_equal(chosen, response_lengths(tokenizer, [p.chosen for p in pairs]))
+    np.testing.assert_array_equal(rejected, response_lengths(tokenizer, [p.rejected for p in pairs]))
 
 
 def test_preference_split_separates_length_bias_from_inaccuracy():
