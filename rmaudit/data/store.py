@@ -5,8 +5,8 @@ only one or a few of them at once. Held as Python objects an hh pair costs about
 (issue 13: 100k pairs were the largest part of the whole audit's growth of about 5 KiB a
 pair, benchmarks/results/scale.md), so the loader streams the file's pairs into a store
 instead: each pair is one JSON line in an unlinked temporary file and the store keeps its
-byte offset. Reading a pair back costs a seek and a ``json.loads`` (about 15 us for an hh
-pair), so a probe's pass over 100k pairs costs a second or two.
+byte offset. Reading a pair back costs a seek and a ``json.loads`` (about 8 us for an hh
+pair on a 2-core EPYC), so a pass over 100k pairs costs about a second.
 
 A store is a read-only :class:`~collections.abc.Sequence`; :meth:`PairStore.subset` is a
 view (the file is shared, the view keeps an array of row numbers). Each read returns a new
@@ -174,7 +174,7 @@ def column(pairs: Sequence[PreferencePair], name: str, value: Callable[[Preferen
            dtype: Any) -> np.ndarray:
     """(N,) ``value(pair)`` for every pair, as an array: a store computes it once and keeps it
     (its views inherit it), so the probes that need a pair's fingerprint or prompt label do not
-    each read every pair back from disk (at 100k pairs a pass costs about 2 s). ``name`` must
+    each read every pair back from disk (a pass over 100k pairs costs about a second). ``name`` must
     say what ``value`` computes: it is the cache key."""
     if isinstance(pairs, PairStore):
         if name not in pairs._columns:
