@@ -31,7 +31,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from rmaudit.data.pairs import PreferencePair
-from rmaudit.data.split import prompt_hash
+from rmaudit.data.split import prompt_keys
 from rmaudit.data.store import keep_where
 from rmaudit.findings import Comparison, Finding, Limit, Setting, Status, note
 from rmaudit.probes.base import Probe, ProbeSkipped, clip_evidence, metric, with_reasons
@@ -125,9 +125,10 @@ class AnnotatorProbe(Probe):
         chosen, rejected = ctx.pair_rewards(pairs)
         margins = chosen - rejected
         agreement = rm_agreement(labels.agree, margins)
-        prompts = np.array([prompt_hash(p.prompt) for p in pairs])
+        prompts = prompt_keys(pairs)
         # Rows about the same two responses to one prompt, whichever order they list them in.
-        same_pair = [(h, frozenset((p.chosen, p.rejected))) for h, p in zip(prompts, pairs)]
+        # hashes, not the texts: a stored eval file's responses are not all held in memory at once
+        same_pair = [hash((int(h), frozenset((p.chosen, p.rejected)))) for h, p in zip(prompts, pairs)]
         per_annotator = _per_annotator(labels, agreement)
         metrics: dict[str, Any] = {"annotator_kind": labels.kind, "n_pairs": len(pairs),
                                    "n_annotators": len(labels.names), "unlabelled_rows": labels.unlabelled_rows}
@@ -228,7 +229,7 @@ def _gap(agreement: np.ndarray, per_annotator: dict[str, dict[str, Any]], prompt
 
 
 def _inter_annotator(labels: AnnotatorLabels, pairs: Sequence[PreferencePair],
-                     same_pair: Sequence[tuple]) -> tuple[dict[str, Any], list[int]]:
+                     same_pair: Sequence[int]) -> tuple[dict[str, Any], list[int]]:
     """(agreement metrics, indices of pairs the annotators split on); ``same_pair[i]`` keys the
     rows that label the same two responses to one prompt."""
     if labels.kind == "panel":
@@ -243,11 +244,11 @@ def _inter_annotator(labels: AnnotatorLabels, pairs: Sequence[PreferencePair],
         return ({"inter_annotator_agreement": metric(agreed / total) if total else None,
                  "fleiss_kappa": metric(fleiss_kappa(labels.votes or [])), "n_split_pairs": len(split)}, split)
     # One annotator per row: rows that label the same two responses to one prompt.
-    groups: dict[tuple, list[tuple[str, str]]] = defaultdict(list)
+    groups: dict[int, list[tuple[str, int]]] = defaultdict(list)  # key -> (annotator, hash of their choice)
     for i, pair in enumerate(pairs):
         k = np.flatnonzero(~np.isnan(labels.agree[i]))
         if len(k):
-            groups[same_pair[i]].append((labels.names[k[0]], pair.chosen))
+            groups[same_pair[i]].append((labels.names[k[0]], hash(pair.chosen)))
     agreed = total = 0
     split_keys = set()
     for key, votes in groups.items():
@@ -284,10 +285,10 @@ def _summary(m: dict[str, Any]) -> str:
 
 
 def _evidence(pairs, labels: AnnotatorLabels, split: list[int], margins: np.ndarray,
-              same_pair: Sequence[tuple]) -> list[dict[str, Any]]:
+              same_pair: Sequence[int]) -> list[dict[str, Any]]:
     """Pairs the annotators split on (one row per pair of responses), the RM's most confident
     first; ``votes`` says which response each annotator preferred."""
-    shown: dict[tuple, dict[str, Any]] = {}
+    shown: dict[int, dict[str, Any]] = {}
     for i in sorted(split, key=lambda i: -abs(margins[i])):
         pair = pairs[i]
         key = same_pair[i]
