@@ -34,7 +34,6 @@ import torch
 
 from rmaudit.data.pairs import PreferencePair
 from rmaudit.data.split import prompt_keys
-from rmaudit.data.store import keep_where
 from rmaudit.findings import Comparison, Finding, Limit, Setting, Status
 from rmaudit.probes.base import Probe, ProbeSkipped, clip_evidence, dtype_name, metric, with_reasons
 from rmaudit.probes.padding import model_dtype
@@ -88,8 +87,7 @@ class AccuracyProbe(Probe):
     settings = (Setting("category_min_pairs", 10, "categories with fewer pairs are not graded"),)
 
     def run(self, ctx):
-        # A pair whose chosen equals its rejected carries no preference: it can only tie.
-        pairs = keep_where(ctx.eval_pairs, lambda p: p.chosen != p.rejected)
+        pairs = ctx.preference_pairs()
         if not pairs:
             raise ProbeSkipped("every held-out pair has identical chosen and rejected responses")
         std = ctx.reward_std()

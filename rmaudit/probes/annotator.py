@@ -32,7 +32,6 @@ import numpy as np
 
 from rmaudit.data.pairs import PreferencePair
 from rmaudit.data.split import prompt_keys
-from rmaudit.data.store import keep_where
 from rmaudit.findings import Comparison, Finding, Limit, Setting, Status, note
 from rmaudit.probes.base import Probe, ProbeSkipped, clip_evidence, metric, with_reasons
 from rmaudit.stats import cluster_bootstrap_statistic, pair_credit, wilson_interval
@@ -120,7 +119,7 @@ class AnnotatorProbe(Probe):
     settings = (Setting("min_pairs", 20, "annotators with fewer non-tie labels are not compared"),)
 
     def run(self, ctx):
-        pairs = keep_where(ctx.eval_pairs, lambda p: p.chosen != p.rejected)
+        pairs = ctx.preference_pairs()
         labels = self._labels(ctx, pairs)
         chosen, rejected = ctx.pair_rewards(pairs)
         margins = chosen - rejected

@@ -18,7 +18,7 @@ from typing import Any, Callable, Hashable, Iterator, Sequence
 import numpy as np
 
 from rmaudit.data.pairs import Message, PreferencePair
-from rmaudit.data.store import PairChain, column, head
+from rmaudit.data.store import PairChain, column, head, keep_where
 from rmaudit.modeling.manifest import Manifest
 from rmaudit.probes.base import ProbeSkipped
 from rmaudit.score_cache import ScoreCache, text_keys
@@ -400,6 +400,11 @@ class AuditContext:
             return [pool[int(shorter[i])] for i in picks]
 
         return self.shared(("short_pairs", limit), compute)
+
+    def preference_pairs(self) -> Sequence[PreferencePair]:
+        """The held-out pairs whose chosen differs from their rejected: a pair of two identical
+        responses carries no preference and can only tie. One pass over the pairs per audit."""
+        return self.shared("preference_pairs", lambda: keep_where(self.eval_pairs or [], lambda p: p.chosen != p.rejected))
 
     def labelled_pairs(self, limit: int | None = None) -> Sequence[PreferencePair]:
         """Held-out pairs first, then the canonical battery, at most ``limit`` (a list): the most
