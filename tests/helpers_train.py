@@ -9,7 +9,6 @@ from __future__ import annotations
 import functools
 import json
 import sys
-import tempfile
 from pathlib import Path
 
 import torch
@@ -17,6 +16,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from scratch import scratch_dir  # noqa: E402
 from tiny_models import tiny_config, tiny_tokenizer  # noqa: E402
 
 
@@ -30,7 +30,7 @@ def tiny_base_dir(hidden: int = 32, layers: int = 2, seed: int = 0) -> Path:
     config.architectures = ["LlamaForCausalLM"]
     torch.manual_seed(seed)
     model = LlamaForCausalLM(config)
-    out = Path(tempfile.mkdtemp(prefix="rmaudit-tiny-base-"))
+    out = scratch_dir("tiny-base-")
     model.save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)
     return out

@@ -24,6 +24,7 @@ from rmaudit.modeling.manifest import Manifest
 from rmaudit.probes.canonical_pairs import load_canonical_pairs
 from rmaudit.probes.chat_template import known_templates
 from rmaudit.probes.context import AuditContext
+from scratch import scratch_dir
 from tiny_models import make_tiny_rm, tiny_rm, tiny_tokenizer
 
 Factory = Callable[[Path], AuditContext]
@@ -111,12 +112,10 @@ def _policy(template: str):
 @functools.cache
 def trained_run(lr: float, steps: int = 24) -> Path:
     """A real `rmaudit train` run folder (tiny base, real metrics.jsonl); a tiny lr never learns."""
-    import tempfile
-
     from rmaudit.train import train
     from rmaudit.train.config import build_config
 
-    root = Path(tempfile.mkdtemp(prefix=f"rmaudit-run-lr{lr:g}-"))
+    root = scratch_dir(f"run-lr{lr:g}-")
     data = write_pairs(root / "pairs.jsonl", small_pairs(32))
     train(build_config(overrides=dict(
         base=str(tiny_base_dir()), data=str(data), out=str(root / "run"), dtype="float32", progress=False,

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import csv
 import json
-import tempfile
 from pathlib import Path
 
 from hypothesis import HealthCheck, example, given, settings
@@ -16,6 +15,7 @@ from rmaudit.data import load_pairs, prompt_hash
 from rmaudit.data.hh import join_hh_transcript, split_hh_transcript
 from rmaudit.data.split import normalize_prompt
 from rmaudit.errors import RmauditInputError
+from scratch import scratch_dir
 
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 # Any text a dataset might hold, control characters and bidi overrides included (no NUL or lone
@@ -25,7 +25,7 @@ NON_BLANK = TEXT.filter(lambda t: t.strip() != "")
 
 
 def _write(rows: list[dict], suffix: str) -> Path:
-    path = Path(tempfile.mkdtemp()) / f"data{suffix}"
+    path = scratch_dir() / f"data{suffix}"
     if suffix == ".jsonl":
         path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
     elif suffix == ".json":
@@ -56,7 +56,7 @@ def test_explicit_rows_round_trip_through_every_text_format(rows, suffix):
 @SETTINGS
 @given(raw=st.binary(max_size=300), suffix=st.sampled_from([".jsonl", ".json", ".csv", ".tsv", ".jsonl.gz"]))
 def test_arbitrary_bytes_give_pairs_or_a_one_line_input_error(raw, suffix):
-    path = Path(tempfile.mkdtemp()) / f"data{suffix}"
+    path = scratch_dir() / f"data{suffix}"
     path.write_bytes(raw)
     try:
         load_pairs(path)

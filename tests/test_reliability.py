@@ -10,6 +10,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -342,6 +343,7 @@ def test_an_internal_error_asks_for_a_bug_report_without_a_raw_traceback(rm, dat
         raise ZeroDivisionError("division by zero")
 
     monkeypatch.setattr(rmaudit.audit, "run_audit", bug)
+    monkeypatch.setattr(tempfile, "tempdir", str(in_tmp))  # the crash report lands here, not in /tmp
     code, err = check(capsys, rm, data, in_tmp / "o")
     assert code == 3 and "Traceback" not in err
     assert "internal error: ZeroDivisionError: division by zero" in err and "bug report" in err

@@ -18,6 +18,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED = REPO_ROOT.parent / "shared"
 HH_FILE = SHARED / "data" / "hh-rlhf-harmless-base-test.jsonl.gz"
 from rmaudit.modeling.builtin_models import SMOLLM2_GGUF, smollm2_dir  # noqa: E402
+from scratch import scratch_dir  # noqa: E402
 
 
 def require_smollm2() -> Path:
@@ -36,13 +37,11 @@ def require_shared_hh() -> Path:
 @functools.lru_cache(maxsize=1)
 def _tokenizer_folder() -> Path:
     """SmolLM2's tokenizer saved once as a plain folder (parsing the GGUF takes seconds)."""
-    import tempfile
-
     from transformers import AutoTokenizer
 
     folder = require_smollm2()
     tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=SMOLLM2_GGUF)
-    out = Path(tempfile.mkdtemp(prefix="rmaudit-tiny-tokenizer-"))
+    out = scratch_dir("tiny-tokenizer-")
     tokenizer.save_pretrained(out)
     return out
 
