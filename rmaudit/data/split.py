@@ -25,7 +25,7 @@ from typing import Sequence
 import numpy as np
 
 from rmaudit.data.pairs import Message, PreferencePair
-from rmaudit.data.store import column
+from rmaudit.data.store import column, subset
 
 _WHITESPACE = re.compile(r"\s+")
 
@@ -73,18 +73,15 @@ def on_eval_side(pair: PreferencePair, eval_fraction: float, salt: str = "") -> 
     return split_position(prompt_hash(pair.prompt), salt) < eval_fraction
 
 
-def split_by_prompt(pairs: list[PreferencePair], eval_fraction: float,
-                    salt: str = "") -> tuple[list[PreferencePair], list[PreferencePair]]:
+def split_by_prompt(pairs: Sequence[PreferencePair], eval_fraction: float,
+                    salt: str = "") -> tuple[Sequence[PreferencePair], Sequence[PreferencePair]]:
     """Split pairs into (train, eval) by prompt; pairs sharing a prompt stay together.
 
     Input order is kept within each side. ``salt`` gives a different, equally deterministic
-    split of the same prompts.
+    split of the same prompts. A list gives two lists, a :class:`PairStore` two views of it.
     """
     if not 0.0 <= eval_fraction <= 1.0:
         raise ValueError(f"eval_fraction must be between 0 and 1, got {eval_fraction}")
-    train: list[PreferencePair] = []
-    evaluation: list[PreferencePair] = []
-    for pair in pairs:
-        side = evaluation if on_eval_side(pair, eval_fraction, salt) else train
-        side.append(pair)
-    return train, evaluation
+    held_out = [on_eval_side(pair, eval_fraction, salt) for pair in pairs]
+    return (subset(pairs, [i for i, side in enumerate(held_out) if not side]),
+            subset(pairs, [i for i, side in enumerate(held_out) if side]))

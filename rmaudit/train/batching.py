@@ -43,10 +43,10 @@ class EncodedPair:
 
 
 class PairDataset(torch.utils.data.Dataset):
-    """A list of EncodedPair as a map-style dataset."""
+    """A sequence of EncodedPair (a list, an EncodedPairStore) as a map-style dataset; not copied."""
 
     def __init__(self, pairs: Sequence[EncodedPair]):
-        self.pairs = list(pairs)
+        self.pairs = pairs
 
     def __len__(self) -> int:
         return len(self.pairs)

@@ -16,6 +16,9 @@ from typing import Any
 from rmaudit.data.pairs import PreferencePair
 from rmaudit.scoring import render, tokenize_rendered
 from rmaudit.train.batching import EncodedPair
+from rmaudit.train.encoded_store import EncodedPairStore
+
+ENCODE_CHUNK = 512  # pairs rendered and tokenized at once: the fast tokenizer's batches stay large
 
 
 @dataclass
@@ -62,14 +65,29 @@ def _truncate_prompt(ids: list[int], n_prompt: int | None, max_length: int, bos_
 
 
 def encode_pairs(tokenizer: Any, pairs: Sequence[PreferencePair], max_length: int,
-                 policy: str) -> tuple[list[EncodedPair], LengthReport]:
-    """Token ids for every pair that survives the over-length policy, and the counts."""
+                 policy: str) -> tuple[EncodedPairStore, LengthReport]:
+    """Token ids for every pair that survives the over-length policy, and the counts. Pairs are
+    rendered and tokenized ENCODE_CHUNK at a time into an :class:`EncodedPairStore`, so neither
+    the texts nor the tokenizer's output for the whole file are held at once."""
     report = LengthReport(policy=policy, max_length=max_length, total=len(pairs))
+    encoded = EncodedPairStore()
+    chunk: list[PreferencePair] = []
+    for pair in pairs:
+        chunk.append(pair)
+        if len(chunk) == ENCODE_CHUNK:
+            _encode_chunk(tokenizer, chunk, max_length, policy, report, encoded)
+            chunk = []
+    if chunk:
+        _encode_chunk(tokenizer, chunk, max_length, policy, report, encoded)
+    return encoded, report
+
+
+def _encode_chunk(tokenizer: Any, pairs: list[PreferencePair], max_length: int, policy: str,
+                  report: LengthReport, encoded: EncodedPairStore) -> None:
     chosen_texts = [render(tokenizer, p.chosen_messages()) for p in pairs]
     rejected_texts = [render(tokenizer, p.rejected_messages()) for p in pairs]
     chosen_ids, _ = tokenize_rendered(tokenizer, chosen_texts)
     rejected_ids, _ = tokenize_rendered(tokenizer, rejected_texts)
-    encoded = []
     for i, pair in enumerate(pairs):
         sides = [chosen_ids[i], rejected_ids[i]]
         if max(len(s) for s in sides) > max_length:
@@ -85,4 +103,3 @@ def encode_pairs(tokenizer: Any, pairs: Sequence[PreferencePair], max_length: in
             report.truncated += 1
         report.kept += 1
         encoded.append(EncodedPair(sides[0], sides[1], pair.margin))
-    return encoded, report

@@ -27,7 +27,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 from accelerate import Accelerator
@@ -37,7 +37,7 @@ from torch import nn
 
 from rmaudit.atomic import replace_dir
 from rmaudit.devices import resolve_dtype
-from rmaudit.data import builtin_demo_path, load_pairs, prompt_hash, split_by_prompt
+from rmaudit.data import builtin_demo_path, prompt_hash, read_pairs, split_by_prompt
 from rmaudit.errors import RmauditInputError, input_error
 from rmaudit.modeling.builtin_models import SMOLLM2_GGUF, require_smollm2_dir
 from rmaudit.modeling.checkpoint import save_checkpoint
@@ -50,6 +50,7 @@ from rmaudit.train.batching import (EncodedPair, LengthGroupedBatchSampler, Pair
                                     padded_fraction, stack_batch)
 from rmaudit.train.config import TrainConfig, write_config
 from rmaudit.train.encode import encode_pairs
+from rmaudit.train.encoded_store import pair_lengths
 from rmaudit.train.loss import bradley_terry_loss, pair_statistics, split_stacked
 from rmaudit.train.metrics import MetricsLog
 from rmaudit.train.optim import build_optimizer, build_scheduler
@@ -165,9 +166,10 @@ class BradleyTerryRecipe:
     def setup_data(self) -> None:
         cfg = self.config
         data_path = Path(cfg.data) if cfg.data else builtin_demo_path()
-        pairs = load_pairs(data_path, adapter=cfg.adapter, limit=cfg.limit)
+        # Stored, not held: encoding reads each pair once (rmaudit/data/store.py).
+        pairs = read_pairs(data_path, adapter=cfg.adapter, limit=cfg.limit, store=True).pairs
         if cfg.eval_data:
-            eval_pairs = load_pairs(cfg.eval_data, adapter=cfg.adapter, limit=cfg.limit)
+            eval_pairs = read_pairs(cfg.eval_data, adapter=cfg.adapter, limit=cfg.limit, store=True).pairs
             train_pairs = pairs
         else:
             train_pairs, eval_pairs = split_by_prompt(pairs, cfg.eval_fraction)
@@ -253,11 +255,11 @@ class BradleyTerryRecipe:
             tracker = self.accelerator
         self.log = MetricsLog(self.out / METRICS_FILE, self.main, self.total_steps, cfg.progress, tracker=tracker)
 
-    def batch_lengths(self, pairs: list[EncodedPair]) -> list[int]:
+    def batch_lengths(self, pairs: Sequence[EncodedPair]) -> list[int]:
         """What a pair adds to its batch's width, to group pairs by: its packed row's width when
         pairs are packed (grouping by the longer side would pad packed batches 10-13% instead
         of 2%), its longer side otherwise."""
-        return [p.packed_length if self.share_prefixes else p.length for p in pairs]
+        return pair_lengths(pairs, packed=self.share_prefixes)
 
     def maybe_resume(self) -> None:
         if not self.config.resume:

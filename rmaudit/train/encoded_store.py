@@ -1,0 +1,95 @@
+"""`EncodedPairStore`: the trainer's token ids in a temporary file, 28 bytes a pair in memory.
+
+The trainer encodes every pair once before step 1 and reads a batch of them per step. As
+Python lists an hh pair's token ids cost about 36 bytes a token (an int object and its
+pointer), some 18 KiB a pair at 512 tokens: 100k pairs held 1.8 GB before the first step
+(benchmarks/results/train_scale.md). The store writes each pair's ids as int32 to an unlinked
+temporary file and keeps, per pair, where they start, both sides' lengths, the shared-prefix
+length (computed once, the packed row reads it every step) and the margin. Reading a pair back
+is one ``os.pread`` of both sides, microseconds against a training step's seconds.
+
+It is the training-side twin of :class:`rmaudit.data.store.PairStore`, which holds the pairs'
+texts for the audit and for encoding.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from array import array
+from typing import Iterator, Sequence
+
+import numpy as np
+
+from rmaudit.train.batching import EncodedPair
+
+_TOKEN = np.dtype("<i4")  # token ids: every vocabulary has fewer than 2**31 tokens
+
+
+class EncodedPairStore(Sequence[EncodedPair]):
+    """Encoded pairs in a temporary file (see the module docstring): ``append`` while encoding,
+    then index; each read returns a new :class:`EncodedPair`."""
+
+    def __init__(self) -> None:
+        self._file = tempfile.TemporaryFile(prefix="rmaudit-tokens-")  # unlinked: gone when closed or at exit
+        self._starts = array("q")
+        self._chosen = array("i")
+        self._rejected = array("i")
+        self._shared = array("i")
+        self._margins = array("d")  # NaN: the pair has no margin
+        self._end = 0
+        self._flushed = True
+
+    def append(self, pair: EncodedPair) -> None:
+        ids = np.asarray(pair.chosen_ids + pair.rejected_ids, dtype=_TOKEN)
+        self._file.write(ids.tobytes())
+        self._flushed = False
+        self._starts.append(self._end)
+        self._end += ids.nbytes
+        self._chosen.append(len(pair.chosen_ids))
+        self._rejected.append(len(pair.rejected_ids))
+        self._shared.append(pair.shared)
+        self._margins.append(float("nan") if pair.margin is None else pair.margin)
+
+    def __len__(self) -> int:
+        return len(self._starts)
+
+    def __getitem__(self, index):  # type: ignore[override]
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        if index < 0:
+            index += len(self)
+        if not 0 <= index < len(self):
+            raise IndexError(index)
+        if not self._flushed:
+            self._file.flush()
+            self._flushed = True
+        n_chosen, n_rejected = self._chosen[index], self._rejected[index]
+        raw = os.pread(self._file.fileno(), (n_chosen + n_rejected) * _TOKEN.itemsize, self._starts[index])
+        ids = np.frombuffer(raw, dtype=_TOKEN).tolist()
+        margin = self._margins[index]
+        return EncodedPair(ids[:n_chosen], ids[n_chosen:], None if margin != margin else margin)
+
+    def __iter__(self) -> Iterator[EncodedPair]:
+        for index in range(len(self)):
+            yield self[index]
+
+    def __repr__(self) -> str:
+        return f"EncodedPairStore({len(self)} pairs)"
+
+    def lengths(self) -> np.ndarray:
+        """(N,) each pair's longer side: its width in a stacked batch."""
+        return np.maximum(np.frombuffer(self._chosen, dtype=np.int32), np.frombuffer(self._rejected, dtype=np.int32))
+
+    def packed_lengths(self) -> np.ndarray:
+        """(N,) each pair's packed row width: the shared tokens once, then each side's own."""
+        chosen = np.frombuffer(self._chosen, dtype=np.int32).astype(np.int64)
+        return chosen + np.frombuffer(self._rejected, dtype=np.int32) - np.frombuffer(self._shared, dtype=np.int32)
+
+
+def pair_lengths(pairs: Sequence[EncodedPair], packed: bool) -> list[int]:
+    """Each pair's width in its batch (packed row, or the longer side), from a store's arrays
+    without reading a token back, or from the pairs themselves."""
+    if isinstance(pairs, EncodedPairStore):
+        return (pairs.packed_lengths() if packed else pairs.lengths()).tolist()
+    return [p.packed_length if packed else p.length for p in pairs]
