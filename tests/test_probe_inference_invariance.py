@@ -4,6 +4,7 @@ is graded against the bf16 bound; end-of-turn edits report their accuracy effect
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from helpers_probe import run_configured
@@ -162,6 +163,28 @@ def test_a_batched_float32_reading_reuses_the_batch_of_one_readings(tmp_path, mo
     assert (ctx.float32_rewards(texts[:6]) == alone).all() and scored == []  # nothing read again
     batched = ctx.float32_rewards(texts)
     assert (batched[:6] == alone).all() and sorted(scored) == sorted(set(texts[6:]))
+
+
+def test_a_float32_reading_of_lazily_rendered_pairs_in_chunks_equals_one_read_at_once(tmp_path, monkeypatch):
+    """accuracy's float32 regrade reads every held-out pair: it passes the pairs rendered on
+    access and the keys are taken a chunk at a time, so 100k pairs are never all in memory
+    as texts or token ids. Chunked, lazy and at once must give the same rewards."""
+    import rmaudit.scoring
+    from rmaudit.probes.context import RenderedPairs
+
+    require_smollm2()
+    loaded = load_reward_model(make_tiny_rm(tmp_path / "rm"))
+
+    def fresh():
+        return AuditContext(checkpoint=tmp_path / "rm", model=loaded.model, tokenizer=loaded.tokenizer,
+                            eval_pairs=PAIRS)
+
+    at_once = fresh().float32_rewards(fresh().pair_texts(PAIRS))
+    monkeypatch.setattr(rmaudit.scoring, "CHUNK_TEXTS", 3)
+    ctx = fresh()
+    lazy = ctx.float32_rewards(RenderedPairs(ctx, PAIRS))
+    np.testing.assert_allclose(lazy, at_once, rtol=0, atol=1e-5)
+    assert len(lazy) == 2 * len(PAIRS) > 3
 
 
 def test_a_float32_reading_shows_its_own_bar_counting_the_texts_it_reads(tmp_path, monkeypatch):

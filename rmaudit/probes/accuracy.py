@@ -36,6 +36,7 @@ from rmaudit.data.pairs import PreferencePair
 from rmaudit.data.split import prompt_keys
 from rmaudit.findings import Comparison, Finding, Limit, Setting, Status
 from rmaudit.probes.base import Probe, ProbeSkipped, clip_evidence, dtype_name, metric, with_reasons
+from rmaudit.probes.context import RenderedPairs
 from rmaudit.probes.padding import model_dtype
 from rmaudit.stats import cluster_bootstrap_interval, pair_credit, sigmoid, wilson_interval
 
@@ -97,7 +98,7 @@ class AccuracyProbe(Probe):
         regraded = any(f.status is not Status.PASS for f in check)
         if regraded:
             # bf16 flips too many checked verdicts to grade accuracy on it: grade it on float32.
-            exact = ctx.float32_rewards(ctx.pair_texts(pairs), alone=False)
+            exact = ctx.float32_rewards(RenderedPairs(ctx, pairs), alone=False)  # rendered as scored
             chosen, rejected = exact[:len(pairs)], exact[len(pairs):]
             check[0].message += "; accuracy was therefore read in float32 on every held-out pair"
         margins = chosen - rejected

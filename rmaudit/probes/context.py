@@ -323,7 +323,7 @@ class AuditContext:
             # a bar of its own: float32 is the audit's slowest read a token (1.6x bf16 on an
             # AVX512-BF16 CPU, benchmarks/results/scoring.md), 10 s of canonical_pairs on SmolLM2
             with self.progress_bar(len(todo), "float32 reference") as advance:
-                result = score_texts(model, self.tokenizer, [texts[i] for i in todo], progress=advance,
+                result = score_texts(model, self.tokenizer, _Picked(texts, todo), progress=advance,
                                      pooling=self._float32_pooling(model, pooling), max_length=self.max_length,
                                      **batching)
             self._float32_cache.update(keys[todo], result.rewards)
@@ -363,17 +363,23 @@ class AuditContext:
 
     def _float32_keys(self, model: Any, texts: Sequence[str], pooling: str | None,
                       modes: Sequence[bytes]) -> list[np.ndarray]:
-        """Keys of ``texts`` in the float32 cache under each of ``modes`` (texts tokenised once):
+        """Keys of ``texts`` in the float32 cache under each of ``modes`` (texts tokenised once,
+        CHUNK_TEXTS at a time, so accuracy's regrade of 100k pairs holds keys, not token ids):
         by the ids read where they name the reward (a plain reading), so the two poolings of one
         text share a forward when they read the same ids; else by text and pooling."""
-        from rmaudit.scoring import plain_readings, tokenize_rendered
+        from rmaudit.scoring import CHUNK_TEXTS, plain_readings, tokenize_rendered
 
         pooling = self._float32_pooling(model, pooling)
-        readings = plain_readings(model, self.tokenizer, tokenize_rendered(self.tokenizer, texts, self.max_length)[0],
-                                  pooling)
-        named = [" ".join(map(str, r)) for r in readings] if readings is not None else texts
-        suffix = b"ids" if readings is not None else pooling.encode()
-        return [text_keys(named, salt=mode + suffix) for mode in modes]
+        parts: list[list[np.ndarray]] = [[] for _ in modes]
+        for start in range(0, len(texts), CHUNK_TEXTS):
+            chunk = texts[start:start + CHUNK_TEXTS]
+            ids = tokenize_rendered(self.tokenizer, chunk, self.max_length)[0]
+            readings = plain_readings(model, self.tokenizer, ids, pooling)
+            named = [" ".join(map(str, r)) for r in readings] if readings is not None else chunk
+            suffix = b"ids" if readings is not None else pooling.encode()
+            for part, mode in zip(parts, modes):
+                part.append(text_keys(named, salt=mode + suffix))
+        return [np.concatenate(part) if part else np.empty(0, dtype=np.uint64) for part in parts]
 
     def shared(self, key: Hashable, compute: Callable[[], Any]) -> Any:
         """``compute()`` once per audit for ``key``: a result several probes compute the same
@@ -477,6 +483,21 @@ class TokenReadings(list):
     (``Probe.plan``): another trainer's tokenisation of the audit's conversations. The
     scoring plan reads them with the texts, so one that begins a text (OpenRLHF's ids are
     the audit's less a trailing newline) costs no forward pass of its own."""
+
+
+class _Picked(Sequence[str]):
+    """``texts[i]`` for each of ``indices``, read on access (a lazy ``texts`` stays lazy)."""
+
+    def __init__(self, texts: Sequence[str], indices: np.ndarray):
+        self._texts, self._indices = texts, indices
+
+    def __len__(self) -> int:
+        return len(self._indices)
+
+    def __getitem__(self, index):  # type: ignore[override]
+        if isinstance(index, slice):
+            return [self._texts[int(i)] for i in self._indices[index]]
+        return self._texts[int(self._indices[index])]
 
 
 class RenderedPairs(Sequence[str]):
