@@ -7,11 +7,16 @@ so every text is distinct (as ``bench_memory.py``); the model is a tiny random L
 model (2 layers, hidden 64) with SmolLM2's real tokenizer, so the figures show the audit's
 own costs - the probes' statistics, the scoring plan's bookkeeping, the loaded pairs - and
 how they grow, not a big model's forward pass (that is ``bench_audit.py``'s job).
-``prompt_leakage`` and the policy probes skip (no training data or policy is given;
-``bench_leakage.py`` measures the leakage index at 1M x 100k).
+The policy probes skip (no policy is given). ``prompt_leakage`` skips unless
+``--train-data``: then a training file of as many pairs, each with a prompt of its own (the
+hh prompt with a numbered suffix, none of them an eval prompt), so its index of distinct
+training prompts grows with the size (``bench_leakage.py`` times that index at 1M x 100k).
+``--annotators K`` names one of K annotators on each eval row and audits with
+``--annotator-field``, so the ``annotator`` probe runs.
 
     python benchmarks/bench_scale.py                        # 1k, 10k, 100k; writes results/scale.md
     python benchmarks/bench_scale.py --sizes 1000 --no-write
+    python benchmarks/bench_scale.py --train-data --annotators 20   # every data-reading probe
 """
 
 from __future__ import annotations
@@ -40,19 +45,27 @@ def tiny_checkpoint(folder: Path) -> Path:
     return folder
 
 
-def write_eval(path: Path, n: int) -> None:
+def write_eval(path: Path, n: int, annotators: int = 0, own_prompts: bool = False) -> None:
+    """``n`` distinct hh pairs as JSON lines; ``annotators``: an ``annotator`` field naming one
+    of that many; ``own_prompts``: every prompt made distinct (and unlike any eval prompt)."""
     from bench_memory import distinct_pairs
 
     with path.open("w", encoding="utf-8") as fh:
-        for pair in distinct_pairs(n):
-            fh.write(json.dumps({"prompt": pair.prompt, "chosen": pair.chosen, "rejected": pair.rejected}) + "\n")
+        for i, pair in enumerate(distinct_pairs(n)):
+            prompt = pair.prompt
+            if own_prompts:
+                prompt = [*prompt[:-1], {**prompt[-1], "content": f"{prompt[-1]['content']} [train {i}]"}]
+            row = {"prompt": prompt, "chosen": pair.chosen, "rejected": pair.rejected}
+            if annotators:
+                row["annotator"] = f"annotator-{i % annotators}"
+            fh.write(json.dumps(row) + "\n")
 
 
-def audit(checkpoint: Path, data: Path, n: int, max_length: int) -> dict:
+def audit(checkpoint: Path, data: Path, n: int, max_length: int, extra: list[str]) -> dict:
     with tempfile.TemporaryDirectory() as out:
         cmd = [sys.executable, "-m", "rmaudit", "check", str(checkpoint), "--data", str(data), "--probes", "all",
                "--max-pairs", str(n), "--max-length", str(max_length), "--dtype", "float32", "--out", out,
-               "--no-progress"]
+               "--no-progress", *extra]
         wall, peak, _ = timed(cmd, REPO, ok=(0, 1))  # 1 = the gate failed, still a complete audit
         report = json.loads((Path(out) / "report.json").read_text())
     return {"pairs": n, "wall_s": wall, "peak_mb": peak, "plan": report["context"].get("scoring_plan") or {},
@@ -75,6 +88,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10_000, 100_000])
     parser.add_argument("--max-length", type=int, default=256)
+    parser.add_argument("--train-data", action="store_true", help="also a training file of as many pairs, each "
+                        "prompt its own, so prompt_leakage runs")
+    parser.add_argument("--annotators", type=int, default=0, help="name one of K annotators per eval row, so the "
+                        "annotator probe runs")
     parser.add_argument("--label", default="", help="a heading for this run (e.g. the commit)")
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
@@ -82,11 +99,16 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-scale-") as tmp:
         checkpoint = tiny_checkpoint(Path(tmp) / "rm")
         for n in args.sizes:
-            write_eval(Path(tmp) / "eval.jsonl", n)
-            rows.append(audit(checkpoint, Path(tmp) / "eval.jsonl", n, args.max_length))
+            write_eval(Path(tmp) / "eval.jsonl", n, annotators=args.annotators)
+            extra = ["--annotator-field", "annotator"] if args.annotators else []
+            if args.train_data:
+                write_eval(Path(tmp) / "train.jsonl", n, own_prompts=True)
+                extra += ["--train-data", str(Path(tmp) / "train.jsonl")]
+            rows.append(audit(checkpoint, Path(tmp) / "eval.jsonl", n, args.max_length, extra))
             print(f"{n:,} pairs: {rows[-1]['wall_s']:.1f} s, peak {rows[-1]['peak_mb']:.0f} MiB", file=sys.stderr)
+    flags = (" --train-data" if args.train_data else "") + (f" --annotators {args.annotators}" if args.annotators else "")
     report = (f"## {args.label or date.today().isoformat()}\n\nMachine: {machine_line()}. Run: `python benchmarks/bench_scale.py "
-              f"--sizes {' '.join(map(str, args.sizes))} --max-length {args.max_length}`, alone on the machine; tiny "
+              f"--sizes {' '.join(map(str, args.sizes))} --max-length {args.max_length}{flags}`, alone on the machine; tiny "
               f"random Llama RM (2 layers, hidden 64), SmolLM2's tokenizer, float32. The {TOP_PROBES} slowest probes "
               f"at the largest size:\n\n{table(rows)}\n")
     publish(report, RESULTS, "Scale benchmark: the whole audit at 1k to 100k eval pairs", write=not args.no_write)
