@@ -2,11 +2,12 @@
 
 The trainer encodes every pair once before step 1 and reads a batch of them per step. As
 Python lists an hh pair's token ids cost about 36 bytes a token (an int object and its
-pointer), some 18 KiB a pair at 512 tokens: 100k pairs held 1.8 GB before the first step
-(benchmarks/results/train_scale.md). The store writes each pair's ids as int32 to an unlinked
-temporary file and keeps, per pair, where they start, both sides' lengths, the shared-prefix
-length (computed once, the packed row reads it every step) and the margin. Reading a pair back
-is one ``os.pread`` of both sides, microseconds against a training step's seconds.
+pointer), some 18 KiB a pair at 512 tokens; with the texts and the tokenizer's output for the
+whole file besides, 100k hh pairs peaked at 4.7 GiB (benchmarks/results/train_scale.md). The
+store writes each pair's ids as int32 to an unlinked temporary file and keeps, per pair, where
+they start, both sides' lengths, the shared-prefix length (the packed widths the sampler sorts
+by) and the margin. Reading a pair back is one ``os.pread`` of both sides, microseconds against
+a training step's seconds.
 
 It is the training-side twin of :class:`rmaudit.data.store.PairStore`, which holds the pairs'
 texts for the audit and for encoding.
