@@ -41,6 +41,7 @@ from rmaudit.text.near_duplicates import (  # noqa: E402
     shingle_texts,
 )
 from rmaudit.probes.prompt_leakage import PromptLeakage, exact_text  # noqa: E402
+from rmaudit.runner import run_probe as run_one_probe  # noqa: E402
 
 HH = REPO.parent / "shared" / "data" / "hh-rlhf-harmless-base-test.jsonl.gz"
 
@@ -124,10 +125,10 @@ def make_splits(n_train: int, n_eval: int, leak_fraction: float, seed: int = 0):
 
 def run_probe(train, evaluation) -> tuple[float, float, object]:
     """(wall seconds, CPU seconds of this process, result) of one probe run."""
-    probe = PromptLeakage()
+    probe = PromptLeakage()  # default limits and settings, as `rmaudit check` runs it
     ctx = AuditContext(checkpoint=Path("."), train_pairs=train, eval_pairs=evaluation)
     start, cpu = time.perf_counter(), time.process_time()
-    result = probe.run(ctx, dict(probe.default_thresholds))
+    result = run_one_probe(probe, ctx)
     return time.perf_counter() - start, time.process_time() - cpu, result
 
 

@@ -16,6 +16,7 @@ from rmaudit.data import load_pairs, split_by_prompt
 from rmaudit.probes.context import AuditContext
 from rmaudit.text.near_duplicates import (
     NearDuplicateConfig,
+    distinct_shingles,
     find_near_duplicates,
     normalise_text,
     normalise_texts,
@@ -265,6 +266,8 @@ def test_shingles_match_python_sets():
             expected = ({tuple(words[j:j + k]) for j in range(len(words) - k + 1)} if len(words) >= k
                         else ({tuple(words)} if words else set()))
             assert len(set(sh.of(i).tolist())) == len(expected), (k, t)
+            # the confirmation step's shingle set: sorted, each shingle once
+            assert distinct_shingles(sh).of(i).tolist() == sorted(set(sh.of(i).tolist())), (k, t)
     assert set(shingle_texts(["a b c d"], 2).of(0).tolist()) <= set(shingle_texts(["a b c d a b"], 2).of(0).tolist())
 
 
@@ -299,6 +302,10 @@ def test_lsh_finds_every_pair_brute_force_finds(hh_pairs, shingle_words):
         else:
             assert qi not in found
     assert len(found) >= 20
+    # Texts are shingled a chunk at a time (bounded memory); chunk edges change nothing.
+    chunked = find_near_duplicates(queries, corpus, NearDuplicateConfig(
+        threshold=0.7, shingle_words=shingle_words, boilerplate_fraction=1.0, chunk_texts=7))
+    assert chunked == [found[k] for k in sorted(found)]
 
 
 def test_template_boilerplate_alone_does_not_make_a_near_duplicate(hh_pairs):

@@ -72,7 +72,7 @@ class UniquePrompts:
 
 
 def unique_prompts(pairs: Sequence[PreferencePair], progress: Progress | None = None, stage: str = "",
-                   chunk: int = 20000) -> UniquePrompts:
+                   chunk: int = 5000) -> UniquePrompts:
     """Normalise every prompt once (in batches) and group the pairs by normalised prompt."""
     out = UniquePrompts(row_to_unique=np.full(len(pairs), -1, np.int64))
     for lo in range(0, len(pairs), chunk):

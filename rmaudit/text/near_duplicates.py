@@ -111,7 +111,7 @@ class NearDuplicateConfig:
     boilerplate_min_texts: int = field(default=100, metadata={"help": "Boilerplate is only judged on corpora with at least this many texts."})
     max_candidates: int = field(default=20, metadata={"help": "Most LSH candidates confirmed per query (those with the highest MinHash estimate)."})
     max_bucket: int = field(default=16, metadata={"help": "Most corpus texts taken from one LSH bucket per query and band (a crowded bucket holds texts that are alike; 16 bands give each true match many chances)."})
-    chunk_texts: int = field(default=20000, metadata={"help": "Texts shingled and hashed per numpy batch (bounds memory)."})
+    chunk_texts: int = field(default=5000, metadata={"help": "Texts shingled and hashed per numpy batch (bounds memory)."})
     seed: int = field(default=1, metadata={"help": "Seed of the hash functions (results are deterministic for a given seed)."})
 
 
@@ -221,13 +221,20 @@ def boilerplate_shingles(sample: Shingles, fraction: float, min_texts: int) -> n
     n = len(sample.offsets) - 1
     if n < min_texts or fraction >= 1.0:
         return np.zeros(0, np.uint64)
-    owner = np.repeat(np.arange(n), sample.sizes)
-    # Count each (text, shingle) once: sort by text then value, drop repeats within a text.
-    order = np.lexsort((sample.values, owner))
-    values, owner = sample.values[order], owner[order]
-    first = np.concatenate(([True], (values[1:] != values[:-1]) | (owner[1:] != owner[:-1])))
-    values, counts = np.unique(values[first], return_counts=True)
+    values, counts = np.unique(distinct_shingles(sample).values, return_counts=True)  # each text counts once
     return values[counts > fraction * n]
+
+
+def distinct_shingles(shingles: Shingles) -> Shingles:
+    """The same texts' shingles with repeats within a text dropped, each text's sorted: its
+    shingle set as 8 bytes a shingle (a Python set of them costs about ten times more)."""
+    n = len(shingles.offsets) - 1
+    owner = np.repeat(np.arange(n), shingles.sizes)
+    order = np.lexsort((shingles.values, owner))  # by text, then value
+    values, owner = shingles.values[order], owner[order]
+    first = np.concatenate(([True], (values[1:] != values[:-1]) | (owner[1:] != owner[:-1])))[:len(values)]
+    counts = np.bincount(owner[first], minlength=n)
+    return Shingles(values[first], np.concatenate(([0], np.cumsum(counts))).astype(np.int64))
 
 
 def drop_shingles(shingles: Shingles, stop: np.ndarray) -> Shingles:
@@ -388,18 +395,26 @@ def _candidate_pairs(queries: Sketches, corpus: Sketches, config: NearDuplicateC
     return q[keep], c[keep]
 
 
-def _jaccard(a: set, b: set) -> float:
-    shared = len(a & b)
-    union = len(a) + len(b) - shared
-    return shared / union if union else 0.0
+def _jaccard(a: np.ndarray, b: np.ndarray) -> float:
+    """Jaccard similarity of two sorted arrays of distinct shingles."""
+    if not len(a) or not len(b):
+        return 0.0
+    shared = int(np.count_nonzero(b[np.minimum(np.searchsorted(b, a), len(b) - 1)] == a))
+    return shared / (len(a) + len(b) - shared)
 
 
 def _shingle_sets(texts: Sequence[str], ids: np.ndarray, vocab: WordIds, config: NearDuplicateConfig,
-                  stop: np.ndarray) -> dict[int, set]:
-    """Shingle sets of the given texts, recomputed (cheap: only candidates are asked for)."""
+                  stop: np.ndarray) -> tuple[np.ndarray, Shingles]:
+    """(the distinct ``ids``, sorted; their texts' shingle sets in that order), recomputed (cheap:
+    only candidates are asked for). As arrays: at 100k candidate prompts, Python sets held
+    about 5 KiB a text (benchmarks/results/scale.md, 0.5.10)."""
     ids = np.unique(ids)
-    shingles = drop_shingles(vocab.shingles([texts[i] for i in ids], config.shingle_words, config.seed), stop)
-    return {int(i): set(shingles.of(j).tolist()) for j, i in enumerate(ids)}
+    parts = [distinct_shingles(drop_shingles(vocab.shingles([texts[i] for i in ids[lo:lo + config.chunk_texts]],
+                                                            config.shingle_words, config.seed), stop))
+             for lo in range(0, len(ids), config.chunk_texts)]  # a chunk's words as strings are the peak
+    sizes = np.concatenate([part.sizes for part in parts]) if parts else np.zeros(0, np.int64)
+    values = np.concatenate([part.values for part in parts]) if parts else np.zeros(0, np.uint64)
+    return ids, Shingles(values, np.concatenate(([0], np.cumsum(sizes))).astype(np.int64))
 
 
 def find_near_duplicates(queries: Sequence[str], corpus: Sequence[str], config: NearDuplicateConfig | None = None,
@@ -421,11 +436,12 @@ def find_near_duplicates(queries: Sequence[str], corpus: Sequence[str], config: 
     q, c = _candidate_pairs(query_sketches, corpus_sketches, config)
     if len(q) == 0:
         return []
-    q_sets = _shingle_sets(queries, q, vocab, config, stop)
-    c_sets = _shingle_sets(corpus, c, vocab, config, stop)
+    q_texts, q_sets = _shingle_sets(queries, q, vocab, config, stop)
+    c_texts, c_sets = _shingle_sets(corpus, c, vocab, config, stop)
+    q_rows, c_rows = np.searchsorted(q_texts, q).tolist(), np.searchsorted(c_texts, c).tolist()
     best: dict[int, NearMatch] = {}
     for i, (qi, ci) in enumerate(zip(q.tolist(), c.tolist())):
-        sim = _jaccard(q_sets[qi], c_sets[ci])
+        sim = _jaccard(q_sets.of(q_rows[i]), c_sets.of(c_rows[i]))
         if sim >= config.threshold and (qi not in best or sim > best[qi].similarity):
             best[qi] = NearMatch(qi, ci, sim)
         if progress and (i + 1) % 50000 == 0:
