@@ -339,6 +339,15 @@ def test_accuracy_on_leaked_vs_clean_pairs_with_a_real_model(tmp_path, hh_pairs)
     assert m["accuracy_clean"] == pytest.approx(float(np.mean(pair_credit(chosen - rejected))), abs=1e-4)
     assert m["accuracy_gap"] == pytest.approx(0.5 - m["accuracy_clean"], abs=1e-4)
 
+    # A --max-pairs sample: the split is counted whole, accuracy is read on the sample only.
+    sample = [*clean[:10], *leaked[:2]]
+    ctx = AuditContext(checkpoint=tmp_path / "rm", model=loaded.model, tokenizer=loaded.tokenizer,
+                       train_pairs=train, eval_pairs=sample, all_eval_pairs=clean + leaked)
+    m = run_configured(PromptLeakage, ctx).metrics
+    assert m["leaked_prompts_exact"] == 6 and m["accuracy_leaked"] == 0.5
+    chosen, rejected = ctx.pair_rewards(clean[:10])
+    assert m["accuracy_clean"] == pytest.approx(float(np.mean(pair_credit(chosen - rejected))), abs=1e-4)
+
 
 def test_progress_bars_do_not_change_the_result(hh_pairs):
     results = []

@@ -181,7 +181,7 @@ class PromptLeakage(Probe):
             leaks = find_leaks(train, evaluation, config, progress)
         metrics = self._counts(train, evaluation, leaks, ctx.train_pairs, eval_pairs)
         if ctx.model is not None and leaks:
-            metrics.update(self._accuracy(ctx, evaluation, leaks))
+            metrics.update(self._accuracy(ctx, eval_pairs, evaluation, leaks))
         where = (f"{metrics['leaked_prompts_exact']} exact, {metrics['leaked_prompts_near']} near-duplicate, "
                  f"of {metrics['eval_unique_prompts']} unique eval prompts")
         findings = [self.limit("leaked_prompts").check(metrics["leaked_prompts"], f"eval prompts also in train: {where}"),
@@ -215,13 +215,17 @@ class PromptLeakage(Probe):
         }
 
     @staticmethod
-    def _accuracy(ctx, evaluation: UniquePrompts, leaks: list[Leak]) -> dict[str, Any]:
+    def _accuracy(ctx, eval_pairs: Sequence[PreferencePair], evaluation: UniquePrompts,
+                  leaks: list[Leak]) -> dict[str, Any]:
         """Accuracy on the scored (--max-pairs) sample, split by whether its prompt leaked."""
         chosen, rejected = ctx.pair_rewards(ctx.eval_pairs)
         correct = pair_credit(chosen - rejected)
+        # The sample's prompts grouped as the split's were, a chunk at a time: normalising 100k
+        # prompts in one call peaked at about 1 GiB (benchmarks/results/scale.md, 0.5.10).
+        sample = evaluation if ctx.eval_pairs is eval_pairs else unique_prompts(ctx.eval_pairs)
         leaked_digests = {text_digest(evaluation.texts[leak.eval_unique]) for leak in leaks}
-        sample = normalise_texts([exact_text(p) for p in ctx.eval_pairs])
-        leaked = np.array([bool(t) and text_digest(t) in leaked_digests for t in sample])
+        leaked_ids = [uid for digest, uid in sample.digests.items() if digest in leaked_digests]
+        leaked = np.isin(sample.row_to_unique, np.array(leaked_ids, dtype=np.int64))
         if not leaked.any():
             return {}
         out: dict[str, Any] = {"accuracy_leaked": round(float(correct[leaked].mean()), 4)}
