@@ -240,8 +240,8 @@ def write_results(args, seconds, cpu, m, status, stages, exact_found, exact_tota
         "# prompt_leakage benchmark",
         "",
         f"Machine: {machine()}. Run: `python benchmarks/bench_leakage.py` on {time.strftime('%Y-%m-%d')}.",
-        f"Other work shared the 2 cores (1-minute load average {args.load}): wall times are upper bounds; "
-        "CPU seconds are this process's own.",
+        f"1-minute load average {args.load} (this run's own work counts; above about 1 another job shared "
+        "the cores and wall times are upper bounds); CPU seconds are this process's own.",
         "",
         "Synthetic prompts with the real word frequencies, turn counts and turn lengths of the hh-rlhf prompts "
         "in ../shared/data; leaks planted into eval: exact copies disguised by case/whitespace/punctuation and near "
