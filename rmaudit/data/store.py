@@ -29,6 +29,15 @@ import numpy as np
 from rmaudit.data.pairs import PreferencePair
 
 
+def sequence_index(index: int, length: int) -> int:
+    """``index`` of a sequence of ``length`` as a position from the start (negative counts from
+    the end); IndexError when out of range, which also ends ``Sequence.__iter__``."""
+    position = index + length if index < 0 else index
+    if not 0 <= position < length:
+        raise IndexError(index)
+    return position
+
+
 class _PairFile:
     """The append-then-read file under one or more stores: JSON lines and their offsets."""
 
@@ -89,10 +98,7 @@ class PairStore(Sequence[PreferencePair]):
     def __getitem__(self, index):  # type: ignore[override]
         if isinstance(index, slice):
             return self.subset(range(*index.indices(len(self))))
-        if index < 0:
-            index += len(self)
-        if not 0 <= index < len(self):
-            raise IndexError(index)
+        index = sequence_index(index, len(self))
         return self._file.read(index if self._rows is None else int(self._rows[index]))
 
     def __iter__(self) -> Iterator[PreferencePair]:
@@ -127,10 +133,7 @@ class PairChain(Sequence[PreferencePair]):
     def __getitem__(self, index):  # type: ignore[override]
         if isinstance(index, slice):
             return subset(self, range(*index.indices(len(self))))
-        if index < 0:
-            index += len(self)
-        if not 0 <= index < len(self):
-            raise IndexError(index)
+        index = sequence_index(index, len(self))
         part = int(np.searchsorted(self._ends, index, side="right"))
         return self._parts[part][index - (int(self._ends[part - 1]) if part else 0)]
 

@@ -18,7 +18,7 @@ from typing import Any, Callable, Hashable, Iterator, Sequence
 import numpy as np
 
 from rmaudit.data.pairs import Message, PreferencePair
-from rmaudit.data.store import PairChain, column, head, keep_where
+from rmaudit.data.store import PairChain, column, head, keep_where, sequence_index
 from rmaudit.modeling.manifest import Manifest
 from rmaudit.probes.base import ProbeSkipped
 from rmaudit.score_cache import ScoreCache, text_keys
@@ -513,10 +513,7 @@ class RenderedPairs(Sequence[str]):
     def __getitem__(self, index):  # type: ignore[override]
         if isinstance(index, slice):
             return [self[i] for i in range(*index.indices(len(self)))]
-        if index < 0:
-            index += len(self)
-        if not 0 <= index < len(self):
-            raise IndexError(index)  # also ends iteration (Sequence.__iter__)
+        index = sequence_index(index, len(self))
         pair = self._pairs[index % len(self._pairs)]
         return self._ctx.render(pair.chosen_messages() if index < len(self._pairs) else pair.rejected_messages())
 

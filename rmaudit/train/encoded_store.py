@@ -22,6 +22,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
+from rmaudit.data.store import sequence_index
 from rmaudit.train.batching import EncodedPair
 
 _TOKEN = np.dtype("<i4")  # token ids: every vocabulary has fewer than 2**31 tokens
@@ -58,10 +59,7 @@ class EncodedPairStore(Sequence[EncodedPair]):
     def __getitem__(self, index):  # type: ignore[override]
         if isinstance(index, slice):
             return [self[i] for i in range(*index.indices(len(self)))]
-        if index < 0:
-            index += len(self)
-        if not 0 <= index < len(self):
-            raise IndexError(index)
+        index = sequence_index(index, len(self))
         if not self._flushed:
             self._file.flush()
             self._flushed = True
