@@ -166,7 +166,8 @@ class BradleyTerryRecipe:
     def setup_data(self) -> None:
         cfg = self.config
         data_path = Path(cfg.data) if cfg.data else builtin_demo_path()
-        # Stored, not held: encoding reads each pair once (rmaudit/data/store.py).
+        # Stored, not held (rmaudit/data/store.py, benchmarks/results/train_scale.md): the split,
+        # its prompt hashes and the encoding each read the pairs back in one pass.
         pairs = read_pairs(data_path, adapter=cfg.adapter, limit=cfg.limit, store=True).pairs
         if cfg.eval_data:
             eval_pairs = read_pairs(cfg.eval_data, adapter=cfg.adapter, limit=cfg.limit, store=True).pairs
