@@ -35,7 +35,7 @@ def test_two_processes_score_half_the_plan_each_and_write_one_identical_report(t
     checkpoint = save_rm(model, tokenizer, tmp_path / "rm")
     data = write_pairs_jsonl(pairs, tmp_path / "eval.jsonl")
     check = ["check", str(checkpoint), "--probes", PROBES, "--data", str(data), "--dtype", "float32", "--no-progress"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TMPDIR": str(tmp_path)}  # torchrun's torchelastic_* folder
     single = subprocess.run([sys.executable, "-m", "rmaudit", *check, "--out", str(tmp_path / "one")],
                             env=env, capture_output=True, text=True, timeout=300)
     assert single.returncode in (0, 1), single.stderr[-2000:]

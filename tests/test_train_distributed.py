@@ -33,7 +33,8 @@ def test_two_processes_match_one_process_with_the_same_global_batch(tmp_path):
     if accelerate is None:
         pytest.skip("the accelerate launcher is not installed")
     data = write_pairs(tmp_path / "pairs.jsonl", small_pairs(16))
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ENTRY.parents[1])}
+    # TMPDIR: torchrun leaves a torchelastic_* folder in the temp dir; here it goes with tmp_path.
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ENTRY.parents[1]), "TMPDIR": str(tmp_path)}
     # `accelerate launch --cpu` runs ONE process unless MPI is installed; torchrun (accelerate's multi-process
     # launcher) plus ACCELERATE_USE_CPU gives N CPU processes on gloo.
     env_cpu = {**env, "ACCELERATE_USE_CPU": "1"}
