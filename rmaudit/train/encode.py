@@ -9,6 +9,7 @@ The policy is explicit and counted, never silent:
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -71,13 +72,8 @@ def encode_pairs(tokenizer: Any, pairs: Sequence[PreferencePair], max_length: in
     the texts nor the tokenizer's output for the whole file are held at once."""
     report = LengthReport(policy=policy, max_length=max_length, total=len(pairs))
     encoded = EncodedPairStore()
-    chunk: list[PreferencePair] = []
-    for pair in pairs:
-        chunk.append(pair)
-        if len(chunk) == ENCODE_CHUNK:
-            _encode_chunk(tokenizer, chunk, max_length, policy, report, encoded)
-            chunk = []
-    if chunk:
+    stream = iter(pairs)
+    while chunk := list(itertools.islice(stream, ENCODE_CHUNK)):
         _encode_chunk(tokenizer, chunk, max_length, policy, report, encoded)
     return encoded, report
 

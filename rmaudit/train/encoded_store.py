@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 import tempfile
 from array import array
-from typing import Iterator, Sequence
+from typing import Sequence
 
 import numpy as np
 
@@ -68,10 +68,6 @@ class EncodedPairStore(Sequence[EncodedPair]):
         ids = np.frombuffer(raw, dtype=_TOKEN).tolist()
         margin = self._margins[index]
         return EncodedPair(ids[:n_chosen], ids[n_chosen:], None if margin != margin else margin)
-
-    def __iter__(self) -> Iterator[EncodedPair]:
-        for index in range(len(self)):
-            yield self[index]
 
     def __repr__(self) -> str:
         return f"EncodedPairStore({len(self)} pairs)"
