@@ -94,3 +94,22 @@ def test_a_stored_file_splits_into_views_with_the_lists_split(tmp_path):
     assert all(isinstance(side, PairStore) for side in as_views)
     assert [list(side) for side in as_views] == [list(side) for side in as_list]
     assert 0 < len(as_views[1]) < 200
+
+
+@pytest.mark.parametrize("pairs", [3, 5000], ids=["fails-on-the-first-read", "fails-while-appending"])
+def test_a_full_temporary_folder_names_the_folder_and_tmpdir(tmp_path, monkeypatch, pairs):
+    import os
+    import tempfile
+
+    if not os.path.exists("/dev/full"):
+        pytest.skip("needs /dev/full (Linux) for a real 'No space left on device'")
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    monkeypatch.setattr("rmaudit.data.spill.tempfile.TemporaryFile", lambda **_: open("/dev/full", "w+b"))
+    store = EncodedPairStore()
+    with pytest.raises(OSError) as caught:  # a few pairs sit in the write buffer until the first read
+        for i in range(pairs):
+            store.append(_encoded(i))
+        store[0]
+    assert caught.value.filename == str(tmp_path)
+    assert "No space left on device while writing rmaudit's temporary token store" in caught.value.strerror
+    assert "set TMPDIR" in caught.value.strerror

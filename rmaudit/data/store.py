@@ -4,9 +4,10 @@ An audit reads its eval (and training) pairs many times over, in several probes,
 only one or a few of them at once. Held as Python objects an hh pair costs about 3 KiB
 (issue 13: 100k pairs were the largest part of the whole audit's growth of about 5 KiB a
 pair, benchmarks/results/scale.md), so the loader streams the file's pairs into a store
-instead: each pair is one JSON line in an unlinked temporary file and the store keeps its
-byte offset. Reading a pair back costs a seek and a ``json.loads`` (about 8 us for an hh
-pair on a 2-core EPYC), so a pass over 100k pairs costs about a second.
+instead: each pair is one JSON record in an unlinked temporary file (:class:`SpillFile`) and
+the store keeps its byte offset. Reading a pair back costs an ``os.pread`` and a
+``json.loads`` (about 8 us for an hh pair on a 2-core EPYC), so a pass over 100k pairs costs
+about a second.
 
 A store is a read-only :class:`~collections.abc.Sequence`; :meth:`PairStore.subset` is a
 view (the file is shared, the view keeps an array of row numbers). Each read returns a new
@@ -20,13 +21,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import tempfile
 from array import array
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
 from rmaudit.data.pairs import PreferencePair
+from rmaudit.data.spill import SpillFile
 
 
 def sequence_index(index: int, length: int) -> int:
@@ -39,40 +40,31 @@ def sequence_index(index: int, length: int) -> int:
 
 
 class _PairFile:
-    """The append-then-read file under one or more stores: JSON lines and their offsets."""
+    """The file under one or more stores: a JSON record per pair and the offset where each starts."""
 
     def __init__(self) -> None:
-        self._file = tempfile.TemporaryFile(prefix="rmaudit-pairs-")  # unlinked: gone when closed or at exit
+        self._file = SpillFile("pair store")
         self._offsets = array("q")
         self._sources: dict[str, int] = {}  # a file's pairs share a source name: stored once
         self._source_names: list[str] = []
-        self._end = 0
-        self._writing = True
 
     def __len__(self) -> int:
         return len(self._offsets)
 
     def append(self, pair: PreferencePair) -> None:
-        if not self._writing:
-            self._file.seek(self._end)
-            self._writing = True
         source = self._sources.get(pair.source)
         if source is None:
             source = self._sources[pair.source] = len(self._source_names)
             self._source_names.append(pair.source)
         line = json.dumps(_record(pair, source),
                           ensure_ascii=False, separators=(",", ":"), default=_plain)
-        data = line.encode("utf-8", "surrogatepass") + b"\n"
-        self._file.write(data)
-        self._offsets.append(self._end)
-        self._end += len(data)
+        self._offsets.append(self._file.append(line.encode("utf-8", "surrogatepass")))
 
     def read(self, line: int) -> PreferencePair:
-        if self._writing:
-            self._file.flush()
-            self._writing = False
-        self._file.seek(self._offsets[line])  # within the read buffer this is no system call
-        return _pair(json.loads(self._file.readline().decode("utf-8", "surrogatepass")), self._source_names)
+        start = self._offsets[line]
+        end = self._offsets[line + 1] if line + 1 < len(self._offsets) else len(self._file)
+        return _pair(json.loads(self._file.read(start, end - start).decode("utf-8", "surrogatepass")),
+                     self._source_names)
 
 
 class PairStore(Sequence[PreferencePair]):

@@ -4,9 +4,9 @@ The trainer encodes every pair once before step 1 and reads a batch of them per 
 Python lists an hh pair's token ids cost about 36 bytes a token (an int object and its
 pointer), some 18 KiB a pair at 512 tokens; with the texts and the tokenizer's output for the
 whole file besides, 100k hh pairs peaked at 4.7 GiB (benchmarks/results/train_scale.md). The
-store writes each pair's ids as int32 to an unlinked temporary file and keeps, per pair, where
-they start, both sides' lengths, the shared-prefix length (the packed widths the sampler sorts
-by) and the margin. Reading a pair back is one ``os.pread`` of both sides, microseconds against
+store writes each pair's ids as int32 to an unlinked temporary file (``SpillFile``) and keeps,
+per pair, where they start, both sides' lengths, the shared-prefix length (the packed widths
+the sampler sorts by) and the margin. Reading a pair back is one ``os.pread`` of both sides, microseconds against
 a training step's seconds.
 
 It is the training-side twin of :class:`rmaudit.data.store.PairStore`, which holds the pairs'
@@ -15,13 +15,12 @@ texts for the audit and for encoding.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from array import array
 from typing import Sequence
 
 import numpy as np
 
+from rmaudit.data.spill import SpillFile
 from rmaudit.data.store import sequence_index
 from rmaudit.train.batching import EncodedPair
 
@@ -33,21 +32,16 @@ class EncodedPairStore(Sequence[EncodedPair]):
     then index; each read returns a new :class:`EncodedPair`."""
 
     def __init__(self) -> None:
-        self._file = tempfile.TemporaryFile(prefix="rmaudit-tokens-")  # unlinked: gone when closed or at exit
+        self._file = SpillFile("token store")
         self._starts = array("q")
         self._chosen = array("i")
         self._rejected = array("i")
         self._shared = array("i")
         self._margins = array("d")  # NaN: the pair has no margin
-        self._end = 0
-        self._flushed = True
 
     def append(self, pair: EncodedPair) -> None:
         ids = np.asarray(pair.chosen_ids + pair.rejected_ids, dtype=_TOKEN)
-        self._file.write(ids.tobytes())
-        self._flushed = False
-        self._starts.append(self._end)
-        self._end += ids.nbytes
+        self._starts.append(self._file.append(ids.tobytes()))
         self._chosen.append(len(pair.chosen_ids))
         self._rejected.append(len(pair.rejected_ids))
         self._shared.append(pair.shared)
@@ -60,11 +54,8 @@ class EncodedPairStore(Sequence[EncodedPair]):
         if isinstance(index, slice):
             return [self[i] for i in range(*index.indices(len(self)))]
         index = sequence_index(index, len(self))
-        if not self._flushed:
-            self._file.flush()
-            self._flushed = True
         n_chosen, n_rejected = self._chosen[index], self._rejected[index]
-        raw = os.pread(self._file.fileno(), (n_chosen + n_rejected) * _TOKEN.itemsize, self._starts[index])
+        raw = self._file.read(self._starts[index], (n_chosen + n_rejected) * _TOKEN.itemsize)
         ids = np.frombuffer(raw, dtype=_TOKEN).tolist()
         margin = self._margins[index]
         return EncodedPair(ids[:n_chosen], ids[n_chosen:], None if margin != margin else margin)
