@@ -115,13 +115,50 @@ def usable_cores() -> int:
     return max(1, cores)
 
 
+PROC_STAT = Path("/proc/stat")
+BUSY_WINDOW_S = 0.2
+
+
+def _cpu_seconds() -> tuple[float, float] | None:
+    """(seconds every core spent busy since boot, seconds this process has run), or None
+    where /proc/stat is missing."""
+    import os
+
+    try:
+        fields = [int(v) for v in PROC_STAT.read_text(encoding="ascii").split("\n", 1)[0].split()[1:9]]
+    except (OSError, ValueError):
+        return None
+    busy = sum(fields) - fields[3] - (fields[4] if len(fields) > 4 else 0)  # all but idle and iowait
+    own = os.times()
+    return busy / os.sysconf("SC_CLK_TCK"), own.user + own.system
+
+
+def other_busy_cores(window: float = BUSY_WINDOW_S) -> float | None:
+    """Cores that other processes keep busy now: the machine's busy time over ``window``
+    seconds less this process's own, or None where /proc/stat is missing. Unlike the load
+    average this sees a job that started a moment ago and forgets one that just ended (a
+    check right after a train would otherwise be told that the train still competes)."""
+    import time
+
+    before, start = _cpu_seconds(), time.monotonic()
+    if before is None:
+        return None
+    time.sleep(window)
+    after, wall = _cpu_seconds(), time.monotonic() - start
+    if after is None:
+        return None
+    return max(0.0, ((after[0] - before[0]) - (after[1] - before[1])) / wall)
+
+
 def configure_cpu_threads(threads: int | None = None) -> dict:
     """Set torch's CPU threads (``threads``, else the usable cores) and report how busy the
     CPU already is. Two torch processes with a thread per core each slow each other down
     several times over on a small machine, so a busy CPU is said, not silently suffered.
 
-    Returns facts for the report: ``cpu_threads``, ``cpu_load_at_start`` and, when the
-    1-minute load average shows at least one core busy with other work, ``cpu_busy``."""
+    Returns facts for the report: ``cpu_threads``, ``cpu_load_at_start``,
+    ``cpu_busy_cores_at_start`` (other processes' use, measured over a fifth of a second) and,
+    when the other work and rmaudit's threads together need more than the usable cores,
+    ``cpu_busy``. Without /proc/stat the 1-minute load average decides."""
     import os
 
     import torch
@@ -130,11 +167,17 @@ def configure_cpu_threads(threads: int | None = None) -> dict:
     chosen = threads or cores
     torch.set_num_threads(chosen)
     facts: dict = {"cpu_threads": chosen, "cpu_cores_usable": cores}
-    if hasattr(os, "getloadavg"):
-        load = os.getloadavg()[0]
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    if load is not None:
         facts["cpu_load_at_start"] = round(load, 2)
-        if load >= 1.0 and load + chosen > cores + 0.5:
-            facts["cpu_busy"] = (f"the CPU was already busy before this run (1-minute load {load:.1f} on {cores} "
-                                 f"cores) and rmaudit uses {chosen} thread(s): another process competes, so this "
-                                 "run will be slower; run torch jobs one at a time or pass --threads")
+    busy, least = other_busy_cores(), 0.5
+    if busy is not None:
+        facts["cpu_busy_cores_at_start"] = round(busy, 2)
+        measured = f"other processes kept {busy:.1f} of {cores} cores busy as it started"
+    elif load is not None:  # a whole core, as the average also holds work that has ended
+        busy, least, measured = load, 1.0, f"1-minute load {load:.1f} on {cores} cores"
+    if busy is not None and busy >= least and busy + chosen > cores + 0.25:
+        facts["cpu_busy"] = (f"the CPU was already busy before this run ({measured}) and rmaudit uses {chosen} "
+                             "thread(s): another process competes, so this run will be slower; run torch jobs one "
+                             "at a time or pass --threads")
     return facts

@@ -252,18 +252,44 @@ def test_check_on_a_cuda_device_that_is_absent_is_an_input_error(rm, data, in_tm
 
 
 def test_check_reports_the_device_threads_and_a_busy_cpu(rm, data, in_tmp, capsys, monkeypatch):
-    """A CPU already loaded by another job is said in the report (two torch jobs on two cores
-    slow each other down several times over); the thread count is the one asked for."""
-    monkeypatch.setattr(os, "getloadavg", lambda: (5.0, 5.0, 5.0))
-    code, _ = check(capsys, rm, data, in_tmp / "o", "--device", "cpu", "--threads", "1", "--json", in_tmp / "r.json")
-    context = json.loads((in_tmp / "r.json").read_text())["context"]
-    assert code in (0, 1)
-    assert context["device"] == "cpu" and context["cpu_threads"] == 1 == torch.get_num_threads()
-    assert "already busy" in context["cpu_busy"] and context["cpu_load_at_start"] == 5.0
-    monkeypatch.setattr(os, "getloadavg", lambda: (0.1, 0.1, 0.1))
+    """A CPU kept busy by another job is said in the report (two torch jobs on two cores slow
+    each other down several times over), measured as the run starts: a process spinning on
+    one core is seen at once, and a loaded-looking load average (a job that just ended) is
+    not taken for one. The thread count is the one asked for."""
+    import rmaudit.devices
+
+    if rmaudit.devices.other_busy_cores(0.01) is None:
+        pytest.skip("needs /proc/stat (Linux)")
+    monkeypatch.setattr(os, "getloadavg", lambda: (5.0, 5.0, 5.0))  # what a just-ended job leaves
     check(capsys, rm, data, in_tmp / "o", "--json", in_tmp / "r.json")
     context = json.loads((in_tmp / "r.json").read_text())["context"]
     assert "cpu_busy" not in context and context["cpu_threads"] == context["cpu_cores_usable"]
+    assert context["cpu_load_at_start"] == 5.0 and context["cpu_busy_cores_at_start"] < 0.5
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.5)
+        threads = context["cpu_cores_usable"]  # one core short of what the threads want
+        code, _ = check(capsys, rm, data, in_tmp / "o", "--device", "cpu", "--threads", threads,
+                        "--json", in_tmp / "r.json")
+    finally:
+        spinner.kill()
+        spinner.wait()
+    context = json.loads((in_tmp / "r.json").read_text())["context"]
+    assert code in (0, 1)
+    assert context["device"] == "cpu" and context["cpu_threads"] == threads == torch.get_num_threads()
+    assert "already busy" in context["cpu_busy"] and context["cpu_busy_cores_at_start"] >= 0.5
+
+
+def test_without_proc_stat_the_load_average_decides(monkeypatch):
+    import rmaudit.devices
+
+    cores = rmaudit.devices.usable_cores()
+    monkeypatch.setattr(rmaudit.devices, "PROC_STAT", Path("/nonexistent/stat"))
+    monkeypatch.setattr(os, "getloadavg", lambda: (float(cores), 0.0, 0.0))
+    facts = rmaudit.devices.configure_cpu_threads()
+    assert f"1-minute load {cores:.1f}" in facts["cpu_busy"] and "cpu_busy_cores_at_start" not in facts
+    monkeypatch.setattr(os, "getloadavg", lambda: (0.9, 0.0, 0.0))  # less than a core: no warning
+    assert "cpu_busy" not in rmaudit.devices.configure_cpu_threads()
 
 
 @pytest.mark.parametrize("flag, value, message", [
