@@ -267,3 +267,14 @@ def test_report_to_tensorboard_and_trainer_state_json(tmp_path, data_file):
     config = yaml.safe_load((out / "config.yaml").read_text())
     assert (config["lr"], config["batch_size"], config["scheduler"], config["report_to"]) == (1e-3, 2, "constant",
                                                                                              "tensorboard")
+
+
+@pytest.mark.parametrize("progress", [True, False])
+def test_the_stages_outside_the_steps_have_their_own_bars(tmp_path, data_file, capsys, progress):
+    """Encoding the pairs and the held-out pass take minutes at scale (the final pass over 453
+    SmolLM2 pairs took 3 min on a 2-core CPU), so each shows a bar with the time left, as the
+    steps do; --no-progress shows none."""
+    train(_config(tmp_path / "run", data_file, max_steps=1, progress=progress))
+    err = capsys.readouterr().err
+    for stage in ("encode train pairs", "encode held-out pairs", "held-out pass"):
+        assert (f"{stage}:" in err) == progress, (stage, err)

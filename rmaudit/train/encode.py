@@ -18,6 +18,7 @@ from rmaudit.data.pairs import PreferencePair
 from rmaudit.scoring import render, tokenize_rendered
 from rmaudit.train.batching import EncodedPair
 from rmaudit.train.encoded_store import EncodedPairStore
+from rmaudit.train.metrics import stage_bar
 
 ENCODE_CHUNK = 512  # pairs rendered and tokenized at once: the fast tokenizer's batches stay large
 
@@ -66,15 +67,18 @@ def _truncate_prompt(ids: list[int], n_prompt: int | None, max_length: int, bos_
 
 
 def encode_pairs(tokenizer: Any, pairs: Sequence[PreferencePair], max_length: int,
-                 policy: str) -> tuple[EncodedPairStore, LengthReport]:
+                 policy: str, progress: str | None = None) -> tuple[EncodedPairStore, LengthReport]:
     """Token ids for every pair that survives the over-length policy, and the counts. Pairs are
     rendered and tokenized ENCODE_CHUNK at a time into an :class:`EncodedPairStore`, so neither
-    the texts nor the tokenizer's output for the whole file are held at once."""
+    the texts nor the tokenizer's output for the whole file are held at once. ``progress``:
+    the description of a bar with the time left (about a minute per 100k hh pairs), or None."""
     report = LengthReport(policy=policy, max_length=max_length, total=len(pairs))
     encoded = EncodedPairStore()
     stream = iter(pairs)
-    while chunk := list(itertools.islice(stream, ENCODE_CHUNK)):
-        _encode_chunk(tokenizer, chunk, max_length, policy, report, encoded)
+    with stage_bar(len(pairs), progress or "", progress is not None, "pair") as bar:
+        while chunk := list(itertools.islice(stream, ENCODE_CHUNK)):
+            _encode_chunk(tokenizer, chunk, max_length, policy, report, encoded)
+            bar.update(len(chunk))
     return encoded, report
 
 

@@ -40,6 +40,13 @@ def read_records(path: Path) -> list[dict[str, Any]]:
     return records
 
 
+def stage_bar(total: int, description: str, enabled: bool, unit: str) -> tqdm:
+    """A bar with the time left for a stage outside the steps (encoding the pairs, a held-out
+    pass: minutes at scale), removed when it ends."""
+    return tqdm(total=total, desc=description, unit=unit, file=sys.stderr, disable=not enabled, leave=False,
+                dynamic_ncols=True)
+
+
 class MetricsLog:
     """Append-only JSONL log plus console output; only the main process writes."""
 
@@ -49,8 +56,9 @@ class MetricsLog:
         self.enabled = enabled
         self.total_steps = total_steps
         self.tracker = tracker  # an Accelerator with trackers initialised, or None
+        self.progress = enabled and progress
         self.bar = tqdm(total=total_steps, initial=start_step, desc="train", unit="step", file=sys.stderr,
-                        disable=not (enabled and progress), dynamic_ncols=True)
+                        disable=not self.progress, dynamic_ncols=True)
 
     def truncate_after(self, step: int) -> None:
         """Forget records past ``step`` (a resumed run rewrites what the interrupted run logged after it)."""

@@ -52,7 +52,7 @@ from rmaudit.train.config import TrainConfig, write_config
 from rmaudit.train.encode import encode_pairs
 from rmaudit.train.encoded_store import pair_lengths
 from rmaudit.train.loss import bradley_terry_loss, pair_statistics, split_stacked
-from rmaudit.train.metrics import MetricsLog
+from rmaudit.train.metrics import MetricsLog, stage_bar
 from rmaudit.train.optim import build_optimizer, build_scheduler
 from rmaudit.train.packing import packed_pair_rewards, packed_padded_fraction, packing_support
 from rmaudit.train.state import find_checkpoint, load_training_state, save_training_state
@@ -218,10 +218,11 @@ class BradleyTerryRecipe:
         self.share_prefixes = cfg.share_prefixes and supported
         self.prefix_sharing_reason = (f"each pair packed into one row: {why}" if self.share_prefixes
                                       else "--no-share-prefixes" if not cfg.share_prefixes else why)
+        shown = self.main and cfg.progress
         self.train_encoded, self.train_lengths = encode_pairs(tokenizer, self.train_pairs, cfg.max_length,
-                                                              cfg.truncation)
+                                                              cfg.truncation, "encode train pairs" if shown else None)
         self.eval_encoded, self.eval_lengths = encode_pairs(tokenizer, self.eval_pairs, cfg.max_length,
-                                                            cfg.truncation)
+                                                            cfg.truncation, "encode held-out pairs" if shown else None)
         if not self.train_encoded:
             raise RmauditInputError(f"every training pair is longer than --max-length {cfg.max_length} "
                                     f"(policy {cfg.truncation}); raise --max-length or use --truncation truncate")
@@ -391,11 +392,13 @@ class BradleyTerryRecipe:
             return None
         self.net.eval()
         chosen, rejected, margin = [], [], []
-        for batch in self.eval_loader:
-            c, r = self.rewards(batch)
-            chosen.append(self.accelerator.gather_for_metrics(c))
-            rejected.append(self.accelerator.gather_for_metrics(r))
-            margin.append(self.accelerator.gather_for_metrics(batch["margin"]))
+        with stage_bar(len(self.eval_loader), "held-out pass", self.log.progress, "batch") as bar:
+            for batch in self.eval_loader:
+                c, r = self.rewards(batch)
+                chosen.append(self.accelerator.gather_for_metrics(c))
+                rejected.append(self.accelerator.gather_for_metrics(r))
+                margin.append(self.accelerator.gather_for_metrics(batch["margin"]))
+                bar.update(1)
         self.net.train()
         chosen, rejected = torch.cat(chosen), torch.cat(rejected)
         record = {"kind": "eval", "step": self.step, "pairs": len(chosen),
