@@ -5,9 +5,9 @@ only one or a few of them at once. Held as Python objects an hh pair costs about
 (issue 13: 100k pairs were the largest part of the whole audit's growth of about 5 KiB a
 pair, benchmarks/results/scale.md), so the loader streams the file's pairs into a store
 instead: each pair is one JSON record in an unlinked temporary file (:class:`SpillFile`) and
-the store keeps its byte offset. Reading a pair back costs an ``os.pread`` and a
-``json.loads`` (about 8 us for an hh pair on a 2-core EPYC), so a pass over 100k pairs costs
-about a second.
+the store keeps its byte offset. Reading a pair back costs a seek in the file's read buffer
+and a ``json.loads`` (about 8 us for an hh pair on a 2-core EPYC), so a pass over 100k pairs
+costs about a second.
 
 A store is a read-only :class:`~collections.abc.Sequence`; :meth:`PairStore.subset` is a
 view (the file is shared, the view keeps an array of row numbers). Each read returns a new

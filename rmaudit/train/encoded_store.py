@@ -6,8 +6,8 @@ pointer), some 18 KiB a pair at 512 tokens; with the texts and the tokenizer's o
 whole file besides, 100k hh pairs peaked at 4.7 GiB (benchmarks/results/train_scale.md). The
 store writes each pair's ids as int32 to an unlinked temporary file (``SpillFile``) and keeps,
 per pair, where they start, both sides' lengths, the shared-prefix length (the packed widths
-the sampler sorts by) and the margin. Reading a pair back is one ``os.pread`` of both sides, microseconds against
-a training step's seconds.
+the sampler sorts by) and the margin. Reading a pair back is one read of both sides,
+microseconds against a training step's seconds.
 
 It is the training-side twin of :class:`rmaudit.data.store.PairStore`, which holds the pairs'
 texts for the audit and for encoding.
