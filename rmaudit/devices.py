@@ -116,7 +116,7 @@ def usable_cores() -> int:
 
 
 PROC_STAT = Path("/proc/stat")
-BUSY_WINDOW_S = 0.2
+BUSY_WINDOW_S = 0.1  # 10 clock ticks a core at 100 Hz: enough to tell a busy core from an idle one
 
 
 def _cpu_seconds() -> tuple[float, float] | None:
@@ -151,12 +151,13 @@ def other_busy_cores(window: float = BUSY_WINDOW_S) -> float | None:
 
 
 def configure_cpu_threads(threads: int | None = None) -> dict:
-    """Set torch's CPU threads (``threads``, else the usable cores) and report how busy the
-    CPU already is. Two torch processes with a thread per core each slow each other down
+    """Set torch's CPU threads (``threads``, else the usable cores, shared among the processes
+    a launcher started on this machine: ``LOCAL_WORLD_SIZE``) and report how busy the CPU
+    already is. Two torch processes with a thread per core each slow each other down
     several times over on a small machine, so a busy CPU is said, not silently suffered.
 
     Returns facts for the report: ``cpu_threads``, ``cpu_load_at_start``,
-    ``cpu_busy_cores_at_start`` (other processes' use, measured over a fifth of a second) and,
+    ``cpu_busy_cores_at_start`` (other processes' use, measured over a tenth of a second) and,
     when the other work and rmaudit's threads together need more than the usable cores,
     ``cpu_busy``. Without /proc/stat the 1-minute load average decides."""
     import os
@@ -164,7 +165,7 @@ def configure_cpu_threads(threads: int | None = None) -> dict:
     import torch
 
     cores = usable_cores()
-    chosen = threads or cores
+    chosen = threads or max(1, cores // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
     torch.set_num_threads(chosen)
     facts: dict = {"cpu_threads": chosen, "cpu_cores_usable": cores}
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None

@@ -50,6 +50,8 @@ def test_two_processes_score_half_the_plan_each_and_write_one_identical_report(t
     plan_one, plan_two = one["context"]["scoring_plan"], two["context"]["scoring_plan"]
     assert plan_two["processes"] == 2 and plan_one["distinct_texts_scored"] == plan_two["distinct_texts_scored"]
     assert 0 < plan_two["scored_by_process_0"] <= plan_two["distinct_texts_scored"] // 2 + 1
+    cores = one["context"]["cpu_cores_usable"]  # two processes share the cores, not oversubscribe them
+    assert (one["context"]["cpu_threads"], two["context"]["cpu_threads"]) == (cores, max(1, cores // 2))
     assert [p["status"] for p in one["probes"]] == [p["status"] for p in two["probes"]]
     for a, b in zip(one["probes"], two["probes"]):
         for key, value in a["metrics"].items():
