@@ -145,10 +145,11 @@ def last_token_rewards_and_norms(model: Any, sequences: Sequence[Sequence[int]],
 
 
 def last_token_hidden(model: Any, sequences: Sequence[Sequence[int]], *, batch_size: int, batch_tokens: int,
-                      share: bool = True, max_padding: float | None = None) -> tuple[np.ndarray, SharingStats]:
+                      share: bool = True, max_padding: float | None = None,
+                      advance: Callable[[int], None] = lambda n: None) -> tuple[np.ndarray, SharingStats]:
     """(N, d) float64 hidden states at the last token of each sequence (where the head reads)."""
     return last_token_readout(model, sequences, lambda hidden: hidden, batch_size=batch_size, batch_tokens=batch_tokens,
-                              share=share, max_padding=max_padding)
+                              share=share, max_padding=max_padding, advance=advance)
 
 
 def last_token_readout(model: Any, sequences: Sequence[Sequence[int]], read: Callable[[torch.Tensor], torch.Tensor], *,

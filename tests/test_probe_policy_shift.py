@@ -96,3 +96,28 @@ def test_human_responses_read_the_same_conversations_as_the_flat_list(n_pairs):
     for start in range(len(flat) + 1):
         for stop in range(start, len(flat) + 3):
             assert _conversations(PairStore(pairs), start, stop) == flat[start:stop]
+
+
+@pytest.mark.parametrize("share", [True, False])
+def test_hidden_state_forwards_show_a_bar_that_reaches_its_total(content_rm, monkeypatch, share):
+    """policy_shift forwards 640 texts outside the scoring plan by default (two minutes for
+    SmolLM2 on a 2-core CPU): a bar with the time left, advanced once per text, either path."""
+    import contextlib
+
+    import rmaudit.scoring
+
+    bars: list[list] = []
+
+    @contextlib.contextmanager
+    def recorded(total, description="scoring"):
+        bars.append([description, total, 0])
+        yield lambda n: bars[-1].__setitem__(2, bars[-1][2] + n)
+
+    monkeypatch.setattr(rmaudit.scoring, "scoring_progress", recorded)
+    model, tokenizer = content_rm
+    ctx = AuditContext(checkpoint=None, model=model, tokenizer=tokenizer, pooling="mask", eval_pairs=EVAL,
+                       progress=True, share_prefixes=share)
+    conversations = [p.chosen_messages() for p in EVAL] + [p.rejected_messages() for p in EVAL[:5]]
+    hidden = ctx.pooled_hidden(conversations)
+    assert hidden.shape[0] == len(conversations)
+    assert bars == [["hidden states", len(conversations), len(conversations)]]

@@ -209,9 +209,10 @@ class AuditContext:
         if not ids:
             return np.zeros((0, 0))
         share = self.share_prefixes and prefix_sharing_support(self.model)[0]
-        with torch.inference_mode(), autocast_for(self.model, self.dtype):
+        with torch.inference_mode(), autocast_for(self.model, self.dtype), \
+                self.progress_bar(len(ids), "hidden states") as advance:
             hidden, _ = last_token_hidden(self.model, ids, batch_size=self.batch_size, batch_tokens=BATCH_TOKENS,
-                                          share=share, max_padding=padding_cap(self.device))
+                                          share=share, max_padding=padding_cap(self.device), advance=advance)
         return hidden
 
     def hidden_norms(self, conversations: Sequence[Sequence[Message]]) -> np.ndarray:
@@ -261,7 +262,7 @@ class AuditContext:
                                "causal-LM checkpoint (or pass its samples with --rollouts-file)")
         model, tokenizer, dtype = policy_io.load_policy(self.policy, device=self.device)
         self.notes["rollouts_dtype"] = dtype
-        with self.progress_bar(len(prompts) * self.rollouts) as advance:
+        with self.progress_bar(len(prompts) * self.rollouts, "policy samples") as advance:
             return policy_io.sample_rollouts(model, tokenizer, prompts, n=self.rollouts, max_new_tokens=self.max_new_tokens,
                                              seed=self.seed, batch_size=max(self.batch_size, self.rollouts), advance=advance)
 
