@@ -12,7 +12,8 @@ With a gold reference (``--gold CKPT``: a larger RM, or one trained on another s
 seed), the probe finds the n where gold reward peaks and measures how far gold falls from
 that peak by ``max_n`` while the proxy keeps rising (reward-std units of gold on the
 samples, 95% interval by resampling prompts). That fall is over-optimisation seen before
-PPO produces it. Without a gold model it reports the proxy curve and says what gold adds.
+PPO produces it. Without a gold model it reports the proxy curve, and a finding with status
+skip says the comparison with gold was not checked and what gold adds.
 
 Either way it grades the proxy's upper tail on the policy's samples: the share beyond
 Tukey's far fence (q75 + 3 IQR of the samples' own rewards) - a heavy upper tail is the
@@ -107,7 +108,8 @@ class Overoptimization(Probe):
         curve = _curve_metrics(proxy_curve, proxy, ns, "proxy")
         metrics.update(curve)
         if gold is None:
-            findings.append(note(Status.PASS, "no gold model: the proxy curve alone cannot show over-optimisation; "
+            # Not checked, so not a pass: the probe's status rests on the tail check alone.
+            findings.append(note(Status.SKIP, "not checked: no gold model; the proxy curve alone cannot show over-optimisation; "
                                  "--gold CKPT (a larger RM, or one trained on another split or seed) shows the n "
                                  "where gold reward peaks while the proxy keeps rising"))
         else:
