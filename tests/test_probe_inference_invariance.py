@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from helpers_probe import run_configured
+from helpers_probe import record_progress_bars, run_configured
 from helpers_probe_heads import synthetic_pairs
 from rmaudit.modeling.loading import load_reward_model
 from rmaudit.probes.context import AuditContext
@@ -190,22 +190,11 @@ def test_a_float32_reading_of_lazily_rendered_pairs_in_chunks_equals_one_read_at
 def test_a_float32_reading_shows_its_own_bar_counting_the_texts_it_reads(tmp_path, monkeypatch):
     """canonical_pairs' close calls took 10 s of float32 on SmolLM2 under a bare 'running'
     line; the reading has a bar of its own, advanced text by text to its total."""
-    import contextlib
-
-    import rmaudit.scoring
-
     require_smollm2()
     loaded = load_reward_model(make_tiny_rm(tmp_path / "rm"))
     ctx = AuditContext(checkpoint=tmp_path / "rm", model=loaded.model, tokenizer=loaded.tokenizer, eval_pairs=PAIRS,
                        progress=True)
-    bars: list[list] = []
-
-    @contextlib.contextmanager
-    def recorded(total, description="scoring"):
-        bars.append([description, total, 0])
-        yield lambda n: bars[-1].__setitem__(2, bars[-1][2] + n)
-
-    monkeypatch.setattr(rmaudit.scoring, "scoring_progress", recorded)
+    bars = record_progress_bars(monkeypatch)
     texts = ctx.pair_texts(PAIRS)
     ctx.float32_rewards(texts[:3], alone=True)
     ctx.float32_rewards(texts)  # the three read alone are reused, not counted again

@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from helpers_probe import run_configured
+from helpers_probe import record_progress_bars, run_configured
 from helpers_probe_heads import fitted_rm, synthetic_pairs
 from helpers_rollouts import write_rollouts
 from rmaudit.probes.context import AuditContext
@@ -102,18 +102,7 @@ def test_human_responses_read_the_same_conversations_as_the_flat_list(n_pairs):
 def test_hidden_state_forwards_show_a_bar_that_reaches_its_total(content_rm, monkeypatch, share):
     """policy_shift forwards 640 texts outside the scoring plan by default (two minutes for
     SmolLM2 on a 2-core CPU): a bar with the time left, advanced once per text, either path."""
-    import contextlib
-
-    import rmaudit.scoring
-
-    bars: list[list] = []
-
-    @contextlib.contextmanager
-    def recorded(total, description="scoring"):
-        bars.append([description, total, 0])
-        yield lambda n: bars[-1].__setitem__(2, bars[-1][2] + n)
-
-    monkeypatch.setattr(rmaudit.scoring, "scoring_progress", recorded)
+    bars = record_progress_bars(monkeypatch)
     model, tokenizer = content_rm
     ctx = AuditContext(checkpoint=None, model=model, tokenizer=tokenizer, pooling="mask", eval_pairs=EVAL,
                        progress=True, share_prefixes=share)
