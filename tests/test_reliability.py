@@ -20,6 +20,7 @@ from safetensors.torch import load_file
 
 from helpers_audit import fitted_tiny_rm, save_rm, topic_pairs
 from helpers_train import small_pairs, tiny_base_dir, write_pairs
+from scratch import full_temporary_folder
 from rmaudit.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -362,17 +363,8 @@ def test_disk_full_while_writing_is_exit_2_naming_the_file(rm, data, in_tmp, cap
     assert code == 2 and "report.json: No space left on device" in err
 
 
-def _temporary_files_on_a_full_disk(monkeypatch, folder: Path) -> None:
-    """The stores' temporary files become /dev/full, where every write fails with the kernel's
-    own ENOSPC, in a temporary folder ``folder``."""
-    if not os.path.exists("/dev/full"):
-        pytest.skip("needs /dev/full (Linux) for a real 'No space left on device'")
-    monkeypatch.setattr(tempfile, "tempdir", str(folder))
-    monkeypatch.setattr("rmaudit.data.spill.tempfile.TemporaryFile", lambda **_: open("/dev/full", "w+b"))
-
-
 def test_a_full_temporary_folder_is_exit_2_naming_it_and_tmpdir(rm, data, in_tmp, capsys, monkeypatch):
-    _temporary_files_on_a_full_disk(monkeypatch, in_tmp)
+    full_temporary_folder(monkeypatch, in_tmp)
     code, err = check(capsys, rm, data, in_tmp / "o")
     assert code == 2, err
     assert f"{in_tmp}: No space left on device while writing rmaudit's temporary pair store" in err

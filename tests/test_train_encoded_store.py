@@ -13,6 +13,7 @@ from rmaudit.data import PreferencePair, read_pairs, split_by_prompt
 from rmaudit.data.store import PairStore
 from rmaudit.train.batching import EncodedPair, LengthGroupedBatchSampler, PairDataset, collate_pairs
 from rmaudit.train.encoded_store import EncodedPairStore, pair_lengths
+from scratch import full_temporary_folder
 
 
 def _encoded(i: int) -> EncodedPair:
@@ -98,13 +99,7 @@ def test_a_stored_file_splits_into_views_with_the_lists_split(tmp_path):
 
 @pytest.mark.parametrize("pairs", [3, 5000], ids=["fails-on-the-first-read", "fails-while-appending"])
 def test_a_full_temporary_folder_names_the_folder_and_tmpdir(tmp_path, monkeypatch, pairs):
-    import os
-    import tempfile
-
-    if not os.path.exists("/dev/full"):
-        pytest.skip("needs /dev/full (Linux) for a real 'No space left on device'")
-    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
-    monkeypatch.setattr("rmaudit.data.spill.tempfile.TemporaryFile", lambda **_: open("/dev/full", "w+b"))
+    full_temporary_folder(monkeypatch, tmp_path)
     store = EncodedPairStore()
     with pytest.raises(OSError) as caught:  # a few pairs sit in the write buffer until the first read
         for i in range(pairs):
