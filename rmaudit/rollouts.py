@@ -2,10 +2,10 @@
 
 The on-policy preflight (``policy_rollouts``) scores what PPO will actually score: the
 policy's own samples, drawn with its chat template (``add_generation_prompt=True``) at
-temperature 1 with no top-k/top-p cut (the distribution PPO samples from), left-padded and
-batched, in bf16 where the hardware runs it natively. ``rollouts.jsonl`` holds one sample
-per line (``prompt`` as chat messages, ``response``, ``prompt_id``, ``sample``,
-``n_new_tokens``, ``finished``); any JSONL of prompt/response rows from any policy reads
+temperature 1 with no top-k/top-p cut (the distribution PPO samples from), batched by
+prompt length (:mod:`rmaudit.policy_sampler`), in bf16 where the hardware runs it natively.
+``rollouts.jsonl`` holds one sample per line (``prompt`` as chat messages, ``response``,
+``prompt_id``, ``sample``, ``n_new_tokens``, ``finished``); any JSONL of prompt/response rows from any policy reads
 back through :func:`read_rollouts` (``--rollouts-file``), e.g. samples from PPO step 1000.
 """
 
@@ -93,33 +93,34 @@ def load_policy(policy: str | Path, *, device: str = "cpu", dtype: str = "auto")
 
 
 def sample_rollouts(model: Any, tokenizer: Any, prompts: Sequence[list[Message]], *, n: int, max_new_tokens: int,
-                    temperature: float = 1.0, seed: int = 0, batch_size: int = 16,
+                    temperature: float = 1.0, seed: int = 0,
                     advance: Callable[[int], None] | None = None) -> list[Rollout]:
-    """``n`` samples per prompt, in prompt order; seeded, so a rerun draws the same samples."""
+    """``n`` samples per prompt, in prompt order; seeded, so a rerun draws the same samples
+    (:mod:`rmaudit.policy_sampler` draws them, prompts batched by length)."""
     import torch
 
-    rows = [(p, k) for p in prompts for k in range(n)]
-    out: list[Rollout] = []
-    torch.manual_seed(seed)
-    device = next(model.parameters()).device
+    from rmaudit.policy_sampler import cache_bytes_per_token, plan_batches, sample_continuations
+
+    prompt_ids = [tokenizer(tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True),
+                            add_special_tokens=False)["input_ids"] for p in prompts]
+    generator = torch.Generator(device=next(model.parameters()).device).manual_seed(seed)
     stop = _stop_ids(model, tokenizer)
-    for start in range(0, len(rows), batch_size):
-        batch = rows[start:start + batch_size]
-        texts = [tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True) for p, _ in batch]
-        encoded = tokenizer(texts, return_tensors="pt", padding=True, padding_side="left", add_special_tokens=False)
-        encoded = {k: v.to(device) for k, v in encoded.items()}
+    drawn: dict[int, list[list[int]]] = {}
+    for batch in plan_batches([len(ids) for ids in prompt_ids], n, max_new_tokens, cache_bytes_per_token(model)):
         with torch.inference_mode():
-            generated = model.generate(**encoded, do_sample=True, temperature=temperature, top_k=0, top_p=1.0,
-                                       max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id)
-        new = generated[:, encoded["input_ids"].shape[1]:].cpu()
-        for (prompt, k), ids in zip(batch, new):
-            ids = ids.tolist()
-            ended = [i for i, t in enumerate(ids) if t in stop]
-            length = ended[0] + 1 if ended else len(ids)
-            out.append(Rollout(prompt=list(prompt), response=tokenizer.decode(ids[:length], skip_special_tokens=True).strip(),
-                               prompt_id=prompt_hash(prompt), sample=k, n_new_tokens=length, finished=bool(ended)))
+            continuations = sample_continuations(model, [prompt_ids[i] for i in batch], n=n,
+                                                 max_new_tokens=max_new_tokens, temperature=temperature,
+                                                 generator=generator, stop_ids=stop, pad_id=tokenizer.pad_token_id)
+        for j, index in enumerate(batch):
+            drawn[index] = continuations[j * n:(j + 1) * n]
         if advance:
-            advance(len(batch))
+            advance(len(batch) * n)
+    out: list[Rollout] = []
+    for index, prompt in enumerate(prompts):
+        for k, ids in enumerate(drawn[index]):
+            finished = ids[-1] in stop
+            out.append(Rollout(prompt=list(prompt), response=tokenizer.decode(ids, skip_special_tokens=True).strip(),
+                               prompt_id=prompt_hash(prompt), sample=k, n_new_tokens=len(ids), finished=finished))
     return out
 
 

@@ -264,7 +264,7 @@ class AuditContext:
         self.notes["rollouts_dtype"] = dtype
         with self.progress_bar(len(prompts) * self.rollouts, "policy samples") as advance:
             return policy_io.sample_rollouts(model, tokenizer, prompts, n=self.rollouts, max_new_tokens=self.max_new_tokens,
-                                             seed=self.seed, batch_size=max(self.batch_size, self.rollouts), advance=advance)
+                                             seed=self.seed, advance=advance)
 
     def gold_context(self) -> "AuditContext":
         """A context that scores with the --gold reward model (loaded once, same dtype, device,
