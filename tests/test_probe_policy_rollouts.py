@@ -81,7 +81,8 @@ def test_repetition_counts_repeated_trigrams():
 
 def test_sampling_a_real_policy_through_check_writes_rollouts_that_read_back(content_rm, tmp_path, capsys):
     """A real (tiny, random) causal LM as --policy: seeded sampling, rollouts.jsonl and
-    reward_normalization.json beside the report, and --rollouts-file reproducing the rewards."""
+    reward_normalization.json beside the report, a rerun into the same --out (its earlier report
+    folder, samples included), and --rollouts-file reproducing the rewards."""
     checkpoint = save_rm(*content_rm, tmp_path / "rm")
     data = tmp_path / "pairs.jsonl"
     data.write_text("".join(json.dumps({"prompt": p.prompt_text(), "chosen": p.chosen, "rejected": p.rejected}) + "\n"
@@ -97,6 +98,8 @@ def test_sampling_a_real_policy_through_check_writes_rollouts_that_read_back(con
     samples = read_rollouts(tmp_path / "a" / "rollouts.jsonl")
     assert len(samples) == 15 and len({s.prompt_id for s in samples}) == 5
     assert (tmp_path / "a" / "rollouts.jsonl").read_text() == (tmp_path / "b" / "rollouts.jsonl").read_text()  # seeded
+    again = main(["check", str(checkpoint), *common, "--policy", str(tiny_base_dir()), "--out", str(tmp_path / "b")])
+    assert again == 0 and (tmp_path / "b" / "rollouts.jsonl").read_text() == (tmp_path / "a" / "rollouts.jsonl").read_text()
     assert all(s.n_new_tokens <= 12 for s in samples)
     first = json.loads((tmp_path / "a.json").read_text())
     probe = next(p for p in first["probes"] if p["name"] == "policy_rollouts")

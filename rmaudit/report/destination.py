@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import json
 import os
 import shutil
 import tempfile
@@ -36,11 +37,25 @@ def check_report_dir(out: Path) -> None:
     if out.exists() and not out.is_dir():
         raise input_error(out, None, None, "--out is a file; it must be a folder (it will hold the report set)")
     if out.is_dir():
-        foreign = sorted(p.name for p in out.iterdir() if p.name not in REPORT_SET)
+        ours = report_set_files(out)
+        foreign = sorted(p.name for p in out.iterdir() if p.name not in ours)
         if foreign:
             raise input_error(out, None, None, f"--out holds files rmaudit did not write ({', '.join(foreign[:5])}); "
                               "choose an empty folder or an earlier report folder")
     _check_writable_parent(out, "--out")
+
+
+def report_set_files(out: Path) -> set[str]:
+    """The names an earlier report set in ``out`` is made of: the report files, and the files its
+    probes wrote beside them (``rollouts.jsonl``, ...), which its report.json lists; without a
+    readable report.json, the report files only."""
+    names = set(REPORT_SET)
+    try:
+        report = json.loads((out / REPORT_FILES["json"]).read_text(encoding="utf-8"))
+        names.update(name for probe in report["probes"] for name in probe.get("files", []) if isinstance(name, str))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        pass
+    return names
 
 
 def check_json_path(path: Path) -> None:
