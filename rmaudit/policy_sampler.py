@@ -2,8 +2,8 @@
 
 ``transformers``' ``generate`` spent most of its time on work a batch of policy samples does
 not need (SmolLM2-135M-Instruct, 16 hh prompts x 4 samples of up to 128 tokens, float32 on a
-2-core AVX2 CPU: 95 s in batches of 16 rows, no faster in batches of 64; this loop: 41 s at
-no more memory, ``benchmarks/results/sampling.md``):
+2-core AVX2 CPU: 97 s in batches of 16 rows, no faster in batches of 64; this loop: 47 s at
+no more memory, medians of 5 rounds in ``benchmarks/results/sampling.md``):
 
 - its cache grows by ``torch.cat``, copying every layer's keys and values at every step (45%
   of the time at 64 rows): :class:`PreallocatedLayer` writes each new token in place;
@@ -11,8 +11,9 @@ no more memory, ``benchmarks/results/sampling.md``):
   repeated for its ``n`` samples;
 - it keeps stepping rows that have ended their turn until the whole batch has: here they
   leave the batch;
-- ``torch.multinomial`` draws one exponential per vocabulary entry (18% of a step): one
-  uniform per row through the cumulative distribution draws from the same distribution.
+- ``torch.multinomial`` draws one exponential per vocabulary entry (18% of a step at 64
+  rows): one uniform per row through the cumulative distribution draws from the same
+  distribution.
 
 Prompts are batched by length (little left padding), 16 to 64 rows under a cache budget. The
 draws are from softmax(logits / temperature), nothing cut (no top-k, top-p or penalty from

@@ -5,8 +5,9 @@ policy's own samples, drawn with its chat template (``add_generation_prompt=True
 temperature 1 with no top-k/top-p cut (the distribution PPO samples from), batched by
 prompt length (:mod:`rmaudit.policy_sampler`), in bf16 where the hardware runs it natively.
 ``rollouts.jsonl`` holds one sample per line (``prompt`` as chat messages, ``response``,
-``prompt_id``, ``sample``, ``n_new_tokens``, ``finished``); any JSONL of prompt/response rows from any policy reads
-back through :func:`read_rollouts` (``--rollouts-file``), e.g. samples from PPO step 1000.
+``prompt_id``, ``sample``, ``n_new_tokens``, ``finished``); any JSONL of prompt/response rows
+from any policy reads back through :func:`read_rollouts` (``--rollouts-file``), e.g. samples
+from PPO step 1000.
 """
 
 from __future__ import annotations
