@@ -43,39 +43,39 @@ class PreallocatedLayer(DynamicLayer):
 
     def __init__(self, capacity: int):
         super().__init__()
-        self.capacity = capacity
-        self.filled = 0
+        self.capacity, self.filled = capacity, 0
+        self.storage: tuple[torch.Tensor, torch.Tensor] | None = None  # (keys, values), ``capacity`` long
 
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any,
                **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
-        if not self.is_initialized:
+        if self.storage is None:  # is_initialized: what transformers 5 reads (4.56 reads keys only)
             self.is_initialized, self.device = True, key_states.device
             rows, heads, _, dim = key_states.shape
-            self.key_storage = key_states.new_empty(rows, heads, self.capacity, dim)
-            self.value_storage = value_states.new_empty(rows, heads, self.capacity, value_states.shape[-1])
+            self.storage = (key_states.new_empty(rows, heads, self.capacity, dim),
+                            value_states.new_empty(rows, heads, self.capacity, value_states.shape[-1]))
         end = self.filled + key_states.shape[-2]
         if end > self.capacity:
             raise RuntimeError(f"cache layer full: {end} tokens in {self.capacity} slots")
-        self.key_storage[:, :, self.filled:end] = key_states
-        self.value_storage[:, :, self.filled:end] = value_states
+        keys, values = self.storage
+        keys[:, :, self.filled:end] = key_states
+        values[:, :, self.filled:end] = value_states
         self.filled = end
-        return self._expose()
+        return self._hold(keys, values)
 
     def batch_repeat_interleave(self, repeats: int) -> None:
-        if self.is_initialized:
-            self.key_storage = self.key_storage.repeat_interleave(repeats, dim=0)
-            self.value_storage = self.value_storage.repeat_interleave(repeats, dim=0)
-            self._expose()
+        if self.storage is not None:
+            self._hold(*(t.repeat_interleave(repeats, dim=0) for t in self.storage))
 
     def batch_select_indices(self, indices: torch.Tensor) -> None:
-        if self.is_initialized:
-            self.key_storage, self.value_storage = self.key_storage[indices], self.value_storage[indices]
-            self._expose()
+        if self.storage is not None:
+            self._hold(*(t[indices] for t in self.storage))
 
-    def _expose(self) -> tuple[torch.Tensor, torch.Tensor]:
-        keys, values = self.key_storage[:, :, :self.filled], self.value_storage[:, :, :self.filled]
-        self.keys, self.values = keys, values
-        return keys, values
+    def _hold(self, keys: torch.Tensor, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keep (keys, values) as the storage; ``self.keys``/``self.values`` are views of its filled part."""
+        self.storage = (keys, values)
+        filled_keys, filled_values = keys[:, :, :self.filled], values[:, :, :self.filled]
+        self.keys, self.values = filled_keys, filled_values
+        return filled_keys, filled_values
 
 
 def plan_batches(prompt_lengths: Sequence[int], n: int, max_new_tokens: int, cache_bytes_per_token: int | None,
