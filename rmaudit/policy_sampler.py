@@ -135,9 +135,7 @@ def sample_continuations(model: Any, prompts: Sequence[Sequence[int]], *, n: int
         input_ids[row, width - len(prompt):] = torch.tensor(list(prompt), device=device)
         mask[row, width - len(prompt):] = 1
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
-    cache = DynamicCache(config=model.config)
-    cache.layers = [PreallocatedLayer(width + max_new_tokens) if type(layer) is DynamicLayer else layer
-                    for layer in cache.layers]
+    cache = _row_cache(model, width + max_new_tokens)
     forward = _cached_forward(model, cache)
     logits = forward(input_ids, mask, positions, last_only=True).repeat_interleave(n, dim=0)
     cache.batch_repeat_interleave(n)
@@ -167,7 +165,7 @@ def _cached_forward(model: Any, cache: DynamicCache) -> Callable[..., torch.Tens
     passed under the name this transformers version takes, and the LM head run on the last
     position only where the model can (``logits_to_keep``)."""
     parameters = inspect.signature(model.forward).parameters
-    cache_name = "cache" if "cache" in parameters else "past_key_values"
+    cache_name = _cache_keyword(model)
 
     def forward(input_ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, last_only: bool) -> torch.Tensor:
         extra = {"logits_to_keep": 1} if last_only and "logits_to_keep" in parameters else {}
@@ -176,3 +174,28 @@ def _cached_forward(model: Any, cache: DynamicCache) -> Callable[..., torch.Tens
         return out.logits[:, -1]
 
     return forward
+
+
+def _cache_keyword(model: Any) -> str:
+    """The name ``model.forward`` takes its key/value cache by (transformers 5: ``cache``; 4.x:
+    ``past_key_values``); a model without one (a state-space model) is refused."""
+    parameters = inspect.signature(model.forward).parameters
+    for name in ("cache", "past_key_values"):
+        if name in parameters:
+            return name
+    raise TypeError(f"the policy ({type(model).__name__}) takes no key/value cache, which rmaudit's sampler "
+                    "decodes with (decoder-only transformers do): pass its samples with --rollouts-file")
+
+
+def _row_cache(model: Any, capacity: int) -> DynamicCache:
+    """The model's cache with each plain attention layer preallocated for ``capacity`` tokens;
+    refused where a layer cannot be repeated and cut by row (a state-space layer)."""
+    _cache_keyword(model)
+    cache = DynamicCache(config=model.config)
+    cache.layers = [PreallocatedLayer(capacity) if type(layer) is DynamicLayer else layer for layer in cache.layers]
+    rowless = {type(layer).__name__ for layer in cache.layers
+               if not (hasattr(layer, "batch_repeat_interleave") and hasattr(layer, "batch_select_indices"))}
+    if rowless:
+        raise TypeError(f"the policy ({type(model).__name__}) keeps a cache rmaudit's sampler cannot split by row "
+                        f"({', '.join(sorted(rowless))}): pass its samples with --rollouts-file")
+    return cache

@@ -130,3 +130,13 @@ def test_the_cache_size_estimate_is_what_the_model_caches(build):
         cache = model(torch.randint(1, VOCAB, (3, 5)), use_cache=True).past_key_values
     cached = sum(layer.keys.nbytes + layer.values.nbytes for layer in cache.layers)
     assert cache_bytes_per_token(model) == cached / (3 * 5)
+
+
+def test_a_state_space_policy_is_refused_naming_rollouts_file():
+    """transformers 4.x: Mamba takes no key/value cache; 5.x: its cache layers cannot be cut by row."""
+    from transformers import MambaConfig, MambaForCausalLM
+
+    model = MambaForCausalLM(MambaConfig(vocab_size=VOCAB, hidden_size=16, state_size=4, num_hidden_layers=1)).eval()
+    with pytest.raises(TypeError, match="MambaForCausalLM.*--rollouts-file"):
+        sample_continuations(model, [[1, 2, 3]], n=1, max_new_tokens=2, temperature=1.0,
+                             generator=torch.Generator(), stop_ids=set(), pad_id=PAD)
