@@ -123,10 +123,11 @@ def draw_tokens(logits: torch.Tensor, temperature: float, generator: torch.Gener
 
 
 def sample_continuations(model: Any, prompts: Sequence[Sequence[int]], *, n: int, max_new_tokens: int,
-                         temperature: float, generator: torch.Generator, stop_ids: set[int],
-                         pad_id: int) -> list[list[int]]:
+                         temperature: float, generator: torch.Generator, stop_ids: set[int], pad_id: int,
+                         ended: Callable[[int], None] = lambda count: None) -> list[list[int]]:
     """``n`` continuations of each prompt (token ids), prompt-major (prompt i's sample k at
-    ``i * n + k``); a continuation ends with its first stop token or at ``max_new_tokens``."""
+    ``i * n + k``); a continuation ends with its first stop token or at ``max_new_tokens``.
+    ``ended(count)`` hears of continuations as they end (a progress bar's advance)."""
     device = next(model.parameters()).device
     width = max(len(p) for p in prompts)
     input_ids = torch.full((len(prompts), width), pad_id, dtype=torch.long, device=device)
@@ -149,7 +150,9 @@ def sample_continuations(model: Any, prompts: Sequence[Sequence[int]], *, n: int
             continuations[row].append(token)
         going = ~torch.isin(tokens, stop)
         if step == max_new_tokens - 1 or not going.any():
+            ended(len(rows))
             break
+        ended(len(rows) - int(going.sum()))
         if not going.all():  # ended rows leave the batch, and their cache with them
             keep = going.nonzero().squeeze(1)
             cache.batch_select_indices(keep)

@@ -111,11 +111,10 @@ def sample_rollouts(model: Any, tokenizer: Any, prompts: Sequence[list[Message]]
         with torch.inference_mode():
             continuations = sample_continuations(model, [prompt_ids[i] for i in batch], n=n,
                                                  max_new_tokens=max_new_tokens, temperature=temperature,
-                                                 generator=generator, stop_ids=stop, pad_id=tokenizer.pad_token_id)
+                                                 generator=generator, stop_ids=stop, pad_id=tokenizer.pad_token_id,
+                                                 ended=advance or (lambda count: None))
         for j, index in enumerate(batch):
             drawn[index] = continuations[j * n:(j + 1) * n]
-        if advance:
-            advance(len(batch) * n)
     out: list[Rollout] = []
     for index, prompt in enumerate(prompts):
         for k, ids in enumerate(drawn[index]):

@@ -88,19 +88,25 @@ def test_draws_follow_the_tempered_distribution_and_never_pick_a_zero_probabilit
         assert torch.allclose(counts, expected, atol=0.01), (temperature, counts, expected)  # 4 standard errors
 
 
-def test_sampling_is_seeded_and_each_sample_ends_at_its_stop_token_or_the_limit():
+def test_sampling_is_seeded_and_each_sample_ends_at_its_stop_token_or_the_limit_as_the_bar_hears():
     torch.manual_seed(0)
     model = _llama().eval()
     prompts = _prompts([5, 9, 2])
 
-    def draw(seed):
+    def draw(seed, ended=lambda count: None):
         with torch.inference_mode():
             return sample_continuations(model, prompts, n=3, max_new_tokens=15, temperature=1.0,
-                                        generator=torch.Generator().manual_seed(seed), stop_ids={5, 6, 7}, pad_id=PAD)
+                                        generator=torch.Generator().manual_seed(seed), stop_ids={5, 6, 7}, pad_id=PAD,
+                                        ended=ended)
 
-    first = draw(0)
+    heard: list[int] = []
+    first = draw(0, heard.append)
     assert first == draw(0) and first != draw(1)
     assert any(len(c) < 15 for c in first) and any(len(c) == 15 for c in first)  # some rows left the batch early
+    # the progress bar hears of each continuation once, when it ends: step by step, not per batch
+    assert sum(heard) == 9 and heard[-1] == sum(len(c) == 15 for c in first)
+    assert [sum(heard[:step + 1]) for step in range(len(heard))][:-1] == [
+        sum(len(c) <= step + 1 for c in first) for step in range(len(heard) - 1)]
     for continuation in first:
         assert all(t not in {5, 6, 7} for t in continuation[:-1])
         assert len(continuation) == 15 or continuation[-1] in {5, 6, 7}
