@@ -136,8 +136,7 @@ def sample_continuations(model: Any, prompts: Sequence[Sequence[int]], *, n: int
         input_ids[row, width - len(prompt):] = torch.tensor(list(prompt), device=device)
         mask[row, width - len(prompt):] = 1
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
-    cache = _row_cache(model, width + max_new_tokens)
-    forward = _cached_forward(model, cache)
+    cache, forward = _cached_forward(model, width + max_new_tokens)
     logits = forward(input_ids, mask, positions, last_only=True).repeat_interleave(n, dim=0)
     cache.batch_repeat_interleave(n)
     mask, next_position = mask.repeat_interleave(n, dim=0), positions[:, -1:].repeat_interleave(n, dim=0) + 1
@@ -163,37 +162,18 @@ def sample_continuations(model: Any, prompts: Sequence[Sequence[int]], *, n: int
     return continuations
 
 
-def _cached_forward(model: Any, cache: DynamicCache) -> Callable[..., torch.Tensor]:
-    """``forward(ids, mask, positions, last_only)`` -> the last position's logits, with ``cache``
-    passed under the name this transformers version takes, and the LM head run on the last
-    position only where the model can (``logits_to_keep``)."""
+def _cached_forward(model: Any, capacity: int) -> tuple[DynamicCache, Callable[..., torch.Tensor]]:
+    """(the cache, ``forward(ids, mask, positions, last_only)`` -> the last position's logits).
+    The cache is the model's own, each plain attention layer preallocated for ``capacity``
+    tokens, passed under the name this transformers version takes (5.x ``cache``, 4.x
+    ``past_key_values``); the LM head runs on the last position only where the model can
+    (``logits_to_keep``). A model with no key/value cache, or a layer that cannot be repeated
+    and cut by row (a state-space model), is refused."""
     parameters = inspect.signature(model.forward).parameters
-    cache_name = _cache_keyword(model)
-
-    def forward(input_ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, last_only: bool) -> torch.Tensor:
-        extra = {"logits_to_keep": 1} if last_only and "logits_to_keep" in parameters else {}
-        out = model(input_ids=input_ids, attention_mask=mask, position_ids=positions, use_cache=True,
-                    **{cache_name: cache}, **extra)
-        return out.logits[:, -1]
-
-    return forward
-
-
-def _cache_keyword(model: Any) -> str:
-    """The name ``model.forward`` takes its key/value cache by (transformers 5: ``cache``; 4.x:
-    ``past_key_values``); a model without one (a state-space model) is refused."""
-    parameters = inspect.signature(model.forward).parameters
-    for name in ("cache", "past_key_values"):
-        if name in parameters:
-            return name
-    raise TypeError(f"the policy ({type(model).__name__}) takes no key/value cache, which rmaudit's sampler "
-                    "decodes with (decoder-only transformers do): pass its samples with --rollouts-file")
-
-
-def _row_cache(model: Any, capacity: int) -> DynamicCache:
-    """The model's cache with each plain attention layer preallocated for ``capacity`` tokens;
-    refused where a layer cannot be repeated and cut by row (a state-space layer)."""
-    _cache_keyword(model)
+    cache_name = next((name for name in ("cache", "past_key_values") if name in parameters), None)
+    if cache_name is None:
+        raise TypeError(f"the policy ({type(model).__name__}) takes no key/value cache, which rmaudit's sampler "
+                        "decodes with (decoder-only transformers do): pass its samples with --rollouts-file")
     cache = DynamicCache(config=model.config)
     cache.layers = [PreallocatedLayer(capacity) if type(layer) is DynamicLayer else layer for layer in cache.layers]
     rowless = {type(layer).__name__ for layer in cache.layers
@@ -201,4 +181,11 @@ def _row_cache(model: Any, capacity: int) -> DynamicCache:
     if rowless:
         raise TypeError(f"the policy ({type(model).__name__}) keeps a cache rmaudit's sampler cannot split by row "
                         f"({', '.join(sorted(rowless))}): pass its samples with --rollouts-file")
-    return cache
+
+    def forward(input_ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, last_only: bool) -> torch.Tensor:
+        extra = {"logits_to_keep": 1} if last_only and "logits_to_keep" in parameters else {}
+        out = model(input_ids=input_ids, attention_mask=mask, position_ids=positions, use_cache=True,
+                    **{cache_name: cache}, **extra)
+        return out.logits[:, -1]
+
+    return cache, forward
