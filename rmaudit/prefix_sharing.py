@@ -33,7 +33,7 @@ batches through the model's own attention.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Collection, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -124,7 +124,7 @@ def last_token_rewards(model: Any, sequences: Sequence[Sequence[int]], *, batch_
     """(N,) float64 rewards, the head applied at the last token of each sequence, and what
     was shared; batches carry at most ``max_padding`` pads. Run under the caller's
     ``inference_mode`` and autocast."""
-    out, stats = last_token_readout(model, sequences, lambda hidden: apply_head(model, hidden)[:, None],
+    out, stats = last_token_readout(model, sequences, lambda hidden, rows: apply_head(model, hidden)[:, None],
                                     batch_size=batch_size, batch_tokens=batch_tokens, share=share,
                                     max_padding=max_padding, advance=advance)
     return out[:, 0], stats
@@ -132,31 +132,39 @@ def last_token_rewards(model: Any, sequences: Sequence[Sequence[int]], *, batch_
 
 def last_token_rewards_and_norms(model: Any, sequences: Sequence[Sequence[int]], *, batch_size: int,
                                  batch_tokens: int, share: bool = True, max_padding: float | None = None,
-                                 advance: Callable[[int], None] = lambda n: None
-                                 ) -> tuple[np.ndarray, np.ndarray, SharingStats]:
-    """:func:`last_token_rewards` and the (N,) norms of the hidden states the head read, from
-    the same forward (``reward_scale`` compares them with the head's norm)."""
-    def read(hidden: torch.Tensor) -> torch.Tensor:
+                                 advance: Callable[[int], None] = lambda n: None, keep_hidden: Collection[int] = ()
+                                 ) -> tuple[np.ndarray, np.ndarray, dict[int, np.ndarray], SharingStats]:
+    """:func:`last_token_rewards`, the (N,) norms of the hidden states the head read
+    (``reward_scale`` compares them with the head's norm) and, for the sequences whose index
+    is in ``keep_hidden``, those (d,) float64 hidden states themselves (``policy_shift``
+    reads them), all from the same forward."""
+    keep, kept = set(keep_hidden), {}
+
+    def read(hidden: torch.Tensor, rows: Sequence[int]) -> torch.Tensor:
+        for j, row in enumerate(rows):
+            if row in keep:
+                kept[row] = hidden[j].double().cpu().numpy()
         return torch.stack([apply_head(model, hidden), hidden.float().norm(dim=-1)], dim=1)
 
     out, stats = last_token_readout(model, sequences, read, batch_size=batch_size, batch_tokens=batch_tokens,
                                     share=share, max_padding=max_padding, advance=advance)
-    return out[:, 0], out[:, 1], stats
+    return out[:, 0], out[:, 1], kept, stats
 
 
 def last_token_hidden(model: Any, sequences: Sequence[Sequence[int]], *, batch_size: int, batch_tokens: int,
                       share: bool = True, max_padding: float | None = None,
                       advance: Callable[[int], None] = lambda n: None) -> tuple[np.ndarray, SharingStats]:
     """(N, d) float64 hidden states at the last token of each sequence (where the head reads)."""
-    return last_token_readout(model, sequences, lambda hidden: hidden, batch_size=batch_size, batch_tokens=batch_tokens,
+    return last_token_readout(model, sequences, lambda hidden, rows: hidden, batch_size=batch_size, batch_tokens=batch_tokens,
                               share=share, max_padding=max_padding, advance=advance)
 
 
-def last_token_readout(model: Any, sequences: Sequence[Sequence[int]], read: Callable[[torch.Tensor], torch.Tensor], *,
+def last_token_readout(model: Any, sequences: Sequence[Sequence[int]],
+                       read: Callable[[torch.Tensor, Sequence[int]], torch.Tensor], *,
                        batch_size: int, batch_tokens: int, share: bool = True, max_padding: float | None = None,
                        advance: Callable[[int], None] = lambda n: None) -> tuple[np.ndarray, SharingStats]:
     """(N, k) float64: ``read`` applied to the (rows, d) hidden states at the last token of
-    each sequence, and what was shared. With ``share``, a sequence that is a prefix of
+    each sequence (and the indices of those sequences), and what was shared. With ``share``, a sequence that is a prefix of
     another (or equal to it) is read inside it (:func:`fold_prefixes`) and the rest are
     forwarded as one prefix tree, packed rows of tree attention (:func:`packed_calls`);
     without, in the plain path's padded batches of at most ``batch_size`` rows,
@@ -169,7 +177,7 @@ def last_token_readout(model: Any, sequences: Sequence[Sequence[int]], read: Cal
     def store(states: torch.Tensor, at: Sequence[int], rows: Sequence[int]) -> None:
         """Read the states (positions, d) at the positions ``at`` into the ``rows`` of ``out``."""
         nonlocal out
-        values = read(states[torch.tensor(at, device=states.device)]).double().cpu().numpy()
+        values = read(states[torch.tensor(at, device=states.device)], rows).double().cpu().numpy()
         if out is None:
             out = np.zeros((len(sequences), values.shape[1]))
         out[list(rows)] = values

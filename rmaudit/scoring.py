@@ -17,8 +17,8 @@ import contextlib
 import logging
 import signal
 import threading
-from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Callable, Collection, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -61,6 +61,8 @@ class ScoreResult:
     also_rewards: np.ndarray | None = None  # rewards of the ``also`` readings (None: not read with the texts)
     # norms of the hidden states the head read, NaN where not read (only shared-prefix forwards read them)
     hidden_norms: np.ndarray | None = None
+    # text index -> (d,) hidden state the head read, for the ``keep_hidden`` texts shared-prefix forwards read
+    hidden: dict[int, np.ndarray] = field(default_factory=dict)
 
 
 # A chat template comes from the checkpoint, i.e. from whoever wrote it. transformers renders
@@ -231,6 +233,7 @@ def score_texts(
     share_prefixes: bool = False,
     max_padding: float | None = None,
     also: Sequence[Sequence[int]] = (),
+    keep_hidden: Collection[int] = (),
 ) -> ScoreResult:
     """Rewards for already-rendered texts, in input order, streamed :data:`CHUNK_TEXTS` at a time.
 
@@ -241,7 +244,9 @@ def score_texts(
     ``max_padding``: the share of a batch's tokens that may be pads (:func:`padding_cap`).
     ``also``: token ids read at their last token besides the texts (another trainer's
     tokenisation of them), forwarded with the first chunk where prefixes are shared, so one
-    that begins a text is read inside its forward; their rewards in ``also_rewards``."""
+    that begins a text is read inside its forward; their rewards in ``also_rewards``.
+    ``keep_hidden``: indices of texts whose hidden state the head read is kept, in ``hidden``,
+    where prefixes are shared (the plain path reads rewards only)."""
     pooling = resolve_pooling(model, pooling)
     share = share_prefixes and prefix_sharing_support(model)[0]
     rewards = np.zeros(len(texts), dtype=np.float64)
@@ -250,6 +255,7 @@ def score_texts(
     truncated = 0
     sharing = SharingStats() if share else None
     also_rewards = None
+    hidden: dict[int, np.ndarray] = {}
     with torch.inference_mode(), autocast_for(model, dtype), _progress(progress, len(texts)) as advance:
         for start in range(0, len(texts), CHUNK_TEXTS):
             ids, n_truncated = tokenize_rendered(tokenizer, texts[start:start + CHUNK_TEXTS], max_length)
@@ -260,11 +266,14 @@ def score_texts(
                 readings = plain_readings(model, tokenizer, ids, pooling)
                 if readings is not None:
                     extra = list(also) if start == 0 else []
-                    chunk, chunk_norms, stats = last_token_rewards_and_norms(
+                    keep = [i - start for i in keep_hidden if start <= i < start + len(ids)]
+                    chunk, chunk_norms, chunk_hidden, stats = last_token_rewards_and_norms(
                         model, readings + extra, batch_size=batch_size, batch_tokens=batch_tokens or BATCH_TOKENS,
-                        advance=_scaled(advance, len(ids), len(ids) + len(extra)), max_padding=max_padding)
+                        advance=_scaled(advance, len(ids), len(ids) + len(extra)), max_padding=max_padding,
+                        keep_hidden=keep)
                     rewards[start:start + len(ids)] = chunk[:len(ids)]
                     norms[start:start + len(ids)] = chunk_norms[:len(ids)]
+                    hidden.update((start + i, state) for i, state in chunk_hidden.items())
                     if extra:
                         also_rewards = chunk[len(ids):]
                     sharing.add(stats)
@@ -276,7 +285,7 @@ def score_texts(
                 rewards[[start + i for i in batch]] = forward_rewards(model, input_ids, mask, pooling).double().numpy()
                 advance(len(batch))
     return ScoreResult(rewards=rewards, pooling=pooling, n_tokens=lengths, n_truncated=truncated, sharing=sharing,
-                       also_rewards=also_rewards, hidden_norms=norms)
+                       also_rewards=also_rewards, hidden_norms=norms, hidden=hidden)
 
 
 def plain_readings(model: Any, tokenizer: Any, ids: Sequence[Sequence[int]], pooling: str) -> list[list[int]] | None:

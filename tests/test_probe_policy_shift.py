@@ -8,13 +8,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from helpers_probe import record_progress_bars, run_configured
+from helpers_probe import configured, record_progress_bars, run_configured
 from helpers_probe_heads import fitted_rm, synthetic_pairs
 from helpers_rollouts import write_rollouts
 from rmaudit.probes.context import AuditContext
+from rmaudit.probes.policy_rollouts import PolicyRollouts
 from rmaudit.probes.policy_shift import PolicyShift, ledoit_wolf, mahalanobis
 from rmaudit.report.charts import validate_chart
 from rmaudit.results import Status
+from rmaudit.runner import run_probe, score_plan
+from tiny_models import tiny_rm
 
 EVAL = synthetic_pairs(seed=1000, n=40, rule="content")
 TRAIN = synthetic_pairs(seed=4000, n=60, rule="content")
@@ -25,11 +28,14 @@ def content_rm():
     return fitted_rm("content")
 
 
-def _run(rm, rollouts_file, train=TRAIN, **overrides):
+def _ctx(rm, rollouts_file, train=TRAIN, **fields):
     model, tokenizer = rm
-    ctx = AuditContext(checkpoint=None, model=model, tokenizer=tokenizer, pooling="mask", eval_pairs=EVAL,
-                       train_pairs=train, rollouts_file=rollouts_file)
-    return run_configured(PolicyShift, ctx, **overrides)
+    return AuditContext(checkpoint=None, model=model, tokenizer=tokenizer, pooling="mask", eval_pairs=EVAL,
+                        train_pairs=train, rollouts_file=rollouts_file, **fields)
+
+
+def _run(rm, rollouts_file, train=TRAIN, **overrides):
+    return run_configured(PolicyShift, _ctx(rm, rollouts_file, train), **overrides)
 
 
 def _finding(result, metric):
@@ -110,3 +116,57 @@ def test_hidden_state_forwards_show_a_bar_that_reaches_its_total(content_rm, mon
     hidden = ctx.pooled_hidden(conversations)
     assert hidden.shape[0] == len(conversations)
     assert bars == [["hidden states", len(conversations), len(conversations)]]
+
+
+@pytest.mark.parametrize("share", [True, False])
+def test_hidden_states_come_from_the_forwards_that_score_the_texts(content_rm, tmp_path, monkeypatch, share):
+    """As ``rmaudit check`` runs it, the scoring plan's forward keeps the human responses'
+    hidden states and the forward that scores the samples (policy_rollouts') keeps theirs: where prefixes are
+    shared policy_shift forwards nothing of its own (it forwarded 640 texts a second time,
+    about 75 s of SmolLM2 on a 2-core CPU), and it measures what its own forwards measure."""
+    rollouts = write_rollouts(tmp_path / "r.jsonl", style="drifted")
+    alone = _run(content_rm, rollouts)  # no plan: every hidden state forwarded by pooled_hidden
+    ctx, probe = _ctx(content_rm, rollouts, share_prefixes=share), configured(PolicyShift)
+    rollouts_probe = configured(PolicyRollouts)  # scores the samples before policy_shift runs
+    score_plan(ctx, [rollouts_probe, probe])
+    assert run_probe(rollouts_probe, ctx).status is not Status.ERROR
+    forwarded: list[int] = []
+    forward_hidden = AuditContext._forward_hidden
+    monkeypatch.setattr(AuditContext, "_forward_hidden",
+                        lambda self, texts, advance: (forwarded.append(len(texts)), forward_hidden(self, texts, advance))[1])
+    planned = run_probe(probe, ctx)
+    m = planned.metrics
+    assert forwarded == ([] if share else [m["n_reference"], m["n_held_out"], m["n_samples"]])
+    assert planned.status is alone.status is Status.FAIL
+    for name in ("held_out_p99", "held_out_median", "policy_median", "reward_distance_spearman", "shrinkage"):
+        assert m[name] == pytest.approx(alone.metrics[name], rel=1e-4), name
+    assert m["beyond_p99_share"] == alone.metrics["beyond_p99_share"]
+
+
+def test_without_policy_samples_the_plan_forwards_no_responses(content_rm):
+    """The probe will skip: planning its 200 human responses would forward them for nothing."""
+    ctx = _ctx(content_rm, None)
+    assert [len(texts) for texts in configured(PolicyShift).plan(ctx)] == [2 * len(EVAL)]
+    assert not ctx.keep_policy_sample_hidden
+
+
+def test_hidden_states_are_read_where_native_pooling_reads():
+    """Under native pooling a text that ends in the pad id is read before it (transformers'
+    last non-pad token). A hidden state forwarded on its own and one kept from the scoring
+    forward must be read at that same position, or distances would mix two positions."""
+    model, tokenizer = tiny_rm()
+    tokenizer.chat_template = ("{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
+                               "{{ message['content'] }}<|im_end|>{% endfor %}")  # ends in pad == eos
+    conversations = [p.chosen_messages() for p in EVAL[:6]]
+
+    def ctx(pooling):
+        return AuditContext(checkpoint=None, model=model, tokenizer=tokenizer, pooling=pooling)
+
+    forwarded = ctx("native").pooled_hidden(conversations)
+    scored = ctx("native")
+    texts = [scored.render(c) for c in conversations]
+    scored.keep_hidden(texts)
+    scored.score_texts(texts)
+    assert len(scored._hidden) == len(texts)
+    np.testing.assert_allclose(scored.pooled_hidden(conversations), forwarded, rtol=1e-4, atol=1e-6)
+    assert not np.allclose(ctx("mask").pooled_hidden(conversations), forwarded, atol=1e-3)

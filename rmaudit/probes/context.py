@@ -80,6 +80,11 @@ class AuditContext:
     record: dict[str, Any] = field(default_factory=dict)  # content-addressed identity of the inputs (rmaudit/record.py)
     _cache: ScoreCache = field(default_factory=ScoreCache, repr=False)  # key(pooling, text) -> reward
     _norms: ScoreCache = field(default_factory=ScoreCache, repr=False)  # same keys -> norm of the state the head read
+    # Keys whose hidden state the head read is kept when a forward reads it (keep_hidden), and
+    # those states: a probe's few hundred texts, not every text's d floats.
+    _hidden_wanted: set[int] = field(default_factory=set, repr=False)
+    _hidden: dict[int, np.ndarray] = field(default_factory=dict, repr=False)
+    keep_policy_sample_hidden: bool = False  # keep the policy samples' hidden states too (policy_shift's plan)
     _advance: Callable[[int], None] | None = field(default=None, repr=False)  # the open progress bar
     _rollouts: list | None = field(default=None, repr=False)
     _gold: "AuditContext | None" = field(default=None, repr=False)
@@ -133,10 +138,12 @@ class AuditContext:
         with self.progress_bar(len(texts)) as advance:
             advance(len(texts) - len(todo))
             if len(todo):
+                keys_todo = keys[todo].tolist()
                 result = score_texts(
                     self.model, self.tokenizer, [texts[i] for i in todo], batch_size=self.batch_size,
                     dtype=self.dtype, pooling=self.pooling, max_length=self.max_length, progress=advance,
                     share_prefixes=self.share_prefixes, max_padding=padding_cap(self.device), also=readings,
+                    keep_hidden=[j for j, key in enumerate(keys_todo) if key in self._hidden_wanted],
                 )
                 self.notes["pooling"] = result.pooling
                 self._note_sharing(result.sharing)
@@ -144,6 +151,7 @@ class AuditContext:
                 if result.hidden_norms is not None:
                     read = np.isfinite(result.hidden_norms)
                     self._norms.update(keys[todo][read], result.hidden_norms[read])
+                self._hidden.update((keys_todo[j], state) for j, state in result.hidden.items())
                 if result.also_rewards is not None:
                     self.token_rewards().add(readings, result.also_rewards)
         return self._cache.get(keys)
@@ -196,21 +204,41 @@ class AuditContext:
             finally:
                 self._advance = None
 
+    def keep_hidden(self, texts: Sequence[str]) -> None:
+        """Keep the hidden state the head reads of these rendered texts when a later scoring
+        call forwards them (a probe's plan, so :meth:`pooled_hidden` needs no forward of its own)."""
+        self._hidden_wanted.update(text_keys(texts, salt=self.pooling.encode()).tolist())
+
     def pooled_hidden(self, conversations: Sequence[Sequence[Message]]) -> np.ndarray:
-        """(N, d) float64 hidden states at each conversation's last real token (where the head
-        reads), rendered with the RM's template and truncated as scoring does; not cached.
-        Conversations that share a prefix share its forward where the audit shares prefixes."""
+        """(N, d) float64 hidden states where the head reads each conversation (its last token;
+        under native pooling its last non-pad one), rendered with the RM's template and
+        truncated as scoring does: kept from the forward that scored it where it was asked for
+        beforehand (:meth:`keep_hidden`), the rest forwarded here and not cached."""
+        texts = [self.render(c) for c in conversations]
+        if not texts:
+            return np.zeros((0, 0))
+        keys = text_keys(texts, salt=self.pooling.encode()).tolist()
+        states = {i: self._hidden[key] for i, key in enumerate(keys) if key in self._hidden}
+        rest = [i for i in range(len(texts)) if i not in states]
+        with self.progress_bar(len(texts), "hidden states") as advance:
+            advance(len(states))
+            if rest:
+                states.update(zip(rest, self._forward_hidden([texts[i] for i in rest], advance)))
+        return np.stack([states[i] for i in range(len(texts))])
+
+    def _forward_hidden(self, texts: Sequence[str], advance: Callable[[int], None]) -> np.ndarray:
+        """(N, d) hidden states read where scoring reads them, from forwards of their own.
+        Texts that share a prefix share its forward where the audit shares prefixes."""
         import torch
 
         from rmaudit.prefix_sharing import last_token_hidden, prefix_sharing_support
-        from rmaudit.scoring import BATCH_TOKENS, autocast_for, padding_cap, tokenize_rendered
+        from rmaudit.scoring import BATCH_TOKENS, autocast_for, padding_cap, plain_readings, resolve_pooling, \
+            tokenize_rendered
 
-        ids, _ = tokenize_rendered(self.tokenizer, [self.render(c) for c in conversations], self.max_length)
-        if not ids:
-            return np.zeros((0, 0))
+        ids, _ = tokenize_rendered(self.tokenizer, texts, self.max_length)
+        ids = plain_readings(self.model, self.tokenizer, ids, resolve_pooling(self.model, self.pooling)) or ids
         share = self.share_prefixes and prefix_sharing_support(self.model)[0]
-        with torch.inference_mode(), autocast_for(self.model, self.dtype), \
-                self.progress_bar(len(ids), "hidden states") as advance:
+        with torch.inference_mode(), autocast_for(self.model, self.dtype):
             hidden, _ = last_token_hidden(self.model, ids, batch_size=self.batch_size, batch_tokens=BATCH_TOKENS,
                                           share=share, max_padding=padding_cap(self.device), advance=advance)
         return hidden
@@ -229,6 +257,16 @@ class AuditContext:
             norms[rest] = np.linalg.norm(self.pooled_hidden([conversations[i] for i in rest]), axis=1)
         return norms
 
+    def has_policy_samples(self) -> bool:
+        """Whether :meth:`policy_samples` has samples to give (without drawing them)."""
+        if self._rollouts is not None or self.rollouts_file is not None:
+            return True
+        if self.policy is None or _missing(self.eval_pairs):
+            return False
+        from rmaudit.rollouts import has_weights
+
+        return has_weights(self.policy)
+
     def policy_samples(self) -> tuple[list, str]:
         """(rollouts, where they came from): read from --rollouts-file, else sampled once per
         audit from --policy (every probe that needs them shares the one draw)."""
@@ -245,6 +283,8 @@ class AuditContext:
                                "or --rollouts-file FILE")
         self._rollouts = samples
         self.notes["rollouts_source"] = source
+        if self.keep_policy_sample_hidden:
+            self.keep_hidden([self.render(r.messages()) for r in samples])
         return samples, source
 
     def _sample_policy(self, policy_io: Any) -> list:

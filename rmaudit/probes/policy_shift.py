@@ -76,15 +76,30 @@ class PolicyShift(Probe):
     )
     settings = (Setting("max_responses", 256, "training and held-out responses embedded (each), sampled in file order"),)
 
+    def plan(self, ctx):
+        """The labelled pairs and the human responses whose hidden states ``run`` reads, kept
+        from the scoring plan's forward of them, as the policy samples' are kept from the
+        forward that scores them: each text forwarded once, where prefixes are shared."""
+        plans = list(super().plan(ctx))
+        if not ctx.has_policy_samples():
+            return plans  # the probe will skip: forwarding its responses would be wasted
+        reference, held_out, _ = self._human_responses(ctx)
+        texts = [ctx.render(c) for c in reference + held_out]
+        ctx.keep_hidden(texts)
+        ctx.keep_policy_sample_hidden = True
+        return [*plans, texts]
+
     def run(self, ctx):
         rollouts, source = ctx.policy_samples()
         reference, held_out, reference_name = self._human_responses(ctx)
+        samples = [r.messages() for r in rollouts]
+        ctx.keep_hidden([ctx.render(c) for c in samples])  # read by the forward that scores them, if it is this one
+        rewards = ctx.score(samples)
         h_ref = ctx.pooled_hidden(reference)
         h_held = ctx.pooled_hidden(held_out)
-        h_policy = ctx.pooled_hidden([r.messages() for r in rollouts])
+        h_policy = ctx.pooled_hidden(samples)
         mean, covariance, shrinkage = ledoit_wolf(h_ref)
         d_held, d_policy = mahalanobis(h_held, mean, covariance), mahalanobis(h_policy, mean, covariance)
-        rewards = ctx.score([r.messages() for r in rollouts])
         prompts = np.array([r.prompt_id for r in rollouts])
         metrics = {"rollouts_source": source, "reference": reference_name, "n_reference": len(reference),
                    "n_held_out": len(held_out), "n_samples": len(rollouts), "hidden_dim": int(h_ref.shape[1]),
