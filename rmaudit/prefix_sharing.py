@@ -164,11 +164,11 @@ def last_token_readout(model: Any, sequences: Sequence[Sequence[int]],
                        batch_size: int, batch_tokens: int, share: bool = True, max_padding: float | None = None,
                        advance: Callable[[int], None] = lambda n: None) -> tuple[np.ndarray, SharingStats]:
     """(N, k) float64: ``read`` applied to the (rows, d) hidden states at the last token of
-    each sequence (and the indices of those sequences), and what was shared. With ``share``, a sequence that is a prefix of
-    another (or equal to it) is read inside it (:func:`fold_prefixes`) and the rest are
-    forwarded as one prefix tree, packed rows of tree attention (:func:`packed_calls`);
-    without, in the plain path's padded batches of at most ``batch_size`` rows,
-    ``batch_tokens`` padded tokens and ``max_padding`` pads."""
+    each sequence and to those sequences' indices, and what was shared. With ``share``, a
+    sequence that is a prefix of another (or equal to it) is read inside it
+    (:func:`fold_prefixes`) and the rest are forwarded as one prefix tree, packed rows of tree
+    attention (:func:`packed_calls`); without, in the plain path's padded batches of at most
+    ``batch_size`` rows, ``batch_tokens`` padded tokens and ``max_padding`` pads."""
     from rmaudit.scoring import length_sorted_batches  # scoring imports this module
 
     out: np.ndarray | None = None
