@@ -132,7 +132,7 @@ class AuditContext:
         texts where prefixes are shared and kept in :meth:`token_rewards`."""
         from rmaudit.scoring import padding_cap, score_texts
 
-        keys = text_keys(texts, salt=self.pooling.encode())
+        keys = self._keys(texts)
         todo = self._cache.missing(keys)  # the first text of each key not scored yet
         readings = [r for r in readings if not self.token_rewards().knows(r)]
         with self.progress_bar(len(texts)) as advance:
@@ -204,10 +204,14 @@ class AuditContext:
             finally:
                 self._advance = None
 
+    def _keys(self, texts: Sequence[str]) -> np.ndarray:
+        """The cache keys of rendered texts: one text read under another pooling is another reading."""
+        return text_keys(texts, salt=self.pooling.encode())
+
     def keep_hidden(self, texts: Sequence[str]) -> None:
         """Keep the hidden state the head reads of these rendered texts when a later scoring
         call forwards them (a probe's plan, so :meth:`pooled_hidden` needs no forward of its own)."""
-        self._hidden_wanted.update(text_keys(texts, salt=self.pooling.encode()).tolist())
+        self._hidden_wanted.update(self._keys(texts).tolist())
 
     def pooled_hidden(self, conversations: Sequence[Sequence[Message]]) -> np.ndarray:
         """(N, d) float64 hidden states where the head reads each conversation (its last token;
@@ -217,7 +221,7 @@ class AuditContext:
         texts = [self.render(c) for c in conversations]
         if not texts:
             return np.zeros((0, 0))
-        keys = text_keys(texts, salt=self.pooling.encode()).tolist()
+        keys = self._keys(texts).tolist()
         states = {i: self._hidden[key] for i, key in enumerate(keys) if key in self._hidden}
         rest = [i for i in range(len(texts)) if i not in states]
         with self.progress_bar(len(texts), "hidden states") as advance:
@@ -248,7 +252,7 @@ class AuditContext:
         scoring plan's forwards where they read them (shared-prefix forwards do, at no cost),
         the rest forwarded here (:meth:`pooled_hidden`)."""
         texts = [self.render(c) for c in conversations]
-        keys = text_keys(texts, salt=self.pooling.encode())
+        keys = self._keys(texts)
         norms = np.full(len(texts), np.nan)
         known = self._norms.has(keys)
         norms[known] = self._norms.get(keys[known])

@@ -93,8 +93,9 @@ class PolicyShift(Probe):
         rollouts, source = ctx.policy_samples()
         reference, held_out, reference_name = self._human_responses(ctx)
         samples = [r.messages() for r in rollouts]
-        ctx.keep_hidden([ctx.render(c) for c in samples])  # read by the forward that scores them, if it is this one
-        rewards = ctx.score(samples)
+        texts = [ctx.render(c) for c in samples]
+        ctx.keep_hidden(texts)  # read by the forward that scores them, if it is this one
+        rewards = ctx.score_texts(texts)
         h_ref = ctx.pooled_hidden(reference)
         h_held = ctx.pooled_hidden(held_out)
         h_policy = ctx.pooled_hidden(samples)
