@@ -22,12 +22,13 @@ and two answers instead of two whole conversations, and no row carries a pad: 64
 32 pairs forward 8,140 tokens in five rows of at most 2,048 (26,464 in file-order batches
 of 16; a trie of them has 7,903 nodes; benchmarks/results/scoring.md).
 
-Only causal decoders whose attention is a plain softmax over every earlier token are
-eligible (:func:`prefix_sharing_support`): an encoder attends both ways, a sliding window
-forgets the prefix, a length-dependent rotary scaling encodes a prefix forwarded alone
-differently, and an architecture outside :data:`TESTED_MODEL_TYPES` has not been shown
-equal. Everything else takes the plain path: right-padded, length-sorted, token-budgeted
-batches through the model's own attention.
+Only causal decoders are eligible (:func:`prefix_sharing_support`): an encoder attends both
+ways, a length-dependent rotary scaling encodes a prefix forwarded alone differently, and an
+architecture outside :data:`TESTED_MODEL_TYPES` has not been shown equal. A layer's sliding
+window and soft-capped logits (Mistral, Gemma 2/3, Qwen2) are applied by the tree attention
+as the model's own masks and eager attention apply them (0.5.14; a window shorter than the
+texts is tested). Everything else takes the plain path: right-padded, length-sorted,
+token-budgeted batches through the model's own attention.
 """
 
 from __future__ import annotations
@@ -41,8 +42,16 @@ import torch
 from rmaudit.modeling.pooling import apply_head, position_ids_from_mask, reward_body
 from rmaudit.tree_attention import SEGMENTS_KWARG, PackedSegment, ran_tree_attention, tree_attention_on
 
-# Architectures whose prefix-shared rewards were compared with their plain forward (tests).
-TESTED_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3", "gemma", "phi3", "olmo2", "gpt_neox", "smollm3")
+# Architectures whose prefix-shared rewards (with their sliding windows and logit caps) and
+# packed training rows were compared with their plain forward (tests/test_prefix_sharing.py,
+# tests/test_packing.py), on transformers 5.x and 4.56 (olmo, olmo2 and gemma3_text: 5.x, the
+# first with their sequence-classification heads). Left out, each for a reason seen: bloom,
+# mpt (attention outside transformers' interface: ran_tree_attention refuses them), gptj,
+# deepseek_v3 (shape errors in the packed forward), stablelm, nemotron (the segments are
+# dropped on the way), qwen2_moe (its 4.56 forward takes no extra keyword arguments).
+TESTED_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text", "phi3", "olmo2",
+                      "gpt_neox", "smollm3", "gpt2", "opt", "phi", "mixtral", "qwen3_moe", "gpt_bigcode", "starcoder2",
+                      "olmo", "glm")
 # Rotary scalings whose frequencies depend on the length of the sequence being forwarded.
 LENGTH_DEPENDENT_ROPE = ("dynamic", "longrope")
 # Tokens of one packed row on a CPU. Smaller rows forward the shared system prompt once per
@@ -83,8 +92,10 @@ def prefix_sharing_support(model: Any) -> tuple[bool, str]:
         return False, f"{model_type} is an encoder-decoder"
     if model_type not in TESTED_MODEL_TYPES:
         return False, f"{model_type} is not among the architectures tested for it ({', '.join(TESTED_MODEL_TYPES)})"
-    if getattr(config, "sliding_window", None) and getattr(config, "use_sliding_window", True):
-        return False, f"{model_type} attends through a sliding window (a shared prefix may fall outside it)"
+    attention = getattr(config, "_attn_implementation", None) or "eager"
+    if getattr(config, "attn_logit_softcapping", None) and attention != "eager":
+        # Only eager attention caps the logits: transformers 4.x's sdpa skipped the cap, 5.x refuses it.
+        return False, f"{model_type} soft-caps its attention logits, which its {attention} attention does not"
     rope = getattr(config, "rope_parameters", None) or getattr(config, "rope_scaling", None) or {}
     rope_type = rope.get("rope_type", rope.get("type")) if isinstance(rope, dict) else None
     if rope_type in LENGTH_DEPENDENT_ROPE:

@@ -54,11 +54,13 @@ def tree_attention(module: Any, query: torch.Tensor, key: torch.Tensor, value: t
                    attention_mask: torch.Tensor | None, dropout: float = 0.0, scaling: float | None = None,
                    **kwargs: Any) -> tuple[torch.Tensor, None]:
     """transformers' attention-function signature: ``query`` (1, heads, row, head dim),
-    ``key``/``value`` (1, key/value heads, row, head dim); returns (1, row, heads, head dim)."""
+    ``key``/``value`` (1, key/value heads, row, head dim); returns (1, row, heads, head dim).
+
+    A layer's ``sliding_window`` (Mistral, Gemma 2/3, Qwen2) and ``softcap`` (Gemma 2) keyword
+    arguments are honoured as the model's own masks and eager attention apply them."""
     segments: Sequence[PackedSegment] = kwargs[SEGMENTS_KWARG]
+    window, softcap = kwargs.get("sliding_window"), kwargs.get("softcap")
     CALLS[0] += 1
-    if kwargs.get("softcap") is not None or kwargs.get("sliding_window") is not None:
-        raise ValueError("tree attention has no softcap or sliding window (prefix_sharing_support excludes them)")
     gqa = query.size(1) != key.size(1)
     out = query.new_empty(*query.shape[:3], value.size(3))
     ancestors: dict[tuple[tuple[int, int], ...], tuple[torch.Tensor, torch.Tensor]] = {}  # siblings share theirs
@@ -71,10 +73,44 @@ def tree_attention(module: Any, query: torch.Tensor, key: torch.Tensor, value: t
                                             torch.cat([value[:, :, s:e] for s, e in seg.ancestors], dim=2))
             before_keys, before_values = ancestors[seg.ancestors]
             keys, values = torch.cat([before_keys, keys], dim=2), torch.cat([before_values, values], dim=2)
-        out[:, :, own] = torch.nn.functional.scaled_dot_product_attention(
-            query[:, :, own], keys, values, attn_mask=seg.mask, is_causal=seg.mask is None, scale=scaling,
-            enable_gqa=gqa)
+        if window is None and softcap is None:
+            out[:, :, own] = torch.nn.functional.scaled_dot_product_attention(
+                query[:, :, own], keys, values, attn_mask=seg.mask, is_causal=seg.mask is None, scale=scaling,
+                enable_gqa=gqa)
+        else:
+            mask = _segment_mask(seg, keys.size(2), window, query.device)
+            out[:, :, own] = _masked_attention(query[:, :, own], keys, values, mask, scaling, softcap)
     return out.transpose(1, 2).contiguous(), None
+
+
+def _segment_mask(seg: PackedSegment, width: int, window: int | None, device: torch.device) -> torch.Tensor:
+    """(own, width) boolean: what each of the segment's tokens may attend to. Its ancestors are
+    the whole path from the sequence's first token, so key j sits at position j and query i at
+    ``width - own + i``; a sliding window keeps the keys less than ``window`` positions back
+    (transformers' ``sliding_window_overlay``: kv_idx > q_idx - window)."""
+    own = seg.end - seg.start
+    mask = seg.mask if seg.mask is not None else torch.ones(own, own, dtype=torch.bool, device=device).tril()
+    if window is not None:
+        query_positions = torch.arange(width - own, width, device=device)[:, None]
+        mask = mask & (torch.arange(width, device=device)[None, :] > query_positions - window)
+    return mask
+
+
+def _masked_attention(query: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, mask: torch.Tensor,
+                      scaling: float | None, softcap: float | None) -> torch.Tensor:
+    """Softmax attention under a boolean ``mask``, the logits soft-capped as Gemma 2's eager
+    attention does (transformers' gemma2 ``eager_attention_forward``: scale, tanh cap, mask,
+    softmax in float32); without a cap, the SDPA kernel a plain forward runs."""
+    gqa = query.size(1) != keys.size(1)
+    if softcap is None:
+        return torch.nn.functional.scaled_dot_product_attention(query, keys, values, attn_mask=mask, scale=scaling,
+                                                                enable_gqa=gqa)
+    groups = query.size(1) // keys.size(1)
+    keys, values = keys.repeat_interleave(groups, dim=1), values.repeat_interleave(groups, dim=1)
+    scale = scaling if scaling is not None else query.size(-1) ** -0.5
+    logits = torch.tanh(query @ keys.transpose(2, 3) * scale / softcap) * softcap
+    logits = logits.masked_fill(~mask, torch.finfo(logits.dtype).min)
+    return torch.softmax(logits, dim=-1, dtype=torch.float32).to(query.dtype) @ values
 
 
 def _no_mask(*args: Any, **kwargs: Any) -> None:

@@ -49,7 +49,7 @@ def test_packed_rows_give_the_plain_rewards_and_gradients(model_type, attention)
     tokenizer = tiny_tokenizer()
     model = tiny_model(model_type, tokenizer)
     model.config._attn_implementation = attention
-    supported, why = packing_support(model)
+    supported, why = packing_support(model, max_length=512)
     assert supported and attention in why, why
     pairs = encoded_pairs(tokenizer)
     batch = collate_pairs(pairs, tokenizer.pad_token_id)
@@ -67,6 +67,29 @@ def test_packed_rows_give_the_plain_rewards_and_gradients(model_type, attention)
         torch.testing.assert_close(packed_grads[name], grad, rtol=1e-4, atol=1e-4 * scale, msg=name)
 
 
+def test_gemma2_soft_capped_logits_pack_under_eager_attention():
+    """Gemma 2's eager attention caps the logits, then adds the mask: a packed row's tree mask
+    is added after the same cap, so rewards and gradients stay the plain ones (query and key
+    weights scaled so that a cap of 1.0 binds)."""
+    tokenizer = tiny_tokenizer()
+    model = tiny_model("gemma2", tokenizer)
+    model.config.attn_logit_softcapping = 1.0
+    model.config._attn_implementation = "eager"
+    with torch.no_grad():
+        for layer in model.model.layers:
+            layer.self_attn.attn_logit_softcapping = 1.0
+            layer.self_attn.q_proj.weight.mul_(30.0)
+            layer.self_attn.k_proj.weight.mul_(30.0)
+    assert packing_support(model, max_length=512)[0]
+    batch = collate_pairs(encoded_pairs(tokenizer), tokenizer.pad_token_id)
+    plain, plain_grads = rewards_and_grads(model, batch, packed=False)
+    packed, packed_grads = rewards_and_grads(model, batch, packed=True)
+    torch.testing.assert_close(packed, plain, rtol=1e-5, atol=1e-5)
+    for name, grad in plain_grads.items():
+        scale = max(1e-2, float(grad.abs().max()))
+        torch.testing.assert_close(packed_grads[name], grad, rtol=1e-4, atol=1e-4 * scale, msg=name)
+
+
 def test_a_packed_batch_forwards_the_shared_tokens_once():
     tokenizer = tiny_tokenizer()
     pairs = encoded_pairs(tokenizer)
@@ -78,7 +101,7 @@ def test_a_packed_batch_forwards_the_shared_tokens_once():
     assert packed_padded_fraction(mask, batch["shared"]) == pytest.approx(1 - sum(widths) / (len(widths) * max(widths)))
 
 
-def test_no_packing_where_the_attention_takes_no_custom_mask_or_sharing_is_not_exact():
+def test_no_packing_where_the_attention_takes_no_custom_mask_or_a_window_is_shorter_than_max_length():
     tokenizer = tiny_tokenizer()
     model = tiny_model("llama", tokenizer)
     model.config._attn_implementation = "flash_attention_2"
@@ -86,5 +109,7 @@ def test_no_packing_where_the_attention_takes_no_custom_mask_or_sharing_is_not_e
     assert not supported and "flash_attention_2" in why
     sliding = tiny_model("mistral", tokenizer)
     sliding.config.sliding_window = 16
-    supported, why = packing_support(sliding)
-    assert not supported and "sliding window" in why
+    for max_length in (None, 17, 512):  # one packed mask for every layer cannot window a longer sequence
+        supported, why = packing_support(sliding, max_length)
+        assert not supported and "sliding window of 16 tokens" in why
+    assert packing_support(sliding, 16)[0]  # within the window it hides nothing

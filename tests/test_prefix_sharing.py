@@ -1,7 +1,7 @@
 """Prefix sharing gives the plain forward's rewards: for every architecture it is enabled for,
-under mask and native pooling, with the prefix tree split into rows of a token budget, and
-only where it is exact (not for encoders, sliding windows, length-scaled rotary positions or
-a config pad id the scorer does not pad with)."""
+with their sliding windows and soft-capped attention logits, under mask and native pooling,
+with the prefix tree split into rows of a token budget, and only where it is exact (not for
+encoders, length-scaled rotary positions or a config pad id the scorer does not pad with)."""
 
 from __future__ import annotations
 
@@ -36,14 +36,24 @@ def conversations() -> list[list[dict]]:
 
 
 def tiny_model(model_type: str, tokenizer, seed: int = 0):
-    from transformers import AutoConfig, AutoModelForSequenceClassification
+    """A random 2-layer reward model of ``model_type``, full attention everywhere."""
+    from transformers import AutoConfig
 
     config = AutoConfig.for_model(
         model_type, vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
         num_attention_heads=4, num_key_value_heads=2, head_dim=8, max_position_embeddings=512, num_labels=1,
         pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
     if hasattr(config, "sliding_window"):
-        config.sliding_window = None
+        # Gemma's sliding layers need a window: one longer than any text here is full attention.
+        config.sliding_window = 4096 if "sliding_attention" in (getattr(config, "layer_types", None) or ()) else None
+    if model_type == "gemma2":
+        config.attn_logit_softcapping = None  # its own test below: a cap of 50 never binds at this scale
+    return _random_rm(config, seed)
+
+
+def _random_rm(config, seed: int):
+    from transformers import AutoModelForSequenceClassification
+
     torch.manual_seed(seed)
     model = AutoModelForSequenceClassification.from_config(config).eval()
     with torch.no_grad():
@@ -90,6 +100,83 @@ def test_a_system_prompt_that_begins_every_prompt_is_forwarded_once(model_type):
     np.testing.assert_allclose(shared, plain, atol=1e-5 * max(1.0, float(np.abs(plain).max())))
     assert np.std(plain) > 0.01
     assert stats.tokens_forwarded == trie_nodes < 0.5 * stats.tokens
+
+
+WINDOWED = [t for t in TESTED_MODEL_TYPES if t in ("mistral", "qwen2", "qwen3", "gemma2", "gemma3_text", "phi3",
+                                                    "mixtral", "starcoder2", "qwen3_moe")]
+
+
+def windowed_model(model_type: str, tokenizer, window: int):
+    """``tiny_model`` with every sliding-window layer the architecture has given ``window``
+    tokens (Qwen's layers all made sliding, as its config alone never does at 2 layers)."""
+    config = tiny_model(model_type, tokenizer).config
+    config.sliding_window = window
+    if hasattr(config, "use_sliding_window"):
+        config.use_sliding_window, config.max_window_layers = True, 0
+        if getattr(config, "layer_types", None):
+            config.layer_types = ["sliding_attention"] * config.num_hidden_layers
+    return _random_rm(config, seed=0)
+
+
+def system_prompt_ids(tokenizer) -> list[list[int]]:
+    convs = [[{"role": "system", "content": SYSTEM}, *c] for c in conversations()]
+    return tokenize_rendered(tokenizer, [render(tokenizer, c) for c in convs])[0]
+
+
+@pytest.mark.parametrize("model_type", WINDOWED)
+def test_a_sliding_window_shorter_than_the_texts_is_applied_as_the_plain_forward_applies_it(model_type):
+    """An 8-token window over texts of 40-80 tokens, a system prompt shared by all: a shared
+    segment's queries sit after their ancestors' columns, and each must see the last 8
+    positions of its own sequence, no more. The window changes the rewards by several
+    reward-stds (so a tree attention that ignored it would fail here)."""
+    tokenizer = tiny_tokenizer()
+    model = windowed_model(model_type, tokenizer, window=8)
+    assert prefix_sharing_support(model)[0]
+    ids = system_prompt_ids(tokenizer)
+    assert min(map(len, ids)) > 5 * 8
+    with torch.inference_mode():
+        shared, stats = last_token_rewards(model, ids, batch_size=16, batch_tokens=16384)
+        plain, _ = last_token_rewards(model, ids, batch_size=16, batch_tokens=16384, share=False)
+        model.config.sliding_window = 4096
+        unwindowed, _ = last_token_rewards(model, ids, batch_size=16, batch_tokens=16384, share=False)
+    scale = max(1.0, float(np.abs(plain).max()))
+    np.testing.assert_allclose(shared, plain, atol=1e-5 * scale)
+    assert stats.tokens_forwarded < 0.5 * stats.tokens
+    assert float(np.abs(unwindowed - plain).max()) > 0.5 * float(np.std(plain))
+
+
+def test_gemma2_soft_capped_attention_logits_are_capped_as_its_eager_attention_caps_them():
+    """Gemma 2 caps its attention logits at ``attn_logit_softcapping`` (tanh) in an eager
+    forward; the tree attention must cap them the same way, with its sliding window too. The
+    query and key weights are scaled so that the logits reach several units and a cap of 1.0 moves the rewards."""
+    if "gemma2" not in TESTED_MODEL_TYPES:
+        pytest.skip("gemma2 is not enabled")
+    import copy
+
+    tokenizer = tiny_tokenizer()
+    config = windowed_model("gemma2", tokenizer, window=16).config
+    config.attn_logit_softcapping = 1.0
+    model = _random_rm(config, seed=0)
+    model.config._attn_implementation = "sdpa"  # transformers 4.x's sdpa skipped the cap (5.x refuses it)
+    assert not prefix_sharing_support(model)[0]
+    model.config._attn_implementation = "eager"  # 5.x's default for gemma2
+    assert prefix_sharing_support(model)[0]
+    uncapped_config = copy.deepcopy(config)
+    uncapped_config.attn_logit_softcapping = None
+    uncapped = _random_rm(uncapped_config, seed=0)
+    uncapped.config._attn_implementation = "eager"
+    with torch.no_grad():
+        for rm in (model, uncapped):
+            for layer in rm.model.layers:
+                layer.self_attn.q_proj.weight.mul_(30.0)
+                layer.self_attn.k_proj.weight.mul_(30.0)
+    ids = system_prompt_ids(tokenizer)
+    with torch.inference_mode():
+        shared, _ = last_token_rewards(model, ids, batch_size=16, batch_tokens=16384)
+        plain, _ = last_token_rewards(model, ids, batch_size=16, batch_tokens=16384, share=False)
+        uncapped, _ = last_token_rewards(uncapped, ids, batch_size=16, batch_tokens=16384, share=False)
+    np.testing.assert_allclose(shared, plain, atol=1e-5 * max(1.0, float(np.abs(plain).max())))
+    assert float(np.abs(uncapped - plain).max()) > 0.1 * float(np.std(plain))
 
 
 @pytest.mark.parametrize("pooling", ["mask", "native"])
@@ -179,16 +266,11 @@ def test_sequences_that_begin_another_are_read_inside_it_at_no_extra_forward():
 
 
 def test_no_sharing_where_it_would_not_be_exact():
-    from transformers import BertConfig, BertForSequenceClassification, MistralConfig, MistralForSequenceClassification
+    from transformers import BertConfig, BertForSequenceClassification
 
     encoder = BertForSequenceClassification(BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=1,
                                                        num_attention_heads=4, intermediate_size=64, num_labels=1))
     assert not prefix_sharing_support(encoder)[0]
-    windowed = MistralForSequenceClassification(MistralConfig(vocab_size=100, hidden_size=32, intermediate_size=64,
-                                                              num_hidden_layers=1, num_attention_heads=4,
-                                                              num_key_value_heads=2, sliding_window=64, num_labels=1))
-    supported, why = prefix_sharing_support(windowed)
-    assert not supported and "sliding window" in why
 
 
 def test_a_packed_forward_whose_attention_bypasses_tree_attention_fails_loudly():

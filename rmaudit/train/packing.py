@@ -34,11 +34,19 @@ MASKED_ATTENTION = ("sdpa", "eager")
 PAD, SHARED, CHOSEN, REJECTED = -1, 0, 1, 2  # what each column of a packed row holds
 
 
-def packing_support(model: Any) -> tuple[bool, str]:
-    """(whether a pair may be packed into one row for this model, why)."""
+def packing_support(model: Any, max_length: int | None = None) -> tuple[bool, str]:
+    """(whether a pair may be packed into one row for this model, why). ``max_length``: the
+    longest sequence trained on, which a sliding window must cover."""
     supported, why = prefix_sharing_support(model)  # the same exactness conditions as a cached prefix
     if not supported:
         return False, why
+    config = model.config
+    window = getattr(config, "sliding_window", None) if getattr(config, "use_sliding_window", True) else None
+    if window and (max_length is None or max_length > window):
+        # One 4-D tree mask serves every layer, so a windowed layer would see past its window
+        # in a sequence longer than it; within it, the window hides nothing.
+        return False, (f"{config.model_type} attends through a sliding window of {window} tokens, shorter than "
+                       f"the longest sequence ({max_length or 'unbounded'}), which one packed mask cannot window")
     attention = getattr(model.config, "_attn_implementation", None) or "eager"
     if attention not in MASKED_ATTENTION:
         return False, f"attention {attention!r} takes no custom mask (packing needs {' or '.join(MASKED_ATTENTION)})"

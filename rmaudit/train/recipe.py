@@ -214,7 +214,7 @@ class BradleyTerryRecipe:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.train()
         self.model, self.tokenizer = model, tokenizer
-        supported, why = packing_support(model)
+        supported, why = packing_support(model, cfg.max_length)
         self.share_prefixes = cfg.share_prefixes and supported
         self.prefix_sharing_reason = (f"each pair packed into one row: {why}" if self.share_prefixes
                                       else "--no-share-prefixes" if not cfg.share_prefixes else why)
