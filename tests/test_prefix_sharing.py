@@ -48,10 +48,10 @@ def tiny_model(model_type: str, tokenizer, seed: int = 0):
         config.sliding_window = 4096 if "sliding_attention" in (getattr(config, "layer_types", None) or ()) else None
     if model_type == "gemma2":
         config.attn_logit_softcapping = None  # its own test below: a cap of 50 never binds at this scale
-    return _random_rm(config, seed)
+    return random_rm(config, seed)
 
 
-def _random_rm(config, seed: int):
+def random_rm(config, seed: int):
     from transformers import AutoModelForSequenceClassification
 
     torch.manual_seed(seed)
@@ -115,7 +115,7 @@ def windowed_model(model_type: str, tokenizer, window: int):
         config.use_sliding_window, config.max_window_layers = True, 0
         if getattr(config, "layer_types", None):
             config.layer_types = ["sliding_attention"] * config.num_hidden_layers
-    return _random_rm(config, seed=0)
+    return random_rm(config, seed=0)
 
 
 def system_prompt_ids(tokenizer) -> list[list[int]]:
@@ -156,14 +156,14 @@ def test_gemma2_soft_capped_attention_logits_are_capped_as_its_eager_attention_c
     tokenizer = tiny_tokenizer()
     config = windowed_model("gemma2", tokenizer, window=16).config
     config.attn_logit_softcapping = 1.0
-    model = _random_rm(config, seed=0)
+    model = random_rm(config, seed=0)
     model.config._attn_implementation = "sdpa"  # transformers 4.x's sdpa skipped the cap (5.x refuses it)
     assert not prefix_sharing_support(model)[0]
     model.config._attn_implementation = "eager"  # 5.x's default for gemma2
     assert prefix_sharing_support(model)[0]
     uncapped_config = copy.deepcopy(config)
     uncapped_config.attn_logit_softcapping = None
-    uncapped = _random_rm(uncapped_config, seed=0)
+    uncapped = random_rm(uncapped_config, seed=0)
     uncapped.config._attn_implementation = "eager"
     with torch.no_grad():
         for rm in (model, uncapped):

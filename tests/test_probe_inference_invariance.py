@@ -85,6 +85,28 @@ def test_the_bf16_axis_rewards_a_small_sample_only_where_bf16_is_emulated(tmp_pa
     assert (m["bf16_sample_reason"] == reason) is not native
 
 
+def test_an_attention_kernel_the_architecture_lacks_is_not_applicable_not_a_warning(tmp_path):
+    """Gemma 2 caps its attention logits, which only eager attention does, so transformers
+    offers it no sdpa: no consumer reads it that way, and the attention axis says so as a
+    skipped finding instead of warning that it could not score the variant. The other axes,
+    prefix sharing through its sliding window and capped logits included, are still graded."""
+    require_smollm2()
+    from test_prefix_sharing import random_rm, windowed_model
+
+    tokenizer = tiny_tokenizer()
+    config = windowed_model("gemma2", tokenizer, window=16).config  # windows on every other layer
+    config.attn_logit_softcapping = 50.0  # Gemma 2's own cap
+    model = random_rm(config, seed=0)
+    result, loaded = _audit(make_tiny_rm(tmp_path / "rm", model=model, tokenizer=tokenizer))
+    assert loaded.config._attn_implementation == "eager"
+    attention = next(f for f in result.findings if f.message.startswith("attention:"))
+    assert attention.status is Status.SKIP and "no sdpa attention, only eager" in attention.message
+    assert "attention:max_delta_std" not in result.metrics and "attention:not_applicable" in result.metrics
+    assert "attention n/a" in result.summary  # the table's one line says it, not only the report
+    assert result.status is Status.PASS, result.summary
+    assert result.metrics["prefix_sharing:max_delta_std"] <= result.metrics["tolerance_float32_std"]
+
+
 def test_the_audits_own_prefix_sharing_is_checked_on_the_audited_model(tmp_path, monkeypatch):
     """A guard that wrongly let a model share prefixes (planted: LongRoPE, whose rotary factors
     follow the longest position of a forward: a short text read alone gets the short ones,

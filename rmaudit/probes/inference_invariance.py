@@ -11,8 +11,10 @@ each axis:
   every shared one), against their float32 readings alone (batch of one, no padding): one
   padded batch right- and left-padded with a longer filler (the very batches the padding
   probe reads, computed once: ``padding.padded_rewards``), ``attn_implementation`` eager vs
-  sdpa, and the audit's own shortcut, shared prefixes (``rmaudit/prefix_sharing.py``),
-  where the audit uses it. A change past the float32 rounding bound
+  sdpa (not applicable, a skipped finding, where transformers offers the architecture only
+  one of them: Gemma 2's capped logits run eager only), and the audit's own shortcut, shared
+  prefixes (``rmaudit/prefix_sharing.py``), where the audit uses it. A change past the
+  float32 rounding bound
   (``padding.tolerance_std``: eps x sqrt(2 x layers) x reward rms, times a safety factor)
   fails: the reward depends on how PPO (or the audit) batches it;
 * precision, graded against the bfloat16 rounding bound (warns: the rewards are another
@@ -132,6 +134,10 @@ class InferenceInvariance(Probe):
                                    "accuracy_reference": metric(float(pair_credit(reference[:n] - reference[n:]).mean()))}
         findings: list[Finding] = []
         for axis, (rewards, ref) in axes.items():
+            if isinstance(rewards, NotApplicable):
+                metrics[f"{axis}:not_applicable"] = str(rewards)
+                findings.append(note(Status.SKIP, f"{axis}: not applicable ({rewards})"))
+                continue
             if isinstance(rewards, str):
                 metrics[f"{axis}:error"] = rewards
                 findings.append(note(Status.WARN, f"{axis}: cannot score this variant ({rewards})"))
@@ -214,12 +220,18 @@ class InferenceInvariance(Probe):
                            max_length=ctx.max_length).rewards
 
     @staticmethod
-    def _other_attention(ctx, score: Callable[[], np.ndarray]) -> np.ndarray:
-        """Rewards under the other of eager/sdpa; the model's own implementation is restored."""
+    def _other_attention(ctx, score: Callable[[], np.ndarray]) -> np.ndarray | NotApplicable:
+        """Rewards under the other of eager/sdpa; the model's own implementation is restored.
+        Where transformers offers the architecture no sdpa (Gemma 2: only eager caps its
+        logits), no consumer can read it that way, and the axis does not apply."""
         model = ctx.model
         current = getattr(model.config, "_attn_implementation", None) or "eager"
         other = "eager" if current != "eager" else "sdpa"
-        model.set_attn_implementation(other)
+        try:
+            model.set_attn_implementation(other)
+        except (ValueError, ImportError) as exc:
+            return NotApplicable(f"transformers runs {type(model).__name__} with no {other} attention, only "
+                                 f"{current}: {str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__}")
         try:
             return score()
         finally:
@@ -227,8 +239,9 @@ class InferenceInvariance(Probe):
 
     @staticmethod
     def _summary(m: dict[str, Any]) -> str:
-        parts = [f"{axis} {m[f'{axis}:max_delta_std']:.2g}" for axis in (*COMPUTATION_AXES, "dtype", *INPUT_AXES)
-                 if f"{axis}:max_delta_std" in m]
+        parts = [f"{axis} {m[f'{axis}:max_delta_std']:.2g}" if f"{axis}:max_delta_std" in m else f"{axis} n/a"
+                 for axis in (*COMPUTATION_AXES, "dtype", *INPUT_AXES)
+                 if f"{axis}:max_delta_std" in m or f"{axis}:not_applicable" in m]
         return "max reward change in reward-stds: " + ", ".join(parts)
 
     @staticmethod
@@ -241,7 +254,11 @@ class InferenceInvariance(Probe):
                 "hlines": [{"y": tol32, "label": "float32 tolerance"}, {"y": tol16, "label": "bfloat16 tolerance"}]}
 
 
-def _attempt(compute: Callable[[], np.ndarray]) -> np.ndarray | str:
+class NotApplicable(str):
+    """Why an axis has nothing to compare on this model (reported as a skipped finding)."""
+
+
+def _attempt(compute: Callable[[], np.ndarray | str]) -> np.ndarray | str:
     try:
         return compute()
     except Exception as exc:  # noqa: BLE001 - a variant the model cannot run is reported, not raised
