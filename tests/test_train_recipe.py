@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from helpers_train import load_weights, read_metrics, small_pairs, tiny_base_dir, write_pairs
+import rmaudit
 from rmaudit.cli import main
 from rmaudit.data import load_pairs, prompt_hash, split_by_prompt
 from rmaudit.modeling.pooling import pooled_rewards
@@ -193,6 +194,7 @@ def test_cli_run_folder_manifest_and_reload(tmp_path, data_file):
     assert "initial_bias" not in manifest["head"]  # stated once
     assert manifest["hyperparameters"]["head_lr_mult"] == 10 and manifest["hyperparameters"]["seed"] == 7
     assert manifest["packages"]["torch"] and manifest["metrics"]["eval"]["accuracy"] is not None
+    assert manifest["packages"]["rmaudit"] == rmaudit.__version__  # the code that ran, even from an editable install
     # The effective config replays the run.
     replay = build_config(read_config_file(out / "config.yaml"))
     assert replay.max_length == 48 and replay.truncation == "truncate" and replay.grad_accum == 2

@@ -38,12 +38,16 @@ def sha256_text(text: str) -> str:
 
 def package_versions() -> dict[str, str | None]:
     """Versions of the packages that decide numerics, for reproducing a run."""
+    from rmaudit._version import __version__
+
     versions: dict[str, str | None] = {}
     for name in _TRACKED_PACKAGES:
         try:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             versions[name] = None
+    # The code that ran: an editable install's metadata keeps the version it was installed at.
+    versions["rmaudit"] = __version__
     return versions
 
 
