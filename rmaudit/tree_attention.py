@@ -73,12 +73,13 @@ def tree_attention(module: Any, query: torch.Tensor, key: torch.Tensor, value: t
                                             torch.cat([value[:, :, s:e] for s, e in seg.ancestors], dim=2))
             before_keys, before_values = ancestors[seg.ancestors]
             keys, values = torch.cat([before_keys, keys], dim=2), torch.cat([before_values, values], dim=2)
-        if window is None and softcap is None:
+        windowed = window is not None and keys.size(2) > window  # a path within its window is plain causal
+        if not windowed and softcap is None:
             out[:, :, own] = torch.nn.functional.scaled_dot_product_attention(
                 query[:, :, own], keys, values, attn_mask=seg.mask, is_causal=seg.mask is None, scale=scaling,
                 enable_gqa=gqa)
         else:
-            mask = _segment_mask(seg, keys.size(2), window, query.device)
+            mask = _segment_mask(seg, keys.size(2), window if windowed else None, query.device)
             out[:, :, own] = _masked_attention(query[:, :, own], keys, values, mask, scaling, softcap)
     return out.transpose(1, 2).contiguous(), None
 

@@ -145,6 +145,20 @@ def test_a_sliding_window_shorter_than_the_texts_is_applied_as_the_plain_forward
     assert float(np.abs(unwindowed - plain).max()) > 0.5 * float(np.std(plain))
 
 
+def test_a_sequence_one_token_longer_than_the_window_loses_its_first_token_as_the_plain_forward_does():
+    """The window's edge: the last of ``window + 1`` tokens no longer sees the first (transformers
+    keeps kv > q - window), one of ``window`` tokens still sees all; two such sequences share
+    their first tokens, so each is read in a packed row."""
+    tokenizer = tiny_tokenizer()
+    model = windowed_model("mistral", tokenizer, window=8)
+    ids = [[5, 6, 7, 8, 9, 10, 11, 12, 13], [5, 6, 7, 8, 9, 10, 11, 14], [5, 6, 7, 8, 9, 10, 11, 15, 16]]
+    with torch.inference_mode():
+        shared, stats = last_token_rewards(model, ids, batch_size=16, batch_tokens=16384)
+        plain, _ = last_token_rewards(model, ids, batch_size=16, batch_tokens=16384, share=False)
+    assert stats.grouped == 3
+    np.testing.assert_allclose(shared, plain, atol=1e-5 * max(1.0, float(np.abs(plain).max())))
+
+
 def test_gemma2_soft_capped_attention_logits_are_capped_as_its_eager_attention_caps_them():
     """Gemma 2 caps its attention logits at ``attn_logit_softcapping`` (tanh) in an eager
     forward; the tree attention must cap them the same way, with its sliding window too. The
