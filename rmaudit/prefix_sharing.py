@@ -40,7 +40,8 @@ import numpy as np
 import torch
 
 from rmaudit.modeling.pooling import apply_head, position_ids_from_mask, reward_body
-from rmaudit.tree_attention import SEGMENTS_KWARG, PackedSegment, ran_tree_attention, tree_attention_on
+from rmaudit.tree_attention import (SEGMENTS_KWARG, PackedSegment, attention_implementation, ran_tree_attention,
+                                    tree_attention_on)
 
 # Architectures whose prefix-shared rewards (with their sliding windows and logit caps) and
 # packed training rows were compared with their plain forward (tests/test_prefix_sharing.py,
@@ -92,7 +93,7 @@ def prefix_sharing_support(model: Any) -> tuple[bool, str]:
         return False, f"{model_type} is an encoder-decoder"
     if model_type not in TESTED_MODEL_TYPES:
         return False, f"{model_type} is not among the architectures tested for it ({', '.join(TESTED_MODEL_TYPES)})"
-    attention = getattr(config, "_attn_implementation", None) or "eager"
+    attention = attention_implementation(model)
     if getattr(config, "attn_logit_softcapping", None) and attention != "eager":
         # Only eager attention caps the logits: transformers 4.x's sdpa skipped the cap, 5.x refuses it.
         return False, f"{model_type} soft-caps its attention logits, which its {attention} attention does not"

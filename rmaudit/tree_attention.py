@@ -61,7 +61,6 @@ def tree_attention(module: Any, query: torch.Tensor, key: torch.Tensor, value: t
     segments: Sequence[PackedSegment] = kwargs[SEGMENTS_KWARG]
     window, softcap = kwargs.get("sliding_window"), kwargs.get("softcap")
     CALLS[0] += 1
-    gqa = query.size(1) != key.size(1)
     out = query.new_empty(*query.shape[:3], value.size(3))
     ancestors: dict[tuple[tuple[int, int], ...], tuple[torch.Tensor, torch.Tensor]] = {}  # siblings share theirs
     for seg in segments:
@@ -74,13 +73,9 @@ def tree_attention(module: Any, query: torch.Tensor, key: torch.Tensor, value: t
             before_keys, before_values = ancestors[seg.ancestors]
             keys, values = torch.cat([before_keys, keys], dim=2), torch.cat([before_values, values], dim=2)
         windowed = window is not None and keys.size(2) > window  # a path within its window is plain causal
-        if not windowed and softcap is None:
-            out[:, :, own] = torch.nn.functional.scaled_dot_product_attention(
-                query[:, :, own], keys, values, attn_mask=seg.mask, is_causal=seg.mask is None, scale=scaling,
-                enable_gqa=gqa)
-        else:
-            mask = _segment_mask(seg, keys.size(2), window if windowed else None, query.device)
-            out[:, :, own] = _masked_attention(query[:, :, own], keys, values, mask, scaling, softcap)
+        mask = (_segment_mask(seg, keys.size(2), window if windowed else None, query.device)
+                if windowed or softcap is not None else seg.mask)
+        out[:, :, own] = _attention(query[:, :, own], keys, values, mask, scaling, softcap)
     return out.transpose(1, 2).contiguous(), None
 
 
@@ -97,21 +92,28 @@ def _segment_mask(seg: PackedSegment, width: int, window: int | None, device: to
     return mask
 
 
-def _masked_attention(query: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, mask: torch.Tensor,
-                      scaling: float | None, softcap: float | None) -> torch.Tensor:
-    """Softmax attention under a boolean ``mask``, the logits soft-capped as Gemma 2's eager
-    attention does (transformers' gemma2 ``eager_attention_forward``: scale, tanh cap, mask,
-    softmax in float32); without a cap, the SDPA kernel a plain forward runs."""
-    gqa = query.size(1) != keys.size(1)
+def _attention(query: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, mask: torch.Tensor | None,
+               scaling: float | None, softcap: float | None) -> torch.Tensor:
+    """Softmax attention under a boolean ``mask`` (None: causal), the SDPA kernel a plain forward
+    runs; with ``softcap``, the logits capped as Gemma 2's eager attention caps them
+    (transformers' gemma2 ``eager_attention_forward``: scale, tanh cap, mask, softmax in
+    float32; its callers pass a mask)."""
     if softcap is None:
-        return torch.nn.functional.scaled_dot_product_attention(query, keys, values, attn_mask=mask, scale=scaling,
-                                                                enable_gqa=gqa)
+        return torch.nn.functional.scaled_dot_product_attention(
+            query, keys, values, attn_mask=mask, is_causal=mask is None, scale=scaling,
+            enable_gqa=query.size(1) != keys.size(1))
+    assert mask is not None
     groups = query.size(1) // keys.size(1)
     keys, values = keys.repeat_interleave(groups, dim=1), values.repeat_interleave(groups, dim=1)
     scale = scaling if scaling is not None else query.size(-1) ** -0.5
     logits = torch.tanh(query @ keys.transpose(2, 3) * scale / softcap) * softcap
     logits = logits.masked_fill(~mask, torch.finfo(logits.dtype).min)
     return torch.softmax(logits, dim=-1, dtype=torch.float32).to(query.dtype) @ values
+
+
+def attention_implementation(model: Any) -> str:
+    """The attention implementation ``model``'s config names; unset means eager, as in transformers."""
+    return getattr(model.config, "_attn_implementation", None) or "eager"
 
 
 def _no_mask(*args: Any, **kwargs: Any) -> None:

@@ -52,6 +52,7 @@ from rmaudit.results import ProbeResult
 from rmaudit.prefix_sharing import prefix_sharing_support
 from rmaudit.scoring import resolve_pooling, score_texts
 from rmaudit.stats import pair_credit
+from rmaudit.tree_attention import attention_implementation
 
 COMPUTATION_AXES = ("batch", "padding_side", "attention", "prefix_sharing")
 INPUT_AXES = ("bos", "end_of_turn")
@@ -225,7 +226,7 @@ class InferenceInvariance(Probe):
         Where transformers offers the architecture no sdpa (Gemma 2: only eager caps its
         logits), no consumer can read it that way, and the axis does not apply."""
         model = ctx.model
-        current = getattr(model.config, "_attn_implementation", None) or "eager"
+        current = attention_implementation(model)
         other = "eager" if current != "eager" else "sdpa"
         try:
             model.set_attn_implementation(other)

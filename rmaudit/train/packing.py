@@ -28,6 +28,7 @@ import torch
 
 from rmaudit.modeling.pooling import apply_head, reward_body
 from rmaudit.prefix_sharing import prefix_sharing_support
+from rmaudit.tree_attention import attention_implementation
 
 # Attention implementations that read a custom (batch, 1, query, key) mask, and how they read it.
 MASKED_ATTENTION = ("sdpa", "eager")
@@ -47,7 +48,7 @@ def packing_support(model: Any, max_length: int | None = None) -> tuple[bool, st
         # in a sequence longer than it; within it, the window hides nothing.
         return False, (f"{config.model_type} attends through a sliding window of {window} tokens, shorter than "
                        f"the longest sequence ({max_length or 'unbounded'}), which one packed mask cannot window")
-    attention = getattr(model.config, "_attn_implementation", None) or "eager"
+    attention = attention_implementation(model)
     if attention not in MASKED_ATTENTION:
         return False, f"attention {attention!r} takes no custom mask (packing needs {' or '.join(MASKED_ATTENTION)})"
     return True, f"{why}, {attention} attention"
@@ -73,7 +74,7 @@ def packed_pair_rewards(model: Any, input_ids: torch.Tensor, attention_mask: tor
     than either side's length; 0 is allowed). One forward over B packed rows; differentiable."""
     ids, positions, segments, reads = _pack(input_ids, attention_mask, shared)
     device = input_ids.device
-    attention = getattr(model.config, "_attn_implementation", None) or "eager"
+    attention = attention_implementation(model)
     mask = _tree_mask(segments.to(device), additive=attention == "eager")
     hidden = reward_body(model)(input_ids=ids.to(device), attention_mask=mask, position_ids=positions.to(device),
                                 use_cache=False).last_hidden_state
