@@ -20,7 +20,9 @@ from rmaudit.atomic import atomic_write_text
 MANIFEST_NAME = "rmaudit.json"
 MANIFEST_VERSION = 2  # 2: typed; each fact once (chat template only under tokenizer, seed under hyperparameters)
 
-_TRACKED_PACKAGES = ("rmaudit", "torch", "transformers", "accelerate", "safetensors", "tokenizers", "gguf", "trl")
+# Beside rmaudit itself, whose version is the code's own (an editable install's metadata keeps
+# the version it was installed at).
+_TRACKED_PACKAGES = ("torch", "transformers", "accelerate", "safetensors", "tokenizers", "gguf", "trl")
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
@@ -40,14 +42,12 @@ def package_versions() -> dict[str, str | None]:
     """Versions of the packages that decide numerics, for reproducing a run."""
     from rmaudit._version import __version__
 
-    versions: dict[str, str | None] = {}
+    versions: dict[str, str | None] = {"rmaudit": __version__}
     for name in _TRACKED_PACKAGES:
         try:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             versions[name] = None
-    # The code that ran: an editable install's metadata keeps the version it was installed at.
-    versions["rmaudit"] = __version__
     return versions
 
 
