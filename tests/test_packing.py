@@ -12,7 +12,7 @@ from rmaudit.prefix_sharing import TESTED_MODEL_TYPES
 from rmaudit.scoring import render, tokenize_rendered
 from rmaudit.train.batching import EncodedPair, collate_pairs, stack_batch
 from rmaudit.train.packing import packed_padded_fraction, packed_pair_rewards, packing_support
-from test_prefix_sharing import ANSWERS, PROMPTS, tiny_model
+from test_prefix_sharing import ANSWERS, PROMPTS, capped_gemma2, tiny_model
 from tiny_models import tiny_tokenizer
 
 
@@ -31,6 +31,21 @@ def encoded_pairs(tokenizer) -> list[EncodedPair]:
     whole = ids(PROMPTS[2], ANSWERS[2])
     pairs.append(EncodedPair(whole, whole[:-3]))
     return pairs
+
+
+def assert_packed_rows_give_the_plain_rewards_and_gradients(model, batch) -> torch.Tensor:
+    """The plain stacked rewards, after checking that the packed rows give them and their gradients."""
+    plain, plain_grads = rewards_and_grads(model, batch, packed=False)
+    packed, packed_grads = rewards_and_grads(model, batch, packed=True)
+    torch.testing.assert_close(packed, plain, rtol=1e-5, atol=1e-5)
+    assert packed_grads.keys() == plain_grads.keys()
+    for name, grad in plain_grads.items():
+        # a shared token's gradients are one sum in a packed row, two in the stacked rows:
+        # summation order moves entries by up to ~6e-5 of the tensor's largest (a wrong mask or
+        # position moves them by its whole size)
+        scale = max(1e-2, float(grad.abs().max()))
+        torch.testing.assert_close(packed_grads[name], grad, rtol=1e-4, atol=1e-4 * scale, msg=name)
+    return plain
 
 
 def rewards_and_grads(model, batch, packed: bool):
@@ -54,17 +69,8 @@ def test_packed_rows_give_the_plain_rewards_and_gradients(model_type, attention)
     pairs = encoded_pairs(tokenizer)
     batch = collate_pairs(pairs, tokenizer.pad_token_id)
     assert int(batch["shared"].min()) == 0 and int(batch["shared"].max()) > 32  # a prompt shared, and nothing
-    plain, plain_grads = rewards_and_grads(model, batch, packed=False)
-    packed, packed_grads = rewards_and_grads(model, batch, packed=True)
+    plain = assert_packed_rows_give_the_plain_rewards_and_gradients(model, batch)
     assert float(plain.std()) > 0.01  # the rewards differ, so equal rewards are not a constant
-    torch.testing.assert_close(packed, plain, rtol=1e-5, atol=1e-5)
-    assert packed_grads.keys() == plain_grads.keys()
-    for name, grad in plain_grads.items():
-        # a shared token's gradients are one sum in a packed row, two in the stacked rows:
-        # summation order moves entries by up to ~6e-5 of the tensor's largest (a wrong mask or
-        # position moves them by its whole size)
-        scale = max(1e-2, float(grad.abs().max()))
-        torch.testing.assert_close(packed_grads[name], grad, rtol=1e-4, atol=1e-4 * scale, msg=name)
 
 
 def test_gemma2_soft_capped_logits_pack_under_eager_attention():
@@ -72,22 +78,10 @@ def test_gemma2_soft_capped_logits_pack_under_eager_attention():
     is added after the same cap, so rewards and gradients stay the plain ones (query and key
     weights scaled so that a cap of 1.0 binds)."""
     tokenizer = tiny_tokenizer()
-    model = tiny_model("gemma2", tokenizer)
-    model.config.attn_logit_softcapping = 1.0
-    model.config._attn_implementation = "eager"
-    with torch.no_grad():
-        for layer in model.model.layers:
-            layer.self_attn.attn_logit_softcapping = 1.0
-            layer.self_attn.q_proj.weight.mul_(30.0)
-            layer.self_attn.k_proj.weight.mul_(30.0)
+    model = capped_gemma2(tokenizer, cap=1.0, window=4096, binding=True)
     assert packing_support(model, max_length=512)[0]
-    batch = collate_pairs(encoded_pairs(tokenizer), tokenizer.pad_token_id)
-    plain, plain_grads = rewards_and_grads(model, batch, packed=False)
-    packed, packed_grads = rewards_and_grads(model, batch, packed=True)
-    torch.testing.assert_close(packed, plain, rtol=1e-5, atol=1e-5)
-    for name, grad in plain_grads.items():
-        scale = max(1e-2, float(grad.abs().max()))
-        torch.testing.assert_close(packed_grads[name], grad, rtol=1e-4, atol=1e-4 * scale, msg=name)
+    assert_packed_rows_give_the_plain_rewards_and_gradients(model, collate_pairs(encoded_pairs(tokenizer),
+                                                                                 tokenizer.pad_token_id))
 
 
 def test_a_packed_batch_forwards_the_shared_tokens_once():

@@ -118,6 +118,22 @@ def windowed_model(model_type: str, tokenizer, window: int):
     return random_rm(config, seed=0)
 
 
+def capped_gemma2(tokenizer, cap: float | None, window: int, binding: bool = False):
+    """A random Gemma 2 RM on eager attention (the only one that caps), its attention logits
+    capped at ``cap`` (None: uncapped); ``binding`` scales the query and key weights by 30, so
+    that the logits reach several units and a cap of 1.0 moves the rewards."""
+    config = windowed_model("gemma2", tokenizer, window).config
+    config.attn_logit_softcapping = cap
+    model = random_rm(config, seed=0)
+    model.config._attn_implementation = "eager"
+    if binding:
+        with torch.no_grad():
+            for layer in model.model.layers:
+                layer.self_attn.q_proj.weight.mul_(30.0)
+                layer.self_attn.k_proj.weight.mul_(30.0)
+    return model
+
+
 def system_prompt_ids(tokenizer) -> list[list[int]]:
     convs = [[{"role": "system", "content": SYSTEM}, *c] for c in conversations()]
     return tokenize_rendered(tokenizer, [render(tokenizer, c) for c in convs])[0]
@@ -165,25 +181,13 @@ def test_gemma2_soft_capped_attention_logits_are_capped_as_its_eager_attention_c
     query and key weights are scaled so that the logits reach several units and a cap of 1.0 moves the rewards."""
     if "gemma2" not in TESTED_MODEL_TYPES:
         pytest.skip("gemma2 is not enabled")
-    import copy
-
     tokenizer = tiny_tokenizer()
-    config = windowed_model("gemma2", tokenizer, window=16).config
-    config.attn_logit_softcapping = 1.0
-    model = random_rm(config, seed=0)
+    model = capped_gemma2(tokenizer, cap=1.0, window=16, binding=True)
+    assert prefix_sharing_support(model)[0]  # eager, 5.x's default for gemma2
     model.config._attn_implementation = "sdpa"  # transformers 4.x's sdpa skipped the cap (5.x refuses it)
     assert not prefix_sharing_support(model)[0]
-    model.config._attn_implementation = "eager"  # 5.x's default for gemma2
-    assert prefix_sharing_support(model)[0]
-    uncapped_config = copy.deepcopy(config)
-    uncapped_config.attn_logit_softcapping = None
-    uncapped = random_rm(uncapped_config, seed=0)
-    uncapped.config._attn_implementation = "eager"
-    with torch.no_grad():
-        for rm in (model, uncapped):
-            for layer in rm.model.layers:
-                layer.self_attn.q_proj.weight.mul_(30.0)
-                layer.self_attn.k_proj.weight.mul_(30.0)
+    model.config._attn_implementation = "eager"
+    uncapped = capped_gemma2(tokenizer, cap=None, window=16, binding=True)
     ids = system_prompt_ids(tokenizer)
     with torch.inference_mode():
         shared, _ = last_token_rewards(model, ids, batch_size=16, batch_tokens=16384)

@@ -91,12 +91,10 @@ def test_an_attention_kernel_the_architecture_lacks_is_not_applicable_not_a_warn
     skipped finding instead of warning that it could not score the variant. The other axes,
     prefix sharing through its sliding window and capped logits included, are still graded."""
     require_smollm2()
-    from test_prefix_sharing import random_rm, windowed_model
+    from test_prefix_sharing import capped_gemma2
 
     tokenizer = tiny_tokenizer()
-    config = windowed_model("gemma2", tokenizer, window=16).config  # windows on every other layer
-    config.attn_logit_softcapping = 50.0  # Gemma 2's own cap
-    model = random_rm(config, seed=0)
+    model = capped_gemma2(tokenizer, cap=50.0, window=16)  # Gemma 2's own cap; windows on every other layer
     result, loaded = _audit(make_tiny_rm(tmp_path / "rm", model=model, tokenizer=tokenizer))
     assert loaded.config._attn_implementation == "eager"
     attention = next(f for f in result.findings if f.message.startswith("attention:"))
