@@ -46,7 +46,7 @@ import numpy as np
 import torch
 
 from rmaudit.data.pairs import Message
-from rmaudit.modeling.pooling import apply_head, native_prefixes, reward_body
+from rmaudit.modeling.pooling import apply_head, attends_causally, native_prefixes, reward_body
 from rmaudit.prefix_sharing import last_token_rewards, prefix_sharing_support
 from rmaudit.scoring import (BATCH_TOKENS, TEMPLATE_SECONDS, autocast_for, padding_cap, render, template_time_limit,
                              tokenize_rendered)
@@ -175,10 +175,23 @@ def trl_ppo_ids(tokenizer: Any, sample: Sample) -> tuple[list[int], list[int]]:
     return list(query), response
 
 
+def trl_ppo_head(model: Any) -> Any:
+    """The head TRL's ``get_reward`` applies: ``model.score``, by that name (its line
+    ``reward_logits = model.score(...)``); a model whose head has another name (BERT's and
+    DeBERTa's ``classifier``) fails there."""
+    head = getattr(model, "score", None)
+    if not isinstance(head, torch.nn.Module):
+        raise ValueError(f"TRL's get_reward applies model.score, and {type(model).__name__} has no 'score' head")
+    return head
+
+
 def _trl_ppo_prefixes(model, tokenizer, samples, policy) -> list[list[int]] | None:
     """TRL PPO attends every id that is not the pad id, at positions counting attended ids
     only, and reads the token before the first pad of the response: the attended ids up to
-    there are the reading."""
+    there are the reading, where the model attends causally."""
+    trl_ppo_head(model)
+    if not attends_causally(model):
+        return None
     ids_tokenizer = policy or tokenizer  # TRL hands the policy's token ids to the reward model as they are
     pad = ids_tokenizer.pad_token_id
     if pad is None:
@@ -194,6 +207,8 @@ def _trl_ppo_prefixes(model, tokenizer, samples, policy) -> list[list[int]] | No
 
 
 def openrlhf_ids(tokenizer: Any, sample: Sample) -> list[int]:
+    if tokenizer.eos_token is None:
+        raise ValueError("OpenRLHF appends the tokenizer's eos token, and this tokenizer has none")
     text = render(tokenizer, sample.messages()).rstrip("\n")
     if not text.endswith(tokenizer.eos_token):
         text += " " + tokenizer.eos_token
@@ -204,7 +219,7 @@ def openrlhf_ids(tokenizer: Any, sample: Sample) -> list[int]:
 
 def _openrlhf_prefixes(model, tokenizer, samples, _policy) -> list[list[int]]:
     # Left padding with positions from the mask and the reward at the last mask position:
-    # always a plain reading of the ids.
+    # always a reading of the ids alone (of the whole row, for a model that does not attend causally).
     return [openrlhf_ids(tokenizer, s) for s in samples]
 
 
@@ -228,6 +243,7 @@ def _trl_grpo(model, tokenizer, samples, _policy) -> np.ndarray:
 
 
 def _trl_ppo(model, tokenizer, samples, policy) -> np.ndarray:
+    trl_ppo_head(model)
     ids_tokenizer = policy or tokenizer
     pad = ids_tokenizer.pad_token_id
     pairs = [trl_ppo_ids(ids_tokenizer, s) for s in samples]

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from rmaudit.errors import RmauditInputError
-from rmaudit.modeling.pooling import native_prefixes, pooled_rewards, position_ids_from_mask
+from rmaudit.modeling.pooling import attends_causally, native_prefixes, pooled_rewards, position_ids_from_mask
 from rmaudit.prefix_sharing import SharingStats, last_token_rewards_and_norms, prefix_sharing_support
 
 log = logging.getLogger(__name__)
@@ -110,12 +110,15 @@ def starts_with_bos(tokenizer: Any, text: str) -> bool:
     return bool(bos) and text.startswith(bos)
 
 
-def tokenize_rendered(tokenizer: Any, texts: Sequence[str], max_length: int | None = None) -> tuple[list[list[int]], int]:
+def tokenize_rendered(tokenizer: Any, texts: Sequence[str], max_length: int | None = None,
+                      keep: str = "end") -> tuple[list[list[int]], int]:
     """Token ids per text, without padding; (ids, number truncated).
 
     Special tokens are added only to texts the template did not already start with BOS,
     so there is never a double BOS. Over-long texts keep their END (truncated from the
-    left), because the reward is read at the last token.
+    left), because the reward is read at the last token; with ``keep="start"`` (a model
+    whose own pooling reads its first token, :func:`truncation_keep`) their start and a
+    closing special token, as the tokenizer's own truncation keeps ``[CLS] ... [SEP]``.
     """
     ids: list[list[int]] = [[] for _ in texts]
     for add_special in (False, True):
@@ -127,11 +130,22 @@ def tokenize_rendered(tokenizer: Any, texts: Sequence[str], max_length: int | No
             ids[i] = list(row)
     truncated = 0
     if max_length:
+        closing = set(tokenizer.all_special_ids)
         for i, row in enumerate(ids):
             if len(row) > max_length:
-                ids[i] = row[-max_length:]
+                if keep == "end":
+                    ids[i] = row[-max_length:]
+                else:
+                    ids[i] = row[:max_length - 1] + row[-1:] if row[-1] in closing else row[:max_length]
                 truncated += 1
     return ids, truncated
+
+
+def truncation_keep(model: Any, pooling: str) -> str:
+    """Which end of an over-long text the reward needs: "end" where it is read at the last
+    token (mask pooling, and a causal model's own pooling), "start" where the model's own
+    pooling reads states of the whole row (an encoder's first-token pooler, BERT's [CLS])."""
+    return "end" if pooling == "mask" or attends_causally(model) else "start"
 
 
 def pad_batch(rows: Sequence[Sequence[int]], pad_id: int, side: str = "right") -> tuple[torch.Tensor, torch.Tensor]:
@@ -258,7 +272,8 @@ def score_texts(
     hidden: dict[int, np.ndarray] = {}
     with torch.inference_mode(), autocast_for(model, dtype), _progress(progress, len(texts)) as advance:
         for start in range(0, len(texts), CHUNK_TEXTS):
-            ids, n_truncated = tokenize_rendered(tokenizer, texts[start:start + CHUNK_TEXTS], max_length)
+            ids, n_truncated = tokenize_rendered(tokenizer, texts[start:start + CHUNK_TEXTS], max_length,
+                                                 truncation_keep(model, pooling) if max_length else "end")
             truncated += n_truncated
             chunk_lengths = [len(r) for r in ids]
             lengths[start:start + len(ids)] = chunk_lengths
@@ -290,8 +305,9 @@ def score_texts(
 
 def plain_readings(model: Any, tokenizer: Any, ids: Sequence[Sequence[int]], pooling: str) -> list[list[int]] | None:
     """The ids each text's reward is read from, ending at the read token: all of them under
-    mask pooling; up to the last non-pad id under native pooling when the config's pad id is
-    the one the scorer pads with (otherwise the read position depends on the batch: None)."""
+    mask pooling; up to the last non-pad id under native pooling of a causal model when the
+    config's pad id is the one the scorer pads with (None otherwise: the read position
+    depends on the batch, or the model's own pooling reads states of the whole row)."""
     if pooling == "mask":
         return [list(r) for r in ids]
     return native_prefixes(model, tokenizer, ids, "right")

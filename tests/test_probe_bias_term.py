@@ -19,7 +19,7 @@ from rmaudit.probes.bias_term import BiasTerm, read_head_biases
 from rmaudit.probes.context import AuditContext
 from rmaudit.report.charts import validate_chart
 from rmaudit.results import Status
-from tiny_models import make_tiny_rm, tiny_tokenizer
+from tiny_models import make_tiny_rm, tiny_bert_rm
 
 
 def _audit(folder: Path, *, load: bool = True, manifest: dict | None = None, **thresholds):
@@ -106,14 +106,7 @@ def test_bias_added_although_the_manifest_says_the_head_had_none(tmp_path):
 
 def _tiny_bert_rm(folder: Path, bias: float) -> Path:
     """A real BertForSequenceClassification (its classifier keeps a bias on load)."""
-    from transformers import BertConfig, BertForSequenceClassification
-
-    tokenizer = tiny_tokenizer()
-    torch.manual_seed(0)
-    config = BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                        intermediate_size=64, max_position_embeddings=512, num_labels=1,
-                        pad_token_id=tokenizer.pad_token_id)
-    model = BertForSequenceClassification(config).eval()
+    model, tokenizer = tiny_bert_rm(head_std=0.02)
     with torch.no_grad():
         model.classifier.bias.fill_(bias)
     model.save_pretrained(folder, safe_serialization=True)

@@ -84,6 +84,23 @@ def tiny_rm(tokenizer=None, *, hidden: int = 32, layers: int = 2, seed: int = 0,
     return model.eval(), tokenizer
 
 
+def tiny_bert_rm(tokenizer=None, *, max_positions: int = 512, seed: int = 0, head_std: float = 1.0):
+    """(model, tokenizer): a random tiny BertForSequenceClassification, an encoder RM as
+    OpenAssistant's DeBERTa ones are (a pooler over the first position, a ``classifier``
+    head), its head drawn with ``head_std`` so the rewards spread."""
+    from transformers import BertConfig, BertForSequenceClassification
+
+    tokenizer = tokenizer or tiny_tokenizer()
+    torch.manual_seed(seed)
+    config = BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                        intermediate_size=64, max_position_embeddings=max_positions, num_labels=1,
+                        pad_token_id=tokenizer.pad_token_id)
+    model = BertForSequenceClassification(config).eval()
+    with torch.no_grad():
+        model.classifier.weight.normal_(0.0, head_std)
+    return model, tokenizer
+
+
 def make_tiny_rm(
     out_dir: Path,
     *,

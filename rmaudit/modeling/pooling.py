@@ -81,8 +81,47 @@ def native_read_prefix(ids: Sequence[int], pad_id: int) -> list[int]:
     return list(ids[:last + 1])
 
 
+def attends_causally(model: nn.Module) -> bool:
+    """Whether each position's hidden state depends on the tokens up to it only (a causal
+    decoder), so that a reward read at a token is named by the ids up to it. Measured, not
+    looked up: BERT-family encoders share classes with their causal variants
+    (``config.is_decoder``) and remote code names no family. Two rows that differ only in
+    their last token go through the body once; an encoder's earlier states move with it.
+    Cached on the model; a body that cannot run this way counts as not causal (the safe side:
+    its readings are then taken whole, never by prefix)."""
+    known = getattr(model, "_rmaudit_attends_causally", None)
+    if known is None:
+        known = False if getattr(model.config, "is_encoder_decoder", False) else _earlier_states_fixed(model)
+        model._rmaudit_attends_causally = known
+    return known
+
+
+def _earlier_states_fixed(model: nn.Module, length: int = 8) -> bool:
+    param = next(model.parameters())
+    vocab = int(getattr(model.config, "vocab_size", 0) or 0)
+    if vocab < 2:
+        return False
+    ids = torch.randint(0, vocab, (1, length), generator=torch.Generator().manual_seed(0)).repeat(2, 1)
+    ids[1, -1] = (ids[0, -1] + 1) % vocab
+    try:
+        with torch.inference_mode():
+            hidden = reward_body(model)(input_ids=ids.to(param.device), attention_mask=torch.ones_like(ids).to(param.device),
+                                        use_cache=False).last_hidden_state.float()
+    except Exception:  # noqa: BLE001 - a body this call cannot run is read whole (the safe side)
+        return False
+    earlier = hidden[:, :-1]
+    # The rows' earlier positions run the same kernels on the same inputs: a causal body gives
+    # them the same states up to rounding; one token more or less moves an encoder's by far more.
+    return bool((earlier[0] - earlier[1]).abs().max() <= 1e-3 * earlier.abs().max().clamp(min=1e-12))
+
+
 def native_prefixes(model: Any, tokenizer: Any, rows: Sequence[Sequence[int]], padding_side: str) -> list[list[int]] | None:
-    """What the model's own forward reads in a batch of ``rows`` padded on ``padding_side``."""
+    """What the model's own forward reads in a batch of ``rows`` padded on ``padding_side``,
+    as the ids its reward depends on; None where that is not a prefix of the row: a model
+    that does not attend causally pools positions whose states depend on the whole row (an
+    encoder's first token), so its own forward's reward is read only by running it."""
+    if not attends_causally(model):
+        return None
     pad = getattr(model.config, "pad_token_id", None)
     if pad is None:
         if len(rows) > 1:  # transformers' own refusal (GenericForSequenceClassification)

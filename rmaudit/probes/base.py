@@ -127,6 +127,14 @@ def clip_evidence(text: str | None, limit: int = EVIDENCE_TEXT_LIMIT) -> str | N
     return text[: limit - 1] + "…"
 
 
+def exception_line(exc: BaseException, limit: int = 160) -> str:
+    """``Type: first line of the message`` cut to ``limit`` characters, for a finding that
+    reports an error (transformers' messages run to several sentences and a URL)."""
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    line = f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+    return clip_evidence(line, limit) or line
+
+
 def metric(value: float | None, digits: int = 4) -> float | None:
     """A metric value for the result: rounded, with None for a missing or non-finite number."""
     return None if value is None or not math.isfinite(value) else round(float(value), digits)

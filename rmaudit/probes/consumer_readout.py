@@ -29,15 +29,20 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
+from rmaudit.data.store import head
 from rmaudit.findings import Comparison, Finding, Limit, Setting, Status, note
-from rmaudit.probes.base import Probe, ProbeSkipped, clip_evidence, metric, with_reasons
+from rmaudit.probes.base import Probe, ProbeSkipped, clip_evidence, exception_line, metric, with_reasons
 from rmaudit.probes.context import TokenReadings
 from rmaudit.readouts import CONSUMERS, PREFIXES, PrefixRewards, Sample, read_rewards
 from rmaudit.results import ProbeResult
-from rmaudit.scoring import plain_readings, render, resolve_pooling, tokenize_rendered
+from rmaudit.scoring import plain_readings, render, resolve_pooling, tokenize_rendered, truncation_keep
 from rmaudit.stats import pair_credit
 
 EVIDENCE_ROWS = 10
+# Tokens a consumer may add to the audit's rendering (OpenRLHF's " " + eos, TRL PPO's eos):
+# a pair is compared only when its longer text fits the max length with this much to spare.
+CONSUMER_EXTRA_TOKENS = 16
+SCAN_FACTOR = 4  # labelled pairs looked at per pair wanted, where long ones are passed over
 
 
 class ConsumerReadout(Probe):
@@ -65,7 +70,7 @@ class ConsumerReadout(Probe):
         """The labelled texts, and every consumer's token ids where they are a plain reading:
         the plan reads them with the texts they begin (OpenRLHF's are the audit's less a
         trailing newline) or share a prompt with."""
-        samples = _samples(ctx.labelled_pairs(int(self.setting("max_pairs"))))
+        samples = _samples(consumer_pairs(ctx, int(self.setting("max_pairs")))[0])
         readings = TokenReadings()
         for name in CONSUMERS:
             try:
@@ -75,9 +80,11 @@ class ConsumerReadout(Probe):
         return [*super().plan(ctx), readings]
 
     def run(self, ctx) -> ProbeResult:
-        pairs = ctx.labelled_pairs(int(self.setting("max_pairs")))
+        pairs, too_long = consumer_pairs(ctx, int(self.setting("max_pairs")))
         if not pairs:
-            raise ProbeSkipped("no held-out pairs to reward: give --data or keep the canonical pairs")
+            raise ProbeSkipped("no held-out pairs to reward: give --data or keep the canonical pairs" if not too_long else
+                               f"every held-out pair is longer than the max length ({ctx.max_length} tokens), which "
+                               "the audit reads truncated and the consumers whole")
         samples = _samples(pairs)
         trained = "rmaudit" if ctx.manifest is not None and ctx.manifest.pooling == "mask" else "transformers"
         declared = getattr(ctx, "consumer", None)
@@ -94,6 +101,7 @@ class ConsumerReadout(Probe):
         base_accuracy = float(pair_credit(reference[:n] - reference[n:]).mean())
         metrics: dict[str, Any] = {"trained_readout": trained, "declared_consumer": declared or None, "n_pairs": n,
                                    "reward_std": metric(std, 6), "accuracy_trained": metric(base_accuracy),
+                                   "pairs_over_max_length": too_long,
                                    "readings_forwarded": memo.forwarded - forwarded,
                                    "readings_shared": memo.reused - reused}
         findings: list[Finding] = []
@@ -104,7 +112,9 @@ class ConsumerReadout(Probe):
             theirs = read[name]
             if isinstance(theirs, str):
                 metrics[f"{name}:error"] = theirs
-                findings.append(note(Status.WARN, f"{name}: cannot read the reward this way ({theirs})"))
+                # The declared consumer failing to read the model is a handoff that will crash.
+                findings.append(note(Status.FAIL if declared == name else Status.WARN,
+                                     f"{name}: cannot read the reward this way ({theirs})"))
                 continue
             compared = compare(reference, theirs, n, std, base_accuracy)
             metrics.update({f"{name}:{k}": v for k, v in compared.items() if k != "flips"})
@@ -114,7 +124,10 @@ class ConsumerReadout(Probe):
         findings += self._tokenizer_handoff(ctx, declared)
         if not findings:
             findings.append(note(Status.PASS, f"consumer {declared} is the trained readout ({trained})"))
-        return self.result(findings, with_reasons(self._summary(trained, declared, rows), findings), metrics=metrics,
+        summary = self._summary(trained, declared, rows)
+        if too_long:
+            summary += f"; {too_long} pairs over the max length ({ctx.max_length} tokens) passed over"
+        return self.result(findings, with_reasons(summary, findings), metrics=metrics,
                            evidence=self._flips(pairs, reference, read, n, trained, declared),
                            chart=self._chart(rows))
 
@@ -125,8 +138,9 @@ class ConsumerReadout(Probe):
         the token ids the scorer read: a consumer that reads the same ids gets them for free."""
         memo = ctx.token_rewards()
         texts = [ctx.render(s.messages()) for s in samples]
-        ids, _ = tokenize_rendered(ctx.tokenizer, texts, ctx.max_length)
-        prefixes = plain_readings(ctx.model, ctx.tokenizer, ids, resolve_pooling(ctx.model, ctx.pooling))
+        pooling = resolve_pooling(ctx.model, ctx.pooling)
+        ids, _ = tokenize_rendered(ctx.tokenizer, texts, ctx.max_length, truncation_keep(ctx.model, pooling))
+        prefixes = plain_readings(ctx.model, ctx.tokenizer, ids, pooling)
         if prefixes is not None:
             memo.add(prefixes, ctx.score_texts(texts))
         return memo
@@ -140,7 +154,7 @@ class ConsumerReadout(Probe):
             return read_rewards(consumer, ctx.model, ctx.tokenizer, samples, policy_tokenizer=ctx.policy_tokenizer,
                                 memo=memo, dtype=ctx.dtype, batch_size=int(self.setting("batch_size")))
         except Exception as exc:  # noqa: BLE001 - a consumer that cannot read this model is a finding, not a crash
-            return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            return exception_line(exc)
 
     def _grade(self, ctx, name: str, c: dict[str, Any], strict: bool) -> list[Finding]:
         checks = [
@@ -215,6 +229,32 @@ class ConsumerReadout(Probe):
              "series": [{"name": "Pearson", "values": [r["pearson"] for r in rows]}],
              "hlines": [{"y": 0.9, "label": "fail below 0.9 (declared consumer)"}]},
         ]}
+
+
+def consumer_pairs(ctx, limit: int) -> tuple[list[Any], int]:
+    """(the first ``limit`` labelled pairs whose texts fit the max length with room to spare,
+    how many longer ones were passed over). The consumers read a text whole, the audit's own
+    readout truncated to the max length: on a longer text the two differ by the truncation,
+    not by where they read, and a model with learned positions (BERT's 512, GPT-2's 1,024)
+    cannot read it whole at all. At most ``SCAN_FACTOR * limit`` pairs are looked at."""
+    def compute() -> tuple[list[Any], int]:
+        scanned = head(ctx.labelled_pairs(), SCAN_FACTOR * limit if ctx.max_length else limit)
+        if not ctx.max_length:
+            return scanned, 0
+        ids, _ = tokenize_rendered(ctx.tokenizer, ctx.pair_texts(scanned))
+        n = len(scanned)
+        fits = [max(len(ids[i]), len(ids[i + n])) + CONSUMER_EXTRA_TOKENS <= ctx.max_length for i in range(n)]
+        kept: list[Any] = []
+        passed_over = 0
+        for pair, ok in zip(scanned, fits):
+            if len(kept) == limit:
+                break
+            if ok:
+                kept.append(pair)
+            else:
+                passed_over += 1
+        return kept, passed_over
+    return ctx.shared(("consumer_pairs", limit), compute)
 
 
 def _samples(pairs) -> list[Sample]:

@@ -237,10 +237,11 @@ class AuditContext:
 
         from rmaudit.prefix_sharing import last_token_hidden, prefix_sharing_support
         from rmaudit.scoring import BATCH_TOKENS, autocast_for, padding_cap, plain_readings, resolve_pooling, \
-            tokenize_rendered
+            tokenize_rendered, truncation_keep
 
-        ids, _ = tokenize_rendered(self.tokenizer, texts, self.max_length)
-        ids = plain_readings(self.model, self.tokenizer, ids, resolve_pooling(self.model, self.pooling)) or ids
+        pooling = resolve_pooling(self.model, self.pooling)
+        ids, _ = tokenize_rendered(self.tokenizer, texts, self.max_length, truncation_keep(self.model, pooling))
+        ids = plain_readings(self.model, self.tokenizer, ids, pooling) or ids
         share = self.share_prefixes and prefix_sharing_support(self.model)[0]
         with torch.inference_mode(), autocast_for(self.model, self.dtype):
             hidden, _ = last_token_hidden(self.model, ids, batch_size=self.batch_size, batch_tokens=BATCH_TOKENS,
@@ -406,13 +407,13 @@ class AuditContext:
         CHUNK_TEXTS at a time, so accuracy's regrade of 100k pairs holds keys, not token ids):
         by the ids read where they name the reward (a plain reading), so the two poolings of one
         text share a forward when they read the same ids; else by text and pooling."""
-        from rmaudit.scoring import CHUNK_TEXTS, plain_readings, tokenize_rendered
+        from rmaudit.scoring import CHUNK_TEXTS, plain_readings, tokenize_rendered, truncation_keep
 
         pooling = self._float32_pooling(model, pooling)
         parts: list[list[np.ndarray]] = [[] for _ in modes]
         for start in range(0, len(texts), CHUNK_TEXTS):
             chunk = texts[start:start + CHUNK_TEXTS]
-            ids = tokenize_rendered(self.tokenizer, chunk, self.max_length)[0]
+            ids = tokenize_rendered(self.tokenizer, chunk, self.max_length, truncation_keep(model, pooling))[0]
             readings = plain_readings(model, self.tokenizer, ids, pooling)
             named = [" ".join(map(str, r)) for r in readings] if readings is not None else chunk
             suffix = b"ids" if readings is not None else pooling.encode()

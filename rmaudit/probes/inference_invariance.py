@@ -44,9 +44,9 @@ from typing import Any, Callable
 import numpy as np
 
 from rmaudit.findings import Comparison, Finding, Limit, Setting, Status, note
-from rmaudit.probes.base import Probe, ProbeSkipped, dtype_name, metric, with_reasons
+from rmaudit.probes.base import Probe, ProbeSkipped, dtype_name, exception_line, metric, with_reasons
 from rmaudit.probes.context import FLOAT32_SAMPLE_PAIRS
-from rmaudit.probes.padding import (end_of_turn_variants, model_dtype, n_layers, of_pooling, padded_rewards,
+from rmaudit.probes.padding import (end_of_turn_variants, left_padding_caveat, model_dtype, n_layers, of_pooling, padded_rewards,
                                     sample_pairs, score_padded, scored_in_float32, tolerance_std)
 from rmaudit.results import ProbeResult
 from rmaudit.prefix_sharing import prefix_sharing_support
@@ -150,7 +150,8 @@ class InferenceInvariance(Probe):
                             f"{axis}:n_texts": len(ref),
                             f"{axis}:accuracy_reference": metric(float(pair_credit(ref[:k] - ref[k:]).mean())),
                             f"{axis}:accuracy": metric(float(pair_credit(rewards[:k] - rewards[k:]).mean()))})
-            findings.append(self._grade(axis, delta, tol32, tol16, metrics))
+            findings.append(self._grade(axis, delta, tol32, tol16, metrics,
+                                        left_padding_caveat(ctx, pooling) if axis == "padding_side" else None))
         return self.result(findings, with_reasons(self._summary(metrics), findings), metrics=metrics,
                            chart=self._chart(metrics, tol32, tol16))
 
@@ -163,16 +164,17 @@ class InferenceInvariance(Probe):
             variants = {"bos": [_toggle_bos(ctx.tokenizer, t) for t in texts], **variants}
         return variants
 
-    def _grade(self, axis: str, delta: np.ndarray, tol32: float, tol16: float, m: dict[str, Any]) -> Finding:
+    def _grade(self, axis: str, delta: np.ndarray, tol32: float, tol16: float, m: dict[str, Any],
+               caveat: str | None = None) -> Finding:
         worst, median = m[f"{axis}:max_delta_std"], m[f"{axis}:median_delta_std"]
         accuracy = f"accuracy {m[f'{axis}:accuracy_reference']:.3f} -> {m[f'{axis}:accuracy']:.3f}"
         if axis == "dtype" and m["bf16_sample_reason"]:
             accuracy += f"; on {m[f'{axis}:n_texts']} of {m['n_texts']} texts: {m['bf16_sample_reason']}"
         if axis in COMPUTATION_AXES:
             moved = worst > tol32
-            return Finding(Status.FAIL if moved else Status.PASS,
-                           f"{axis}: rewards move by up to {worst:.3g} reward-std ({accuracy})"
-                           + (": the reward depends on how the batch is computed" if moved else ""),
+            why = f": {caveat}" if caveat else ": the reward depends on how the batch is computed"
+            return Finding((Status.WARN if caveat else Status.FAIL) if moved else Status.PASS,
+                           f"{axis}: rewards move by up to {worst:.3g} reward-std ({accuracy})" + (why if moved else ""),
                            f"{axis}:max_delta_std", worst, metric(tol32, 6), Comparison.ABOVE)
         if axis == "dtype":
             moved = worst > tol16
@@ -232,7 +234,7 @@ class InferenceInvariance(Probe):
             model.set_attn_implementation(other)
         except (ValueError, ImportError) as exc:
             return NotApplicable(f"transformers runs {type(model).__name__} with no {other} attention, only "
-                                 f"{current}: {str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__}")
+                                 f"{current}: {exception_line(exc)}")
         try:
             return score()
         finally:
@@ -263,7 +265,7 @@ def _attempt(compute: Callable[[], np.ndarray | str]) -> np.ndarray | str:
     try:
         return compute()
     except Exception as exc:  # noqa: BLE001 - a variant the model cannot run is reported, not raised
-        return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        return exception_line(exc)
 
 
 def _float32() -> Any:

@@ -188,6 +188,22 @@ def padded_modes(ctx, texts: Sequence[str], poolings: Sequence[str]) -> list[Mod
     return modes
 
 
+def left_padding_caveat(ctx, pooling: str) -> str | None:
+    """Why a reward that left padding moves is the consumer's error rather than the model's,
+    or None. A model that does not attend causally, read by its own pooling, reads a state of
+    the whole row at a fixed place (BERT's and DeBERTa's poolers read position 0, which left
+    padding fills with a pad): every such checkpoint moves under left padding, and its
+    tokenizer pads right, as transformers' and TRL GRPO's reads do. Where the tokenizer itself
+    pads left, its own consumers read wrong rewards, and the move stays a failure."""
+    from rmaudit.modeling.pooling import attends_causally
+
+    if pooling != "native" or attends_causally(ctx.model) or ctx.tokenizer.padding_side != "right":
+        return None
+    return ("this model does not attend causally and its own pooling reads a fixed position (BERT-style poolers read "
+            "position 0, a pad when padded left); its tokenizer pads right, as the consumers that run its own forward "
+            "do: a consumer must not pad it left")
+
+
 def end_of_turn_variants(text: str, eos: str) -> tuple[str, str]:
     """(without, with) the end-of-turn eos: strip the template's final eos when it ends
     with one (trailing whitespace allowed), otherwise append one, as trainers do."""
@@ -239,7 +255,7 @@ class PaddingProbe(Probe):
                 "audit_dtype": dtype_name(audit_dtype), "n_texts": len(texts),
                 "reward_std": metric(std), "tolerance_std": metric(tol, 6),
             }
-            deltas = self._check_modes(modes, alone, std, tol, metrics, findings)
+            deltas = self._check_modes(modes, alone, std, tol, metrics, findings, left_padding_caveat(ctx, "native"))
             self._check_pad_ids(ctx, metrics, findings)
             self._check_end_of_turn(ctx, texts, served, std, tol, metrics, findings)
 
@@ -273,8 +289,10 @@ class PaddingProbe(Probe):
             raise ProbeSkipped("every text gets the same reward: no reward spread to measure padding effects against")
         return std
 
-    def _check_modes(self, modes, alone, std, tol, metrics, findings) -> dict[str, float | None]:
-        """Per mode: max |padded - alone| in reward-stds, and the collapse tell-tale."""
+    def _check_modes(self, modes, alone, std, tol, metrics, findings,
+                     native_left_caveat: str | None = None) -> dict[str, float | None]:
+        """Per mode: max |padded - alone| in reward-stds, and the collapse tell-tale; a move of
+        left-padded native rewards only warns where ``native_left_caveat`` explains it."""
         deltas: dict[str, float | None] = {}
         for mode in modes:
             key = f"{mode.side}_{mode.pooling}"
@@ -291,9 +309,11 @@ class PaddingProbe(Probe):
             metrics[f"max_delta_std_{key}"] = metric(delta, 6)
             metrics[f"spread_ratio_{key}"] = metric(ratio)
             # The tolerance is derived from the dtype's rounding, so it is a computed limit, not a setting.
+            caveat = native_left_caveat if (mode.side, mode.pooling) == ("left", "native") and delta > tol else None
             findings.append(Finding(
-                Status.FAIL if delta > tol else Status.PASS,
-                f"{mode.label}: rewards move by up to {delta:.3g} reward-std against scoring alone",
+                (Status.WARN if caveat else Status.FAIL) if delta > tol else Status.PASS,
+                f"{mode.label}: rewards move by up to {delta:.3g} reward-std against scoring alone"
+                + (f": {caveat}" if caveat else ""),
                 f"max_delta_std_{key}", metric(delta, 6), metric(tol, 6), Comparison.ABOVE))
             if ratio is not None and len(mode.rewards) >= 3:
                 finding = self.limit("spread_ratio").check(
