@@ -39,7 +39,7 @@ from typing import Any, Callable, Collection, Iterator, Sequence
 import numpy as np
 import torch
 
-from rmaudit.modeling.pooling import apply_head, position_ids_from_mask, reward_body
+from rmaudit.modeling.pooling import apply_head, position_ids_for, reward_body
 from rmaudit.tree_attention import (SEGMENTS_KWARG, PackedSegment, attention_implementation, ran_tree_attention,
                                     tree_attention_on)
 
@@ -329,7 +329,7 @@ def _plain_states(model: Any, rows: Sequence[Sequence[int]]) -> torch.Tensor:
     input_ids, mask = pad_batch(rows, 0, "right")  # pads are masked and never read: any id
     device = _device(model)
     input_ids, mask = input_ids.to(device), mask.to(device)
-    return reward_body(model)(input_ids=input_ids, attention_mask=mask, position_ids=position_ids_from_mask(mask),
+    return reward_body(model)(input_ids=input_ids, attention_mask=mask, position_ids=position_ids_for(model, mask),
                               use_cache=False).last_hidden_state
 
 

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from rmaudit.errors import RmauditInputError
-from rmaudit.modeling.pooling import attends_causally, native_prefixes, pooled_rewards, position_ids_from_mask
+from rmaudit.modeling.pooling import attends_causally, native_prefixes, pooled_rewards, position_ids_for
 from rmaudit.prefix_sharing import SharingStats, last_token_rewards_and_norms, prefix_sharing_support
 
 log = logging.getLogger(__name__)
@@ -184,7 +184,7 @@ def forward_rewards(model: Any, input_ids: torch.Tensor, attention_mask: torch.T
         logits = model(
             input_ids=input_ids,
             attention_mask=attention_mask,
-            position_ids=position_ids_from_mask(attention_mask),
+            position_ids=position_ids_for(model, attention_mask),
             use_cache=False,
         ).logits
         rewards = logits[:, 0]

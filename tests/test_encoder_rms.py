@@ -3,11 +3,17 @@ depends on the whole row, so no reading of theirs is named by a prefix of its id
 
 Planted, each on a real tiny BertForSequenceClassification:
 - the float32 cache once keyed both poolings of a text by its ids, so ``padding`` compared
-  an encoder's mask readings with its native ones and failed by most of a reward-std;
+  an encoder's mask readings with its native ones and failed by most of a reward-std (and
+  it read the last-token reading no trainer of an encoder uses);
 - the consumers' shared memo answered the ``transformers`` consumer with mask-pooled
   rewards, and ``trl-ppo`` read a ``classifier`` head TRL's get_reward never applies;
 - an over-long text was truncated from the left, dropping the first token the pooler reads;
-- a text longer than learned positions crashed ``consumer_readout`` into a skip.
+- a text longer than learned positions crashed ``consumer_readout`` into a skip;
+- RoBERTa's head (a hidden layer, then ``classifier.out_proj``) errored ``padding`` and
+  ``head_integrity``, and the audit read it at positions counted from 0, where RoBERTa
+  numbers them after its padding index;
+- the hidden states ``reward_scale`` and ``policy_shift`` read were an encoder's last
+  token's, not what its head reads.
 Healthy twins: causal decoders keep their prefix readings (tests/test_prefix_sharing.py and
 tests/test_probe_consumer_readout.py), and an encoder whose tokenizer pads left still fails.
 """
@@ -61,14 +67,30 @@ def test_causal_attention_is_measured_on_the_body():
     assert attends_causally(BertForSequenceClassification(BertConfig(**small, is_decoder=True)).eval())
 
 
-def test_padding_reads_an_encoders_two_poolings_apart_and_warns_on_left_pads(bert):
+def test_an_encoders_two_poolings_are_two_readings(bert):
+    from rmaudit.modeling.pooling import pooled_rewards
+    from rmaudit.scoring import pad_batch
+
+    model, tokenizer = bert
+    ctx = _ctx(model, tokenizer)
+    texts = ctx.pair_texts(PAIRS[:3])
+    native = ctx.float32_rewards(texts, "native", alone=True)
+    mask = ctx.float32_rewards(texts, "mask", alone=True)  # once answered from the native readings' keys
+    ids = tokenize_rendered(tokenizer, texts)[0]
+    with torch.no_grad():
+        own = [float(model(input_ids=torch.tensor([r])).logits[0, 0]) for r in ids]
+        last = [float(pooled_rewards(model, *pad_batch([r], tokenizer.pad_token_id))[0]) for r in ids]
+    np.testing.assert_allclose(native, own, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(mask, last, rtol=1e-4, atol=1e-5)
+    assert np.abs(native - mask).max() > 0.1
+
+
+def test_padding_warns_that_left_pads_move_a_first_token_pooler(bert):
     model, tokenizer = bert
     result = run_configured(PaddingProbe, _ctx(model, tokenizer))
     m = result.metrics
-    # mask pooling reads the last real token: pads on either side leave it where it was
-    assert m["max_delta_std_right_mask"] <= m["tolerance_std"]
-    assert m["max_delta_std_left_mask"] <= m["tolerance_std"]
     assert m["max_delta_std_right_native"] <= m["tolerance_std"]
+    assert "max_delta_std_right_mask" not in m  # no trainer reads an encoder at its last token
     # the pooler reads position 0, a pad once padded left: said, and a warning (the tokenizer pads right)
     assert m["max_delta_std_left_native"] > 10 * m["tolerance_std"]
     left = next(f for f in result.findings if f.metric == "max_delta_std_left_native")
@@ -138,3 +160,55 @@ def test_consumer_readout_compares_the_pairs_that_fit_learned_positions():
     assert result.metrics["pairs_over_max_length"] == 3
     assert result.metrics["n_pairs"] == 8
     assert "3 pairs over the max length (128 tokens) passed over" in result.summary
+
+
+@pytest.fixture(scope="module")
+def roberta():
+    require_smollm2()
+    return tiny_bert_rm(family="roberta")
+
+
+def test_an_encoder_is_read_at_the_positions_it_numbers_itself(roberta):
+    model, tokenizer = roberta
+    texts = [tokenizer.apply_chat_template(p.chosen_messages(), tokenize=False) for p in PAIRS[:6]]
+    ours = score_texts(model, tokenizer, texts, pooling="native").rewards
+    with torch.no_grad():
+        own = model(**tokenizer(texts, return_tensors="pt", padding=True)).logits[:, 0].numpy()
+    np.testing.assert_allclose(ours, own, rtol=1e-4, atol=1e-5)
+
+
+def test_the_hidden_state_of_an_encoder_is_what_its_head_reads(bert, roberta):
+    for model, tokenizer in (bert, roberta):
+        ctx = _ctx(model, tokenizer)
+        conversations = [p.chosen_messages() for p in PAIRS[:5]]
+        ours = ctx.pooled_hidden(conversations)
+        encoded = tokenizer([ctx.render(c) for c in conversations], return_tensors="pt", padding=True)
+        with torch.no_grad():
+            if model.config.model_type == "bert":
+                theirs = model.bert(**encoded).pooler_output
+            else:
+                first = model.roberta(**encoded).last_hidden_state[:, 0]
+                theirs = torch.tanh(model.classifier.dense(first))
+        np.testing.assert_allclose(ours, theirs.double().numpy(), rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(ctx.hidden_norms(conversations), np.linalg.norm(ours, axis=1), rtol=1e-6)
+
+
+def test_a_roberta_rms_padding_and_head_are_checked_not_errored(roberta, tmp_path):
+    from rmaudit.probes.head_integrity import HeadIntegrity
+    from rmaudit.probes.inference_invariance import InferenceInvariance
+
+    model, tokenizer = roberta
+    model.save_pretrained(tmp_path, safe_serialization=True)
+    tokenizer.save_pretrained(tmp_path)
+    ctx = _ctx(model, tokenizer)
+    ctx.checkpoint = tmp_path
+    padding = run_configured(PaddingProbe, ctx)
+    assert padding.status is not Status.ERROR, padding.summary
+    assert padding.metrics["max_delta_std_right_native"] <= padding.metrics["tolerance_std"]
+    assert "max_delta_std_right_mask" not in padding.metrics  # no trainer reads an encoder's last token
+    invariance = run_configured(InferenceInvariance, ctx)
+    assert invariance.metrics["batch:max_delta_std"] <= invariance.metrics["tolerance_float32_std"]
+    head = run_configured(HeadIntegrity, ctx)
+    assert head.status is not Status.ERROR, head.summary
+    assert head.metrics["head_weights_read_from"] == "the checkpoint's safetensors"
+    assert head.metrics["head_features"] == model.config.hidden_size

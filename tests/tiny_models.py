@@ -84,20 +84,25 @@ def tiny_rm(tokenizer=None, *, hidden: int = 32, layers: int = 2, seed: int = 0,
     return model.eval(), tokenizer
 
 
-def tiny_bert_rm(tokenizer=None, *, max_positions: int = 512, seed: int = 0, head_std: float = 1.0):
-    """(model, tokenizer): a random tiny BertForSequenceClassification, an encoder RM as
-    OpenAssistant's DeBERTa ones are (a pooler over the first position, a ``classifier``
-    head), its head drawn with ``head_std`` so the rewards spread."""
-    from transformers import BertConfig, BertForSequenceClassification
+def tiny_bert_rm(tokenizer=None, *, max_positions: int = 512, seed: int = 0, head_std: float = 1.0,
+                 family: str = "bert"):
+    """(model, tokenizer): a random tiny encoder RM, as OpenAssistant's DeBERTa ones are: a
+    ``BertForSequenceClassification`` (a pooler over the first position, a ``classifier``
+    Linear) or, with ``family="roberta"``, a ``RobertaForSequenceClassification`` (its head a
+    hidden layer, then ``classifier.out_proj``; positions numbered after the padding index).
+    The output weights are drawn with ``head_std`` so the rewards spread."""
+    from transformers import BertConfig, BertForSequenceClassification, RobertaConfig, RobertaForSequenceClassification
 
     tokenizer = tokenizer or tiny_tokenizer()
     torch.manual_seed(seed)
-    config = BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                        intermediate_size=64, max_position_embeddings=max_positions, num_labels=1,
-                        pad_token_id=tokenizer.pad_token_id)
-    model = BertForSequenceClassification(config).eval()
+    config_class, model_class, offset = {"bert": (BertConfig, BertForSequenceClassification, 0),
+                                         "roberta": (RobertaConfig, RobertaForSequenceClassification, 2)}[family]
+    config = config_class(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                          intermediate_size=64, max_position_embeddings=max_positions + offset, num_labels=1,
+                          pad_token_id=tokenizer.pad_token_id)
+    model = model_class(config).eval()
     with torch.no_grad():
-        model.classifier.weight.normal_(0.0, head_std)
+        (model.classifier.out_proj if family == "roberta" else model.classifier).weight.normal_(0.0, head_std)
     return model, tokenizer
 
 

@@ -29,6 +29,7 @@ from rmaudit.errors import RmauditInputError, input_error
 from rmaudit.modeling.head import init_head
 from rmaudit.modeling.manifest import Manifest, read_manifest, sha256_file
 from rmaudit.modeling.preflight import inspect_checkpoint, is_sequence_classifier, resolve_source
+from rmaudit.modeling.pooling import attends_causally
 
 log = logging.getLogger(__name__)
 
@@ -142,6 +143,9 @@ def load_reward_model(
         head = init_head(model, init=head_init, bias=head_bias, seed=seed)
     model = model.to(device=device, dtype=torch_dtype)
     model.eval()
+    # Measured now, by a 2x8-token forward of its own, so that no later forward (a probe's,
+    # one a hook watches, or one inside a training wrapper) runs it first.
+    attends_causally(model)
     pooling = "mask" if (manifest is not None or not existing_rm) else "native"
     # Not saved with the model: tells the scorer's "auto" pooling what this checkpoint is.
     model.rmaudit_pooling = pooling

@@ -28,6 +28,14 @@ def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
     return (attention_mask.long().cumsum(dim=-1) - 1).clamp(min=0)
 
 
+def position_ids_for(model: nn.Module, attention_mask: torch.Tensor) -> torch.Tensor | None:
+    """The position ids to pass with a padded batch: :func:`position_ids_from_mask` for a
+    causal model; None (the model numbers its own) for one that does not attend causally:
+    RoBERTa's and XLM-R's positions start after their padding index and skip pads, so ids
+    counted from 0 would read other position embeddings than every consumer's forward."""
+    return position_ids_from_mask(attention_mask) if attends_causally(model) else None
+
+
 def reward_head(model: nn.Module) -> nn.Linear:
     """The scalar head of a sequence-classification reward model."""
     for name in HEAD_NAMES:
@@ -35,6 +43,23 @@ def reward_head(model: nn.Module) -> nn.Linear:
         if isinstance(head, nn.Linear) and head.out_features == 1:
             return head
     raise ValueError(f"{type(model).__name__} has no scalar Linear head named one of {HEAD_NAMES}")
+
+
+def scalar_head(model: nn.Module) -> tuple[str, nn.Linear]:
+    """(its name in the state dict, the Linear that outputs the reward): the scalar head
+    :func:`reward_head` finds, or the output projection of a classification head that reads
+    its own position and runs a hidden layer first (transformers' RoBERTa, XLM-R and ELECTRA
+    heads: ``classifier.dense`` -> tanh -> ``classifier.out_proj``). For the head's weights and
+    what it reads; only :func:`reward_head` may be applied to a body's hidden state."""
+    for name in HEAD_NAMES:
+        head = getattr(model, name, None)
+        if isinstance(head, nn.Linear) and head.out_features == 1:
+            return name, head
+        out = getattr(head, "out_proj", None)
+        if isinstance(out, nn.Linear) and out.out_features == 1:
+            return f"{name}.out_proj", out
+    raise ValueError(f"{type(model).__name__} has no scalar Linear head named one of {HEAD_NAMES} "
+                     "(or their out_proj)")
 
 
 def reward_body(model: nn.Module) -> nn.Module:
@@ -50,7 +75,7 @@ def pooled_hidden(model: nn.Module, input_ids: torch.Tensor, attention_mask: tor
     out = reward_body(model)(
         input_ids=input_ids,
         attention_mask=attention_mask,
-        position_ids=position_ids_from_mask(attention_mask),
+        position_ids=position_ids_for(model, attention_mask),
         use_cache=False,
     )
     hidden = out.last_hidden_state
@@ -67,6 +92,23 @@ def apply_head(model: nn.Module, hidden: torch.Tensor) -> torch.Tensor:
     with torch.autocast(device_type=hidden.device.type, enabled=False):
         bias = head.bias.float() if head.bias is not None else None
         return nn.functional.linear(hidden.float(), head.weight.float(), bias).squeeze(-1)
+
+
+def head_inputs(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """(N, d) what the scalar head reads in the model's own forward, one state per row: an
+    encoder's pooled first position (BERT, DeBERTa), the hidden layer of a RoBERTa-style head.
+    For models whose own pooling picks one state per row before the head; a head applied at
+    every position (a decoder's ``score``) is refused."""
+    _, head = scalar_head(model)
+    seen: list[torch.Tensor] = []
+    hook = head.register_forward_pre_hook(lambda module, args: seen.append(args[0]))
+    try:
+        model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids_for(model, attention_mask))
+    finally:
+        hook.remove()
+    if not seen or seen[-1].dim() != 2:
+        raise ValueError(f"{type(model).__name__}'s head does not read one state per row")
+    return seen[-1]
 
 
 def pooled_rewards(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -103,12 +145,16 @@ def _earlier_states_fixed(model: nn.Module, length: int = 8) -> bool:
         return False
     ids = torch.randint(0, vocab, (1, length), generator=torch.Generator().manual_seed(0)).repeat(2, 1)
     ids[1, -1] = (ids[0, -1] + 1) % vocab
+    training = model.training
+    model.eval()  # dropout would move the rows apart at random
     try:
         with torch.inference_mode():
             hidden = reward_body(model)(input_ids=ids.to(param.device), attention_mask=torch.ones_like(ids).to(param.device),
                                         use_cache=False).last_hidden_state.float()
     except Exception:  # noqa: BLE001 - a body this call cannot run is read whole (the safe side)
         return False
+    finally:
+        model.train(training)
     earlier = hidden[:, :-1]
     # The rows' earlier positions run the same kernels on the same inputs: a causal body gives
     # them the same states up to rounding; one token more or less moves an encoder's by far more.

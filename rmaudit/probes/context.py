@@ -215,7 +215,8 @@ class AuditContext:
 
     def pooled_hidden(self, conversations: Sequence[Sequence[Message]]) -> np.ndarray:
         """(N, d) float64 hidden states where the head reads each conversation (its last token;
-        under native pooling its last non-pad one), rendered with the RM's template and
+        under native pooling its last non-pad one, or what an encoder's head reads in its own
+        forward: the pooled first position), rendered with the RM's template and
         truncated as scoring does: kept from the forward that scored it where it was asked for
         beforehand (:meth:`keep_hidden`), the rest forwarded here and not cached."""
         texts = [self.render(c) for c in conversations]
@@ -235,18 +236,42 @@ class AuditContext:
         Texts that share a prefix share its forward where the audit shares prefixes."""
         import torch
 
+        from rmaudit.modeling.pooling import attends_causally
         from rmaudit.prefix_sharing import last_token_hidden, prefix_sharing_support
         from rmaudit.scoring import BATCH_TOKENS, autocast_for, padding_cap, plain_readings, resolve_pooling, \
             tokenize_rendered, truncation_keep
 
         pooling = resolve_pooling(self.model, self.pooling)
         ids, _ = tokenize_rendered(self.tokenizer, texts, self.max_length, truncation_keep(self.model, pooling))
-        ids = plain_readings(self.model, self.tokenizer, ids, pooling) or ids
+        readings = plain_readings(self.model, self.tokenizer, ids, pooling)
+        if readings is None and pooling == "native" and not attends_causally(self.model):
+            return self._own_head_inputs(ids, advance)
+        ids = readings or ids
         share = self.share_prefixes and prefix_sharing_support(self.model)[0]
         with torch.inference_mode(), autocast_for(self.model, self.dtype):
             hidden, _ = last_token_hidden(self.model, ids, batch_size=self.batch_size, batch_tokens=BATCH_TOKENS,
                                           share=share, max_padding=padding_cap(self.device), advance=advance)
         return hidden
+
+    def _own_head_inputs(self, ids: Sequence[Sequence[int]], advance: Callable[[int], None]) -> np.ndarray:
+        """(N, d) float64: what the head reads in the model's own forward (an encoder's pooled
+        state, not its last token's), right-padded length-sorted batches as scoring runs them."""
+        import torch
+
+        from rmaudit.modeling.pooling import head_inputs
+        from rmaudit.scoring import BATCH_TOKENS, autocast_for, length_sorted_batches, pad_batch, padding_cap
+
+        out: np.ndarray | None = None
+        with torch.inference_mode(), autocast_for(self.model, self.dtype):
+            for rows in length_sorted_batches([len(r) for r in ids], self.batch_size, BATCH_TOKENS,
+                                              padding_cap(self.device)):
+                input_ids, mask = pad_batch([ids[i] for i in rows], self.tokenizer.pad_token_id, "right")
+                device = next(self.model.parameters()).device
+                states = head_inputs(self.model, input_ids.to(device), mask.to(device)).double().cpu().numpy()
+                out = np.zeros((len(ids), states.shape[1])) if out is None else out
+                out[rows] = states
+                advance(len(rows))
+        return out if out is not None else np.zeros((0, 0))
 
     def hidden_norms(self, conversations: Sequence[Sequence[Message]]) -> np.ndarray:
         """(N,) norms of the hidden states the head reads for each conversation: from the

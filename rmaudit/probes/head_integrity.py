@@ -36,7 +36,7 @@ import numpy as np
 from scipy import stats
 
 from rmaudit.findings import Comparison, Finding, Limit, Setting, Status, note
-from rmaudit.modeling.pooling import HEAD_NAMES, reward_head
+from rmaudit.modeling.pooling import HEAD_NAMES, scalar_head
 from rmaudit.modeling.weight_files import read_tensors, safetensors_files
 from rmaudit.probes.base import Probe, dtype_name, metric, with_reasons
 from rmaudit.results import ProbeResult
@@ -67,11 +67,10 @@ def initialisations(d: int) -> dict[str, tuple[str, tuple[float, ...]]]:
 def head_weights(ctx, model) -> tuple[np.ndarray, str, str]:
     """(weights as float64, their dtype, where they were read): the checkpoint's safetensors
     tensor for the head when the folder has one of the right size, else the loaded module's."""
-    head = reward_head(model)
+    name, head = scalar_head(model)
     loaded = head.weight.detach()
     folder = Path(ctx.checkpoint)
     if folder.is_dir() and safetensors_files(folder):
-        name = next(n for n in HEAD_NAMES if getattr(model, n, None) is head)
         key = f"{name}.weight"
         found = [tensor for _, _, tensor in read_tensors(folder, lambda k: k == key or k.endswith("." + key))
                  if tensor.numel() == loaded.numel()]

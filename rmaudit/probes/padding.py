@@ -27,7 +27,7 @@ from rmaudit.data.pairs import PreferencePair
 from rmaudit.probes.base import Probe, ProbeSkipped, clip_evidence, dtype_name, metric, with_reasons
 from rmaudit.probes.context import FLOAT32_SAMPLE_PAIRS
 from rmaudit.results import ProbeResult
-from rmaudit.modeling.pooling import apply_head, last_token_index, reward_body
+from rmaudit.modeling.pooling import apply_head, attends_causally, last_token_index, reward_body
 from rmaudit.scoring import autocast_for, forward_rewards, pad_batch, resolve_pooling, tokenize_rendered
 
 SIDES = ("right", "left")
@@ -137,6 +137,7 @@ def score_padded(ctx, texts: Sequence[str], *, side: str) -> dict[str, np.ndarra
     model = ctx.model
     ids, _ = tokenize_rendered(ctx.tokenizer, [*texts, filler_text(ctx, texts)], ctx.max_length)
     input_ids, mask = pad_batch(ids, ctx.tokenizer.pad_token_id, side)
+    attends_causally(model)  # its own measuring forward (once per model) before the hook, not inside it
     hidden: list[torch.Tensor] = []
     hook = reward_body(model).register_forward_hook(lambda module, args, out: hidden.append(out.last_hidden_state))
     out: dict[str, np.ndarray | Exception] = {}
@@ -149,11 +150,14 @@ def score_padded(ctx, texts: Sequence[str], *, side: str) -> dict[str, np.ndarra
             out["native"] = exc
         finally:
             hook.remove()
-        if not hidden:  # the own forward failed before its body ran
-            out["mask"] = forward_rewards(model, input_ids, mask, "mask").double().numpy()[:-1]
-        else:
-            read = hidden[0][torch.arange(len(ids)), last_token_index(mask.to(hidden[0].device))]
-            out["mask"] = apply_head(model, read).double().cpu().numpy()[:-1]
+        try:
+            if not hidden:  # the own forward failed before its body ran
+                out["mask"] = forward_rewards(model, input_ids, mask, "mask").double().numpy()[:-1]
+            else:
+                read = hidden[0][torch.arange(len(ids)), last_token_index(mask.to(hidden[0].device))]
+                out["mask"] = apply_head(model, read).double().cpu().numpy()[:-1]
+        except ValueError as exc:  # a head that reads no body state directly (RoBERTa's): no mask reading
+            out["mask"] = exc
     return out
 
 
@@ -195,8 +199,6 @@ def left_padding_caveat(ctx, pooling: str) -> str | None:
     padding fills with a pad): every such checkpoint moves under left padding, and its
     tokenizer pads right, as transformers' and TRL GRPO's reads do. Where the tokenizer itself
     pads left, its own consumers read wrong rewards, and the move stays a failure."""
-    from rmaudit.modeling.pooling import attends_causally
-
     if pooling != "native" or attends_causally(ctx.model) or ctx.tokenizer.padding_side != "right":
         return None
     return ("this model does not attend causally and its own pooling reads a fixed position (BERT-style poolers read "
@@ -267,9 +269,13 @@ class PaddingProbe(Probe):
 
     @staticmethod
     def _poolings(ctx, served: str) -> list[str]:
-        """The served pooling first, then the other one when the checkpoint supports it."""
+        """The served pooling first, then the other one where the checkpoint supports it and a
+        consumer may read it: not the last-token reading of a model whose own pooling reads
+        the whole row (an encoder), which no trainer of it uses."""
         other = "native" if served == "mask" else "mask"
         if other == "native" and getattr(ctx.model.config, "pad_token_id", None) is None:
+            return [served]
+        if other == "mask" and not attends_causally(ctx.model):
             return [served]
         return [served, other]
 

@@ -135,10 +135,10 @@ def _saturation(margins: np.ndarray, prompts: np.ndarray, limit: float) -> dict[
 def _head_reach(ctx, pairs, sample: int, reward_std: float) -> dict[str, Any]:
     """||w||, the mean pooled hidden norm on a sample of responses, their product and the
     share of it the reward spread uses."""
-    from rmaudit.modeling.pooling import reward_head
+    from rmaudit.modeling.pooling import scalar_head
 
     try:
-        head = reward_head(ctx.model)
+        _, head = scalar_head(ctx.model)
     except (AttributeError, ValueError):
         return {"head_weight_norm": None}
     weight_norm = float(head.weight.detach().float().norm())
