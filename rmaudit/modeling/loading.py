@@ -103,10 +103,11 @@ def load_reward_model(
     load only with ``allow_pickle`` (and then with ``weights_only=True``), custom code only
     with ``trust_remote_code``. A folder transformers cannot load is a one-line input error."""
     source, is_local = resolve_source(path_or_id, gguf_file, allow_hub)
-    weights = "safetensors"
+    weights, openrlhf_head = "safetensors", None
     if is_local:
-        weights = inspect_checkpoint(Path(source), gguf_file=gguf_file, allow_pickle=allow_pickle,
-                                     trust_remote_code=trust_remote_code).weights
+        facts = inspect_checkpoint(Path(source), gguf_file=gguf_file, allow_pickle=allow_pickle,
+                                   trust_remote_code=trust_remote_code)
+        weights, openrlhf_head = facts.weights, facts.openrlhf_head
     torch_dtype = parse_dtype(dtype)
     local_only = not allow_hub
     with load_errors_as_input_errors(source):
@@ -114,7 +115,7 @@ def load_reward_model(
                                           trust_remote_code=trust_remote_code)
         config = AutoConfig.from_pretrained(source, gguf_file=gguf_file, local_files_only=local_only,
                                             trust_remote_code=trust_remote_code)
-    existing_rm = _is_reward_checkpoint(config) and gguf_file is None
+    existing_rm = (_is_reward_checkpoint(config) or openrlhf_head is not None) and gguf_file is None
     # A base model has no head yet; transformers' "score.weight MISSING" report is then
     # expected noise (init_head creates it below), so it is silenced for that case only.
     load_kwargs: dict[str, Any] = {"use_safetensors": False, "weights_only": True} if weights == "pickle" else {}
@@ -136,6 +137,9 @@ def load_reward_model(
             raise input_error(source, None, None, "torch.load(weights_only=True) refused the pickle weights "
                               f"(they hold more than tensors): {str(exc).splitlines()[0][:200]}") from None
     drop_quantization_config(model)
+    missing = sorted(info.get("missing_keys") or [])
+    if openrlhf_head is not None:
+        missing = _load_openrlhf_head(model, Path(source), openrlhf_head, missing, notes)
     manifest = read_manifest(source) if is_local else None
     head = None
     if not existing_rm:
@@ -146,16 +150,37 @@ def load_reward_model(
     # Measured now, by a 2x8-token forward of its own, so that no later forward (a probe's,
     # one a hook watches, or one inside a training wrapper) runs it first.
     attends_causally(model)
-    pooling = "mask" if (manifest is not None or not existing_rm) else "native"
+    # OpenRLHF reads its RMs at the last attention-mask position, as rmaudit's trainer does.
+    pooling = "mask" if (manifest is not None or not existing_rm or openrlhf_head is not None) else "native"
     # Not saved with the model: tells the scorer's "auto" pooling what this checkpoint is.
     model.rmaudit_pooling = pooling
     origin = {"source": "checkpoint" if existing_rm else "created at load",
               "architecture": ", ".join(getattr(config, "architectures", None) or []) or type(model).__name__,
-              "missing_keys": sorted(info.get("missing_keys") or [])}
+              "missing_keys": missing, **({"trainer": "openrlhf"} if openrlhf_head is not None else {})}
     return LoadedRewardModel(
         model=model, tokenizer=tokenizer, manifest=manifest, pooling=pooling,
         base_info=_base_info(source, gguf_file, is_local), head_init=head, notes=notes, head_origin=origin,
     )
+
+
+def _load_openrlhf_head(model: Any, folder: Path, key: str, missing: list[str], notes: list[str]) -> list[str]:
+    """Put the head OpenRLHF saved under ``key`` (its value_head_prefix) into the model's own
+    head, which transformers left at its random init when the names differ; the missing
+    keys without that head's; the config's reward statistics noted."""
+    from rmaudit.modeling.pooling import scalar_head
+    from rmaudit.modeling.weight_files import read_tensors
+
+    name, head = scalar_head(model)
+    if key != f"{name}.weight":
+        (_, _, tensor), = read_tensors(folder, lambda k: k == key)
+        with torch.no_grad():
+            head.weight.copy_(tensor.reshape(head.weight.shape))
+        missing = [k for k in missing if k != f"{name}.weight"]
+    config = model.config
+    notes.append(f"OpenRLHF reward model: head read from {key}"
+                 + (f"; OpenRLHF PPO with --normalize_reward reads (reward - {config.mean:.6g}) / {config.std:.6g} "
+                    "(the mean and std in config.json)" if hasattr(config, "mean") and hasattr(config, "std") else ""))
+    return missing
 
 
 @contextlib.contextmanager

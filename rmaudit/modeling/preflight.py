@@ -8,8 +8,8 @@ with a one-line error (exit 2) that names the file, the field and the flag that 
   (transformers' loader) refuses anything but tensors;
 * custom code (``auto_map`` in ``config.json``): only with ``--trust-remote-code``;
 * for ``rmaudit check``: a folder that is not a reward model (no ``*ForSequenceClassification``
-  with ``num_labels=1``), because auditing it would audit a random head, unless
-  ``--allow-fresh-head`` says that is what the user wants.
+  with ``num_labels=1``, nor an OpenRLHF ``RewardModel`` with its head), because auditing it
+  would audit a random head, unless ``--allow-fresh-head`` says that is what the user wants.
 
 Safetensors headers are read (not the tensors) so a truncated file is named here, not in a
 traceback from deep inside transformers.
@@ -40,7 +40,37 @@ class CheckpointFacts:
 
     @property
     def is_reward_model(self) -> bool:
-        return self.is_sequence_classifier and num_labels(self.config) == 1
+        return (self.is_sequence_classifier and num_labels(self.config) == 1) or self.openrlhf_head is not None
+
+    @property
+    def openrlhf_head(self) -> str | None:
+        """The weight key of the reward head when OpenRLHF's RM trainer saved the folder, else None."""
+        return openrlhf_head_key(self.config, self.files) if self.weights == "safetensors" else None
+
+
+# OpenRLHF's reward model (openrlhf/models/model.py, _get_reward_model) is a *PreTrainedModel
+# subclass named RewardModel: the base model under base_model_prefix and a bias-free
+# Linear(hidden, 1) under value_head_prefix. save_pretrained records the class name as the
+# architecture, and openrlhf/cli/train_rm.py writes value_head_prefix into the config (before
+# it did, the default was "value_head"; it is "score" now).
+OPENRLHF_ARCHITECTURE = "RewardModel"
+OPENRLHF_HEAD_PREFIXES = ("score", "value_head")
+
+
+def openrlhf_head_key(config: dict, files: list[Path]) -> str | None:
+    """``{prefix}.weight`` of an OpenRLHF RewardModel checkpoint whose safetensors ``files``
+    hold it (read from their headers), else None."""
+    if OPENRLHF_ARCHITECTURE not in (config.get("architectures") or []):
+        return None
+    named = config.get("value_head_prefix")
+    prefixes = (named,) if isinstance(named, str) else OPENRLHF_HEAD_PREFIXES
+    from safetensors import safe_open
+
+    keys: set[str] = set()
+    for path in files:
+        with safe_open(str(path), framework="pt") as handle:
+            keys.update(handle.keys())
+    return next((f"{p}.weight" for p in prefixes if f"{p}.weight" in keys), None)
 
 
 def is_sequence_classifier(architectures: list | None) -> bool:

@@ -3,7 +3,8 @@
 The same held-out responses are rewarded once per consumer (``rmaudit/readouts.py``: TRL PPO's
 ``get_reward``, TRL GRPO, transformers' own forward, OpenRLHF, rmaudit) and compared with the
 readout the model was trained with (``rmaudit`` for checkpoints with an ``rmaudit.json``,
-``transformers`` otherwise; the ``rmaudit`` readout is the audit's own cached reward): Pearson and Spearman correlation, the mean shift and the scale
+``openrlhf`` for an OpenRLHF ``RewardModel``, ``transformers`` otherwise; the ``rmaudit``
+readout is the audit's own cached reward): Pearson and Spearman correlation, the mean shift and the scale
 ratio in reward-stds of the trained readout, held-out accuracy and the pairs whose preference
 flips. A consumer that reads another position gets rewards that may be uncorrelated with the
 trained ones: PPO then optimises noise while every other probe, reading the trained position,
@@ -86,7 +87,7 @@ class ConsumerReadout(Probe):
                                f"every held-out pair is longer than the max length ({ctx.max_length} tokens), which "
                                "the audit reads truncated and the consumers whole")
         samples = _samples(pairs)
-        trained = "rmaudit" if ctx.manifest is not None and ctx.manifest.pooling == "mask" else "transformers"
+        trained = trained_readout(ctx)
         declared = getattr(ctx, "consumer", None)
         memo = self._audit_readings(ctx, samples)
         forwarded, reused = memo.forwarded, memo.reused
@@ -229,6 +230,15 @@ class ConsumerReadout(Probe):
              "series": [{"name": "Pearson", "values": [r["pearson"] for r in rows]}],
              "hlines": [{"y": 0.9, "label": "fail below 0.9 (declared consumer)"}]},
         ]}
+
+
+def trained_readout(ctx) -> str:
+    """The consumer whose reading the model was trained to give: rmaudit's for checkpoints
+    with a mask-pooled manifest, OpenRLHF's for an OpenRLHF RewardModel, transformers'
+    (the model's own forward) otherwise."""
+    if ctx.manifest is not None and ctx.manifest.pooling == "mask":
+        return "rmaudit"
+    return "openrlhf" if (ctx.head_origin or {}).get("trainer") == "openrlhf" else "transformers"
 
 
 def consumer_pairs(ctx, limit: int) -> tuple[list[Any], int]:
