@@ -162,6 +162,20 @@ def test_a_folder_without_a_config_is_refused(data, in_tmp, capsys):
     assert code == 2 and "no config.json" in err
 
 
+def test_a_peft_adapter_folder_is_refused_with_how_to_merge_it(data, in_tmp, capsys):
+    """What peft's save_pretrained writes for a LoRA reward model (peft is not a dependency):
+    the adapter's config and weights, no model config."""
+    from safetensors.torch import save_file
+
+    folder = in_tmp / "adapter"
+    folder.mkdir()
+    (folder / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "task_type": "SEQ_CLS", "r": 8,
+                                                            "modules_to_save": ["score"]}))
+    save_file({"base_model.model.score.modules_to_save.weight": torch.zeros(1, 32)}, folder / "adapter_model.safetensors")
+    code, err = check(capsys, folder, data, in_tmp / "o")
+    assert code == 2 and "a PEFT adapter" in err and "merge_and_unload" in err
+
+
 def test_train_from_a_base_that_is_not_a_model_is_an_input_error(data, in_tmp, capsys):
     (in_tmp / "notamodel").mkdir()
     (in_tmp / "notamodel" / "config.json").write_text(json.dumps({"model_type": "t5", "architectures": ["T5Model"]}))

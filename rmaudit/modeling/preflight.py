@@ -128,6 +128,12 @@ def inspect_checkpoint(folder: Path, *, gguf_file: str | None = None, allow_pick
 
 def read_config(path: Path) -> dict:
     if not path.is_file():
+        if (path.parent / "adapter_config.json").is_file():
+            # TRL's RewardTrainer with a peft_config saves only the adapter (and the score head
+            # in its modules_to_save); the audit reads a whole model, as PPO will.
+            raise input_error(path.parent, None, None, "a PEFT adapter, not a whole model (adapter_config.json, no "
+                              "config.json): merge it into its base (peft's merge_and_unload, then save_pretrained) "
+                              "and audit the merged folder")
         raise input_error(path.parent, None, None, "no config.json: not a transformers checkpoint folder")
     try:
         config = json.loads(path.read_text(encoding="utf-8"))
