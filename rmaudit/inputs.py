@@ -182,9 +182,11 @@ def _max_length(options: AuditOptions, manifest: Manifest | None, loaded: Any, n
         return options.max_length
     if manifest is not None and manifest.max_length:
         return manifest.max_length
-    positions = getattr(loaded.model.config, "max_position_embeddings", None)
-    if isinstance(positions, int) and positions > 0:
-        notes["max_length_source"] = "the model's max_position_embeddings"
+    from rmaudit.modeling.pooling import position_limit
+
+    positions = position_limit(loaded.model)
+    if positions is not None:
+        notes["max_length_source"] = "the model's position limit (max_position_embeddings)"
         return positions
     notes["max_length_source"] = f"fallback {FALLBACK_MAX_LENGTH} (no flag, manifest or position limit)"
     return FALLBACK_MAX_LENGTH

@@ -13,7 +13,9 @@ Planted, each on a real tiny BertForSequenceClassification:
   ``head_integrity``, and the audit read it at positions counted from 0, where RoBERTa
   numbers them after its padding index;
 - the hidden states ``reward_scale`` and ``policy_shift`` read were an encoder's last
-  token's, not what its head reads.
+  token's, not what its head reads;
+- RoBERTa's 514 position embeddings hold 512 positions (the first two are reserved), and the
+  audit's default max length was 514.
 Healthy twins: causal decoders keep their prefix readings (tests/test_prefix_sharing.py and
 tests/test_probe_consumer_readout.py), and an encoder whose tokenizer pads left still fails.
 """
@@ -212,3 +214,23 @@ def test_a_roberta_rms_padding_and_head_are_checked_not_errored(roberta, tmp_pat
     assert head.status is not Status.ERROR, head.summary
     assert head.metrics["head_weights_read_from"] == "the checkpoint's safetensors"
     assert head.metrics["head_features"] == model.config.hidden_size
+
+
+def test_a_robertas_max_length_is_the_positions_it_can_use(roberta, tmp_path):
+    """RoBERTa numbers its first token padding_idx + 1: with n embeddings and pad id p, it can
+    read n - (p + 1) tokens."""
+    from rmaudit.audit import AuditOptions, build_context
+
+    model, tokenizer = roberta
+    short_model, _ = tiny_bert_rm(family="roberta", max_positions=40)
+    short_model.save_pretrained(tmp_path, safe_serialization=True)
+    tokenizer.save_pretrained(tmp_path)
+    ctx = build_context(tmp_path, AuditOptions(probes="accuracy"))
+    usable = short_model.config.max_position_embeddings - (tokenizer.pad_token_id + 1)
+    assert ctx.max_length == usable == 40 < short_model.config.max_position_embeddings
+    texts = [tokenizer.apply_chat_template(p.chosen_messages(), tokenize=False) for p in PAIRS[:3]]
+    assert all(len(tokenizer(t)["input_ids"]) > usable + 2 for t in texts)
+    ours = ctx.score_texts(texts)  # one token more would index past the embeddings
+    with torch.no_grad():
+        own = short_model(**tokenizer(texts, return_tensors="pt", padding=True, truncation=True, max_length=usable))
+    np.testing.assert_allclose(ours, own.logits[:, 0].numpy(), rtol=1e-4, atol=1e-5)

@@ -469,7 +469,7 @@ def test_without_a_manifest_the_model_position_limit_bounds_the_texts(rm, data, 
     assert check(capsys, folder, data, in_tmp / "o")[0] in (0, 1)
     context = json.loads((in_tmp / "o" / "report.json").read_text())["context"]
     limit = json.loads((folder / "config.json").read_text())["max_position_embeddings"]
-    assert context["max_length"] == limit and context["max_length_source"] == "the model's max_position_embeddings"
+    assert context["max_length"] == limit and context["max_length_source"] == "the model's position limit (max_position_embeddings)"
 
 
 def test_control_characters_from_data_never_reach_a_report_raw(rm, in_tmp, capsys):

@@ -89,14 +89,17 @@ def tiny_bert_rm(tokenizer=None, *, max_positions: int = 512, seed: int = 0, hea
     """(model, tokenizer): a random tiny encoder RM, as OpenAssistant's DeBERTa ones are: a
     ``BertForSequenceClassification`` (a pooler over the first position, a ``classifier``
     Linear) or, with ``family="roberta"``, a ``RobertaForSequenceClassification`` (its head a
-    hidden layer, then ``classifier.out_proj``; positions numbered after the padding index).
+    hidden layer, then ``classifier.out_proj``; positions numbered after the padding index,
+    ``max_positions`` of them usable).
     The output weights are drawn with ``head_std`` so the rewards spread."""
     from transformers import BertConfig, BertForSequenceClassification, RobertaConfig, RobertaForSequenceClassification
 
     tokenizer = tokenizer or tiny_tokenizer()
     torch.manual_seed(seed)
-    config_class, model_class, offset = {"bert": (BertConfig, BertForSequenceClassification, 0),
-                                         "roberta": (RobertaConfig, RobertaForSequenceClassification, 2)}[family]
+    config_class, model_class = {"bert": (BertConfig, BertForSequenceClassification),
+                                 "roberta": (RobertaConfig, RobertaForSequenceClassification)}[family]
+    # RoBERTa numbers its first token pad id + 1: that many more embeddings hold max_positions
+    offset = tokenizer.pad_token_id + 1 if family == "roberta" else 0
     config = config_class(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
                           intermediate_size=64, max_position_embeddings=max_positions + offset, num_labels=1,
                           pad_token_id=tokenizer.pad_token_id)

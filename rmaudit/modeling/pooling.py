@@ -62,6 +62,20 @@ def scalar_head(model: nn.Module) -> tuple[str, nn.Linear]:
                      "(or their out_proj)")
 
 
+def position_limit(model: nn.Module) -> int | None:
+    """The most tokens the model can read at once: ``config.max_position_embeddings``, less the
+    positions an embedding numbered after its padding index never uses (RoBERTa, XLM-R: 514
+    embeddings, the first two reserved, 512 usable); None where the config names no limit."""
+    positions = getattr(model.config, "max_position_embeddings", None)
+    if not isinstance(positions, int) or positions <= 0:
+        return None
+    embedding = getattr(getattr(getattr(model, model.base_model_prefix, None), "embeddings", None),
+                        "position_embeddings", None)
+    if isinstance(embedding, nn.Embedding) and embedding.padding_idx is not None:
+        positions -= embedding.padding_idx + 1
+    return positions
+
+
 def reward_body(model: nn.Module) -> nn.Module:
     """The transformer body (``model.model`` for Llama, ``model.transformer`` for GPT-2, ...)."""
     body = getattr(model, model.base_model_prefix, None)
