@@ -1,8 +1,14 @@
-"""Last-token pooling read from the attention mask.
+"""Where a reward is read in a model: last-token pooling from the attention mask, the head,
+and what kind of model reads it.
 
 The reward is the head applied to the hidden state at the LAST REAL token of each row.
 Reading ``hidden[:, -1]`` is the classic padding-side bug: with right padding it reads a
 pad position. The index below is correct for right padding, left padding and any mask.
+
+That reading, and naming a reward by the token ids up to it, hold for causal decoders.
+An encoder's own pooling reads states of the whole row (BERT's [CLS]), so
+:func:`attends_causally` is measured once per model and the readers below take it into
+account: the position ids passed, which ids name a reading, what the head reads.
 """
 
 from __future__ import annotations
@@ -37,12 +43,13 @@ def position_ids_for(model: nn.Module, attention_mask: torch.Tensor) -> torch.Te
 
 
 def reward_head(model: nn.Module) -> nn.Linear:
-    """The scalar head of a sequence-classification reward model."""
-    for name in HEAD_NAMES:
-        head = getattr(model, name, None)
-        if isinstance(head, nn.Linear) and head.out_features == 1:
-            return head
-    raise ValueError(f"{type(model).__name__} has no scalar Linear head named one of {HEAD_NAMES}")
+    """The scalar head of a sequence-classification reward model, a Linear applied to the
+    body's hidden state (not the output projection of a head with a hidden layer)."""
+    name, head = scalar_head(model)
+    if name not in HEAD_NAMES:
+        raise ValueError(f"{type(model).__name__} has no scalar Linear head named one of {HEAD_NAMES} "
+                         f"applied to the body's hidden state ({name} follows a hidden layer)")
+    return head
 
 
 def scalar_head(model: nn.Module) -> tuple[str, nn.Linear]:
@@ -159,19 +166,23 @@ def _earlier_states_fixed(model: nn.Module, length: int = 8) -> bool:
         return False
     ids = torch.randint(0, vocab, (1, length), generator=torch.Generator().manual_seed(0)).repeat(2, 1)
     ids[1, -1] = (ids[0, -1] + 1) % vocab
+    ids = ids.to(param.device)
     training = model.training
     model.eval()  # dropout would move the rows apart at random
     try:
         with torch.inference_mode():
-            hidden = reward_body(model)(input_ids=ids.to(param.device), attention_mask=torch.ones_like(ids).to(param.device),
-                                        use_cache=False).last_hidden_state.float()
+            try:
+                out = reward_body(model)(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=False)
+            except TypeError:  # a body (remote code) that takes no use_cache
+                out = reward_body(model)(input_ids=ids, attention_mask=torch.ones_like(ids))
+            hidden = out[0].float()  # last_hidden_state, or a tuple's first
     except Exception:  # noqa: BLE001 - a body this call cannot run is read whole (the safe side)
         return False
     finally:
         model.train(training)
     earlier = hidden[:, :-1]
     # The rows' earlier positions run the same kernels on the same inputs: a causal body gives
-    # them the same states up to rounding; one token more or less moves an encoder's by far more.
+    # them the same states up to rounding; a different last token moves an encoder's by far more.
     return bool((earlier[0] - earlier[1]).abs().max() <= 1e-3 * earlier.abs().max().clamp(min=1e-12))
 
 
