@@ -130,6 +130,8 @@ def test_a_declared_consumer_that_cannot_read_the_model_fails(bert):
     # the trained readout is the model's own forward; the consumers that run it read the same
     assert result.metrics["trained_readout"] == "transformers"
     assert result.metrics["trl-grpo:pearson"] > 0.99
+    # no trainer of an encoder reads its head at the last token: rmaudit's readout is not read
+    assert "rmaudit:pearson" not in result.metrics and result.metrics["rmaudit:not_applicable"]
 
 
 def test_an_encoders_over_long_text_keeps_the_start_its_pooler_reads():

@@ -31,6 +31,7 @@ import numpy as np
 from scipy import stats
 
 from rmaudit.data.store import head
+from rmaudit.modeling.pooling import attends_causally
 from rmaudit.findings import Comparison, Finding, Limit, Setting, Status, note
 from rmaudit.probes.base import Probe, ProbeSkipped, clip_evidence, exception_line, metric, with_reasons
 from rmaudit.probes.context import TokenReadings
@@ -73,7 +74,7 @@ class ConsumerReadout(Probe):
         trailing newline) or share a prompt with."""
         samples = _samples(consumer_pairs(ctx, int(self.setting("max_pairs")))[0])
         readings = TokenReadings()
-        for name in CONSUMERS:
+        for name in consumers(ctx, trained_readout(ctx)):
             try:
                 readings += PREFIXES[name](ctx.model, ctx.tokenizer, samples, ctx.policy_tokenizer) or []
             except Exception:  # noqa: BLE001 - run reports a consumer that cannot read this model
@@ -91,7 +92,7 @@ class ConsumerReadout(Probe):
         declared = getattr(ctx, "consumer", None)
         memo = self._audit_readings(ctx, samples)
         forwarded, reused = memo.forwarded, memo.reused
-        read = {name: self._read(ctx, name, samples, trained, memo) for name in CONSUMERS}
+        read = {name: self._read(ctx, name, samples, trained, memo) for name in consumers(ctx, trained)}
         reference = read[trained]
         if isinstance(reference, str):
             raise ProbeSkipped(f"the trained readout ({trained}) cannot be computed: {reference}")
@@ -109,6 +110,11 @@ class ConsumerReadout(Probe):
         rows: list[dict[str, Any]] = []
         for name in CONSUMERS:
             if name == trained:
+                continue
+            if name not in read:
+                metrics[f"{name}:not_applicable"] = "the model does not attend causally"
+                findings.append(note(Status.SKIP, f"{name}: not applicable (the model does not attend causally; "
+                                     "no trainer of it reads the head at its last token)"))
                 continue
             theirs = read[name]
             if isinstance(theirs, str):
@@ -201,7 +207,7 @@ class ConsumerReadout(Probe):
         parts = [f"{r['consumer']} r={r['pearson']:.2f}, shift {r['mean_shift_std']:+.2f} std, acc {r['accuracy']:.2f}"
                  for r in rows]
         who = f"declared consumer {declared}" if declared else "no consumer declared"
-        return f"trained readout {trained}; {who}; " + "; ".join(parts)
+        return f"trained readout {trained}; {who}; " + ("; ".join(parts) or "no other consumer reads it")
 
     @staticmethod
     def _flips(pairs, reference, read, n, trained, declared) -> list[dict[str, Any]]:
@@ -239,6 +245,13 @@ def trained_readout(ctx) -> str:
     if ctx.manifest is not None and ctx.manifest.pooling == "mask":
         return "rmaudit"
     return "openrlhf" if (ctx.head_origin or {}).get("trainer") == "openrlhf" else "transformers"
+
+
+def consumers(ctx, trained: str) -> list[str]:
+    """The consumers read: all, less rmaudit's last-token readout of a model that does not
+    attend causally (an encoder pools the whole row; no trainer of one reads its last token)
+    unless that is the readout it was trained with."""
+    return [name for name in CONSUMERS if name != "rmaudit" or name == trained or attends_causally(ctx.model)]
 
 
 def consumer_pairs(ctx, limit: int) -> tuple[list[Any], int]:
