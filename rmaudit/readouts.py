@@ -175,21 +175,19 @@ def trl_ppo_ids(tokenizer: Any, sample: Sample) -> tuple[list[int], list[int]]:
     return list(query), response
 
 
-def trl_ppo_head(model: Any) -> Any:
-    """The head TRL's ``get_reward`` applies: ``model.score``, by that name (its line
-    ``reward_logits = model.score(...)``); a model whose head has another name (BERT's and
-    DeBERTa's ``classifier``) fails there."""
-    head = getattr(model, "score", None)
-    if not isinstance(head, torch.nn.Module):
+def require_score_head(model: Any) -> None:
+    """Raise where TRL's ``get_reward`` would: it applies ``model.score`` by that name (its
+    line ``reward_logits = model.score(...)``), which a model whose head has another name
+    (BERT's and DeBERTa's ``classifier``) lacks."""
+    if not isinstance(getattr(model, "score", None), torch.nn.Module):
         raise ValueError(f"TRL's get_reward applies model.score, and {type(model).__name__} has no 'score' head")
-    return head
 
 
 def _trl_ppo_prefixes(model, tokenizer, samples, policy) -> list[list[int]] | None:
     """TRL PPO attends every id that is not the pad id, at positions counting attended ids
     only, and reads the token before the first pad of the response: the attended ids up to
     there are the reading, where the model attends causally."""
-    trl_ppo_head(model)
+    require_score_head(model)
     if not attends_causally(model):
         return None
     ids_tokenizer = policy or tokenizer  # TRL hands the policy's token ids to the reward model as they are
@@ -243,7 +241,7 @@ def _trl_grpo(model, tokenizer, samples, _policy) -> np.ndarray:
 
 
 def _trl_ppo(model, tokenizer, samples, policy) -> np.ndarray:
-    trl_ppo_head(model)
+    require_score_head(model)
     ids_tokenizer = policy or tokenizer
     pad = ids_tokenizer.pad_token_id
     pairs = [trl_ppo_ids(ids_tokenizer, s) for s in samples]
