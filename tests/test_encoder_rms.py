@@ -100,6 +100,17 @@ def test_padding_warns_that_left_pads_move_a_first_token_pooler(bert):
     assert result.status is Status.WARN, result.summary
 
 
+def test_an_encoder_read_at_its_last_token_ignores_pads_on_either_side(bert):
+    """An encoder trained at its last token (``rmaudit train --base`` on one; mask pooling):
+    with positions counted from the first real token, left pads move nothing."""
+    model, tokenizer = bert
+    ctx = _ctx(model, tokenizer)
+    ctx.pooling = "mask"
+    result = run_configured(PaddingProbe, ctx)
+    assert result.metrics["max_delta_std_left_mask"] <= result.metrics["tolerance_std"], result.summary
+    assert result.metrics["max_delta_std_right_mask"] <= result.metrics["tolerance_std"]
+
+
 def test_an_encoder_whose_tokenizer_pads_left_fails_padding():
     require_smollm2()
     model, tokenizer = tiny_bert_rm()

@@ -95,6 +95,8 @@ def tiny_bert_rm(tokenizer=None, *, max_positions: int = 512, seed: int = 0, hea
     from transformers import BertConfig, BertForSequenceClassification, RobertaConfig, RobertaForSequenceClassification
 
     tokenizer = tokenizer or tiny_tokenizer()
+    if family == "roberta":  # RoBERTa's own forward takes every pad id for a pad: one not in the texts
+        tokenizer.pad_token = "<|endoftext|>"
     torch.manual_seed(seed)
     config_class, model_class = {"bert": (BertConfig, BertForSequenceClassification),
                                  "roberta": (RobertaConfig, RobertaForSequenceClassification)}[family]

@@ -34,12 +34,22 @@ def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
     return (attention_mask.long().cumsum(dim=-1) - 1).clamp(min=0)
 
 
-def position_ids_for(model: nn.Module, attention_mask: torch.Tensor) -> torch.Tensor | None:
-    """The position ids to pass with a padded batch: :func:`position_ids_from_mask` for a
-    causal model; None (the model numbers its own) for one that does not attend causally:
-    RoBERTa's and XLM-R's positions start after their padding index and skip pads, so ids
-    counted from 0 would read other position embeddings than every consumer's forward."""
-    return position_ids_from_mask(attention_mask) if attends_causally(model) else None
+def position_ids_for(model: nn.Module, attention_mask: torch.Tensor) -> torch.Tensor:
+    """The position ids to pass with a padded batch: :func:`position_ids_from_mask`, from the
+    model's first position (:func:`first_position`: RoBERTa and XLM-R number their first
+    token after their padding index, and ids counted from 0 would read other position
+    embeddings than every consumer's forward)."""
+    return position_ids_from_mask(attention_mask) + first_position(model)
+
+
+def first_position(model: nn.Module) -> int:
+    """The position id of a text's first token: ``padding_idx + 1`` where the position
+    embedding has a padding index (RoBERTa, XLM-R and their kin), else 0."""
+    embedding = getattr(getattr(getattr(model, model.base_model_prefix, None), "embeddings", None),
+                        "position_embeddings", None)
+    if isinstance(embedding, nn.Embedding) and embedding.padding_idx is not None:
+        return embedding.padding_idx + 1
+    return 0
 
 
 def reward_head(model: nn.Module) -> nn.Linear:
@@ -76,11 +86,7 @@ def position_limit(model: nn.Module) -> int | None:
     positions = getattr(model.config, "max_position_embeddings", None)
     if not isinstance(positions, int) or positions <= 0:
         return None
-    embedding = getattr(getattr(getattr(model, model.base_model_prefix, None), "embeddings", None),
-                        "position_embeddings", None)
-    if isinstance(embedding, nn.Embedding) and embedding.padding_idx is not None:
-        positions -= embedding.padding_idx + 1
-    return positions
+    return positions - first_position(model)
 
 
 def reward_body(model: nn.Module) -> nn.Module:
