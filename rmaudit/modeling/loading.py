@@ -147,8 +147,8 @@ def load_reward_model(
         head = init_head(model, init=head_init, bias=head_bias, seed=seed)
     model = model.to(device=device, dtype=torch_dtype)
     model.eval()
-    # Measured now, by a 2x8-token forward of its own, so that no later forward (a probe's,
-    # one a hook watches, or one inside a training wrapper) runs it first.
+    # Measured now, by a 2x8-token forward of its own, rather than inside the first scoring
+    # call that asks, where a forward hook (a probe's, a test's) would count it as a text's.
     attends_causally(model)
     # OpenRLHF reads its RMs at the last attention-mask position, as rmaudit's trainer does.
     pooling = "mask" if (manifest is not None or not existing_rm or openrlhf_head is not None) else "native"

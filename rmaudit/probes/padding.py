@@ -137,7 +137,6 @@ def score_padded(ctx, texts: Sequence[str], *, side: str) -> dict[str, np.ndarra
     model = ctx.model
     ids, _ = tokenize_rendered(ctx.tokenizer, [*texts, filler_text(ctx, texts)], ctx.max_length)
     input_ids, mask = pad_batch(ids, ctx.tokenizer.pad_token_id, side)
-    attends_causally(model)  # its own measuring forward (once per model) before the hook, not inside it
     hidden: list[torch.Tensor] = []
     hook = reward_body(model).register_forward_hook(lambda module, args, out: hidden.append(out.last_hidden_state))
     out: dict[str, np.ndarray | Exception] = {}
