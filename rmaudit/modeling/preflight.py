@@ -33,6 +33,7 @@ class CheckpointFacts:
     config: dict
     weights: str  # "safetensors", "pickle" or "gguf"
     files: list[Path] = field(default_factory=list)
+    tensor_names: frozenset[str] = frozenset()  # from the safetensors headers (empty for other formats)
 
     @property
     def is_sequence_classifier(self) -> bool:
@@ -45,7 +46,7 @@ class CheckpointFacts:
     @property
     def openrlhf_head(self) -> str | None:
         """The weight key of the reward head when OpenRLHF's RM trainer saved the folder, else None."""
-        return openrlhf_head_key(self.config, self.files) if self.weights == "safetensors" else None
+        return openrlhf_head_key(self.config, self.tensor_names)
 
 
 # OpenRLHF's reward model (openrlhf/models/model.py, _get_reward_model) is a *PreTrainedModel
@@ -57,20 +58,13 @@ OPENRLHF_ARCHITECTURE = "RewardModel"
 OPENRLHF_HEAD_PREFIXES = ("score", "value_head")
 
 
-def openrlhf_head_key(config: dict, files: list[Path]) -> str | None:
-    """``{prefix}.weight`` of an OpenRLHF RewardModel checkpoint whose safetensors ``files``
-    hold it (read from their headers), else None."""
+def openrlhf_head_key(config: dict, tensor_names: frozenset[str]) -> str | None:
+    """``{prefix}.weight`` of an OpenRLHF RewardModel checkpoint whose weights hold it, else None."""
     if OPENRLHF_ARCHITECTURE not in (config.get("architectures") or []):
         return None
     named = config.get("value_head_prefix")
     prefixes = (named,) if isinstance(named, str) else OPENRLHF_HEAD_PREFIXES
-    from safetensors import safe_open
-
-    keys: set[str] = set()
-    for path in files:
-        with safe_open(str(path), framework="pt") as handle:
-            keys.update(handle.keys())
-    return next((f"{p}.weight" for p in prefixes if f"{p}.weight" in keys), None)
+    return next((f"{p}.weight" for p in prefixes if f"{p}.weight" in tensor_names), None)
 
 
 def is_sequence_classifier(architectures: list | None) -> bool:
@@ -112,9 +106,8 @@ def inspect_checkpoint(folder: Path, *, gguf_file: str | None = None, allow_pick
         return CheckpointFacts(config, "gguf", [folder / gguf_file])
     safetensors = safetensor_files(folder)
     if safetensors:
-        for path in safetensors:
-            check_safetensors_header(path)
-        return CheckpointFacts(config, "safetensors", safetensors)
+        names = frozenset(name for path in safetensors for name in safetensors_header_names(path))
+        return CheckpointFacts(config, "safetensors", safetensors, names)
     pickles = sorted({p for pattern in PICKLE_PATTERNS for p in folder.glob(pattern)})
     if not pickles:
         raise input_error(folder, None, None, "no weight files (expected model.safetensors or a sharded index)")
@@ -161,12 +154,14 @@ def safetensor_files(folder: Path) -> list[Path]:
     return sorted(folder.glob("*.safetensors"))
 
 
-def check_safetensors_header(path: Path) -> None:
+def safetensors_header_names(path: Path) -> list[str]:
+    """The tensor names a safetensors file's header lists (a header that cannot be read is an
+    input error)."""
     from safetensors import SafetensorError, safe_open
 
     try:
         with safe_open(str(path), framework="pt") as handle:
-            handle.keys()
+            return list(handle.keys())
     except (SafetensorError, OSError) as exc:
         raise input_error(path, None, None, f"unreadable safetensors file (truncated or corrupt?): {exc}") from None
 
