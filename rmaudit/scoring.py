@@ -130,7 +130,7 @@ def tokenize_rendered(tokenizer: Any, texts: Sequence[str], max_length: int | No
             ids[i] = list(row)
     truncated = 0
     if max_length:
-        closing = set(tokenizer.all_special_ids)
+        closing = set(tokenizer.all_special_ids) if keep == "start" else set()
         for i, row in enumerate(ids):
             if len(row) > max_length:
                 if keep == "end":

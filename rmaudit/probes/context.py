@@ -262,11 +262,11 @@ class AuditContext:
         from rmaudit.scoring import BATCH_TOKENS, autocast_for, length_sorted_batches, pad_batch, padding_cap
 
         out: np.ndarray | None = None
+        device = next(self.model.parameters()).device
         with torch.inference_mode(), autocast_for(self.model, self.dtype):
             for rows in length_sorted_batches([len(r) for r in ids], self.batch_size, BATCH_TOKENS,
                                               padding_cap(self.device)):
                 input_ids, mask = pad_batch([ids[i] for i in rows], self.tokenizer.pad_token_id, "right")
-                device = next(self.model.parameters()).device
                 states = head_inputs(self.model, input_ids.to(device), mask.to(device)).double().cpu().numpy()
                 out = np.zeros((len(ids), states.shape[1])) if out is None else out
                 out[rows] = states
