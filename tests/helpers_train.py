@@ -36,6 +36,29 @@ def tiny_base_dir(hidden: int = 32, layers: int = 2, seed: int = 0) -> Path:
     return out
 
 
+@functools.cache
+def tiny_encoder_base_dir(family: str = "bert", positions: int = 128) -> Path:
+    """A random tiny BERT or RoBERTa *masked LM* (no reward head) with SmolLM2's tokenizer, as
+    a `--base` folder; ``positions`` learned positions it can read. Initialised at std 0.3,
+    not BERT's 0.02: at 0.02 a tiny random encoder's first position barely depends on the
+    text (reward std 2e-4 after the head), so a few steps would train nothing."""
+    from transformers import BertConfig, BertForMaskedLM, RobertaConfig, RobertaForMaskedLM
+
+    tokenizer = tiny_tokenizer()
+    if family == "roberta":  # RoBERTa's own forward takes every pad id for a pad: one not in the texts
+        tokenizer.pad_token = "<|endoftext|>"
+    config_class, model_class = {"bert": (BertConfig, BertForMaskedLM), "roberta": (RobertaConfig, RobertaForMaskedLM)}[family]
+    offset = tokenizer.pad_token_id + 1 if family == "roberta" else 0  # RoBERTa numbers positions after its pad id
+    config = config_class(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                          intermediate_size=64, max_position_embeddings=positions + offset,
+                          pad_token_id=tokenizer.pad_token_id, initializer_range=0.3)
+    torch.manual_seed(0)
+    out = scratch_dir(f"tiny-{family}-base-")
+    model_class(config).save_pretrained(out, safe_serialization=True)
+    tokenizer.save_pretrained(out)
+    return out
+
+
 def write_pairs(path: Path, pairs: list[dict]) -> Path:
     path.write_text("".join(json.dumps(p) + "\n" for p in pairs), encoding="utf-8")
     return path

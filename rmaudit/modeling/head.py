@@ -12,7 +12,7 @@ import math
 import torch
 from torch import nn
 
-from rmaudit.modeling.pooling import HEAD_NAMES, reward_head
+from rmaudit.modeling.pooling import scalar_head
 
 HEAD_INITS = ("normal", "zeros")
 
@@ -22,13 +22,16 @@ def init_head(model: nn.Module, *, init: str = "normal", bias: bool = False, see
 
     The statistics go into the manifest so an audit can tell later whether anything but
     the optimiser touched the head (e.g. a bias that drifted although its gradient is 0).
+    Where the model's class gives its head a bias (BERT's ``classifier``, RoBERTa's
+    ``classifier.out_proj``) the head keeps one at exactly 0, which Bradley-Terry never moves:
+    a checkpoint without the key would load with it "missing" and freshly initialised.
     """
     if init not in HEAD_INITS:
         raise ValueError(f"head init must be one of {HEAD_INITS}, got {init!r}")
-    old = reward_head(model)
+    name, old = scalar_head(model)
     d = old.in_features
     generator = torch.Generator().manual_seed(seed)
-    head = nn.Linear(d, 1, bias=bias, dtype=old.weight.dtype, device=old.weight.device)
+    head = nn.Linear(d, 1, bias=bias or old.bias is not None, dtype=old.weight.dtype, device=old.weight.device)
     with torch.no_grad():
         if init == "normal":
             weight = torch.randn(1, d, generator=generator) / math.sqrt(d)
@@ -38,8 +41,13 @@ def init_head(model: nn.Module, *, init: str = "normal", bias: bool = False, see
         if bias:
             # A deliberately non-zero bias (the ablation): BT never moves it.
             head.bias.copy_(torch.empty(1).uniform_(-0.5, 0.5, generator=generator))
-    name = next(n for n in HEAD_NAMES if getattr(model, n, None) is old)
-    setattr(model, name, head)
+        elif head.bias is not None:
+            # Frozen: its gradient is zero only up to rounding, and Adam divides a gradient of
+            # 1e-9 by its own size, so a trainable zero bias drifts by about lr a step.
+            head.bias.zero_()
+            head.bias.requires_grad_(False)
+    parent, _, attribute = name.rpartition(".")
+    setattr(model.get_submodule(parent), attribute, head)
     return head_stats(head, init=init)
 
 

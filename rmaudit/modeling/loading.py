@@ -150,8 +150,12 @@ def load_reward_model(
     # Measured now, by a 2x8-token forward of its own, rather than inside the first scoring
     # call that asks, where a forward hook (a probe's, a test's) would count it as a text's.
     attends_causally(model)
-    # OpenRLHF reads its RMs at the last attention-mask position, as rmaudit's trainer does.
-    pooling = "mask" if (manifest is not None or not existing_rm or openrlhf_head is not None) else "native"
+    # OpenRLHF reads its RMs at the last attention-mask position, as rmaudit's trainer reads a
+    # decoder; the manifest says where rmaudit trained an encoder: its own pooler ("native").
+    if manifest is not None and manifest.pooling:
+        pooling = manifest.pooling
+    else:
+        pooling = "mask" if (manifest is not None or not existing_rm or openrlhf_head is not None) else "native"
     # Not saved with the model: tells the scorer's "auto" pooling what this checkpoint is.
     model.rmaudit_pooling = pooling
     origin = {"source": "checkpoint" if existing_rm else "created at load",

@@ -96,7 +96,7 @@ class Manifest:
 
     manifest_version: int = MANIFEST_VERSION
     trainer: str | None = None
-    pooling: str | None = None                       # "mask": the reward is read at the last mask position
+    pooling: str | None = None  # "mask": read at the last mask position; "native": the model's own forward (encoders)
     base_model: dict[str, Any] = field(default_factory=dict)
     data: dict[str, DataFile] = field(default_factory=dict)   # "train", and "eval" for a separate file
     split: dict[str, Any] = field(default_factory=dict)       # method, eval_fraction, counts, prompt_hashes_file

@@ -115,7 +115,10 @@ def apply_head(model: nn.Module, hidden: torch.Tensor) -> torch.Tensor:
     whatever the autocast or weight dtype: a bfloat16 reward has 8 significant bits, so
     rewards near -2 land on a 0.016 grid and close pairs tie (2% of 308 hh pairs under bf16
     autocast did; the backward still reaches bf16 bodies and fp32 master weights alike)."""
-    head = reward_head(model)
+    return _float32_linear(reward_head(model), hidden)
+
+
+def _float32_linear(head: nn.Linear, hidden: torch.Tensor) -> torch.Tensor:
     with torch.autocast(device_type=hidden.device.type, enabled=False):
         bias = head.bias.float() if head.bias is not None else None
         return nn.functional.linear(hidden.float(), head.weight.float(), bias).squeeze(-1)
@@ -141,6 +144,13 @@ def head_inputs(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch
 def pooled_rewards(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
     """(N,) float32 rewards with mask pooling: the head applied at each row's last real token."""
     return apply_head(model, pooled_hidden(model, input_ids, attention_mask))
+
+
+def native_rewards(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """(N,) float32 rewards as the model's own forward reads them, for a model whose own
+    pooling picks one state per row (an encoder's pooler): what transformers and TRL's
+    RewardTrainer read, with the scalar head computed in float32 as :func:`apply_head` does."""
+    return _float32_linear(scalar_head(model)[1], head_inputs(model, input_ids, attention_mask))
 
 
 def native_read_prefix(ids: Sequence[int], pad_id: int) -> list[int]:

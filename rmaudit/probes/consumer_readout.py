@@ -309,6 +309,10 @@ def compare(reference: np.ndarray, theirs: np.ndarray, n: int, std: float, base_
 def fix_hint(ctx, consumer: str) -> str:
     """The training or config change that makes ``consumer`` read where the model was trained."""
     tok = ctx.tokenizer
+    if consumer in ("trl-ppo", "openrlhf") and not attends_causally(ctx.model):
+        return ("this consumer applies the head to the body's state at the last token, past this encoder's own "
+                "pooling, which no template change moves: hand the model to a consumer that runs its own forward "
+                "(as trl-grpo does)")
     hints = []
     if consumer == "trl-ppo" and tok.pad_token_id is not None and tok.pad_token_id == tok.eos_token_id:
         hints.append("set a pad token distinct from eos (TRL's get_reward masks every pad id, eos included, and reads "

@@ -2,9 +2,9 @@
 
 The policy is explicit and counted, never silent:
 ``drop``      pairs whose chosen or rejected conversation exceeds ``max_length`` are left out;
-``truncate``  the prompt loses tokens from the LEFT (a leading BOS is kept) so that the whole
-              response and its end-of-turn token survive, because the reward is read at the
-              last token; a pair whose response alone does not fit is dropped.
+``truncate``  the prompt loses tokens from the LEFT (a leading BOS is kept, and for an encoder
+              the leading [CLS] its pooler reads) so that the whole response and its
+              end-of-turn token survive; a pair whose response alone does not fit is dropped.
 """
 
 from __future__ import annotations
@@ -53,12 +53,14 @@ def _prompt_token_count(tokenizer: Any, pair: PreferencePair, full_text: str, fu
     return n if full_ids[:n] == prompt_ids else None
 
 
-def _truncate_prompt(ids: list[int], n_prompt: int | None, max_length: int, bos_id: int | None) -> list[int] | None:
-    """Drop prompt tokens from the left until ``ids`` fits; None when the response alone does not fit."""
+def _truncate_prompt(ids: list[int], n_prompt: int | None, max_length: int,
+                     keep_first: frozenset[int]) -> list[int] | None:
+    """Drop prompt tokens from the left until ``ids`` fits, keeping a first token that is one of
+    ``keep_first``; None when the response alone does not fit."""
     if n_prompt is None:
         return None
-    keep_bos = bos_id is not None and bool(ids) and ids[0] == bos_id and n_prompt > 0
-    head = ids[:1] if keep_bos else []
+    keep = bool(ids) and ids[0] in keep_first and n_prompt > 0
+    head = ids[:1] if keep else []
     cut = len(ids) - max_length  # tokens to remove
     first = len(head)
     if first + cut > n_prompt:  # would eat into the response
@@ -66,24 +68,28 @@ def _truncate_prompt(ids: list[int], n_prompt: int | None, max_length: int, bos_
     return head + ids[first + cut:]
 
 
-def encode_pairs(tokenizer: Any, pairs: Sequence[PreferencePair], max_length: int,
-                 policy: str, progress: str | None = None) -> tuple[EncodedPairStore, LengthReport]:
+def encode_pairs(tokenizer: Any, pairs: Sequence[PreferencePair], max_length: int, policy: str,
+                 progress: str | None = None, keep_first: frozenset[int] | None = None,
+                 ) -> tuple[EncodedPairStore, LengthReport]:
     """Token ids for every pair that survives the over-length policy, and the counts. Pairs are
     rendered and tokenized ENCODE_CHUNK at a time into an :class:`EncodedPairStore`, so neither
     the texts nor the tokenizer's output for the whole file are held at once. ``progress``:
-    the description of a bar with the time left (about a minute per 100k hh pairs), or None."""
+    the description of a bar with the time left (about a minute per 100k hh pairs), or None;
+    ``keep_first``: the first tokens truncation keeps (default: the BOS)."""
+    if keep_first is None:
+        keep_first = frozenset({tokenizer.bos_token_id} - {None})
     report = LengthReport(policy=policy, max_length=max_length, total=len(pairs))
     encoded = EncodedPairStore()
     stream = iter(pairs)
     with stage_bar(len(pairs), progress or "", progress is not None, "pair") as bar:
         while chunk := list(itertools.islice(stream, ENCODE_CHUNK)):
-            _encode_chunk(tokenizer, chunk, max_length, policy, report, encoded)
+            _encode_chunk(tokenizer, chunk, max_length, policy, report, encoded, keep_first)
             bar.update(len(chunk))
     return encoded, report
 
 
 def _encode_chunk(tokenizer: Any, pairs: list[PreferencePair], max_length: int, policy: str,
-                  report: LengthReport, encoded: EncodedPairStore) -> None:
+                  report: LengthReport, encoded: EncodedPairStore, keep_first: frozenset[int]) -> None:
     chosen_texts = [render(tokenizer, p.chosen_messages()) for p in pairs]
     rejected_texts = [render(tokenizer, p.rejected_messages()) for p in pairs]
     chosen_ids, _ = tokenize_rendered(tokenizer, chosen_texts)
@@ -94,7 +100,7 @@ def _encode_chunk(tokenizer: Any, pairs: list[PreferencePair], max_length: int, 
             if policy == "truncate":
                 texts = (chosen_texts[i], rejected_texts[i])
                 sides = [ids if len(ids) <= max_length else _truncate_prompt(
-                    ids, _prompt_token_count(tokenizer, pair, text, ids), max_length, tokenizer.bos_token_id)
+                    ids, _prompt_token_count(tokenizer, pair, text, ids), max_length, keep_first)
                     for ids, text in zip(sides, texts)]
             if policy == "drop" or any(s is None for s in sides):
                 report.dropped += 1

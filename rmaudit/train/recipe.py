@@ -45,7 +45,8 @@ from rmaudit.modeling.head import head_stats
 from rmaudit.modeling.loading import LoadedRewardModel, load_reward_model
 from rmaudit.modeling.manifest import (MANIFEST_NAME, DataFile, Manifest, package_versions, read_manifest,
                                        sha256_file, tokenizer_facts, write_json_atomic)
-from rmaudit.modeling.pooling import pooled_rewards, reward_body, reward_head
+from rmaudit.modeling.pooling import (attends_causally, native_rewards, pooled_rewards, position_limit, reward_body,
+                                      scalar_head)
 from rmaudit.train.batching import (EncodedPair, LengthGroupedBatchSampler, PairDataset, collate_pairs,
                                     padded_fraction, stack_batch)
 from rmaudit.train.config import TrainConfig, write_config
@@ -63,14 +64,19 @@ CONFIG_FILE = "config.yaml"
 
 
 class PairRewards(nn.Module):
-    """Wraps the reward model so that accelerate's DDP/FSDP wrapper sees the pooled-reward forward."""
+    """Wraps the reward model so that accelerate's DDP/FSDP wrapper sees the pooled-reward
+    forward. ``pooling``: "mask" (the last real token) or "native" (the model's own pooling,
+    for encoders: :func:`readout_pooling`)."""
 
-    def __init__(self, model: nn.Module):
+    def __init__(self, model: nn.Module, pooling: str = "mask"):
         super().__init__()
         self.model = model
+        self.pooling = pooling
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                 shared: torch.Tensor | None = None) -> torch.Tensor:
+        if self.pooling == "native":
+            return native_rewards(self.model, input_ids, attention_mask)
         if shared is None:  # one plain forward over the stacked rows
             return pooled_rewards(self.model, input_ids, attention_mask)
         return packed_pair_rewards(self.model, input_ids, attention_mask, shared)
@@ -85,6 +91,18 @@ class TrainResult:
     train_metrics: dict[str, float]
     eval_metrics: dict[str, float] | None
     main_process: bool = True  # False on the other ranks of a multi-process run
+
+
+def readout_pooling(model: nn.Module) -> tuple[str, str]:
+    """(pooling, why): where training reads the reward. A causal decoder is read at the last
+    real token, as transformers' own forward and TRL read it. An encoder's own forward reads
+    its pooler (BERT, DeBERTa: the first position) or its head's own position (RoBERTa), and
+    every consumer of the checkpoint will run that forward, so training reads it there too,
+    as TRL's RewardTrainer does; a last-token head would be read elsewhere by all of them."""
+    if attends_causally(model):
+        return "mask", "causal decoder: read at the last real token"
+    return "native", (f"{model.config.model_type} does not attend causally: read by its own forward "
+                      "(its pooler), as transformers and TRL read it")
 
 
 def freeze_lower_layers(model: nn.Module, n_layers: int) -> int:
@@ -206,7 +224,9 @@ class BradleyTerryRecipe:
         model, tokenizer = self.loaded.model, self.loaded.tokenizer
         set_readout_tokens(model, tokenizer, cfg.pad_token, cfg.chat_template)
         model.float()  # float32 master weights; bf16 only inside autocast
-        self.head_at_init = head_stats(reward_head(model))
+        self.head_at_init = head_stats(scalar_head(model)[1])
+        self.pooling, self.pooling_reason = readout_pooling(model)
+        self.max_length, self.max_length_note = held_length(model, cfg.max_length)
         disable_dropout(model)
         if cfg.freeze_layers:
             freeze_lower_layers(model, cfg.freeze_layers)
@@ -214,17 +234,22 @@ class BradleyTerryRecipe:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.train()
         self.model, self.tokenizer = model, tokenizer
-        supported, why = packing_support(model, cfg.max_length)
+        supported, why = packing_support(model, self.max_length)
+        if self.pooling == "native":
+            supported, why = False, "an encoder's rows are read whole by its own forward"
         self.share_prefixes = cfg.share_prefixes and supported
         self.prefix_sharing_reason = (f"each pair packed into one row: {why}" if self.share_prefixes
                                       else "--no-share-prefixes" if not cfg.share_prefixes else why)
         shown = self.main and cfg.progress
-        self.train_encoded, self.train_lengths = encode_pairs(tokenizer, self.train_pairs, cfg.max_length,
-                                                              cfg.truncation, "encode train pairs" if shown else None)
-        self.eval_encoded, self.eval_lengths = encode_pairs(tokenizer, self.eval_pairs, cfg.max_length,
-                                                            cfg.truncation, "encode held-out pairs" if shown else None)
+        keep = kept_leading_tokens(tokenizer, self.pooling)
+        self.train_encoded, self.train_lengths = encode_pairs(tokenizer, self.train_pairs, self.max_length,
+                                                              cfg.truncation, "encode train pairs" if shown else None,
+                                                              keep_first=keep)
+        self.eval_encoded, self.eval_lengths = encode_pairs(tokenizer, self.eval_pairs, self.max_length,
+                                                            cfg.truncation, "encode held-out pairs" if shown else None,
+                                                            keep_first=keep)
         if not self.train_encoded:
-            raise RmauditInputError(f"every training pair is longer than --max-length {cfg.max_length} "
+            raise RmauditInputError(f"every training pair is longer than --max-length {self.max_length} "
                                     f"(policy {cfg.truncation}); raise --max-length or use --truncation truncate")
 
     # ---- 4. optimizer, schedule, loaders --------------------------------------------------------
@@ -243,7 +268,7 @@ class BradleyTerryRecipe:
                                                    collate_fn=lambda b: collate_pairs(b, pad_id))
         optimizer = build_optimizer(self.model, cfg.lr, cfg.head_lr_mult, cfg.weight_decay)
         self.scheduler = build_scheduler(optimizer, self.total_steps, cfg.warmup_ratio, cfg.scheduler)
-        self.net, self.optimizer, self.train_loader = acc.prepare(PairRewards(self.model), optimizer, train_loader)
+        self.net, self.optimizer, self.train_loader = acc.prepare(PairRewards(self.model, self.pooling), optimizer, train_loader)
         self.eval_loader = None
         if self.eval_encoded:
             eval_sampler = LengthGroupedBatchSampler(self.batch_lengths(self.eval_encoded),
@@ -456,16 +481,16 @@ class BradleyTerryRecipe:
         model = self.accelerator.unwrap_model(self.net).model
         return Manifest(
             trainer="rmaudit train (Bradley-Terry)",
-            pooling="mask",
+            pooling=self.pooling,
             base_model=self.loaded.base_info,
             data=self.data_files,
             split=self.split_info,
             tokenizer=tokenizer_facts(self.tokenizer),
-            max_length=cfg.max_length,
+            max_length=self.max_length,
             truncation={"policy": cfg.truncation, "train": self.train_lengths.as_dict(),
                         "eval": self.eval_lengths.as_dict()},
             head={"init": cfg.head_init, "bias": cfg.head_bias, "at_init": self.head_at_init,
-                  "now": head_stats(reward_head(model))},
+                  "now": head_stats(scalar_head(model)[1])},
             hyperparameters=cfg.to_dict(),
             run={"world_size": self.accelerator.num_processes,
                  "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
@@ -474,7 +499,7 @@ class BradleyTerryRecipe:
                  "complete": final, "dtype": self.dtype, "dtype_reason": self.dtype_reason,
                  # read by the training_log probe: the two-tower bug is a separate forward or dropout on
                  "forward": "stacked", "dropout": "disabled", "prefix_sharing": self.share_prefixes,
-                 "prefix_sharing_reason": self.prefix_sharing_reason,
+                 "prefix_sharing_reason": self.prefix_sharing_reason, "pooling_reason": self.pooling_reason,
                  **({"resume_forced_over": self.resume_differences} if self.resume_differences else {})},
             packages=package_versions(),
             metrics={"train": self.last_train, "eval": self.last_eval},
@@ -498,12 +523,33 @@ class BradleyTerryRecipe:
             f"{t.max_length} tokens, policy {t.policy}), {e.kept} held-out pairs ({e.truncated} truncated, "
             f"{e.dropped} dropped); {self.total_steps} steps of {self.config.batch_size * self.config.grad_accum * self.accelerator.num_processes} "
             f"pairs on {self.accelerator.num_processes} process(es), dtype {self.dtype} ({self.dtype_reason}), "
-            f"prefix sharing {'on' if self.share_prefixes else 'off'} ({self.prefix_sharing_reason})")
+            f"prefix sharing {'on' if self.share_prefixes else 'off'} ({self.prefix_sharing_reason})"
+            + (f"; reward read by the model's own forward ({self.pooling_reason})" if self.pooling == "native" else "")
+            + (f"; {self.max_length_note}" if self.max_length_note else ""))
 
 
 # Settings that change neither the data nor the arithmetic of a step may differ on resume.
 RESUME_FREE = {"resume", "resume_force", "out", "progress", "report_to", "allow_hub", "allow_pickle",
                "trust_remote_code", "grad_checkpointing", "log_every", "eval_every", "eval_batch_size", "save_every"}
+
+
+def held_length(model: nn.Module, requested: int) -> tuple[int, str | None]:
+    """(the longest sequence trained on, a note when that is less than ``requested``): a model
+    with learned positions (BERT's 512, GPT-2's 1,024) cannot read past them, and a pair it
+    cannot read is better dropped or truncated by the --truncation policy than crash a step."""
+    limit = position_limit(model)
+    if limit is None or requested <= limit:
+        return requested, None
+    return limit, f"--max-length {requested} held to the {limit} positions {model.config.model_type} has"
+
+
+def kept_leading_tokens(tokenizer: Any, pooling: str) -> frozenset[int]:
+    """Token ids that --truncation truncate keeps at the start of a sequence: a BOS, and for a
+    model read by its own pooler every special token (BERT's [CLS], which the pooler reads)."""
+    keep = {tokenizer.bos_token_id} if tokenizer.bos_token_id is not None else set()
+    if pooling == "native":
+        keep |= set(tokenizer.all_special_ids)
+    return frozenset(keep)
 
 
 def check_resume_matches(folder: Path, cfg: TrainConfig, data_files: dict[str, DataFile]) -> dict[str, Any]:
