@@ -101,7 +101,7 @@ def test_padding_warns_that_left_pads_move_a_first_token_pooler(bert):
 
 
 def test_an_encoder_read_at_its_last_token_ignores_pads_on_either_side(bert):
-    """An encoder trained at its last token (``rmaudit train --base`` on one; mask pooling):
+    """An encoder trained at its last token (a manifest that says mask pooling, as rmaudit 0.5.15 and earlier wrote for one):
     with positions counted from the first real token, left pads move nothing."""
     model, tokenizer = bert
     ctx = _ctx(model, tokenizer)
