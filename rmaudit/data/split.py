@@ -80,8 +80,15 @@ def split_by_prompt(pairs: Sequence[PreferencePair], eval_fraction: float,
     Input order is kept within each side. ``salt`` gives a different, equally deterministic
     split of the same prompts. A list gives two lists, a :class:`PairStore` two views of it.
     """
+    return split_by_hashes(pairs, [prompt_hash(pair.prompt) for pair in pairs], eval_fraction, salt)
+
+
+def split_by_hashes(pairs: Sequence[PreferencePair], hashes: Sequence[str], eval_fraction: float,
+                    salt: str = "") -> tuple[Sequence[PreferencePair], Sequence[PreferencePair]]:
+    """:func:`split_by_prompt` with each pair's :func:`prompt_hash` already computed (the
+    trainer keeps them for its split file: one pass over a stored file, not two)."""
     if not 0.0 <= eval_fraction <= 1.0:
         raise ValueError(f"eval_fraction must be between 0 and 1, got {eval_fraction}")
-    held_out = [on_eval_side(pair, eval_fraction, salt) for pair in pairs]
+    held_out = [split_position(h, salt) < eval_fraction for h in hashes]
     return (subset(pairs, [i for i, side in enumerate(held_out) if not side]),
             subset(pairs, [i for i, side in enumerate(held_out) if side]))

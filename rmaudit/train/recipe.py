@@ -37,7 +37,8 @@ from torch import nn
 
 from rmaudit.atomic import replace_dir
 from rmaudit.devices import resolve_dtype
-from rmaudit.data import builtin_demo_path, prompt_hash, read_pairs, split_by_prompt
+from rmaudit.data import builtin_demo_path, prompt_hash, read_pairs, split_position
+from rmaudit.data.split import split_by_hashes
 from rmaudit.errors import RmauditInputError, input_error
 from rmaudit.modeling.builtin_models import SMOLLM2_GGUF, require_smollm2_dir
 from rmaudit.modeling.checkpoint import save_checkpoint
@@ -190,26 +191,29 @@ class BradleyTerryRecipe:
         if cfg.eval_data:
             eval_pairs = read_pairs(cfg.eval_data, adapter=cfg.adapter, limit=cfg.limit, store=True).pairs
             train_pairs = pairs
+            train_hashes = {prompt_hash(p.prompt) for p in train_pairs}
+            eval_hashes = {prompt_hash(p.prompt) for p in eval_pairs}
         else:
-            train_pairs, eval_pairs = split_by_prompt(pairs, cfg.eval_fraction)
+            hashes = [prompt_hash(p.prompt) for p in pairs]
+            train_pairs, eval_pairs = split_by_hashes(pairs, hashes, cfg.eval_fraction)
+            eval_hashes = {h for h in hashes if split_position(h) < cfg.eval_fraction}
+            train_hashes = set(hashes) - eval_hashes
         if not train_pairs:
             raise input_error(data_path, None, None, "no training pairs left after the held-out split")
         self.train_pairs, self.eval_pairs = train_pairs, eval_pairs
         self.data_files = {"train": _file_record(data_path, builtin=not cfg.data)}
         if cfg.eval_data:
             self.data_files["eval"] = _file_record(Path(cfg.eval_data))
-        train_hashes = sorted({prompt_hash(p.prompt) for p in train_pairs})
-        eval_hashes = sorted({prompt_hash(p.prompt) for p in eval_pairs})
         self.split_info = {
             "method": "external file" if cfg.eval_data else "sha256 of the normalised prompt",
             "eval_fraction": None if cfg.eval_data else cfg.eval_fraction,
             "train_pairs": len(train_pairs), "eval_pairs": len(eval_pairs),
             "train_prompts": len(train_hashes), "eval_prompts": len(eval_hashes),
-            "shared_prompts": len(set(train_hashes) & set(eval_hashes)),
+            "shared_prompts": len(train_hashes & eval_hashes),
             "prompt_hashes_file": SPLIT_FILE,
         }
         if self.main:
-            write_json_atomic(self.out / SPLIT_FILE, {"train": train_hashes, "eval": eval_hashes})
+            write_json_atomic(self.out / SPLIT_FILE, {"train": sorted(train_hashes), "eval": sorted(eval_hashes)})
 
     # ---- 3. model and tokens --------------------------------------------------------------------
     def setup_model(self) -> None:
