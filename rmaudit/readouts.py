@@ -13,7 +13,12 @@ pairs:
                   token whose id is not ``config.pad_token_id``.
 ``trl-grpo``      TRL 1.x GRPO/RLOO (``trl/trainer/grpo_trainer.py`` ``_calculate_rewards``, 1.16):
                   the chat template over prompt + completion messages, right padding,
-                  ``add_special_tokens=False``, the model's own forward, ``logits[:, 0]``.
+                  ``add_special_tokens=False``, the model's own forward, ``logits[:, 0]``,
+                  with the model's ``config.pad_token_id`` first set to the reward
+                  tokenizer's pad id, its eos where it has none (``GRPOTrainer.__init__``;
+                  TRL's RewardTrainer does the same at training time): whatever pad id the
+                  checkpoint's config holds, unset included, GRPO reads at the last token
+                  that is not the tokenizer's pad.
 ``trl-ppo``       TRL 0.x PPO/RLOO ``get_reward`` (``trl/trainer/utils.py`` in 0.19; kept in
                   ``trl/experimental/utils.py`` in 1.16): query = prompt with the generation
                   prompt, left-padded; response = the policy's tokens ending with its eos,
@@ -46,7 +51,7 @@ import numpy as np
 import torch
 
 from rmaudit.data.pairs import Message
-from rmaudit.modeling.pooling import apply_head, attends_causally, native_prefixes, reward_body
+from rmaudit.modeling.pooling import apply_head, attends_causally, native_prefixes, native_read_prefix, reward_body
 from rmaudit.prefix_sharing import last_token_rewards, prefix_sharing_support
 from rmaudit.scoring import (BATCH_TOKENS, TEMPLATE_SECONDS, autocast_for, padding_cap, render, template_time_limit,
                              tokenize_rendered)
@@ -159,9 +164,23 @@ def _grpo_texts(tokenizer, samples) -> list[str]:
         return [tokenizer.apply_chat_template(s.messages(), tokenize=False) for s in samples]
 
 
+def grpo_pad_id(tokenizer: Any) -> int:
+    """The pad id TRL GRPO/RLOO read a reward model with: ``GRPOTrainer.__init__`` gives the
+    reward tokenizer its eos as pad where it has none, then sets the model's
+    ``config.pad_token_id`` to that pad ("it's important to set the pad token ID to the
+    padding token ID of the processing class", grpo_trainer.py, TRL 1.16)."""
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    if pad is None:
+        raise ValueError("TRL GRPO pads with the reward tokenizer's pad token, else its eos, and this tokenizer has neither")
+    return pad
+
+
 def _trl_grpo_prefixes(model, tokenizer, samples, _policy) -> list[list[int]] | None:
+    pad = grpo_pad_id(tokenizer)
+    if not attends_causally(model):
+        return None
     ids = tokenizer(_grpo_texts(tokenizer, samples), add_special_tokens=False)["input_ids"]
-    return native_prefixes(model, tokenizer, ids, "right")
+    return [native_read_prefix(r, pad) for r in ids]
 
 
 def trl_ppo_ids(tokenizer: Any, sample: Sample) -> tuple[list[int], list[int]]:
@@ -236,8 +255,18 @@ def _transformers(model, tokenizer, samples, _policy) -> np.ndarray:
 
 
 def _trl_grpo(model, tokenizer, samples, _policy) -> np.ndarray:
-    return _native_forward(model, tokenizer, _grpo_texts(tokenizer, samples), padding_side="right",
-                           add_special_tokens=False)
+    pad = grpo_pad_id(tokenizer)
+    rows = tokenizer(_grpo_texts(tokenizer, samples), add_special_tokens=False)["input_ids"]
+    width = max(len(r) for r in rows)
+    ids = torch.tensor([list(r) + [pad] * (width - len(r)) for r in rows], device=_device(model))
+    mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows], device=_device(model))
+    config = model.config
+    held = config.pad_token_id
+    config.pad_token_id = pad  # as GRPOTrainer sets it; the caller's model is left as it was
+    try:
+        return model(input_ids=ids, attention_mask=mask).logits.float()[:, 0].cpu().numpy()
+    finally:
+        config.pad_token_id = held
 
 
 def _trl_ppo(model, tokenizer, samples, policy) -> np.ndarray:

@@ -162,13 +162,14 @@ def pad_batch(rows: Sequence[Sequence[int]], pad_id: int, side: str = "right") -
 
 def resolve_pooling(model: Any, pooling: str) -> str:
     """"auto" -> mask for rmaudit checkpoints and fresh heads, native for foreign RMs.
-    Native pooling needs ``config.pad_token_id``; without it transformers cannot pool a
-    padded batch, so we fall back to mask pooling and say so."""
+    Native pooling of a causal model needs ``config.pad_token_id``; without it transformers
+    cannot pool a padded batch, so we fall back to mask pooling and say so (an encoder's
+    pooler reads a fixed position and needs no pad id)."""
     if pooling not in POOLINGS:
         raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
     if pooling == "auto":
         pooling = getattr(model, "rmaudit_pooling", "native")
-    if pooling == "native" and getattr(model.config, "pad_token_id", None) is None:
+    if pooling == "native" and getattr(model.config, "pad_token_id", None) is None and attends_causally(model):
         log.warning("config.pad_token_id is unset: native pooling impossible, using mask pooling")
         return "mask"
     return pooling

@@ -247,3 +247,19 @@ def test_a_robertas_max_length_is_the_positions_it_can_use(roberta, tmp_path):
     with torch.no_grad():
         own = short_model(**tokenizer(texts, return_tensors="pt", padding=True, truncation=True, max_length=usable))
     np.testing.assert_allclose(ours, own.logits[:, 0].numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_an_encoder_without_a_config_pad_id_is_still_read_through_its_pooler(bert):
+    """A missing config.pad_token_id sends a causal model to mask pooling (transformers cannot
+    pool its padded batch); an encoder's pooler reads a fixed position and needs no pad id."""
+    import copy
+
+    model, tokenizer = copy.deepcopy(bert)
+    model.config.pad_token_id = None
+    texts = [tokenizer.apply_chat_template(p.chosen_messages(), tokenize=False) for p in PAIRS[:4]]
+    ours = score_texts(model, tokenizer, texts, pooling="native")
+    encoded = tokenizer(texts, return_tensors="pt", padding=True)
+    with torch.no_grad():
+        own = model(input_ids=encoded["input_ids"], attention_mask=encoded["attention_mask"]).logits[:, 0]
+    assert ours.pooling == "native"
+    np.testing.assert_allclose(ours.rewards, own.numpy(), rtol=1e-4, atol=1e-5)

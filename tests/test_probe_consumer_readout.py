@@ -8,6 +8,8 @@ where they read the same ids, and the shared path equals each consumer's own bat
 from __future__ import annotations
 
 import copy
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -17,7 +19,9 @@ from probe_fixtures import END_AT_EOS, MULTI_HELD_OUT, consumer_ctx, consumer_rm
 from rmaudit.probes.consumer_readout import ConsumerReadout
 from rmaudit.readouts import PrefixRewards, Sample, openrlhf_ids, read_rewards, trl_ppo_ids
 from rmaudit.results import Status
-from tiny_models import llama3_tokenizer_dir, require_smollm2
+from rmaudit.probes.context import AuditContext
+from scratch import scratch_dir
+from tiny_models import llama3_tokenizer_dir, require_smollm2, tiny_tokenizer
 
 HELD_OUT = MULTI_HELD_OUT
 
@@ -62,6 +66,70 @@ def test_trl_grpo_and_transformers_readouts_equal_the_models_own_forward(pad_is_
         theirs_plain = model(**plain).logits[:, 0].numpy()
     np.testing.assert_allclose(read_rewards("trl-grpo", model, tokenizer, samples), theirs_grpo, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(read_rewards("transformers", model, tokenizer, samples), theirs_plain, rtol=1e-4, atol=1e-5)
+
+
+def _grpo_trainers_rewards(reward_model, tokenizer, samples) -> np.ndarray:
+    """TRL's own GRPO reward code: a GRPOTrainer built around ``reward_model`` (its __init__
+    sets the model's config.pad_token_id from the reward tokenizer), then its
+    ``_calculate_rewards`` on the samples."""
+    datasets = pytest.importorskip("datasets")
+    trl = pytest.importorskip("trl")
+    from transformers import LlamaForCausalLM
+
+    from tiny_models import tiny_config
+
+    args = trl.GRPOConfig(output_dir=str(scratch_dir("grpo-")), use_cpu=True, report_to="none", bf16=False,
+                          per_device_train_batch_size=2, num_generations=2, max_completion_length=4)
+    policy = LlamaForCausalLM(tiny_config(tiny_tokenizer()))
+    trainer = trl.GRPOTrainer(model=policy, reward_funcs=[reward_model], args=args, processing_class=tiny_tokenizer(),
+                              train_dataset=datasets.Dataset.from_list([{"prompt": list(s.prompt)} for s in samples]),
+                              reward_processing_classes=[copy.deepcopy(tokenizer)])
+    rewards = trainer._calculate_rewards([{"prompt": list(s.prompt)} for s in samples], [list(s.prompt) for s in samples],
+                                         [[{"role": "assistant", "content": s.response}] for s in samples], None)
+    return rewards[:, 0].numpy()
+
+
+@pytest.mark.parametrize("distinct_pad,config_pad", [(False, None), (True, None), (True, "eos"), (True, "unused")])
+def test_trl_grpo_readout_equals_grpo_trainers_own_code_whatever_the_config_pad_id(distinct_pad, config_pad):
+    """GRPOTrainer overwrites the reward model's config.pad_token_id with its tokenizer's pad
+    (TRL 1.16 grpo_trainer.py): a checkpoint with none (most Llama RMs), or with eos where the
+    tokenizer pads with another token, is read at the tokenizer's pad boundary, not refused
+    and not read at the config's pad."""
+    require_smollm2()
+    model, tokenizer = copy.deepcopy(consumer_rm(distinct_pad))  # consumer_rm is cached
+    model.config.pad_token_id = {None: None, "eos": tokenizer.eos_token_id, "unused": 7}[config_pad]
+    samples = _samples()
+    ours = read_rewards("trl-grpo", model, tokenizer, samples, batch_size=5)
+    assert model.config.pad_token_id == {None: None, "eos": tokenizer.eos_token_id, "unused": 7}[config_pad]  # untouched
+    theirs = _grpo_trainers_rewards(copy.deepcopy(model), tokenizer, samples)
+    np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-5)
+
+
+def test_trl_grpo_batch_code_equals_grpo_trainers_own_code_on_an_encoder():
+    from tiny_models import tiny_bert_rm
+
+    model, tokenizer = tiny_bert_rm()
+    model.config.pad_token_id = None
+    samples = _samples()
+    ours = read_rewards("trl-grpo", model, tokenizer, samples, batch_size=5)  # an encoder: the batch code
+    np.testing.assert_allclose(ours, _grpo_trainers_rewards(copy.deepcopy(model), tokenizer, samples),
+                               rtol=1e-4, atol=1e-5)
+
+
+def test_a_foreign_rm_without_a_config_pad_id_is_compared_not_skipped():
+    """A checkpoint whose config has no pad id (common for Llama RMs): transformers reads it one
+    text at a time, at its last token, which is the audit's own reading; the consumers are
+    compared with that instead of the probe skipping."""
+    require_smollm2()
+    model, tokenizer = copy.deepcopy(consumer_rm(True))  # consumer_rm is cached
+    model.config.pad_token_id = None
+    ctx = AuditContext(checkpoint=Path("."), model=model, tokenizer=tokenizer, eval_pairs=HELD_OUT, pooling="native")
+    result = run_configured(ConsumerReadout, ctx)
+    assert result.status is not Status.SKIP, result.summary
+    assert result.metrics["trained_readout"] == "transformers"
+    assert result.metrics["trained_readout_one_text_at_a_time"] is True
+    # the turn ends at eos and the tokenizer pads with another token: GRPO reads where it was trained
+    assert result.metrics["trl-grpo:pearson"] == pytest.approx(1.0, abs=1e-6)
 
 
 def test_openrlhf_readout_reads_at_the_appended_eos(pad_is_eos_rm):

@@ -102,6 +102,8 @@ class ConsumerReadout(Probe):
         n = len(pairs)
         base_accuracy = float(pair_credit(reference[:n] - reference[n:]).mean())
         metrics: dict[str, Any] = {"trained_readout": trained, "declared_consumer": declared or None, "n_pairs": n,
+                                   "trained_readout_one_text_at_a_time": trained == "transformers"
+                                   and reads_like_the_audit(ctx, trained),
                                    "reward_std": metric(std, 6), "accuracy_trained": metric(base_accuracy),
                                    "pairs_over_max_length": too_long,
                                    "readings_forwarded": memo.forwarded - forwarded,
@@ -131,7 +133,8 @@ class ConsumerReadout(Probe):
         findings += self._tokenizer_handoff(ctx, declared)
         if not findings:
             findings.append(note(Status.PASS, f"consumer {declared} is the trained readout ({trained})"))
-        summary = self._summary(trained, declared, rows)
+        alone = " (one text at a time: config.pad_token_id is unset)" if metrics["trained_readout_one_text_at_a_time"] else ""
+        summary = self._summary(trained + alone, declared, rows)
         if too_long:
             summary += f"; {too_long} pairs over the max length ({ctx.max_length} tokens) passed over"
         return self.result(findings, with_reasons(summary, findings), metrics=metrics,
@@ -154,7 +157,7 @@ class ConsumerReadout(Probe):
 
     def _read(self, ctx, consumer: str, samples: list[Sample], trained: str, memo: PrefixRewards) -> np.ndarray | str:
         try:
-            if consumer == trained == "rmaudit" and resolve_pooling(ctx.model, ctx.pooling) == "mask":
+            if consumer == trained and reads_like_the_audit(ctx, trained):
                 # The trained readout is the audit's own reward (same rendering, mask pooling,
                 # truncation to the trained max length): read from the scoring plan's cache.
                 return ctx.score([s.messages() for s in samples])
@@ -247,6 +250,17 @@ def trained_readout(ctx) -> str:
     return "openrlhf" if (ctx.head_origin or {}).get("trainer") == "openrlhf" else "transformers"
 
 
+def reads_like_the_audit(ctx, trained: str) -> bool:
+    """Whether the trained readout is what the audit's scorer reads: rmaudit's own, or the
+    model's own forward where ``config.pad_token_id`` is unset. transformers then refuses a
+    padded batch and reads one text at a time at its last token, which is mask pooling (the
+    audit's fallback, rmaudit/scoring.py ``resolve_pooling``); ``padding`` warns about the
+    batches."""
+    if resolve_pooling(ctx.model, ctx.pooling) != "mask":
+        return False
+    return trained == "rmaudit" or (trained == "transformers" and getattr(ctx.model.config, "pad_token_id", None) is None)
+
+
 def consumers(ctx, trained: str) -> list[str]:
     """The consumers read: all, less rmaudit's last-token readout of a model that does not
     attend causally (an encoder pools the whole row; no trainer of one reads its last token)
@@ -323,7 +337,11 @@ def fix_hint(ctx, consumer: str) -> str:
         tail = probe_text[probe_text.rindex(eos) + len(eos):]
         hints.append(f"train with the trailing {tail!r} after the end-of-turn token removed from the chat template, "
                      "so the reward is read at the end-of-turn token as this consumer reads it")
-    if consumer in ("transformers", "trl-grpo") and getattr(ctx.model.config, "pad_token_id", None) == tok.eos_token_id:
+    if consumer == "transformers" and getattr(ctx.model.config, "pad_token_id", None) == tok.eos_token_id:
         hints.append("set config.pad_token_id to a token other than eos: the model's own forward skips every trailing "
+                     "pad id")
+    if consumer == "trl-grpo" and (tok.pad_token_id is None or tok.pad_token_id == tok.eos_token_id):
+        hints.append("give the tokenizer a pad token other than eos: TRL GRPO sets config.pad_token_id to the "
+                     "tokenizer's pad (its eos where it has none), and the model's own forward skips every trailing "
                      "pad id")
     return "; ".join(hints)
