@@ -1,6 +1,7 @@
-"""Packed pair rows (the shared prompt once, each side's own tokens under a tree mask) give the
-plain stacked forward's rewards and gradients for every architecture and attention kernel
-they are enabled for, including pairs that share nothing and a side that begins the other."""
+"""A packed training row (each pair's shared prompt once, each side's own tokens, read through
+tree attention) gives the plain stacked forward's rewards and gradients for every architecture
+and attention kernel it is enabled for, sliding windows shorter than the texts included, and
+for pairs that share nothing and a side that begins the other."""
 
 from __future__ import annotations
 
@@ -11,8 +12,8 @@ from rmaudit.modeling.pooling import pooled_rewards
 from rmaudit.prefix_sharing import TESTED_MODEL_TYPES
 from rmaudit.scoring import render, tokenize_rendered
 from rmaudit.train.batching import EncodedPair, collate_pairs, stack_batch
-from rmaudit.train.packing import packed_padded_fraction, packed_pair_rewards, packing_support
-from test_prefix_sharing import ANSWERS, PROMPTS, capped_gemma2, tiny_model
+from rmaudit.train.packing import _pack, packed_pair_rewards, packing_support
+from test_prefix_sharing import ANSWERS, PROMPTS, WINDOWED, capped_gemma2, tiny_model, windowed_model
 from tiny_models import tiny_tokenizer
 
 
@@ -64,8 +65,8 @@ def test_packed_rows_give_the_plain_rewards_and_gradients(model_type, attention)
     tokenizer = tiny_tokenizer()
     model = tiny_model(model_type, tokenizer)
     model.config._attn_implementation = attention
-    supported, why = packing_support(model, max_length=512)
-    assert supported and attention in why, why
+    supported, why = packing_support(model)
+    assert supported, why
     pairs = encoded_pairs(tokenizer)
     batch = collate_pairs(pairs, tokenizer.pad_token_id)
     assert int(batch["shared"].min()) == 0 and int(batch["shared"].max()) > 32  # a prompt shared, and nothing
@@ -79,31 +80,57 @@ def test_gemma2_soft_capped_logits_pack_under_eager_attention():
     weights scaled so that a cap of 1.0 binds)."""
     tokenizer = tiny_tokenizer()
     model = capped_gemma2(tokenizer, cap=1.0, window=4096, binding=True)
-    assert packing_support(model, max_length=512)[0]
+    assert packing_support(model)[0]
     assert_packed_rows_give_the_plain_rewards_and_gradients(model, collate_pairs(encoded_pairs(tokenizer),
                                                                                  tokenizer.pad_token_id))
 
 
-def test_a_packed_batch_forwards_the_shared_tokens_once():
+def test_a_packed_batch_forwards_the_shared_tokens_once_and_no_pads():
     tokenizer = tiny_tokenizer()
     pairs = encoded_pairs(tokenizer)
     batch = collate_pairs(pairs, tokenizer.pad_token_id)
-    _, mask = stack_batch(batch)
+    input_ids, mask = stack_batch(batch)
+    ids, positions, segments, reads = _pack(input_ids, mask, batch["shared"], torch.device("cpu"))
     widths = [p.packed_length for p in pairs]
     assert widths == [len(p.chosen_ids) + len(p.rejected_ids) - p.shared for p in pairs]
-    assert sum(widths) < 0.8 * int(mask.sum())
-    assert packed_padded_fraction(mask, batch["shared"]) == pytest.approx(1 - sum(widths) / (len(widths) * max(widths)))
+    assert len(ids) == len(positions) == sum(widths) < 0.8 * int(mask.sum())
+    # each side's last token is read, at the position it has in its own sequence
+    sides = [p.chosen_ids for p in pairs] + [p.rejected_ids for p in pairs]
+    assert [int(ids[r]) for r in reads] == [s[-1] for s in sides]
+    assert [int(positions[r]) for r in reads] == [len(s) - 1 for s in sides]
+    assert sum(s.end - s.start for s in segments) == len(ids)
 
 
-def test_no_packing_where_the_attention_takes_no_custom_mask_or_a_window_is_shorter_than_max_length():
+@pytest.mark.parametrize("attention", ["sdpa", "eager"])
+@pytest.mark.parametrize("model_type", WINDOWED)
+def test_a_sliding_window_shorter_than_the_texts_packs_and_gives_the_plain_rewards_and_gradients(model_type, attention):
+    """An 8-token window over texts of 40-80 tokens: one packed row applies each layer's window
+    as the model's own mask does (before 0.5.18 such a model trained stacked). The window
+    changes the rewards, so a packed row that ignored it would fail."""
+    tokenizer = tiny_tokenizer()
+    model = windowed_model(model_type, tokenizer, window=8)
+    model.config._attn_implementation = attention
+    assert packing_support(model)[0]
+    batch = collate_pairs(encoded_pairs(tokenizer), tokenizer.pad_token_id)
+    assert int(stack_batch(batch)[1].sum(dim=1).min()) > 4 * 8
+    windowed = assert_packed_rows_give_the_plain_rewards_and_gradients(model, batch)
+    model.config.sliding_window = 4096
+    unwindowed, _ = rewards_and_grads(model, batch, packed=False)
+    assert float((unwindowed - windowed).abs().max()) > 0.1 * float(windowed.std())
+
+
+def test_no_packing_where_sharing_a_prefix_is_not_exact():
+    """The conditions are the audit's prefix sharing's: a tested causal architecture, rotary
+    positions that do not scale with the length, logit caps only where the kernel applies them."""
     tokenizer = tiny_tokenizer()
     model = tiny_model("llama", tokenizer)
-    model.config._attn_implementation = "flash_attention_2"
+    dynamic = {"rope_type": "dynamic", "factor": 2.0, "rope_theta": 10000.0}
+    model.config.rope_scaling = dynamic
+    if getattr(model.config, "rope_parameters", None) is not None:  # transformers 5.x reads this one
+        model.config.rope_parameters = dynamic
     supported, why = packing_support(model)
-    assert not supported and "flash_attention_2" in why
-    sliding = tiny_model("mistral", tokenizer)
-    sliding.config.sliding_window = 16
-    for max_length in (None, 17, 512):  # one packed mask for every layer cannot window a longer sequence
-        supported, why = packing_support(sliding, max_length)
-        assert not supported and "sliding window of 16 tokens" in why
-    assert packing_support(sliding, 16)[0]  # within the window it hides nothing
+    assert not supported and "dynamic" in why
+    capped = capped_gemma2(tokenizer, cap=50.0, window=4096)
+    capped.config._attn_implementation = "sdpa"
+    supported, why = packing_support(capped)
+    assert not supported and "soft-caps" in why

@@ -113,8 +113,8 @@ def test_gradient_checkpointing_does_not_change_training(tmp_path, data_file):
 
 
 def test_packed_rows_give_the_stacked_forwards_rewards_and_gradients(tmp_path, data_file):
-    """The same batch through the plain stacked forward and through packed rows (the shared
-    prompt once, each side's own tokens under a tree mask): the same rewards and the same
+    """The same batch through the plain stacked forward and through the packed row (the shared
+    prompts once, each side's own tokens through tree attention): the same rewards and the same
     gradient on every parameter (float32, up to summation order)."""
     recipe = _setup(_config(tmp_path / "run", data_file, batch_size=4))
     assert recipe.share_prefixes, recipe.prefix_sharing_reason  # the default where the model allows it
@@ -148,7 +148,7 @@ def test_packing_does_not_change_training_and_is_recorded(tmp_path, data_file):
     record = {name: json.loads((tmp_path / name / "rmaudit.json").read_text())["run"] for name in runs}
     for name in ("packed", "ckpt"):
         assert record[name]["prefix_sharing"] is True and record[name]["forward"] == "stacked"
-        assert record[name]["prefix_sharing_reason"].startswith("each pair packed into one row")
+        assert record[name]["prefix_sharing_reason"].startswith("each batch packed into one row")
     assert record["plain"]["prefix_sharing"] is False and record["plain"]["prefix_sharing_reason"] == "--no-share-prefixes"
     # a packed batch pads less than the stacked one (grouped by packed width, the prompt once)
     padding = {name: read_metrics(tmp_path / name)[0]["padded_fraction"] for name in ("packed", "plain")}

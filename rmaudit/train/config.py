@@ -110,12 +110,12 @@ class TrainConfig:
     freeze_layers: int = _opt(0, "Freeze the input embeddings and the lowest N transformer layers (0: train "
                                  "everything). Cuts backward compute on CPUs and small budgets.")
     grad_checkpointing: bool = _opt(False, "Recompute activations in the backward pass to save memory.")
-    share_prefixes: bool = _opt(True, "Pack each pair into one row: the tokens chosen and rejected share (the "
-                                      "prompt) forwarded once, then each side's own tokens under a tree mask. The "
-                                      "same loss and gradients up to rounding, 35-40% fewer tokens on hh-rlhf "
-                                      "(rmaudit/train/packing.py). Used where the attention takes a custom mask "
-                                      "(sdpa, eager) and the architecture is tested for it; the plain stacked "
-                                      "forward otherwise, with the reason in the manifest.")
+    share_prefixes: bool = _opt(True, "Pack each batch into one row with no pads: the tokens a pair's chosen and "
+                                      "rejected share (the prompt) forwarded once, then each side's own tokens, "
+                                      "read through tree attention. The same loss and gradients up to rounding, "
+                                      "35-40% fewer tokens on hh-rlhf (rmaudit/train/packing.py). Used where the "
+                                      "architecture is tested for it; the plain stacked forward otherwise, with "
+                                      "the reason in the manifest.")
     seed: int = _opt(42, "Seed for head init, data order and every RNG.")
     # Run folder, logging, evaluation, checkpoints
     out: str = _opt("runs/rm", "Run folder: the final checkpoint, metrics.jsonl, config and periodic checkpoints.")

@@ -1,23 +1,28 @@
-"""A preference pair as ONE packed row: the shared prompt once, then each side's own tokens.
+"""A training batch as ONE packed row: each pair's shared prompt once, then each side's own tokens.
 
 Chosen and rejected begin with the same prompt tokens. The plain stacked forward runs them
-twice; a packed row runs ``shared + chosen's own + rejected's own`` tokens once, with a tree
-mask: every token attends causally to the shared tokens and to earlier tokens of its own
-side, never to the other side, and each side's positions continue from the shared tokens as
-in its own sequence. A causal decoder then computes every hidden state exactly as in the
-plain forward (up to summation order), so the loss and gradients are the plain ones (tested
-per architecture in tests/test_packing.py). It is the prefix-shared packing of Wang & Hegde
-2024 (arXiv:2410.20305), one forward and one backward per step.
+twice; the packed row runs ``shared + chosen's own + rejected's own`` tokens once per pair,
+every pair of the batch one after another with no padding. Only attention needs to know the
+layout, so it runs as rmaudit's tree attention (rmaudit/tree_attention.py, the audit's
+prefix sharing uses it too): each side attends to its prompt and causally to itself, never
+to the other side or another pair, and each side's positions continue from the prompt as in
+its own sequence. A causal decoder then computes every hidden state exactly as in the plain
+forward (up to summation order), so the loss and gradients are the plain ones (tested per
+architecture in tests/test_packing.py). It is the prefix-shared packing of Wang & Hegde 2024
+(arXiv:2410.20305), one forward and one backward per step.
 
-On held-out hh-rlhf the prompt is about three quarters of each text: grouped by packed width,
-a packed batch of 400 pairs forwards 0.65 cells per real token where the stacked one forwards
-1.12 (docs/decisions.md "0.5.3"). An earlier version ran the prompt first and both sides
-against copies of its key/value cache: two forwards and two weight-gradient passes per step,
-slower than the plain forward on a 2-core AMD EPYC with AVX512-BF16 (221 against 265 real
-tokens/s on SmolLM2-135M). One packed forward has no such cost.
+On held-out hh-rlhf the prompt is about three quarters of each text: a packed batch forwards
+about 0.64 tokens per real token, where the stacked one forwards 1.12 cells, its pads included
+(docs/decisions.md "0.5.3").
+Before 0.5.18 the pairs were padded rows under one (B, 1, W, W) tree mask, which attend over
+the whole row width: 1.02-1.08x slower by the medians of two 5-round runs on an AVX2 EPYC
+(benchmarks/ablate_tree_packing.py, results/train.md). Above all, a sliding window shorter
+than --max-length could not be applied through one mask for every layer, so windowed models
+(Gemma 2/3, Mistral) trained stacked. Tree attention is given each layer's window
+and Gemma 2's logit cap, as the model's own attention applies them.
 
-Only models whose attention takes an arbitrary 4-D mask are packed (:func:`packing_support`):
-``sdpa`` takes a boolean one, ``eager`` an additive one; flash-attention kernels take none.
+Packing needs what sharing a prefix needs (:func:`packing_support`): a tested causal
+architecture whose rotary positions do not depend on the sequence length.
 """
 
 from __future__ import annotations
@@ -28,95 +33,50 @@ import torch
 
 from rmaudit.modeling.pooling import apply_head, reward_body
 from rmaudit.prefix_sharing import prefix_sharing_support
-from rmaudit.tree_attention import attention_implementation
-
-# Attention implementations that read a custom (batch, 1, query, key) mask, and how they read it.
-MASKED_ATTENTION = ("sdpa", "eager")
-PAD, SHARED, CHOSEN, REJECTED = -1, 0, 1, 2  # what each column of a packed row holds
+from rmaudit.tree_attention import SEGMENTS_KWARG, PackedSegment, ran_tree_attention, tree_attention_on
 
 
-def packing_support(model: Any, max_length: int | None = None) -> tuple[bool, str]:
-    """(whether a pair may be packed into one row for this model, why). ``max_length``: the
-    longest sequence trained on, which a sliding window must cover."""
-    supported, why = prefix_sharing_support(model)  # the same exactness conditions as a cached prefix
-    if not supported:
-        return False, why
-    config = model.config
-    window = getattr(config, "sliding_window", None) if getattr(config, "use_sliding_window", True) else None
-    if window and (max_length is None or max_length > window):
-        # One 4-D tree mask serves every layer, so a windowed layer would see past its window
-        # in a sequence longer than it; within it, the window hides nothing.
-        return False, (f"{config.model_type} attends through a sliding window of {window} tokens, shorter than "
-                       f"the longest sequence ({max_length or 'unbounded'}), which one packed mask cannot window")
-    attention = attention_implementation(model)
-    if attention not in MASKED_ATTENTION:
-        return False, f"attention {attention!r} takes no custom mask (packing needs {' or '.join(MASKED_ATTENTION)})"
-    return True, f"{why}, {attention} attention"
-
-
-def packed_widths(attention_mask: torch.Tensor, shared: torch.Tensor) -> list[int]:
-    """Columns of each pair's packed row, from the stacked (2B, L) mask: chosen + rejected - shared."""
-    lengths = attention_mask.sum(dim=1).tolist()
-    n_pairs = len(shared)
-    return [lengths[i] + lengths[i + n_pairs] - int(shared[i]) for i in range(n_pairs)]
-
-
-def packed_padded_fraction(attention_mask: torch.Tensor, shared: torch.Tensor) -> float:
-    """Share of a packed batch's cells that are padding."""
-    widths = packed_widths(attention_mask, shared)
-    return 1.0 - sum(widths) / (len(widths) * max(widths))
+def packing_support(model: Any) -> tuple[bool, str]:
+    """(whether a batch's pairs may be packed into one row for this model, why): the same
+    exactness conditions as a cached prefix."""
+    return prefix_sharing_support(model)
 
 
 def packed_pair_rewards(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                         shared: torch.Tensor) -> torch.Tensor:
     """(2B,) float32 rewards of a training batch, chosen rows then rejected rows as in the
     stacked (2B, L) right-padded input, pair i sharing its first ``shared[i]`` tokens (fewer
-    than either side's length; 0 is allowed). One forward over B packed rows; differentiable."""
-    ids, positions, segments, reads = _pack(input_ids, attention_mask, shared)
+    than either side's length; 0 is allowed). One forward over one packed row; differentiable."""
     device = input_ids.device
-    attention = attention_implementation(model)
-    mask = _tree_mask(segments.to(device), additive=attention == "eager")
-    hidden = reward_body(model)(input_ids=ids.to(device), attention_mask=mask, position_ids=positions.to(device),
-                                use_cache=False).last_hidden_state
-    rows = torch.arange(len(shared), device=device).repeat(2)
-    return apply_head(model, hidden[rows, reads.to(device)])
+    ids, positions, segments, reads = _pack(input_ids, attention_mask, shared, device)
+    with tree_attention_on(model), ran_tree_attention(model):
+        hidden = reward_body(model)(input_ids=ids[None].to(device), position_ids=positions[None].to(device),
+                                    use_cache=False, **{SEGMENTS_KWARG: segments}).last_hidden_state[0]
+    return apply_head(model, hidden[reads.to(device)])
 
 
-def _pack(input_ids: torch.Tensor, attention_mask: torch.Tensor,
-          shared: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(ids, positions, segments) of the (B, W) packed rows, and the (2B,) columns where the
-    chosen then the rejected rewards are read (each side's last token)."""
+def _pack(input_ids: torch.Tensor, attention_mask: torch.Tensor, shared: torch.Tensor,
+          device: torch.device) -> tuple[torch.Tensor, torch.Tensor, list[PackedSegment], torch.Tensor]:
+    """(ids, positions, segments) of the packed row, and the (2B,) columns where the chosen then
+    the rejected rewards are read (each side's last token)."""
     n_pairs = len(shared)
     lengths = attention_mask.sum(dim=1).tolist()
-    widths = packed_widths(attention_mask, shared)
-    width = max(widths)
-    ids = torch.zeros((n_pairs, width), dtype=torch.long)
-    positions = torch.zeros((n_pairs, width), dtype=torch.long)
-    segments = torch.full((n_pairs, width), PAD, dtype=torch.long)
-    reads = torch.zeros(2 * n_pairs, dtype=torch.long)
     source = input_ids.cpu()
+    ids: list[torch.Tensor] = []
+    positions: list[torch.Tensor] = []
+    segments: list[PackedSegment] = []
+    reads = torch.zeros(2 * n_pairs, dtype=torch.long)
+    start = 0
     for i in range(n_pairs):
         common, chosen, rejected = int(shared[i]), lengths[i], lengths[i + n_pairs]
-        ids[i, :chosen] = source[i, :chosen]
-        ids[i, chosen:widths[i]] = source[i + n_pairs, common:rejected]
-        positions[i, :chosen] = torch.arange(chosen)
-        positions[i, chosen:widths[i]] = torch.arange(common, rejected)
-        segments[i, :common], segments[i, common:chosen], segments[i, chosen:widths[i]] = SHARED, CHOSEN, REJECTED
-        reads[i], reads[i + n_pairs] = chosen - 1, widths[i] - 1
-    return ids, positions, segments, reads
-
-
-def _tree_mask(segments: torch.Tensor, additive: bool) -> torch.Tensor:
-    """(B, 1, W, W) mask: query q sees key k when k <= q and k is a shared token or of q's own
-    side. A pad column sees itself only, so no softmax row is empty (its output is never read).
-    Boolean (True: attend) for sdpa; 0 / the float32 minimum for eager, which adds it."""
-    width = segments.size(1)
-    columns = torch.arange(width, device=segments.device)
-    causal = columns[None, :] <= columns[:, None]
-    key, query = segments[:, None, :], segments[:, :, None]
-    allowed = causal[None] & (key != PAD) & ((key == SHARED) | (key == query))
-    allowed |= torch.eye(width, dtype=torch.bool, device=segments.device)[None]
-    if not additive:
-        return allowed[:, None]
-    blocked = torch.zeros(allowed.shape, dtype=torch.float32, device=segments.device)
-    return blocked.masked_fill(~allowed, torch.finfo(torch.float32).min)[:, None]
+        ids += [source[i, :chosen], source[i + n_pairs, common:rejected]]
+        positions += [torch.arange(chosen), torch.arange(common, rejected)]
+        prompt = ((start, start + common),) if common else ()
+        if common:
+            segments.append(PackedSegment.build(start, start + common, (), device))
+        end = start + chosen + rejected - common
+        segments += [PackedSegment.build(start + common, start + chosen, prompt, device),
+                     PackedSegment.build(start + chosen, end, prompt, device)]
+        reads[i], reads[i + n_pairs] = start + chosen - 1, end - 1
+        start = end
+    return torch.cat(ids), torch.cat(positions), segments, reads

@@ -27,7 +27,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import torch
 from accelerate import Accelerator
@@ -56,7 +56,7 @@ from rmaudit.train.encoded_store import pair_lengths
 from rmaudit.train.loss import bradley_terry_loss, pair_statistics, split_stacked
 from rmaudit.train.metrics import MetricsLog, stage_bar
 from rmaudit.train.optim import build_optimizer, build_scheduler
-from rmaudit.train.packing import packed_pair_rewards, packed_padded_fraction, packing_support
+from rmaudit.train.packing import packed_pair_rewards, packing_support
 from rmaudit.train.state import find_checkpoint, load_training_state, save_training_state
 
 SPLIT_FILE = "split.json"
@@ -94,6 +94,33 @@ class TrainResult:
     main_process: bool = True  # False on the other ranks of a multi-process run
 
 
+def recompute_with_the_same_attention(model: nn.Module) -> Callable[[], tuple[Any, Any]]:
+    """``context_fn`` for torch.utils.checkpoint: the backward recomputes a layer under the
+    attention implementation its forward ran. The packed row's forward runs tree attention
+    inside ``tree_attention_on`` (rmaudit/train/packing.py), which has ended by the time the
+    backward recomputes; recomputed with the model's own attention, the layer would attend
+    across pairs and sides, and torch refuses the mismatch."""
+    def context_fn() -> tuple[Any, Any]:
+        ran: dict[str, Any] = {}
+
+        @contextlib.contextmanager
+        def forward() -> Iterator[None]:
+            ran["attention"] = model.config._attn_implementation
+            yield
+
+        @contextlib.contextmanager
+        def recompute() -> Iterator[None]:
+            own = model.config._attn_implementation
+            model.config._attn_implementation = ran["attention"]
+            try:
+                yield
+            finally:
+                model.config._attn_implementation = own
+
+        return forward(), recompute()
+    return context_fn
+
+
 def readout_pooling(model: nn.Module) -> tuple[str, str]:
     """(pooling, why): where training reads the reward. A causal decoder is read at the last
     real token, as transformers' own forward and TRL read it. An encoder's own forward reads
@@ -118,10 +145,15 @@ def freeze_lower_layers(model: nn.Module, n_layers: int) -> int:
 
 
 def disable_dropout(model: nn.Module) -> None:
-    """Dropout makes chosen and rejected see different noise in the same step; reward training turns it off."""
+    """Dropout makes chosen and rejected see different noise in the same step; reward training
+    turns it off: the Dropout modules, and the attention dropout rate that transformers'
+    attention modules hand their attention function (which the packed row's tree attention
+    would not apply, so the packed and stacked steps would differ)."""
     for module in model.modules():
         if isinstance(module, nn.Dropout):
             module.p = 0.0
+        if isinstance(getattr(module, "attention_dropout", None), float):
+            module.attention_dropout = 0.0
 
 
 def set_readout_tokens(model: nn.Module, tokenizer: Any, pad_token: str | None, chat_template: str | None) -> None:
@@ -235,14 +267,16 @@ class BradleyTerryRecipe:
         if cfg.freeze_layers:
             freeze_lower_layers(model, cfg.freeze_layers)
         if cfg.grad_checkpointing:
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={
+                "use_reentrant": False, "context_fn": recompute_with_the_same_attention(model)})
         model.train()
         self.model, self.tokenizer = model, tokenizer
-        supported, why = packing_support(model, self.max_length)
+        supported, why = packing_support(model)
         if self.pooling == "native":
             supported, why = False, "an encoder's rows are read whole by its own forward"
         self.share_prefixes = cfg.share_prefixes and supported
-        self.prefix_sharing_reason = (f"each pair packed into one row: {why}" if self.share_prefixes
+        self.prefix_sharing_reason = (f"each batch packed into one row, each pair's prompt once: {why}"
+                                      if self.share_prefixes
                                       else "--no-share-prefixes" if not cfg.share_prefixes else why)
         shown = self.main and cfg.progress
         keep = kept_leading_tokens(tokenizer, self.pooling)
@@ -287,9 +321,10 @@ class BradleyTerryRecipe:
         self.log = MetricsLog(self.out / METRICS_FILE, self.main, self.total_steps, cfg.progress, tracker=tracker)
 
     def batch_lengths(self, pairs: Sequence[EncodedPair]) -> list[int]:
-        """What a pair adds to its batch's width, to group pairs by: its packed row's width when
-        pairs are packed (grouping by the longer side would pad packed batches 10-13% instead
-        of 2%), its longer side otherwise."""
+        """What a pair adds to its batch, to group pairs by: its packed width when pairs are
+        packed (a packed row holds no pads; the grouping that 0.5.3 chose for padded packed
+        rows is kept, so a run's batches are those of earlier versions), its longer side
+        otherwise (grouping keeps the stacked batch's padding low)."""
         return pair_lengths(pairs, packed=self.share_prefixes)
 
     def maybe_resume(self) -> None:
@@ -340,7 +375,7 @@ class BradleyTerryRecipe:
         self.accelerator.backward(loss)
         acc = self.accelerator
         masks = torch.cat([batch["chosen_mask"], batch["rejected_mask"]])
-        padding = packed_padded_fraction(masks, batch["shared"]) if self.share_prefixes else padded_fraction(masks)
+        padding = 0.0 if self.share_prefixes else padded_fraction(masks)  # a packed row holds no pads
         return {"chosen": acc.gather(chosen.detach()), "rejected": acc.gather(rejected.detach()),
                 "margin": acc.gather(batch["margin"]), "tokens": int(acc.gather(masks.sum()).sum()),
                 "padded_fraction": padding}
