@@ -53,8 +53,8 @@ import torch
 from rmaudit.data.pairs import Message
 from rmaudit.modeling.pooling import apply_head, attends_causally, native_prefixes, native_read_prefix, reward_body
 from rmaudit.prefix_sharing import last_token_rewards, prefix_sharing_support
-from rmaudit.scoring import (BATCH_TOKENS, TEMPLATE_SECONDS, autocast_for, padding_cap, render, template_time_limit,
-                             tokenize_rendered)
+from rmaudit.scoring import (BATCH_TOKENS, TEMPLATE_SECONDS, autocast_for, pad_batch, padding_cap, render,
+                             template_time_limit, tokenize_rendered)
 
 CONSUMERS = ("rmaudit", "transformers", "trl-grpo", "trl-ppo", "openrlhf")
 
@@ -175,12 +175,15 @@ def grpo_pad_id(tokenizer: Any) -> int:
     return pad
 
 
+def _grpo_ids(tokenizer, samples) -> list[list[int]]:
+    return tokenizer(_grpo_texts(tokenizer, samples), add_special_tokens=False)["input_ids"]
+
+
 def _trl_grpo_prefixes(model, tokenizer, samples, _policy) -> list[list[int]] | None:
     pad = grpo_pad_id(tokenizer)
     if not attends_causally(model):
         return None
-    ids = tokenizer(_grpo_texts(tokenizer, samples), add_special_tokens=False)["input_ids"]
-    return [native_read_prefix(r, pad) for r in ids]
+    return [native_read_prefix(r, pad) for r in _grpo_ids(tokenizer, samples)]
 
 
 def trl_ppo_ids(tokenizer: Any, sample: Sample) -> tuple[list[int], list[int]]:
@@ -256,10 +259,8 @@ def _transformers(model, tokenizer, samples, _policy) -> np.ndarray:
 
 def _trl_grpo(model, tokenizer, samples, _policy) -> np.ndarray:
     pad = grpo_pad_id(tokenizer)
-    rows = tokenizer(_grpo_texts(tokenizer, samples), add_special_tokens=False)["input_ids"]
-    width = max(len(r) for r in rows)
-    ids = torch.tensor([list(r) + [pad] * (width - len(r)) for r in rows], device=_device(model))
-    mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows], device=_device(model))
+    ids, mask = pad_batch(_grpo_ids(tokenizer, samples), pad, "right")
+    ids, mask = ids.to(_device(model)), mask.to(_device(model))
     config = model.config
     held = config.pad_token_id
     config.pad_token_id = pad  # as GRPOTrainer sets it; the caller's model is left as it was

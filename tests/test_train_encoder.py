@@ -21,8 +21,8 @@ from rmaudit.modeling.loading import load_reward_model
 from rmaudit.modeling.pooling import scalar_head
 from rmaudit.scoring import render
 from rmaudit.train.config import build_config
-from rmaudit.train.encode import encode_pairs
-from rmaudit.train.recipe import BradleyTerryRecipe, kept_leading_tokens, train
+from rmaudit.train.encode import encode_pairs, kept_leading_tokens
+from rmaudit.train.recipe import BradleyTerryRecipe, train
 
 
 def _config(tmp_path, data, base, **overrides):

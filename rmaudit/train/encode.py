@@ -68,6 +68,15 @@ def _truncate_prompt(ids: list[int], n_prompt: int | None, max_length: int,
     return head + ids[first + cut:]
 
 
+def kept_leading_tokens(tokenizer: Any, pooling: str) -> frozenset[int]:
+    """Token ids that --truncation truncate keeps at the start of a sequence: a BOS, and for a
+    model read by its own pooler every special token (BERT's [CLS], which the pooler reads)."""
+    keep = {tokenizer.bos_token_id} if tokenizer.bos_token_id is not None else set()
+    if pooling == "native":
+        keep |= set(tokenizer.all_special_ids)
+    return frozenset(keep)
+
+
 def encode_pairs(tokenizer: Any, pairs: Sequence[PreferencePair], max_length: int, policy: str,
                  progress: str | None = None, keep_first: frozenset[int] | None = None,
                  ) -> tuple[EncodedPairStore, LengthReport]:
@@ -75,9 +84,9 @@ def encode_pairs(tokenizer: Any, pairs: Sequence[PreferencePair], max_length: in
     rendered and tokenized ENCODE_CHUNK at a time into an :class:`EncodedPairStore`, so neither
     the texts nor the tokenizer's output for the whole file are held at once. ``progress``:
     the description of a bar with the time left (about a minute per 100k hh pairs), or None;
-    ``keep_first``: the first tokens truncation keeps (default: the BOS)."""
+    ``keep_first``: the first tokens truncation keeps (default: a decoder's, the BOS)."""
     if keep_first is None:
-        keep_first = frozenset({tokenizer.bos_token_id} - {None})
+        keep_first = kept_leading_tokens(tokenizer, "mask")
     report = LengthReport(policy=policy, max_length=max_length, total=len(pairs))
     encoded = EncodedPairStore()
     stream = iter(pairs)

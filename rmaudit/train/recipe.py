@@ -51,7 +51,7 @@ from rmaudit.modeling.pooling import (attends_causally, native_rewards, pooled_r
 from rmaudit.train.batching import (EncodedPair, LengthGroupedBatchSampler, PairDataset, collate_pairs,
                                     padded_fraction, stack_batch)
 from rmaudit.train.config import TrainConfig, write_config
-from rmaudit.train.encode import encode_pairs
+from rmaudit.train.encode import encode_pairs, kept_leading_tokens
 from rmaudit.train.encoded_store import pair_lengths
 from rmaudit.train.loss import bradley_terry_loss, pair_statistics, split_stacked
 from rmaudit.train.metrics import MetricsLog, stage_bar
@@ -580,15 +580,6 @@ def held_length(model: nn.Module, requested: int) -> tuple[int, str | None]:
     if limit is None or requested <= limit:
         return requested, None
     return limit, f"--max-length {requested} held to the {limit} positions {model.config.model_type} has"
-
-
-def kept_leading_tokens(tokenizer: Any, pooling: str) -> frozenset[int]:
-    """Token ids that --truncation truncate keeps at the start of a sequence: a BOS, and for a
-    model read by its own pooler every special token (BERT's [CLS], which the pooler reads)."""
-    keep = {tokenizer.bos_token_id} if tokenizer.bos_token_id is not None else set()
-    if pooling == "native":
-        keep |= set(tokenizer.all_special_ids)
-    return frozenset(keep)
 
 
 def check_resume_matches(folder: Path, cfg: TrainConfig, data_files: dict[str, DataFile]) -> dict[str, Any]:
