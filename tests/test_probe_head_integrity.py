@@ -61,6 +61,7 @@ def test_a_renamed_head_key_fails_naming_the_missing_key(fitted, tmp_path):
     assert result.status is Status.FAIL
     reason = next(f for f in result.reasons if f.metric == "missing_head_keys")
     assert reason.value == ["score.weight"] and "score.weight" in reason.message
+    assert result.summary.startswith("head from random init at load")  # not "from checkpoint"
 
 
 def test_a_fresh_random_head_on_a_body_fails_as_untrained(fitted, tmp_path):

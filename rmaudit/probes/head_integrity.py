@@ -147,6 +147,8 @@ class HeadIntegrity(Probe):
         missing = [k for k in origin.get("missing_keys", []) if k.split(".")[0] in HEAD_NAMES or ".score." in k]
         metrics["missing_head_keys"] = missing
         if missing:
+            # the weights file was read, but not for the head: say so wherever head_source is shown
+            metrics["head_source"] = "random init at load (its keys are missing from the checkpoint)"
             return [note(Status.FAIL, f"the checkpoint's weights lack {', '.join(missing)}: transformers initialised "
                          "the head at random (a renamed or dropped head key)", "missing_head_keys", missing)]
         if origin:
