@@ -150,6 +150,21 @@ def test_column_map_renames_columns(tmp_path: Path):
     assert (pair.margin, pair.category, pair.meta) == (2.0, "sums", {})
 
 
+def test_rewardbench_subset_is_the_category_unless_a_category_is_there_or_named(tmp_path: Path):
+    # RewardBench's release files (allenai/reward-bench, split "filtered") name each row's
+    # slice in `subset`; per-subset accuracy should need no --columns flag.
+    base = {"prompt": "2+2?", "chosen": "4", "rejected": "5", "id": 7}
+    write_jsonl([{**base, "subset": "math-prm"}], tmp_path / "rb.jsonl")
+    (pair,) = load_pairs(tmp_path / "rb.jsonl")
+    assert (pair.category, pair.meta) == ("math-prm", {"id": 7})
+    write_jsonl([{**base, "subset": "math-prm", "category": "reasoning"}], tmp_path / "both.jsonl")
+    (pair,) = load_pairs(tmp_path / "both.jsonl")
+    assert (pair.category, pair.meta) == ("reasoning", {"id": 7, "subset": "math-prm"})
+    write_jsonl([{**base, "subset": "math-prm", "topic": "sums"}], tmp_path / "named.jsonl")
+    (pair,) = load_pairs(tmp_path / "named.jsonl", columns=ColumnMap(category="topic"))
+    assert (pair.category, pair.meta) == ("sums", {"id": 7, "subset": "math-prm"})
+
+
 def test_jsonl_rows_are_line_numbers_and_limit_stops_early(tmp_path: Path):
     path = tmp_path / "gaps.jsonl"
     lines = [json.dumps(r) for r in rows_for("explicit")]

@@ -13,8 +13,9 @@ The shape is detected once per file, from its first row, and can be steered with
 
 A pair whose chosen and rejected conversations disagree on the prompt is not an error but
 is skipped (`SkipRow`) and counted by the loader: it compares two different conversations.
-Optional columns: ``margin`` (a number; empty/NaN means none) and ``category``. Other scalar
-columns are kept in ``meta``.
+Optional columns: ``margin`` (a number; empty/NaN means none) and ``category`` (RewardBench's
+``subset`` where a row has no ``category`` and none was named). Other scalar columns are kept in
+``meta``.
 """
 
 from __future__ import annotations
@@ -93,12 +94,13 @@ def row_to_pair(row: dict, shape: str, columns: ColumnMap, path: Path, number: i
     # chosen first: an hh prompt is cut from the chosen transcript, so its error names that field
     for field, text in [("chosen", chosen), ("rejected", rejected)] + [("prompt", m["content"]) for m in prompt]:
         check_encodable(text, path, number, columns.name(field))
-    used = {columns.name(f) for f in ("prompt", "chosen", "rejected", "margin", "category")}
+    category_column = category_field(row, columns)
+    used = {columns.name(f) for f in ("prompt", "chosen", "rejected", "margin")} | {category_column}
     return PreferencePair(
         prompt=prompt, chosen=chosen, rejected=rejected,
         margin=read_margin(row, columns.name("margin"), path, number),
         source=str(path), row=number,
-        category=read_category(row, columns.name("category"), path, number),
+        category=read_category(row, category_column, path, number),
         meta=scalar_extras(row, used),
     )
 
@@ -274,6 +276,14 @@ def read_margin(row: dict, field: str, path: Path, number: int) -> float | None:
     if not math.isfinite(margin):
         raise input_error(path, number, field, f"expected a finite number, got {value!r}")
     return margin
+
+
+def category_field(row: dict, columns: ColumnMap) -> str:
+    """The column read as the category: the named one, else ``category``, else RewardBench's
+    ``subset`` (its release files name the slice there), so per-subset accuracy needs no flag."""
+    if columns.is_set("category") or "category" in row:
+        return columns.name("category")
+    return "subset" if "subset" in row else "category"
 
 
 def read_category(row: dict, field: str, path: Path, number: int) -> str | None:
