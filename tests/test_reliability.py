@@ -162,6 +162,16 @@ def test_a_folder_without_a_config_is_refused(data, in_tmp, capsys):
     assert code == 2 and "no config.json" in err
 
 
+def test_a_trainer_output_folder_names_its_newest_checkpoint(rm, data, in_tmp, capsys):
+    """transformers' and TRL's Trainer save checkpoint-<step>/ under output_dir; pointing the
+    audit at output_dir should say which folder to audit (by step, not by name: 9 < 12)."""
+    for step in (9, 12):
+        copy_rm(rm, in_tmp / "out" / f"checkpoint-{step}")
+    (in_tmp / "out" / "runs").mkdir()
+    code, err = check(capsys, in_tmp / "out", data, in_tmp / "o")
+    assert code == 2 and "no config.json" in err and "newest checkpoint is checkpoint-12/" in err
+
+
 def test_a_peft_adapter_folder_is_refused_with_how_to_merge_it(data, in_tmp, capsys):
     """What peft's save_pretrained writes for a LoRA reward model (peft is not a dependency):
     the adapter's config and weights, no model config."""

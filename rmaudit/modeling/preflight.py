@@ -119,6 +119,16 @@ def inspect_checkpoint(folder: Path, *, gguf_file: str | None = None, allow_pick
     return CheckpointFacts(config, "pickle", pickles)
 
 
+def newest_trainer_checkpoint(folder: Path, holding: str) -> Path | None:
+    """The ``checkpoint-<step>`` folder with the highest step that holds ``holding``, as a
+    transformers Trainer (and TRL's) writes them under its output_dir; None without one."""
+    def step(candidate: Path) -> int:
+        tail = candidate.name.rpartition("-")[2]
+        return int(tail) if tail.isdigit() else -1
+    found = sorted((f.parent for f in folder.glob(f"checkpoint-*/{holding}")), key=step)
+    return found[-1] if found else None
+
+
 def read_config(path: Path) -> dict:
     if not path.is_file():
         if (path.parent / "adapter_config.json").is_file():
@@ -127,6 +137,10 @@ def read_config(path: Path) -> dict:
             raise input_error(path.parent, None, None, "a PEFT adapter, not a whole model (adapter_config.json, no "
                               "config.json): merge it into its base (peft's merge_and_unload, then save_pretrained) "
                               "and audit the merged folder")
+        newest = newest_trainer_checkpoint(path.parent, "config.json")
+        if newest is not None:  # a transformers/TRL Trainer output_dir: it saves checkpoint-<step>/ folders
+            raise input_error(path.parent, None, None, f"no config.json: a trainer's output folder? Its newest "
+                              f"checkpoint is {newest.name}/: audit that folder ({newest})")
         raise input_error(path.parent, None, None, "no config.json: not a transformers checkpoint folder")
     try:
         config = json.loads(path.read_text(encoding="utf-8"))

@@ -47,6 +47,7 @@ from typing import Any
 import numpy as np
 
 from rmaudit.findings import Comparison, Finding, Limit, Setting, Status, note
+from rmaudit.modeling.preflight import newest_trainer_checkpoint
 from rmaudit.probes.base import Probe, ProbeSkipped, metric, with_reasons
 
 LN2 = math.log(2.0)
@@ -82,13 +83,8 @@ def find_log(checkpoint: Path) -> Path | None:
     for candidate in (checkpoint / METRICS_FILE, checkpoint / TRAINER_STATE):
         if candidate.is_file():
             return candidate
-    nested = sorted(checkpoint.glob(f"checkpoint-*/{TRAINER_STATE}"), key=lambda p: _step_of(p.parent.name))
-    return nested[-1] if nested else None
-
-
-def _step_of(name: str) -> int:
-    tail = name.rpartition("-")[2]
-    return int(tail) if tail.isdigit() else -1
+    nested = newest_trainer_checkpoint(checkpoint, TRAINER_STATE)
+    return None if nested is None else nested / TRAINER_STATE
 
 
 def read_curves(path: Path) -> TrainingCurves:
