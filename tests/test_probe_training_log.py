@@ -112,6 +112,17 @@ def test_nan_loss_and_a_grad_norm_spike_in_a_trl_log_fail(trl_output, tmp_path):
     assert spike.status is Status.FAIL and "at step 6" in spike.message
 
 
+def test_a_loss_just_above_log_2_says_above_not_a_negative_below(trl_output, tmp_path):
+    """12 TRL steps from an N(0, 0.02) head: the loss sat at 0.73 (found auditing such a run)."""
+    def plant(history):
+        for record in (r for r in history if "loss" in r):
+            record.update(loss=0.7265)
+
+    finding = _finding(_audit(_edited_trl_state(trl_output, tmp_path, plant)), "loss_drop")
+    assert finding.status is Status.FAIL and "0.0334 above log 2" in finding.message
+    assert "never left chance" in finding.message and "-0.0" not in finding.message
+
+
 def test_a_loss_exactly_at_log_2_fails_as_never_left_chance(trl_output, tmp_path):
     """A constant reward (a head that reads padding, a zeroed head): every logged loss is log 2."""
     def plant(history):

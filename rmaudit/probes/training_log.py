@@ -232,7 +232,8 @@ def _loss_drop_message(final_loss: float, drop: float) -> str:
     where = f"the last quarter's mean train loss is {final_loss:.4f}, "
     if drop < -NEAR_CHANCE:  # a model that ranks pairs backwards, or a loss that diverged
         return where + f"{-drop:.4f} above log 2 = 0.6931: worse than a constant reward (diverged, or learned backwards)"
-    return where + f"{drop:+.4f} below log 2 = 0.6931" + (": it never left chance" if drop < 0.01 else "")
+    side = f"{drop:.4f} below" if drop >= 0 else f"{-drop:.4f} above"  # never "-0.03 below"
+    return where + f"{side} log 2 = 0.6931" + (": it never left chance" if drop < 0.01 else "")
 
 
 def _grad_metrics(curves: TrainingCurves) -> dict[str, Any]:
