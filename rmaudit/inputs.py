@@ -47,6 +47,9 @@ def build_context(checkpoint: Path, options: AuditOptions) -> AuditContext:
     train_pairs = _side_pairs("train", options.train_data, checkpoint, manifest, notes, options.skip_bad_rows)
     _check_annotator_field(options.annotator_field, all_eval_pairs, options.data)
     extra_pairs = canonical_pairs(options.pairs)
+    trained_template = read_template_file(options.chat_template)
+    if trained_template is not None:
+        notes["chat_template_file"] = str(options.chat_template)
     if options.training_log is not None:
         from rmaudit.probes.training_log import read_curves
 
@@ -61,7 +64,7 @@ def build_context(checkpoint: Path, options: AuditOptions) -> AuditContext:
         print(f"rmaudit: scoring on {device} ({device_reason}) in {dtype} ({dtype_reason})", file=sys.stderr, flush=True)
     loaded = _load_checkpoint(checkpoint, options)
     notes.update({"pooling": loaded.pooling, "dtype_reason": dtype_reason, "loader_notes": list(loaded.notes)})
-    _restore_chat_template(loaded.tokenizer, manifest, notes)
+    _restore_chat_template(loaded.tokenizer, manifest, notes, trained_template)
     _try_template(loaded.tokenizer)
     record = _audit_record(checkpoint, options, loaded.tokenizer)
     return AuditContext(
@@ -113,7 +116,8 @@ def _audit_record(checkpoint: Path, options: AuditOptions, tokenizer: Any) -> di
     from rmaudit.record import audit_record
 
     data = {"eval": options.data, "train": options.train_data, "pairs": options.pairs,
-            "rollouts": options.rollouts_file, "training_log": options.training_log}
+            "rollouts": options.rollouts_file, "training_log": options.training_log,
+            "chat_template": options.chat_template}
     return audit_record(checkpoint, data, getattr(tokenizer, "chat_template", None), __version__,
                         gold=Path(options.gold) if options.gold else None)
 
@@ -203,10 +207,39 @@ def _load_checkpoint(checkpoint: Path, options: AuditOptions) -> Any:
                              attn_implementation=options.attn_implementation)
 
 
-def _restore_chat_template(tokenizer: Any, manifest: Manifest | None, notes: dict[str, Any]) -> None:
-    """A tokenizer saved without its template gets the one the manifest recorded for training."""
+def read_template_file(path: Path | None) -> str | None:
+    """The text of ``--chat-template``, read before any model loads (a bad file is named now)."""
+    if path is None:
+        return None
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise input_error(path, None, None, f"--chat-template: cannot read it as UTF-8 text: {exc}") from None
+    if not text.strip():
+        raise input_error(path, None, None, "--chat-template: the file is empty")
+    import jinja2
+
+    try:  # syntax only: rendering needs the tokenizer, which loads with the model (_try_template)
+        jinja2.Environment().parse(text)
+    except jinja2.TemplateSyntaxError as exc:
+        raise input_error(path, None, None, f"--chat-template: jinja syntax error at line {exc.lineno}: "
+                                            f"{exc.message}") from None
+    return text
+
+
+def _restore_chat_template(tokenizer: Any, manifest: Manifest | None, notes: dict[str, Any],
+                           trained: str | None = None) -> None:
+    """The template every reading renders with: ``--chat-template`` when given (the format the
+    RM was trained on, e.g. plain text for a TRL RM trained without a template); else the
+    tokenizer's; else, for a tokenizer saved without one, the manifest's."""
+    own = getattr(tokenizer, "chat_template", None)
+    if trained is not None:
+        tokenizer.chat_template = trained
+        notes["chat_template_source"] = "--chat-template"
+        notes["checkpoint_template_differs"] = own != trained  # a consumer with the saved tokenizer renders `own`
+        return
     recorded = manifest.chat_template if manifest else None
-    if recorded and not getattr(tokenizer, "chat_template", None):
+    if recorded and not own:
         tokenizer.chat_template = recorded
         notes["chat_template_source"] = "manifest"
 

@@ -129,6 +129,10 @@ class AuditOptions:
     pooling: Pooling = _opt(Pooling.AUTO, "Reward read-out: 'mask' (last real token), 'native' (the checkpoint's "
                                           "forward), 'auto' (mask for rmaudit checkpoints, native otherwise).")
     max_length: int | None = _opt(None, "Truncate rendered texts to this many tokens (from the left); default: manifest.")
+    chat_template: Path | None = _opt(None, "Jinja file: the format the RM was trained on, used for every reading in "
+                                            "place of the tokenizer's template (a TRL RM trained on plain text: "
+                                            "'{% for m in messages %}{{ m.content }}{% endfor %}{{ eos_token }}'); "
+                                            "default: the tokenizer's, else the manifest's.")
     gguf_file: str | None = _opt(None, "GGUF file inside the checkpoint folder (audits a base model's fresh head).")
     allow_hub: bool = _opt(False, "Allow loading the checkpoint and --policy from the Hugging Face hub.")
     allow_pickle: bool = _opt(False, "Load pickle weights (pytorch_model.bin) when a checkpoint has no safetensors, "
@@ -173,7 +177,7 @@ class AuditOptions:
             raise RmauditInputError(f"--max-length: expected a positive integer, got {out.max_length!r}")
         for flag, path in (("--data", out.data), ("--train-data", out.train_data), ("--pairs", out.pairs),
                            ("--training-log", out.training_log), ("--rollouts-file", out.rollouts_file),
-                           ("--gold", out.gold)):
+                           ("--gold", out.gold), ("--chat-template", out.chat_template)):
             if path is not None and not Path(path).exists():
                 raise input_error(path, None, None, f"{flag} file not found")
         return out

@@ -122,6 +122,14 @@ def test_template_restored_from_manifest_warns(rm):
     assert result.status is Status.WARN and "no chat template" in result.summary
 
 
+def test_a_trained_template_the_saved_tokenizer_lacks_warns_only_when_they_differ(rm):
+    # --chat-template named the training format; a consumer with the saved tokenizer renders its own.
+    notes = {"chat_template_source": "--chat-template", "checkpoint_template_differs": True}
+    result = run(rm, chatml_policy(), notes=notes)
+    assert result.status is Status.WARN and "saved tokenizer" in result.summary
+    assert run(rm, chatml_policy(), notes={**notes, "checkpoint_template_differs": False}).status is Status.PASS
+
+
 def test_skips_without_policy_or_manifest_template(rm):
     result = run(rm)
     assert result.status is Status.SKIP and "--policy" in result.summary

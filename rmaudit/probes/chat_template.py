@@ -3,7 +3,9 @@
 The policy's template comes from ``--policy`` (its tokenizer's chat template; a tokenizer
 without one is matched to a known family in ``probes/templates`` by its special tokens,
 and the verdict is capped at warn because that is a guess), else from the template text
-recorded in the checkpoint's manifest (what the RM was trained with).
+recorded in the checkpoint's manifest (what the RM was trained with). The RM side is the
+template the audit reads with: ``--chat-template`` when given, which warns when the saved
+tokenizer carries another one (consumers that render with it read that).
 
 Sample conversations (real eval pairs, plus a system-prompt and a multi-turn probe that
 real data may lack) are rendered with both templates and compared: identical, whitespace
@@ -300,6 +302,11 @@ class ChatTemplateProbe(Probe):
             findings.append(note(Status.WARN, "the checkpoint's tokenizer has no chat template (restored from the "
                                  "manifest for this audit): anyone loading it without rmaudit renders a different format",
                                  "rm_template_source", "manifest"))
+        if ctx_notes.get("chat_template_source") == "--chat-template" and ctx_notes.get("checkpoint_template_differs"):
+            findings.append(note(Status.WARN, "the RM was read with --chat-template, and the checkpoint's tokenizer "
+                                 "carries another template (or none): a consumer that renders with the saved tokenizer "
+                                 "(TRL GRPO, transformers pipelines) reads a format the RM was not trained on; save the "
+                                 "training template into the checkpoint", "rm_template_source", "--chat-template"))
         if policy.inferred and worst(f.status for f in findings) is Status.PASS:
             findings.append(note(Status.WARN, policy.source + ": set the policy's real template to confirm",
                                  "policy_template_source", policy.source))
