@@ -3,8 +3,8 @@
 ``build_context`` loads the checkpoint once (model in eval mode, tokenizer, manifest) and
 gathers the rest, flags first and the manifest's defaults second: the held-out and
 training pairs (the data file recorded in ``data``, reloaded and split by the prompt
-hashes in the checkpoint's ``split.json``), the chat template (when the saved tokenizer
-lost it) and the max length.
+hashes in the checkpoint's ``split.json``), the chat template (``--chat-template``, else the
+tokenizer's, else the manifest's when the saved tokenizer lost it) and the max length.
 """
 
 from __future__ import annotations
