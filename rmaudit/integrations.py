@@ -16,10 +16,14 @@ Each result lands in ``trainer.state.log_history`` (``rmaudit/<probe>/<metric>``
 ``trainer.evaluate()`` returns, and in ``callback.results`` (one AuditResult per
 evaluation). The model is scored through its own forward (``pooling="native"``), which is
 how TRL's ``RewardTrainer`` trains it; the model is put back in training mode afterwards.
+``chat_template="plain.jinja"`` renders the held-out pairs in the format the run trains on
+where that is not the tokenizer's template (TRL on plain-text rows: prompt + response + eos);
+the trainer's tokenizer is left as it is.
 """
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -40,6 +44,7 @@ class RmauditCallback(TrainerCallback):
                  probes: str | Sequence[str] = ("length_bias", "accuracy", "canonical_pairs"),
                  train_pairs: str | Path | Sequence[PreferencePair] | None = None, max_pairs: int = 200,
                  batch_size: int = 16, pooling: str = "native", **options: Any):
+        from rmaudit.inputs import read_template_file
         from rmaudit.runner import prepare_probes
 
         self.eval_pairs = _pairs(eval_pairs)
@@ -47,6 +52,7 @@ class RmauditCallback(TrainerCallback):
         self.options = AuditOptions(probes=probes, max_pairs=max_pairs, batch_size=batch_size,
                                     pooling=choice(Pooling, pooling, "pooling"), **options).validated()
         self.probes = prepare_probes(self.options)  # a typo fails now, not at the first evaluation
+        self.chat_template = read_template_file(self.options.chat_template)
         self.results: list[AuditResult] = []
 
     def on_evaluate(self, args, state, control, model=None, processing_class=None, metrics=None, **kwargs):
@@ -66,6 +72,9 @@ class RmauditCallback(TrainerCallback):
         from rmaudit.probes.context import AuditContext
         from rmaudit.runner import run_probes
 
+        if self.chat_template is not None:  # a copy: the trainer's own tokenizer keeps its template
+            tokenizer = copy.copy(tokenizer)
+            tokenizer.chat_template = self.chat_template
         was_training = model.training
         model.eval()
         try:

@@ -67,3 +67,29 @@ def test_an_unreadable_template_file_is_named_before_the_model_loads(checkpoint,
 def test_a_missing_template_file_is_refused(checkpoint, tmp_path):
     with pytest.raises(RmauditInputError, match="--chat-template file not found"):
         build_context(checkpoint, AuditOptions(chat_template=tmp_path / "nope.jinja"))
+
+
+def test_the_training_callback_reads_the_trained_format_and_leaves_the_trainers_tokenizer(checkpoint, tmp_path):
+    from rmaudit.integrations import RmauditCallback
+    from rmaudit.modeling.loading import load_reward_model
+
+    template = tmp_path / "plain.jinja"
+    template.write_text(PLAIN, encoding="utf-8")
+    loaded = load_reward_model(checkpoint, dtype=torch.float32)
+    tokenizer, own = loaded.tokenizer, loaded.tokenizer.chat_template
+    pairs = topic_pairs()[:6]
+    callback = RmauditCallback(eval_pairs=pairs, probes=["accuracy"], max_pairs=6, chat_template=template)
+    result = callback.audit(loaded.model, tokenizer)
+    assert tokenizer.chat_template == own  # the trainer's tokenizer keeps its template
+
+    def native(text: str) -> float:  # the callback reads through the model's own forward, as TRL trains
+        with torch.no_grad():
+            return float(loaded.model(**tokenizer(text, add_special_tokens=False, return_tensors="pt")).logits[0, 0])
+
+    plain = ["".join(m["content"] for m in messages) + tokenizer.eos_token
+             for p in pairs for messages in (p.chosen_messages(), p.rejected_messages())]
+    rewards = np.array([native(t) for t in plain])
+    expected = float(np.mean(rewards[0::2] - rewards[1::2]))
+    assert result.probe("accuracy").metrics["mean_margin"] == pytest.approx(expected, abs=1e-3)
+    default = RmauditCallback(eval_pairs=pairs, probes=["accuracy"], max_pairs=6).audit(loaded.model, tokenizer)
+    assert default.probe("accuracy").metrics["mean_margin"] != pytest.approx(expected, abs=1e-3)
