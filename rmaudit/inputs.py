@@ -234,6 +234,9 @@ def _restore_chat_template(tokenizer: Any, manifest: Manifest | None, notes: dic
     tokenizer's; else, for a tokenizer saved without one, the manifest's."""
     own = getattr(tokenizer, "chat_template", None)
     if trained is not None:
+        from rmaudit.probes.chat_template import SAVED_TEMPLATE
+
+        setattr(tokenizer, SAVED_TEMPLATE, own)  # chat_template compares against it without a --policy
         tokenizer.chat_template = trained
         notes["chat_template_source"] = "--chat-template"
         notes["checkpoint_template_differs"] = own != trained  # a consumer with the saved tokenizer renders `own`

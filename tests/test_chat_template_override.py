@@ -12,6 +12,7 @@ from helpers_audit import save_rm, topic_pairs, write_pairs_jsonl
 from rmaudit.audit import AuditOptions
 from rmaudit.errors import RmauditInputError
 from rmaudit.inputs import build_context
+from rmaudit.probes.chat_template import SAVED_TEMPLATE
 from tiny_models import require_smollm2, tiny_rm
 
 # TRL's RewardTrainer on non-conversational rows: prompt + chosen, eos appended (trl/trainer/reward_trainer.py).
@@ -48,6 +49,8 @@ def test_every_reading_renders_the_trained_format(checkpoint, tmp_path):
     default = build_context(checkpoint, AuditOptions(data=data, dtype="float32"))
     assert not np.allclose(default.pair_rewards(default.eval_pairs)[0], chosen, atol=1e-3)
     assert "chat_template_source" not in default.notes
+    # chat_template's reference without a --policy: the template the saved tokenizer carries
+    assert getattr(ctx.tokenizer, SAVED_TEMPLATE) == default.tokenizer.chat_template != PLAIN
 
 
 @pytest.mark.parametrize("content, message", [("", "the file is empty"), (b"\xff\xfe", "UTF-8"),

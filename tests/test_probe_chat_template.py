@@ -3,6 +3,7 @@ whitespace-only differences warn unless they move the rewards."""
 
 from __future__ import annotations
 
+import copy
 import json
 
 import pytest
@@ -13,7 +14,7 @@ from helpers_probe import run_configured
 from rmaudit.modeling.manifest import tokenizer_facts
 from rmaudit.modeling.manifest import Manifest
 from rmaudit.probes.chat_template import (
-    STRUCTURE_PROBES, ChatTemplateProbe, compare, double_bos, known_templates, template_family,
+    SAVED_SOURCE, SAVED_TEMPLATE, STRUCTURE_PROBES, ChatTemplateProbe, compare, double_bos, known_templates, template_family,
 )
 from rmaudit.report.charts import validate_chart
 from rmaudit.results import Status
@@ -128,6 +129,20 @@ def test_a_trained_template_the_saved_tokenizer_lacks_warns_only_when_they_diffe
     result = run(rm, chatml_policy(), notes=notes)
     assert result.status is Status.WARN and "saved tokenizer" in result.summary
     assert run(rm, chatml_policy(), notes={**notes, "checkpoint_template_differs": False}).status is Status.PASS
+
+
+def test_without_a_policy_the_trained_template_is_compared_with_the_checkpoints_own(rm):
+    # --chat-template named plain text; the saved tokenizer renders ChatML, as TRL GRPO will.
+    model, tokenizer = rm
+    trained = copy.copy(tokenizer)
+    setattr(trained, SAVED_TEMPLATE, tokenizer.chat_template)
+    trained.chat_template = "{% for m in messages %}{{ m['content'] }}{% endfor %}{{ eos_token }}"
+    notes = {"chat_template_source": "--chat-template", "checkpoint_template_differs": True}
+    ctx = AuditContext(checkpoint=None, model=model, tokenizer=trained, eval_pairs=EVAL_PAIRS, pooling="mask",
+                       notes=notes)
+    result = run_configured(ChatTemplateProbe, ctx)
+    assert result.status is Status.FAIL and result.metrics["policy_template_source"] == SAVED_SOURCE
+    assert result.metrics["conversations_different"] > 0 and "saved tokenizer" not in result.summary
 
 
 def test_skips_without_policy_or_manifest_template(rm):

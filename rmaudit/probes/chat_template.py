@@ -3,9 +3,11 @@
 The policy's template comes from ``--policy`` (its tokenizer's chat template; a tokenizer
 without one is matched to a known family in ``probes/templates`` by its special tokens,
 and the verdict is capped at warn because that is a guess), else from the template text
-recorded in the checkpoint's manifest (what the RM was trained with). The RM side is the
-template the audit reads with: ``--chat-template`` when given, which warns when the saved
-tokenizer carries another one (consumers that render with it read that).
+recorded in the checkpoint's manifest (what the RM was trained with), else, when
+``--chat-template`` replaced the tokenizer's template, from the checkpoint's own template
+(what consumers that render with the saved tokenizer read). The RM side is the template the
+audit reads with: ``--chat-template`` when given, which warns when the saved tokenizer
+carries another one.
 
 Sample conversations (real eval pairs, plus a system-prompt and a multi-turn probe that
 real data may lack) are rendered with both templates and compared: identical, whitespace
@@ -54,6 +56,12 @@ FAMILY_TOKENS = [
     ("gemma", "<start_of_turn>"),
     ("mistral", "[INST]"),
 ]
+
+
+# Set by the audit's loader when --chat-template replaced the tokenizer's own template: what a
+# consumer that renders with the saved tokenizer (TRL GRPO) reads; the reference without a policy.
+SAVED_TEMPLATE = "rmaudit_saved_chat_template"
+SAVED_SOURCE = "the checkpoint's own template, which consumers rendering with its tokenizer (TRL GRPO) read"
 
 
 @dataclass
@@ -112,6 +120,9 @@ def policy_template(ctx) -> PolicyTemplate:
     text = ctx.manifest.chat_template if ctx.manifest is not None else None
     if text:
         return PolicyTemplate(text, ctx.tokenizer, "chat template recorded in the manifest at training time")
+    saved = getattr(ctx.tokenizer, SAVED_TEMPLATE, None)
+    if isinstance(saved, str) and saved:  # a dict of named templates has no one format to compare
+        return PolicyTemplate(saved, ctx.tokenizer, SAVED_SOURCE)
     raise ProbeSkipped("missing input: policy_tokenizer (--policy), and the checkpoint's manifest records no chat template")
 
 
@@ -302,7 +313,8 @@ class ChatTemplateProbe(Probe):
             findings.append(note(Status.WARN, "the checkpoint's tokenizer has no chat template (restored from the "
                                  "manifest for this audit): anyone loading it without rmaudit renders a different format",
                                  "rm_template_source", "manifest"))
-        if ctx_notes.get("chat_template_source") == "--chat-template" and ctx_notes.get("checkpoint_template_differs"):
+        if ctx_notes.get("chat_template_source") == "--chat-template" and ctx_notes.get("checkpoint_template_differs") \
+                and policy.source != SAVED_SOURCE:  # compared against it, the findings above say it
             findings.append(note(Status.WARN, "the RM was read with --chat-template, and the checkpoint's tokenizer "
                                  "carries another template (or none): a consumer that renders with the saved tokenizer "
                                  "(TRL GRPO, transformers pipelines) reads a format the RM was not trained on; save the "
