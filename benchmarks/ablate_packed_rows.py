@@ -14,9 +14,7 @@ written: the reading goes into results/scoring.md by hand.
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -31,7 +29,7 @@ def main() -> None:
     args = parser.parse_args()
     sys.path.insert(0, str(REPO))
     from bench_scoring import load, rmaudit_scorer
-    from machine import machine_line
+    from machine import alternating_rounds, machine_line, paired_speed_lines
 
     from rmaudit import prefix_sharing
     from rmaudit.devices import configure_cpu_threads, resolve_dtype
@@ -42,22 +40,16 @@ def main() -> None:
     max_length = max(len(r) for r in ids)
     default = prefix_sharing.PACKED_TOKENS["cpu"]
     rmaudit_scorer(fast.model, fast.tokenizer, texts, max_length, share=True)  # warm-up, untimed
-    seconds: dict[int, list[float]] = {budget: [] for budget in args.budgets}
-    for round_ in range(args.repeats):
-        for budget in (args.budgets if round_ % 2 == 0 else args.budgets[::-1]):
-            prefix_sharing.PACKED_TOKENS["cpu"] = budget
-            start = time.perf_counter()
-            rmaudit_scorer(fast.model, fast.tokenizer, texts, max_length, share=True)
-            seconds[budget].append(time.perf_counter() - start)
+    def score_with_rows_of(budget) -> None:
+        prefix_sharing.PACKED_TOKENS["cpu"] = budget
+        rmaudit_scorer(fast.model, fast.tokenizer, texts, max_length, share=True)
+
+    seconds = alternating_rounds(args.budgets, args.repeats, score_with_rows_of)
     prefix_sharing.PACKED_TOKENS["cpu"] = default
     print(f"Machine: {machine_line()}; {len(texts)} texts, dtype {dtype_name}, {args.repeats} rounds; "
           f"the default row is {default} tokens")
-    base = seconds.get(default, next(iter(seconds.values())))
-    for budget, values in seconds.items():
-        ratios = [b / v for b, v in zip(base, values)]
-        print(f"{budget} tokens a row: median {statistics.median(values):.2f} s "
-              f"(per round {', '.join(f'{v:.1f}' for v in values)}); speed against the default per round: "
-              f"median {statistics.median(ratios):.3f}x ({min(ratios):.3f}-{max(ratios):.3f})")
+    base = default if default in seconds else args.budgets[0]
+    print("\n".join(paired_speed_lines(seconds, base, "the default", label=lambda budget: f"{budget} tokens a row")))
 
 
 if __name__ == "__main__":

@@ -14,9 +14,7 @@ not written: the reading goes into results/train.md by hand.
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -132,7 +130,7 @@ def main() -> None:
     args = parser.parse_args()
     sys.path.insert(0, str(REPO / "benchmarks"))
     from bench_train import initial_model
-    from machine import machine_line
+    from machine import alternating_rounds, machine_line, paired_speed_lines
 
     from rmaudit.devices import configure_cpu_threads
     from rmaudit.train import packing
@@ -147,22 +145,12 @@ def main() -> None:
     for rewards_of in ways.values():  # warm-up, untimed; the losses must agree
         losses = [step(model, b, rewards_of) for b in work[:2]]
         print(f"warm-up losses {', '.join(f'{x:.6f}' for x in losses)}")
-    seconds: dict[str, list[float]] = {name: [] for name in ways}
-    for round_ in range(args.repeats):
-        for name in (list(ways) if round_ % 2 == 0 else list(ways)[::-1]):
-            start = time.perf_counter()
-            for batch in work:
-                step(model, batch, ways[name])
-            seconds[name].append(time.perf_counter() - start)
+    seconds = alternating_rounds(list(ways), args.repeats,
+                                 lambda name: [step(model, batch, ways[name]) for batch in work])
     tokens = sum(int(b["chosen_mask"].sum() + b["rejected_mask"].sum() - b["shared"].sum()) for b in work)
     print(f"Machine: {machine_line()}; SmolLM2-135M float32, {len(work)} batches of {args.batch_size} hh pairs "
           f"({tokens} packed tokens), {args.repeats} rounds")
-    base = seconds["mask rows"]
-    for name, values in seconds.items():
-        ratios = [b / v for b, v in zip(base, values)]
-        print(f"{name}: median {statistics.median(values):.1f} s (per round {', '.join(f'{v:.1f}' for v in values)}); "
-              f"speed against mask rows per round: median {statistics.median(ratios):.3f}x "
-              f"({min(ratios):.3f}-{max(ratios):.3f})")
+    print("\n".join(paired_speed_lines(seconds, "mask rows", "mask rows")))
 
 
 if __name__ == "__main__":

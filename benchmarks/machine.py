@@ -1,14 +1,17 @@
-"""What every benchmark shares: the machine it ran on (RESULTS.md must name the CPU) and one
-measured child process (wall time and its own peak RSS)."""
+"""What every benchmark shares: the machine it ran on (RESULTS.md must name the CPU), one
+measured child process (wall time and its own peak RSS), and the alternating paired rounds of
+the ablations."""
 
 from __future__ import annotations
 
 import os
 import platform
+import statistics
 import subprocess
 import tempfile
 import time
 from pathlib import Path
+from typing import Callable, Hashable, Sequence
 
 
 def cpu_name() -> str:
@@ -53,3 +56,29 @@ def publish(report: str, results: Path, title: str, write: bool) -> None:
         head = f"# {title}\n\n" if not results.exists() else ""
         with results.open("a", encoding="utf-8") as fh:
             fh.write(head + report + "\n")
+
+
+def alternating_rounds(ways: Sequence[Hashable], repeats: int,
+                       run: Callable[[Hashable], None]) -> dict[Hashable, list[float]]:
+    """Seconds ``run(way)`` takes for each way, ``repeats`` rounds in one process, the order
+    reversed every other round so that no way always runs first (warmest or coldest)."""
+    seconds: dict[Hashable, list[float]] = {way: [] for way in ways}
+    for round_ in range(repeats):
+        for way in (list(ways) if round_ % 2 == 0 else list(ways)[::-1]):
+            start = time.perf_counter()
+            run(way)
+            seconds[way].append(time.perf_counter() - start)
+    return seconds
+
+
+def paired_speed_lines(seconds: dict[Hashable, list[float]], base: Hashable, against: str,
+                       label: Callable[[Hashable], str] = str) -> list[str]:
+    """One line per way: its median seconds, each round's, and its speed against ``base``
+    paired round by round (median and range), the figure an ablation reports."""
+    lines = []
+    for way, values in seconds.items():
+        ratios = [b / v for b, v in zip(seconds[base], values)]
+        lines.append(f"{label(way)}: median {statistics.median(values):.2f} s (per round "
+                     f"{', '.join(f'{v:.1f}' for v in values)}); speed against {against} per round: "
+                     f"median {statistics.median(ratios):.3f}x ({min(ratios):.3f}-{max(ratios):.3f})")
+    return lines
