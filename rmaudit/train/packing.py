@@ -71,8 +71,9 @@ def _pack(input_ids: torch.Tensor, attention_mask: torch.Tensor, shared: torch.T
         common, chosen, rejected = int(shared[i]), lengths[i], lengths[i + n_pairs]
         ids += [source[i, :chosen], source[i + n_pairs, common:rejected]]
         positions += [torch.arange(chosen), torch.arange(common, rejected)]
-        prompt = ((start, start + common),) if common else ()
+        prompt: tuple[tuple[int, int], ...] = ()
         if common:
+            prompt = ((start, start + common),)
             segments.append(PackedSegment.build(start, start + common, (), device))
         end = start + chosen + rejected - common
         segments += [PackedSegment.build(start + common, start + chosen, prompt, device),
